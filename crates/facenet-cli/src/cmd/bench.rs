@@ -1,0 +1,172 @@
+//! `facenet bench`: throughput and memory, printed as machine-readable lines.
+//!
+//! Each batch size runs in a fresh process (this binary, re-invoked), so its peak resident
+//! memory is its own. As in `shared/bench/ort_facenet.py`, only the forward pass on a ready
+//! `[B, 3, 160, 160]` tensor is timed: no decoding, standardization or normalization.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use burn::tensor::{Distribution, Tensor};
+use facenet::{Device, Embedder, InceptionResnetV1Config};
+
+use crate::common::WeightsArg;
+
+/// Benchmarks.
+#[derive(Debug, clap::Subcommand)]
+pub enum Bench {
+    /// Embedding throughput: `embed batch=B img_per_s=X peak_rss_mib=Y` per batch size.
+    Embed(EmbedArgs),
+}
+
+/// Arguments of `facenet bench embed`.
+#[derive(Debug, clap::Args)]
+pub struct EmbedArgs {
+    /// Batch sizes, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,32")]
+    pub batch: Vec<usize>,
+    /// Timed runs per batch size (the median is printed).
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// Minimum seconds per timed run.
+    #[arg(long, default_value_t = 1.0)]
+    pub min_run_s: f64,
+    /// Network preset when no weights file is found (random weights): keras-128, small.
+    #[arg(long, default_value = "keras-128")]
+    pub model: String,
+    /// Internal: run one batch size in this process.
+    #[arg(long, hide = true)]
+    pub worker: Option<usize>,
+    #[command(flatten)]
+    pub weights: WeightsArg,
+}
+
+pub fn run(bench: Bench, device: Device) -> anyhow::Result<()> {
+    match bench {
+        Bench::Embed(args) => match args.worker {
+            Some(b) => worker(&args, b, device),
+            None => parent(&args),
+        },
+    }
+}
+
+fn parent(args: &EmbedArgs) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("locating this executable")?;
+    let cfg = InceptionResnetV1Config::preset(&args.model)
+        .with_context(|| format!("--model {}: unknown preset", args.model))?;
+    let macs = cfg.multiply_adds();
+    println!(
+        "# model {} input {}x{}: {:.3} G multiply-adds ({:.3} GFLOP) per image; threads: {}",
+        args.model,
+        cfg.image_size,
+        cfg.image_size,
+        macs as f64 / 1e9,
+        2.0 * macs as f64 / 1e9,
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    );
+    let mut rows = Vec::new();
+    for &b in &args.batch {
+        let mut cmd = Command::new(&exe);
+        cmd.args(["bench", "embed", "--worker", &b.to_string()])
+            .args(["--runs", &args.runs.to_string()])
+            .args(["--min-run-s", &args.min_run_s.to_string()])
+            .args(["--model", &args.model]);
+        if let Some(w) = &args.weights.weights {
+            cmd.arg("--weights").arg(w);
+        }
+        let out = cmd.output().context("running the benchmark worker")?;
+        if !out.status.success() {
+            bail!(
+                "benchmark worker for batch {b} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        for line in text.lines() {
+            println!("{line}");
+            if let Some(ips) = field(line, "img_per_s") {
+                rows.push((b, ips, field(line, "peak_rss_mib").unwrap_or(0.0)));
+            }
+        }
+    }
+    println!("# batch | img/s | ms/img | GFLOP/s | peak RSS MiB");
+    for (b, ips, rss) in rows {
+        println!(
+            "# {b:>5} | {ips:>7.2} | {:>6.2} | {:>7.1} | {rss:>6.0}",
+            1000.0 / ips,
+            ips * 2.0 * macs as f64 / 1e9
+        );
+    }
+    Ok(())
+}
+
+fn field(line: &str, key: &str) -> Option<f64> {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+}
+
+fn worker(args: &EmbedArgs, batch: usize, device: Device) -> anyhow::Result<()> {
+    let (model, source) = match args.weights.path() {
+        Ok(p) => (Embedder::open(&p, &device)?.model().clone(), p.display().to_string()),
+        Err(_) => {
+            let cfg = InceptionResnetV1Config::preset(&args.model)
+                .with_context(|| format!("--model {}: unknown preset", args.model))?;
+            (cfg.init(&device), "random weights".to_string())
+        }
+    };
+    let size = 160.min(model_input(&args.model));
+    let input = Tensor::<4>::random(
+        [batch, 3, size, size],
+        Distribution::Normal(0.0, 1.0),
+        &device,
+    );
+    let run = || {
+        let out = model.forward(input.clone());
+        let _ = out.into_data();
+    };
+    // Warm-up: at least two calls and one second.
+    let t = Instant::now();
+    let mut calls = 0;
+    while calls < 2 || t.elapsed() < Duration::from_secs(1) {
+        run();
+        calls += 1;
+    }
+    let mut rates = Vec::new();
+    for _ in 0..args.runs.max(1) {
+        let t = Instant::now();
+        let mut n = 0;
+        while n == 0 || t.elapsed().as_secs_f64() < args.min_run_s {
+            run();
+            n += 1;
+        }
+        rates.push((batch * n) as f64 / t.elapsed().as_secs_f64());
+    }
+    rates.sort_by(f64::total_cmp);
+    let median = rates[rates.len() / 2];
+    println!(
+        "embed batch={batch} img_per_s={median:.2} peak_rss_mib={:.0}",
+        peak_rss_mib()
+    );
+    println!("# batch {batch}: median of {} runs, {source}", rates.len());
+    Ok(())
+}
+
+fn model_input(model: &str) -> usize {
+    InceptionResnetV1Config::preset(model)
+        .map(|c| c.image_size)
+        .unwrap_or(160)
+}
+
+/// Peak resident set size of this process (VmHWM), in MiB; 0 where /proc is absent.
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}

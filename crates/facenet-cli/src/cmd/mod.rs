@@ -1,0 +1,5 @@
+pub mod bench;
+pub mod demo;
+pub mod embed;
+pub mod fetch;
+pub mod import;

@@ -1,0 +1,75 @@
+//! Helpers shared by the subcommands.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use facenet::{Device, Embedder, Standardization};
+use facenet_import::fetch::{CachePaths, cache_dir};
+
+/// Standardization choices on the command line.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Preprocess {
+    /// The weights' own (prewhiten for the Keras FaceNet model).
+    Auto,
+    /// `(x - mean) / max(std, 1/sqrt(n))` per image (davidsandberg's prewhiten).
+    Prewhiten,
+    /// `(x - 127.5) / 128`.
+    Fixed,
+    /// `x / 255` (the course notebook's img_to_encoding).
+    Unit,
+}
+
+impl Preprocess {
+    pub fn resolve(self, weights_default: Standardization) -> Standardization {
+        match self {
+            Self::Auto => weights_default,
+            Self::Prewhiten => Standardization::Prewhiten,
+            Self::Fixed => Standardization::Fixed,
+            Self::Unit => Standardization::Unit,
+        }
+    }
+}
+
+/// The `--weights` option shared by commands that run the network.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WeightsArg {
+    /// Weights file (safetensors from `facenet fetch` or `facenet import-weights`).
+    /// Default: facenet_keras.safetensors in the cache ($FACENET_HOME, ~/.cache/facenet).
+    #[arg(long, env = "FACENET_WEIGHTS")]
+    pub weights: Option<PathBuf>,
+}
+
+impl WeightsArg {
+    pub fn path(&self) -> anyhow::Result<PathBuf> {
+        if let Some(p) = &self.weights {
+            return Ok(p.clone());
+        }
+        let p = CachePaths::new(cache_dir()).weights();
+        if !p.is_file() {
+            bail!(
+                "no weights at {}: run `facenet fetch` first (or pass --weights FILE)",
+                p.display()
+            );
+        }
+        Ok(p)
+    }
+
+    pub fn open(&self, device: &Device) -> anyhow::Result<Embedder> {
+        let path = self.path()?;
+        Embedder::open(&path, device)
+            .with_context(|| format!("loading weights from {}", path.display()))
+    }
+}
+
+/// Reads face images, failing on the first unreadable one with its name.
+pub fn load_images(paths: &[PathBuf]) -> anyhow::Result<Vec<image::RgbImage>> {
+    paths
+        .iter()
+        .map(|p| facenet::image::load_rgb(p).map_err(anyhow::Error::from))
+        .collect()
+}
+
+/// A display name for a path.
+pub fn display(p: &Path) -> String {
+    p.display().to_string()
+}

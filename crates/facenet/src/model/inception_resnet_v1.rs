@@ -1,0 +1,579 @@
+//! Inception-ResNet-v1, the FaceNet embedding network.
+//!
+//! Szegedy et al., "Inception-v4, Inception-ResNet and the Impact of Residual Connections on
+//! Learning" (<https://arxiv.org/abs/1602.07261>), as trained for faces by Schroff et al.,
+//! "FaceNet" (<https://arxiv.org/abs/1503.03832>) and davidsandberg/facenet.
+//!
+//! The topology follows the graph stored in the Keras file `facenet_keras.h5` (its
+//! `model_config`), not any `.py` source: each residual block sums
+//! `shortcut + scale * up(concat(branches))`, then applies ReLU (except the last Block8).
+//!
+//! Field names follow facenet-pytorch (`conv2d_1a`, `repeat_1`, `branch1.0`, `last_bn`, ...),
+//! so a parameter's path in the module tree is its key in the safetensors file.
+//!
+//! ```text
+//! facenet embed --preprocess prewhiten face.png
+//! ```
+
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig};
+use burn::nn::{Initializer, PaddingConfig2d};
+use burn::tensor::activation::relu;
+use burn::tensor::module::adaptive_avg_pool2d;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// BatchNorm epsilon of the Keras and TensorFlow FaceNet models.
+pub const BN_EPSILON: f64 = 0.001;
+/// BatchNorm momentum in burn's convention (`running = (1-m) running + m batch`).
+/// davidsandberg trains with a moving-average decay of 0.995, i.e. m = 0.005.
+pub const BN_MOMENTUM: f64 = 0.005;
+
+/// Shape of an Inception-ResNet-v1.
+///
+/// Channel counts are those of the paper divided by `width_divisor`; `repeats` are the
+/// numbers of Block35, Block17 and Block8 (the last Block8 without ReLU is extra).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InceptionResnetV1Config {
+    /// Size of the embedding (the bottleneck layer).
+    pub embedding_dim: usize,
+    /// Square input size in pixels.
+    pub image_size: usize,
+    /// Number of Block35, Block17 and Block8 (with ReLU) repeats.
+    pub repeats: [usize; 3],
+    /// Every channel count is divided by this (1 for the published network).
+    pub width_divisor: usize,
+    /// Dropout rate before the bottleneck (training only).
+    pub dropout: f64,
+}
+
+impl InceptionResnetV1Config {
+    /// The Keras FaceNet model (`facenet_keras.h5`, davidsandberg 20170512-110547):
+    /// 128-d embeddings of 160x160 faces.
+    pub fn keras_128() -> Self {
+        Self {
+            embedding_dim: 128,
+            image_size: 160,
+            repeats: [5, 10, 5],
+            width_divisor: 1,
+            dropout: 0.2,
+        }
+    }
+
+    /// The 512-d variant (davidsandberg 2018 models, facenet-pytorch VGGFace2/CASIA-WebFace).
+    pub fn facenet_512() -> Self {
+        Self {
+            embedding_dim: 512,
+            ..Self::keras_128()
+        }
+    }
+
+    /// A small network (a quarter of the channels, one block per stage, 96x96 input),
+    /// for tests and training on a CPU.
+    pub fn small() -> Self {
+        Self {
+            embedding_dim: 64,
+            image_size: 96,
+            repeats: [1, 1, 1],
+            width_divisor: 4,
+            dropout: 0.2,
+        }
+    }
+
+    /// Looks up a preset by name: `keras-128`, `facenet-512` or `small`.
+    pub fn preset(name: &str) -> Option<Self> {
+        match name {
+            "keras-128" | "keras_128" => Some(Self::keras_128()),
+            "facenet-512" | "facenet_512" => Some(Self::facenet_512()),
+            "small" => Some(Self::small()),
+            _ => None,
+        }
+    }
+
+    /// The smallest input side the network accepts (the final feature map must be non-empty).
+    pub fn min_input_size() -> usize {
+        // 75 -> 37 -> 35 -> 35 -> 17 -> 17 -> 15 -> 7 -> 3 -> 1
+        75
+    }
+
+    fn ch(&self, c: usize) -> usize {
+        (c / self.width_divisor).max(1)
+    }
+
+    /// Creates the network with random weights.
+    pub fn init(&self, device: &Device) -> InceptionResnetV1 {
+        InceptionResnetV1::new(self, device)
+    }
+
+    /// Multiply-accumulate operations of one forward pass of one image, counted from the
+    /// layer shapes (convolutions and the bottleneck; pooling and element-wise ops excluded).
+    pub fn multiply_adds(&self) -> u64 {
+        let net = self.init(&Device::flex());
+        net.multiply_adds(self.image_size)
+    }
+}
+
+impl Default for InceptionResnetV1Config {
+    fn default() -> Self {
+        Self::keras_128()
+    }
+}
+
+/// Convolution, BatchNorm without learned scale (gamma stays one), ReLU.
+#[derive(Module, Debug)]
+pub struct BasicConv2d {
+    /// The convolution (no bias).
+    pub conv: Conv2d,
+    /// The batch normalization.
+    pub bn: BatchNorm,
+}
+
+impl BasicConv2d {
+    fn new(
+        channels: [usize; 2],
+        kernel: [usize; 2],
+        stride: usize,
+        padding: PaddingConfig2d,
+        device: &Device,
+    ) -> Self {
+        let conv = Conv2dConfig::new(channels, kernel)
+            .with_stride([stride, stride])
+            .with_padding(padding)
+            .with_bias(false)
+            .with_initializer(truncated_normal_like())
+            .init(device);
+        let bn = BatchNormConfig::new(channels[1])
+            .with_epsilon(BN_EPSILON)
+            .with_momentum(BN_MOMENTUM)
+            .init(device);
+        Self { conv, bn }
+    }
+
+    fn same(channels: [usize; 2], kernel: [usize; 2], device: &Device) -> Self {
+        Self::new(channels, kernel, 1, PaddingConfig2d::Same, device)
+    }
+
+    fn valid(channels: [usize; 2], kernel: usize, stride: usize, device: &Device) -> Self {
+        Self::new(
+            channels,
+            [kernel, kernel],
+            stride,
+            PaddingConfig2d::Valid,
+            device,
+        )
+    }
+
+    /// conv -> bn -> relu.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        relu(self.bn.forward(self.conv.forward(x)))
+    }
+}
+
+fn truncated_normal_like() -> Initializer {
+    // Xavier/Glorot uniform, the Keras default kernel initializer.
+    Initializer::XavierUniform { gain: 1.0 }
+}
+
+fn up_conv(channels: [usize; 2], device: &Device) -> Conv2d {
+    Conv2dConfig::new(channels, [1, 1])
+        .with_bias(true)
+        .with_initializer(truncated_normal_like())
+        .init(device)
+}
+
+fn run_seq(seq: &[BasicConv2d], x: Tensor<4>) -> Tensor<4> {
+    seq.iter().fold(x, |x, layer| layer.forward(x))
+}
+
+/// `shortcut + scale * up`, then ReLU unless this is the final block.
+fn scale_sum(shortcut: Tensor<4>, up: Tensor<4>, scale: f64, activate: bool) -> Tensor<4> {
+    let sum = shortcut + up.mul_scalar(scale);
+    if activate { relu(sum) } else { sum }
+}
+
+/// 35x35 residual block (17x17 at 160x160 input), Keras `Block35_n`.
+#[derive(Module, Debug)]
+pub struct Block35 {
+    /// 1x1.
+    pub branch0: BasicConv2d,
+    /// 1x1 -> 3x3.
+    pub branch1: Vec<BasicConv2d>,
+    /// 1x1 -> 3x3 -> 3x3.
+    pub branch2: Vec<BasicConv2d>,
+    /// The "up" 1x1 convolution with bias, back to the block's width.
+    pub conv2d: Conv2d,
+    /// Residual scale (0.17).
+    pub scale: f64,
+}
+
+impl Block35 {
+    fn new(cfg: &InceptionResnetV1Config, device: &Device) -> Self {
+        let c = cfg.ch(256);
+        let b = cfg.ch(32);
+        Self {
+            branch0: BasicConv2d::same([c, b], [1, 1], device),
+            branch1: vec![
+                BasicConv2d::same([c, b], [1, 1], device),
+                BasicConv2d::same([b, b], [3, 3], device),
+            ],
+            branch2: vec![
+                BasicConv2d::same([c, b], [1, 1], device),
+                BasicConv2d::same([b, b], [3, 3], device),
+                BasicConv2d::same([b, b], [3, 3], device),
+            ],
+            conv2d: up_conv([3 * b, c], device),
+            scale: 0.17,
+        }
+    }
+
+    /// Forward pass.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let x0 = self.branch0.forward(x.clone());
+        let x1 = run_seq(&self.branch1, x.clone());
+        let x2 = run_seq(&self.branch2, x.clone());
+        let up = self.conv2d.forward(Tensor::cat(vec![x0, x1, x2], 1));
+        scale_sum(x, up, self.scale, true)
+    }
+}
+
+/// Reduction block A, Keras `Mixed_6a`.
+#[derive(Module, Debug)]
+pub struct Mixed6a {
+    /// 3x3 stride 2.
+    pub branch0: BasicConv2d,
+    /// 1x1 -> 3x3 -> 3x3 stride 2.
+    pub branch1: Vec<BasicConv2d>,
+    /// 3x3 max pool stride 2.
+    pub branch2: MaxPool2d,
+}
+
+impl Mixed6a {
+    fn new(cfg: &InceptionResnetV1Config, device: &Device) -> Self {
+        let c = cfg.ch(256);
+        Self {
+            branch0: BasicConv2d::valid([c, cfg.ch(384)], 3, 2, device),
+            branch1: vec![
+                BasicConv2d::same([c, cfg.ch(192)], [1, 1], device),
+                BasicConv2d::same([cfg.ch(192), cfg.ch(192)], [3, 3], device),
+                BasicConv2d::valid([cfg.ch(192), cfg.ch(256)], 3, 2, device),
+            ],
+            branch2: max_pool_3x3_s2(),
+        }
+    }
+
+    /// Forward pass.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let x0 = self.branch0.forward(x.clone());
+        let x1 = run_seq(&self.branch1, x.clone());
+        let x2 = self.branch2.forward(x);
+        Tensor::cat(vec![x0, x1, x2], 1)
+    }
+}
+
+fn max_pool_3x3_s2() -> MaxPool2d {
+    MaxPool2dConfig::new([3, 3]).with_strides([2, 2]).init()
+}
+
+/// 17x17 residual block (8x8 at 160x160 input), Keras `Block17_n`.
+#[derive(Module, Debug)]
+pub struct Block17 {
+    /// 1x1.
+    pub branch0: BasicConv2d,
+    /// 1x1 -> 1x7 -> 7x1.
+    pub branch1: Vec<BasicConv2d>,
+    /// The "up" 1x1 convolution with bias.
+    pub conv2d: Conv2d,
+    /// Residual scale (0.1).
+    pub scale: f64,
+}
+
+impl Block17 {
+    fn new(cfg: &InceptionResnetV1Config, device: &Device) -> Self {
+        let c = cfg.ch(896);
+        let b = cfg.ch(128);
+        Self {
+            branch0: BasicConv2d::same([c, b], [1, 1], device),
+            branch1: vec![
+                BasicConv2d::same([c, b], [1, 1], device),
+                BasicConv2d::same([b, b], [1, 7], device),
+                BasicConv2d::same([b, b], [7, 1], device),
+            ],
+            conv2d: up_conv([2 * b, c], device),
+            scale: 0.1,
+        }
+    }
+
+    /// Forward pass.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let x0 = self.branch0.forward(x.clone());
+        let x1 = run_seq(&self.branch1, x.clone());
+        let up = self.conv2d.forward(Tensor::cat(vec![x0, x1], 1));
+        scale_sum(x, up, self.scale, true)
+    }
+}
+
+/// Reduction block B, Keras `Mixed_7a`.
+#[derive(Module, Debug)]
+pub struct Mixed7a {
+    /// 1x1 -> 3x3 stride 2.
+    pub branch0: Vec<BasicConv2d>,
+    /// 1x1 -> 3x3 stride 2.
+    pub branch1: Vec<BasicConv2d>,
+    /// 1x1 -> 3x3 -> 3x3 stride 2.
+    pub branch2: Vec<BasicConv2d>,
+    /// 3x3 max pool stride 2.
+    pub branch3: MaxPool2d,
+}
+
+impl Mixed7a {
+    fn new(cfg: &InceptionResnetV1Config, device: &Device) -> Self {
+        let c = cfg.ch(896);
+        let b = cfg.ch(256);
+        Self {
+            branch0: vec![
+                BasicConv2d::same([c, b], [1, 1], device),
+                BasicConv2d::valid([b, cfg.ch(384)], 3, 2, device),
+            ],
+            branch1: vec![
+                BasicConv2d::same([c, b], [1, 1], device),
+                BasicConv2d::valid([b, b], 3, 2, device),
+            ],
+            branch2: vec![
+                BasicConv2d::same([c, b], [1, 1], device),
+                BasicConv2d::same([b, b], [3, 3], device),
+                BasicConv2d::valid([b, b], 3, 2, device),
+            ],
+            branch3: max_pool_3x3_s2(),
+        }
+    }
+
+    /// Forward pass.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let x0 = run_seq(&self.branch0, x.clone());
+        let x1 = run_seq(&self.branch1, x.clone());
+        let x2 = run_seq(&self.branch2, x.clone());
+        let x3 = self.branch3.forward(x);
+        Tensor::cat(vec![x0, x1, x2, x3], 1)
+    }
+}
+
+/// 8x8 residual block (3x3 at 160x160 input), Keras `Block8_n`.
+#[derive(Module, Debug)]
+pub struct Block8 {
+    /// 1x1.
+    pub branch0: BasicConv2d,
+    /// 1x1 -> 1x3 -> 3x1.
+    pub branch1: Vec<BasicConv2d>,
+    /// The "up" 1x1 convolution with bias.
+    pub conv2d: Conv2d,
+    /// Residual scale (0.2, or 1.0 for the final block).
+    pub scale: f64,
+    /// Whether ReLU follows the sum (false for the final block).
+    pub activate: bool,
+}
+
+impl Block8 {
+    fn new(cfg: &InceptionResnetV1Config, scale: f64, activate: bool, device: &Device) -> Self {
+        let c = cfg.ch(1792);
+        let b = cfg.ch(192);
+        Self {
+            branch0: BasicConv2d::same([c, b], [1, 1], device),
+            branch1: vec![
+                BasicConv2d::same([c, b], [1, 1], device),
+                BasicConv2d::same([b, b], [1, 3], device),
+                BasicConv2d::same([b, b], [3, 1], device),
+            ],
+            conv2d: up_conv([2 * b, c], device),
+            scale,
+            activate,
+        }
+    }
+
+    /// Forward pass.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let x0 = self.branch0.forward(x.clone());
+        let x1 = run_seq(&self.branch1, x.clone());
+        let up = self.conv2d.forward(Tensor::cat(vec![x0, x1], 1));
+        scale_sum(x, up, self.scale, self.activate)
+    }
+}
+
+/// Inception-ResNet-v1 up to the bottleneck BatchNorm. Its output is the *raw* embedding;
+/// L2 normalization belongs to [`crate::embed`].
+#[derive(Module, Debug)]
+pub struct InceptionResnetV1 {
+    /// Stem: 3x3 stride 2, valid.
+    pub conv2d_1a: BasicConv2d,
+    /// Stem: 3x3, valid.
+    pub conv2d_2a: BasicConv2d,
+    /// Stem: 3x3, same.
+    pub conv2d_2b: BasicConv2d,
+    /// Stem: 3x3 max pool stride 2.
+    pub maxpool_3a: MaxPool2d,
+    /// Stem: 1x1.
+    pub conv2d_3b: BasicConv2d,
+    /// Stem: 3x3, valid.
+    pub conv2d_4a: BasicConv2d,
+    /// Stem: 3x3 stride 2, valid.
+    pub conv2d_4b: BasicConv2d,
+    /// Block35 repeats.
+    pub repeat_1: Vec<Block35>,
+    /// Reduction A.
+    pub mixed_6a: Mixed6a,
+    /// Block17 repeats.
+    pub repeat_2: Vec<Block17>,
+    /// Reduction B.
+    pub mixed_7a: Mixed7a,
+    /// Block8 repeats (with ReLU).
+    pub repeat_3: Vec<Block8>,
+    /// Final Block8 (scale 1, no ReLU).
+    pub block8: Block8,
+    /// Dropout before the bottleneck (identity at inference).
+    pub dropout: Dropout,
+    /// Bottleneck dense layer without bias; weight is (in, out) as burn's `Linear` stores it.
+    pub last_linear: Linear,
+    /// Bottleneck BatchNorm (no learned scale in the Keras model).
+    pub last_bn: BatchNorm,
+}
+
+impl InceptionResnetV1 {
+    /// Creates the network with random weights.
+    pub fn new(cfg: &InceptionResnetV1Config, device: &Device) -> Self {
+        let ch = |c| cfg.ch(c);
+        Self {
+            conv2d_1a: BasicConv2d::valid([3, ch(32)], 3, 2, device),
+            conv2d_2a: BasicConv2d::valid([ch(32), ch(32)], 3, 1, device),
+            conv2d_2b: BasicConv2d::same([ch(32), ch(64)], [3, 3], device),
+            maxpool_3a: max_pool_3x3_s2(),
+            conv2d_3b: BasicConv2d::valid([ch(64), ch(80)], 1, 1, device),
+            conv2d_4a: BasicConv2d::valid([ch(80), ch(192)], 3, 1, device),
+            conv2d_4b: BasicConv2d::valid([ch(192), ch(256)], 3, 2, device),
+            repeat_1: (0..cfg.repeats[0])
+                .map(|_| Block35::new(cfg, device))
+                .collect(),
+            mixed_6a: Mixed6a::new(cfg, device),
+            repeat_2: (0..cfg.repeats[1])
+                .map(|_| Block17::new(cfg, device))
+                .collect(),
+            mixed_7a: Mixed7a::new(cfg, device),
+            repeat_3: (0..cfg.repeats[2])
+                .map(|_| Block8::new(cfg, 0.2, true, device))
+                .collect(),
+            block8: Block8::new(cfg, 1.0, false, device),
+            dropout: DropoutConfig::new(cfg.dropout).init(),
+            last_linear: LinearConfig::new(ch(1792), cfg.embedding_dim)
+                .with_bias(false)
+                .with_initializer(truncated_normal_like())
+                .init(device),
+            last_bn: BatchNormConfig::new(cfg.embedding_dim)
+                .with_epsilon(BN_EPSILON)
+                .with_momentum(BN_MOMENTUM)
+                .init(device),
+        }
+    }
+
+    /// Runs the stem (up to `Conv2d_4b_3x3`).
+    pub fn stem(&self, x: Tensor<4>) -> Tensor<4> {
+        let x = self.conv2d_1a.forward(x);
+        let x = self.conv2d_2a.forward(x);
+        let x = self.conv2d_2b.forward(x);
+        let x = self.maxpool_3a.forward(x);
+        let x = self.conv2d_3b.forward(x);
+        let x = self.conv2d_4a.forward(x);
+        self.conv2d_4b.forward(x)
+    }
+
+    /// Runs everything up to the global average pool; output `[b, 1792]`.
+    pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
+        let x = self.stem(x);
+        let x = self.repeat_1.iter().fold(x, |x, b| b.forward(x));
+        let x = self.mixed_6a.forward(x);
+        let x = self.repeat_2.iter().fold(x, |x, b| b.forward(x));
+        let x = self.mixed_7a.forward(x);
+        let x = self.repeat_3.iter().fold(x, |x, b| b.forward(x));
+        let x = self.block8.forward(x);
+        let [b, c, _, _] = x.dims();
+        adaptive_avg_pool2d(x, [1, 1]).reshape([b, c])
+    }
+
+    /// Input `[b, 3, h, w]` standardized RGB; output `[b, embedding_dim]`, not normalized.
+    ///
+    /// On an autodiff device BatchNorm uses batch statistics and dropout is active (training);
+    /// elsewhere the stored running statistics are used.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        let x = self.features(x);
+        let x = self.dropout.forward(x);
+        let x = self.last_linear.forward(x);
+        self.last_bn.forward(x)
+    }
+
+    /// Multiply-adds of one forward pass at `size`x`size` (see
+    /// [`InceptionResnetV1Config::multiply_adds`]).
+    pub fn multiply_adds(&self, size: usize) -> u64 {
+        let mut m = MacCounter::default();
+        let pool = |(h, w): (usize, usize)| ((h - 3) / 2 + 1, (w - 3) / 2 + 1);
+        let mut hw = (size, size);
+        hw = m.seq(
+            &[&self.conv2d_1a, &self.conv2d_2a, &self.conv2d_2b],
+            hw,
+        );
+        hw = pool(hw);
+        hw = m.seq(
+            &[&self.conv2d_3b, &self.conv2d_4a, &self.conv2d_4b],
+            hw,
+        );
+        for b in &self.repeat_1 {
+            m.basic(&b.branch0, hw);
+            m.seq(&b.branch1.iter().collect::<Vec<_>>(), hw);
+            m.seq(&b.branch2.iter().collect::<Vec<_>>(), hw);
+            m.conv(&b.conv2d, hw);
+        }
+        let x = &self.mixed_6a;
+        m.basic(&x.branch0, hw);
+        hw = m.seq(&x.branch1.iter().collect::<Vec<_>>(), hw);
+        for b in &self.repeat_2 {
+            m.basic(&b.branch0, hw);
+            m.seq(&b.branch1.iter().collect::<Vec<_>>(), hw);
+            m.conv(&b.conv2d, hw);
+        }
+        let x = &self.mixed_7a;
+        m.seq(&x.branch0.iter().collect::<Vec<_>>(), hw);
+        m.seq(&x.branch1.iter().collect::<Vec<_>>(), hw);
+        hw = m.seq(&x.branch2.iter().collect::<Vec<_>>(), hw);
+        for b in self.repeat_3.iter().chain(std::iter::once(&self.block8)) {
+            m.basic(&b.branch0, hw);
+            m.seq(&b.branch1.iter().collect::<Vec<_>>(), hw);
+            m.conv(&b.conv2d, hw);
+        }
+        let [i, o] = self.last_linear.weight.dims();
+        m.total + (i * o) as u64
+    }
+}
+
+/// Counts convolution multiply-adds while walking the layer shapes.
+#[derive(Default)]
+struct MacCounter {
+    total: u64,
+}
+
+impl MacCounter {
+    fn conv(&mut self, c: &Conv2d, (h, w): (usize, usize)) -> (usize, usize) {
+        let [o, i, kh, kw] = c.weight.dims();
+        let (oh, ow) = match c.padding {
+            PaddingConfig2d::Same => (h.div_ceil(c.stride[0]), w.div_ceil(c.stride[1])),
+            _ => ((h - kh) / c.stride[0] + 1, (w - kw) / c.stride[1] + 1),
+        };
+        self.total += (o * i * kh * kw * oh * ow) as u64;
+        (oh, ow)
+    }
+
+    fn basic(&mut self, l: &BasicConv2d, hw: (usize, usize)) -> (usize, usize) {
+        self.conv(&l.conv, hw)
+    }
+
+    fn seq(&mut self, layers: &[&BasicConv2d], hw: (usize, usize)) -> (usize, usize) {
+        layers.iter().fold(hw, |hw, l| self.basic(l, hw))
+    }
+}
