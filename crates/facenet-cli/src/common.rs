@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use facenet::{Device, Embedder, Standardization};
-use facenet_import::fetch::{CachePaths, cache_dir};
 
 /// Standardization choices on the command line.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -35,7 +34,7 @@ impl Preprocess {
 pub struct WeightsArg {
     /// Weights file (safetensors from `facenet fetch` or `facenet import-weights`).
     /// Default: facenet_keras.safetensors in the cache ($FACENET_HOME, ~/.cache/facenet).
-    #[arg(long, env = "FACENET_WEIGHTS")]
+    #[arg(long)]
     pub weights: Option<PathBuf>,
 }
 
@@ -44,7 +43,7 @@ impl WeightsArg {
         if let Some(p) = &self.weights {
             return Ok(p.clone());
         }
-        let p = CachePaths::new(cache_dir()).weights();
+        let p = facenet::paths::default_weights();
         if !p.is_file() {
             bail!(
                 "no weights at {}: run `facenet fetch` first (or pass --weights FILE)",
@@ -65,7 +64,7 @@ impl WeightsArg {
 pub fn load_images(paths: &[PathBuf]) -> anyhow::Result<Vec<image::RgbImage>> {
     paths
         .iter()
-        .map(|p| facenet::image::load_rgb(p).map_err(anyhow::Error::from))
+        .map(|p| facenet::image::load_face(p).map_err(anyhow::Error::from))
         .collect()
 }
 

@@ -37,7 +37,8 @@ pub fn hwio_to_oihw(data: &[f32], shape: &[usize]) -> (Vec<f32>, Vec<usize>) {
         for kw in 0..w {
             for ci in 0..i {
                 for co in 0..o {
-                    out[((co * i + ci) * h + kh) * w + kw] = data[((kh * w + kw) * i + ci) * o + co];
+                    out[((co * i + ci) * h + kh) * w + kw] =
+                        data[((kh * w + kw) * i + ci) * o + co];
                 }
             }
         }
@@ -172,18 +173,20 @@ pub fn write_safetensors(
                 })
         })
         .collect::<Result<Vec<_>>>()?;
-    let buf = safetensors::serialize(views, Some(meta.to_map()?)).map_err(|e| {
-        ImportError::Mismatch {
+    let buf =
+        safetensors::serialize(views, Some(meta.to_map()?)).map_err(|e| ImportError::Mismatch {
             path: out.into(),
             reason: format!("cannot serialize: {e}"),
-        }
-    })?;
+        })?;
     write_atomic(out, &buf)
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| ImportError::io(dir, e))?;
     let tmp = dir.join(format!(
         ".{}.tmp{}",
@@ -282,28 +285,83 @@ mod tests {
         let mut tensors = Vec::new();
         // Generate Keras names by trying every candidate layer name.
         let mut layers: Vec<String> = [
-            "Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "Conv2d_3b_1x1", "Conv2d_4a_3x3",
-            "Conv2d_4b_3x3", "Mixed_6a_Branch_0_Conv2d_1a_3x3", "Mixed_6a_Branch_1_Conv2d_0a_1x1",
-            "Mixed_6a_Branch_1_Conv2d_0b_3x3", "Mixed_6a_Branch_1_Conv2d_1a_3x3",
-            "Mixed_7a_Branch_0_Conv2d_0a_1x1", "Mixed_7a_Branch_0_Conv2d_1a_3x3",
-            "Mixed_7a_Branch_1_Conv2d_0a_1x1", "Mixed_7a_Branch_1_Conv2d_1a_3x3",
-            "Mixed_7a_Branch_2_Conv2d_0a_1x1", "Mixed_7a_Branch_2_Conv2d_0b_3x3",
-            "Mixed_7a_Branch_2_Conv2d_1a_3x3", "Bottleneck",
+            "Conv2d_1a_3x3",
+            "Conv2d_2a_3x3",
+            "Conv2d_2b_3x3",
+            "Conv2d_3b_1x1",
+            "Conv2d_4a_3x3",
+            "Conv2d_4b_3x3",
+            "Mixed_6a_Branch_0_Conv2d_1a_3x3",
+            "Mixed_6a_Branch_1_Conv2d_0a_1x1",
+            "Mixed_6a_Branch_1_Conv2d_0b_3x3",
+            "Mixed_6a_Branch_1_Conv2d_1a_3x3",
+            "Mixed_7a_Branch_0_Conv2d_0a_1x1",
+            "Mixed_7a_Branch_0_Conv2d_1a_3x3",
+            "Mixed_7a_Branch_1_Conv2d_0a_1x1",
+            "Mixed_7a_Branch_1_Conv2d_1a_3x3",
+            "Mixed_7a_Branch_2_Conv2d_0a_1x1",
+            "Mixed_7a_Branch_2_Conv2d_0b_3x3",
+            "Mixed_7a_Branch_2_Conv2d_1a_3x3",
+            "Bottleneck",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
         for (b, suffixes) in [
-            ("Block35_1", &["Branch_0_Conv2d_1x1", "Branch_1_Conv2d_0a_1x1", "Branch_1_Conv2d_0b_3x3", "Branch_2_Conv2d_0a_1x1", "Branch_2_Conv2d_0b_3x3", "Branch_2_Conv2d_0c_3x3"][..]),
-            ("Block17_1", &["Branch_0_Conv2d_1x1", "Branch_1_Conv2d_0a_1x1", "Branch_1_Conv2d_0b_1x7", "Branch_1_Conv2d_0c_7x1"][..]),
-            ("Block8_1", &["Branch_0_Conv2d_1x1", "Branch_1_Conv2d_0a_1x1", "Branch_1_Conv2d_0b_1x3", "Branch_1_Conv2d_0c_3x1"][..]),
-            ("Block8_2", &["Branch_0_Conv2d_1x1", "Branch_1_Conv2d_0a_1x1", "Branch_1_Conv2d_0b_1x3", "Branch_1_Conv2d_0c_3x1"][..]),
+            (
+                "Block35_1",
+                &[
+                    "Branch_0_Conv2d_1x1",
+                    "Branch_1_Conv2d_0a_1x1",
+                    "Branch_1_Conv2d_0b_3x3",
+                    "Branch_2_Conv2d_0a_1x1",
+                    "Branch_2_Conv2d_0b_3x3",
+                    "Branch_2_Conv2d_0c_3x3",
+                ][..],
+            ),
+            (
+                "Block17_1",
+                &[
+                    "Branch_0_Conv2d_1x1",
+                    "Branch_1_Conv2d_0a_1x1",
+                    "Branch_1_Conv2d_0b_1x7",
+                    "Branch_1_Conv2d_0c_7x1",
+                ][..],
+            ),
+            (
+                "Block8_1",
+                &[
+                    "Branch_0_Conv2d_1x1",
+                    "Branch_1_Conv2d_0a_1x1",
+                    "Branch_1_Conv2d_0b_1x3",
+                    "Branch_1_Conv2d_0c_3x1",
+                ][..],
+            ),
+            (
+                "Block8_2",
+                &[
+                    "Branch_0_Conv2d_1x1",
+                    "Branch_1_Conv2d_0a_1x1",
+                    "Branch_1_Conv2d_0b_1x3",
+                    "Branch_1_Conv2d_0c_3x1",
+                ][..],
+            ),
         ] {
             for s in suffixes {
                 layers.push(format!("{b}_{s}"));
             }
-            tensors.push(keras_tensor(&expected, &cfg, &format!("{b}_Conv2d_1x1"), "kernel:0"));
-            tensors.push(keras_tensor(&expected, &cfg, &format!("{b}_Conv2d_1x1"), "bias:0"));
+            tensors.push(keras_tensor(
+                &expected,
+                &cfg,
+                &format!("{b}_Conv2d_1x1"),
+                "kernel:0",
+            ));
+            tensors.push(keras_tensor(
+                &expected,
+                &cfg,
+                &format!("{b}_Conv2d_1x1"),
+                "bias:0",
+            ));
         }
         for l in &layers {
             tensors.push(keras_tensor(&expected, &cfg, l, "kernel:0"));
@@ -359,7 +417,9 @@ mod tests {
         model
             .tensors
             .retain(|t| !(t.layer == "Conv2d_2b_3x3_BatchNorm" && t.weight == "moving_mean:0"));
-        let err = convert(Path::new("x.h5"), &model, &cfg).unwrap_err().to_string();
+        let err = convert(Path::new("x.h5"), &model, &cfg)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("conv2d_2b.bn.running_mean"), "{err}");
         assert!(err.contains("not in the file"), "{err}");
     }
@@ -373,7 +433,9 @@ mod tests {
             shape: vec![2, 2],
             data: vec![0.0; 4],
         });
-        let err = convert(Path::new("x.h5"), &model, &cfg).unwrap_err().to_string();
+        let err = convert(Path::new("x.h5"), &model, &cfg)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("Logits/kernel:0"), "{err}");
     }
 
@@ -387,7 +449,9 @@ mod tests {
             .unwrap();
         t.shape = vec![3, 3];
         t.data = vec![0.0; 9];
-        let err = convert(Path::new("x.h5"), &model, &cfg).unwrap_err().to_string();
+        let err = convert(Path::new("x.h5"), &model, &cfg)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("last_linear.weight"), "{err}");
     }
 
@@ -408,7 +472,13 @@ mod tests {
         write_safetensors(&out, &tensors, &meta).unwrap();
         let (net, read) = weights::load(&out, &Device::flex()).unwrap();
         assert_eq!(read, meta);
-        let w = net.last_linear.weight.val().into_data().try_into_vec::<f32>().unwrap();
+        let w = net
+            .last_linear
+            .weight
+            .val()
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap();
         assert!(w.iter().all(|&v| v == 0.5));
     }
 }

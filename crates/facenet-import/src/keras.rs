@@ -53,9 +53,12 @@ pub fn read(path: &Path) -> Result<KerasModel> {
     let file = Hdf5File::open(path).map_err(h5err("file"))?;
     let root = file.root_group().map_err(h5err("root group"))?;
     let root_attr = |name: &str| {
-        root.attribute(name)
-            .ok()
-            .and_then(|a| a.read_strings().ok().and_then(|v| v.into_iter().next()).or_else(|| a.read_string().ok()))
+        root.attribute(name).ok().and_then(|a| {
+            a.read_strings()
+                .ok()
+                .and_then(|v| v.into_iter().next())
+                .or_else(|| a.read_string().ok())
+        })
     };
     let keras_version = root_attr("keras_version");
     let model_name = root_attr("model_config").and_then(|cfg| {
@@ -65,11 +68,13 @@ pub fn read(path: &Path) -> Result<KerasModel> {
             .as_str()
             .map(str::to_string)
     });
-    let weights = file.group("/model_weights").map_err(|_| ImportError::NotKeras {
-        path: path.into(),
-        reason: "no `model_weights` group: not a Keras model file saved with `model.save`"
-            .into(),
-    })?;
+    let weights = file
+        .group("/model_weights")
+        .map_err(|_| ImportError::NotKeras {
+            path: path.into(),
+            reason: "no `model_weights` group: not a Keras model file saved with `model.save`"
+                .into(),
+        })?;
     let layer_names = weights
         .attribute("layer_names")
         .and_then(|a| a.read_strings())

@@ -79,7 +79,11 @@ impl Embedding {
 
 /// `v / max(|v|, 1e-10)`, as `tf.nn.l2_normalize` does.
 pub fn l2_normalize(v: &[f32]) -> Vec<f32> {
-    let norm = v.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>().sqrt();
+    let norm = v
+        .iter()
+        .map(|x| (*x as f64) * (*x as f64))
+        .sum::<f64>()
+        .sqrt();
     let norm = norm.max(1e-10);
     v.iter().map(|x| (*x as f64 / norm) as f32).collect()
 }
@@ -165,7 +169,10 @@ impl Embedder {
             data.extend(self.standardization.apply(&face));
         }
         let shape = [faces.len(), 3, size as usize, size as usize];
-        Ok(Tensor::from_data(TensorData::new(data, shape), &self.device))
+        Ok(Tensor::from_data(
+            TensorData::new(data, shape),
+            &self.device,
+        ))
     }
 
     /// Runs the network on a standardized `[b, 3, h, w]` tensor and returns the raw outputs.
@@ -189,7 +196,11 @@ impl Embedder {
         let mut out = Vec::with_capacity(faces.len());
         for chunk in faces.chunks(self.batch_size) {
             let input = self.input_tensor(chunk)?;
-            out.extend(self.forward_raw(input)?.into_iter().map(Embedding::from_raw));
+            out.extend(
+                self.forward_raw(input)?
+                    .into_iter()
+                    .map(Embedding::from_raw),
+            );
         }
         Ok(out)
     }

@@ -131,6 +131,25 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
     Ok(img.to_rgb8())
 }
 
+/// Smallest face crop accepted by [`load_face`], in pixels per side. Smaller images carry too
+/// little of a face to embed; they are usually a wrong file.
+pub const MIN_FACE_SIDE: u32 = 16;
+
+/// Reads a face crop: [`load_rgb`], then refuses images smaller than [`MIN_FACE_SIDE`].
+pub fn load_face(path: &Path) -> Result<RgbImage> {
+    let img = load_rgb(path)?;
+    let (w, h) = img.dimensions();
+    if w < MIN_FACE_SIDE || h < MIN_FACE_SIDE {
+        return Err(Error::BadImage {
+            path: path.into(),
+            reason: format!(
+                "image is {w}x{h}; a face crop must be at least {MIN_FACE_SIDE}x{MIN_FACE_SIDE} pixels"
+            ),
+        });
+    }
+    Ok(img)
+}
+
 fn check_size(path: &Path, w: u32, h: u32) -> Result<()> {
     if w == 0 || h == 0 {
         return Err(Error::BadImage {
@@ -165,7 +184,9 @@ mod tests {
     use super::*;
 
     fn img(w: u32, h: u32, f: impl Fn(u32, u32, usize) -> u8) -> RgbImage {
-        RgbImage::from_fn(w, h, |x, y| image::Rgb([f(x, y, 0), f(x, y, 1), f(x, y, 2)]))
+        RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([f(x, y, 0), f(x, y, 1), f(x, y, 2)])
+        })
     }
 
     #[test]
@@ -245,7 +266,17 @@ mod tests {
             let err = load_rgb(p).unwrap_err().to_string();
             assert!(err.contains(&p.display().to_string()), "{err}");
         }
+        let tiny = dir.path().join("tiny.png");
+        img(1, 1, |_, _, _| 9).save(&tiny).unwrap();
+        assert!(load_rgb(&tiny).is_ok());
+        let err = load_face(&tiny).unwrap_err().to_string();
+        assert!(err.contains("tiny.png") && err.contains("1x1"), "{err}");
         let missing = dir.path().join("missing.png");
-        assert!(load_rgb(&missing).unwrap_err().to_string().contains("missing.png"));
+        assert!(
+            load_rgb(&missing)
+                .unwrap_err()
+                .to_string()
+                .contains("missing.png")
+        );
     }
 }

@@ -3,6 +3,7 @@
 //! - [`model`]: Inception-ResNet-v1 (the Keras FaceNet network) as burn modules.
 //! - [`weights`]: the shared Keras-to-burn name table, weight metadata and loading.
 //! - [`image`]: decoding and standardization ([`Standardization`]).
+//! - [`paths`]: the cache directory and default weights file.
 //! - [`embed`]: [`Embedder`], [`Embedding`] and [`Distance`].
 //!
 //! Schroff, Kalenichenko, Philbin, "FaceNet: A Unified Embedding for Face Recognition and
@@ -13,6 +14,7 @@ pub mod embed;
 pub mod error;
 pub mod image;
 pub mod model;
+pub mod paths;
 pub mod weights;
 
 pub use burn::tensor::Device;

@@ -134,7 +134,10 @@ pub fn keras_layer_to_burn(layer: &str, num_block8: usize) -> Option<String> {
 pub fn keras_to_burn(layer: &str, weight: &str, num_block8: usize) -> Option<String> {
     let weight = weight.strip_suffix(":0").unwrap_or(weight);
     let (_, param) = KERAS_WEIGHTS.iter().find(|(k, _)| *k == weight)?;
-    Some(format!("{}.{param}", keras_layer_to_burn(layer, num_block8)?))
+    Some(format!(
+        "{}.{param}",
+        keras_layer_to_burn(layer, num_block8)?
+    ))
 }
 
 /// What a weights file says about itself (its safetensors `__metadata__`).
@@ -182,7 +185,9 @@ impl WeightsMetadata {
         let get = |key: &str| {
             map.get(key).cloned().ok_or_else(|| Error::Weights {
                 path: path.into(),
-                reason: format!("metadata has no `{key}` (not written by `facenet import-weights`?)"),
+                reason: format!(
+                    "metadata has no `{key}` (not written by `facenet import-weights`?)"
+                ),
             })
         };
         let format = get("format")?;
@@ -332,7 +337,10 @@ mod tests {
             keras_to_burn("Block35_3_Conv2d_1x1", "bias:0", 5).as_deref(),
             Some("repeat_1.2.conv2d.bias")
         );
-        assert_eq!(keras_layer_to_burn("Block35_3_Conv2d_1x1_BatchNorm", 5), None);
+        assert_eq!(
+            keras_layer_to_burn("Block35_3_Conv2d_1x1_BatchNorm", 5),
+            None
+        );
     }
 
     #[test]
@@ -371,7 +379,10 @@ mod tests {
     #[test]
     fn unknown_names_are_none() {
         assert_eq!(keras_to_burn("Logits", "kernel:0", 5), None);
-        assert_eq!(keras_to_burn("Conv2d_1a_3x3", "depthwise_kernel:0", 5), None);
+        assert_eq!(
+            keras_to_burn("Conv2d_1a_3x3", "depthwise_kernel:0", 5),
+            None
+        );
         assert_eq!(keras_layer_to_burn("Block35_0_Conv2d_1x1", 5), None);
         assert_eq!(keras_layer_to_burn("Block35_x_Conv2d_1x1", 5), None);
     }

@@ -63,7 +63,9 @@ fn parent(args: &EmbedArgs) -> anyhow::Result<()> {
         cfg.image_size,
         macs as f64 / 1e9,
         2.0 * macs as f64 / 1e9,
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
     );
     let mut rows = Vec::new();
     for &b in &args.batch {
@@ -108,7 +110,10 @@ fn field(line: &str, key: &str) -> Option<f64> {
 
 fn worker(args: &EmbedArgs, batch: usize, device: Device) -> anyhow::Result<()> {
     let (model, source) = match args.weights.path() {
-        Ok(p) => (Embedder::open(&p, &device)?.model().clone(), p.display().to_string()),
+        Ok(p) => (
+            Embedder::open(&p, &device)?.model().clone(),
+            p.display().to_string(),
+        ),
         Err(_) => {
             let cfg = InceptionResnetV1Config::preset(&args.model)
                 .with_context(|| format!("--model {}: unknown preset", args.model))?;

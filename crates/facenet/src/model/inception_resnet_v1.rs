@@ -515,15 +515,9 @@ impl InceptionResnetV1 {
         let mut m = MacCounter::default();
         let pool = |(h, w): (usize, usize)| ((h - 3) / 2 + 1, (w - 3) / 2 + 1);
         let mut hw = (size, size);
-        hw = m.seq(
-            &[&self.conv2d_1a, &self.conv2d_2a, &self.conv2d_2b],
-            hw,
-        );
+        hw = m.seq(&[&self.conv2d_1a, &self.conv2d_2a, &self.conv2d_2b], hw);
         hw = pool(hw);
-        hw = m.seq(
-            &[&self.conv2d_3b, &self.conv2d_4a, &self.conv2d_4b],
-            hw,
-        );
+        hw = m.seq(&[&self.conv2d_3b, &self.conv2d_4a, &self.conv2d_4b], hw);
         for b in &self.repeat_1 {
             m.basic(&b.branch0, hw);
             m.seq(&b.branch1.iter().collect::<Vec<_>>(), hw);
@@ -575,5 +569,52 @@ impl MacCounter {
 
     fn seq(&mut self, layers: &[&BasicConv2d], hw: (usize, usize)) -> (usize, usize) {
         layers.iter().fold(hw, |hw, l| self.basic(l, hw))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keras_net_costs_1_417_gmac() {
+        // shared/reference/README.md: 1.417 GMAC per 160x160 image.
+        let macs = InceptionResnetV1Config::keras_128().multiply_adds();
+        assert!((macs as f64 / 1e9 - 1.417).abs() < 0.001, "{macs}");
+    }
+
+    #[test]
+    fn small_net_output_shape_on_non_square_input() {
+        let device = Device::flex();
+        let cfg = InceptionResnetV1Config::small();
+        let net = cfg.init(&device);
+        let x = Tensor::<4>::ones([2, 3, 96, 112], &device);
+        assert_eq!(net.forward(x).dims(), [2, cfg.embedding_dim]);
+    }
+
+    #[test]
+    fn training_mode_uses_batch_statistics() {
+        // On an autodiff device the bottleneck BatchNorm normalizes with the batch's own
+        // statistics: with gamma = 1 and beta = 0 each output feature has mean 0 over the batch.
+        let device = Device::flex().autodiff();
+        let cfg = InceptionResnetV1Config {
+            dropout: 0.0,
+            ..InceptionResnetV1Config::small()
+        };
+        let net = cfg.init(&device);
+        let x = Tensor::<4>::random(
+            [6, 3, 96, 96],
+            burn::tensor::Distribution::Normal(0.0, 1.0),
+            &device,
+        );
+        let y = net.forward(x.clone());
+        let mean = y.clone().mean_dim(0).abs().max().into_scalar::<f32>();
+        assert!(mean < 1e-4, "batch mean {mean}");
+        // In inference (running statistics: mean 0, var 1 at init), the output is not centred.
+        let inf = cfg
+            .init(&Device::flex())
+            .forward(Tensor::from_data(x.into_data(), &Device::flex()));
+        let inf_mean = inf.mean_dim(0).abs().max().into_scalar::<f32>();
+        assert!(inf_mean > 1e-3, "inference mean {inf_mean}");
     }
 }

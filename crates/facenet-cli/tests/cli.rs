@@ -1,0 +1,182 @@
+//! Runs the built `facenet` binary in temp dirs, on the real weights (`facenet fetch` first).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_facenet"))
+}
+
+fn shared() -> PathBuf {
+    let p = std::env::var_os("FACENET_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
+    assert!(
+        p.join("reference/crops").is_dir(),
+        "shared reference data not found at {} (set FACENET_SHARED)",
+        p.display()
+    );
+    p
+}
+
+fn crop(name: &str) -> PathBuf {
+    shared().join("reference/crops").join(name)
+}
+
+fn run(args: &[&std::ffi::OsStr]) -> Output {
+    bin().args(args).output().expect("run facenet")
+}
+
+fn s(p: &Path) -> &std::ffi::OsStr {
+    p.as_os_str()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn embed_prints_one_unit_vector_per_image() {
+    let a = crop("madonna_1.png");
+    let b = crop("madonna_2.png");
+    let out = run(&[s(Path::new("embed")), s(&a), s(&b)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for (line, p) in lines.iter().zip([&a, &b]) {
+        assert_eq!(line["path"], p.display().to_string());
+        let v: Vec<f64> = line["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        assert_eq!(v.len(), 128);
+        let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-5, "norm {norm}");
+    }
+}
+
+#[test]
+fn raw_embedding_is_not_normalized() {
+    let a = crop("elton_john_1.png");
+    let out = run(&[s(Path::new("embed")), s(Path::new("--raw")), s(&a)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let norm = line["embedding"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap().powi(2))
+        .sum::<f64>()
+        .sqrt();
+    // shared/reference: raw norms lie in 10.4..12.4.
+    assert!((9.0..14.0).contains(&norm), "raw norm {norm}");
+}
+
+#[test]
+fn compare_same_person_is_closer_than_different_people() {
+    let dist = |a: &str, b: &str| -> f64 {
+        let out = run(&[s(Path::new("compare")), s(&crop(a)), s(&crop(b))]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(stderr(&out).contains("L2 distance"), "unit missing");
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let same = dist("jerry_seinfeld_1.png", "jerry_seinfeld_2.png");
+    let diff = dist("jerry_seinfeld_1.png", "mindy_kaling_1.png");
+    assert!(same < diff, "same {same} vs different {diff}");
+    assert!((0.0..=2.0).contains(&same) && (0.0..=2.0).contains(&diff));
+}
+
+#[test]
+fn bad_inputs_name_the_file_and_fail_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.jpg");
+    std::fs::write(&empty, b"").unwrap();
+    let junk = dir.path().join("junk.png");
+    std::fs::write(&junk, b"not an image").unwrap();
+    let tiny = dir.path().join("tiny.png");
+    image::RgbImage::new(1, 1).save(&tiny).unwrap();
+    let trunc = dir.path().join("trunc.png");
+    let bytes = std::fs::read(crop("madonna_1.png")).unwrap();
+    std::fs::write(&trunc, &bytes[..bytes.len() / 3]).unwrap();
+    let missing = dir.path().join("missing.png");
+    for p in [
+        &empty,
+        &junk,
+        &tiny,
+        &trunc,
+        &missing,
+        &dir.path().to_path_buf(),
+    ] {
+        let out = run(&[s(Path::new("embed")), s(p)]);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{}: {}",
+            p.display(),
+            stderr(&out)
+        );
+        let err = stderr(&out);
+        assert!(err.contains(&p.display().to_string()), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[test]
+fn missing_weights_file_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .env("FACENET_HOME", dir.path())
+        .env_remove("FACENET_WEIGHTS")
+        .args(["embed"])
+        .arg(crop("madonna_1.png"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("facenet fetch"), "{}", stderr(&out));
+}
+
+#[test]
+fn corrupt_weights_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("bad.safetensors");
+    std::fs::write(&w, b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}xxxxxx").unwrap();
+    let out = run(&[
+        s(Path::new("embed")),
+        s(Path::new("--weights")),
+        s(&w),
+        s(&crop("madonna_1.png")),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("bad.safetensors"), "{}", stderr(&out));
+}
+
+#[test]
+fn import_weights_rejects_a_non_h5_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("model.h5");
+    std::fs::write(&f, b"nope").unwrap();
+    let out = run(&[s(Path::new("import-weights")), s(&f)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("model.h5"), "{}", stderr(&out));
+    assert!(!dir.path().join("model.safetensors").exists());
+}
+
+#[test]
+fn fetch_is_idempotent() {
+    // The cache is already filled (CI runs `facenet fetch` first): nothing to download.
+    let out = run(&[s(Path::new("fetch"))]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("already in place"), "{err}");
+    assert!(!err.contains("downloading"), "{err}");
+}

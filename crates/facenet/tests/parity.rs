@@ -1,0 +1,195 @@
+//! Golden tests: our network against the original Keras FaceNet model.
+//!
+//! The goldens are `shared/reference/{embeddings,intermediates}.json`, produced by TensorFlow
+//! 2.15 running `facenet_keras.h5` (float32, batch 1) on the 10 aligned crops in
+//! `shared/reference/crops/` (see `shared/reference/README.md`). They need the real weights:
+//! `cargo run --release -p facenet-cli -- fetch`.
+//!
+//! Tolerances: the reference's own float32 noise is ~2e-6 on raw embeddings (values up to
+//! 3.6) and ~1.5e-7 on L2 embeddings, so we require 1e-4 on raw and 1e-5 on L2 embeddings.
+
+mod common;
+
+use burn::tensor::Tensor;
+use common::{floats, max_abs_diff, reference_json, shared, weights};
+use facenet::{Device, Distance, Embedder, Standardization};
+
+const L2_TOL: f32 = 1e-5;
+const RAW_TOL: f32 = 1e-4;
+
+fn crops() -> (Vec<String>, Vec<image::RgbImage>) {
+    let refs = reference_json("embeddings.json");
+    let names: Vec<String> = refs["crops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["crop_file"].as_str().unwrap().to_string())
+        .collect();
+    let imgs = names
+        .iter()
+        .map(|n| facenet::image::load_rgb(&shared().join("reference").join(n)).unwrap())
+        .collect();
+    (names, imgs)
+}
+
+fn embedder(s: Standardization, batch: usize) -> Embedder {
+    Embedder::open(&weights(), &Device::flex())
+        .unwrap()
+        .with_standardization(s)
+        .with_batch_size(batch)
+}
+
+fn check_field(s: Standardization, field: &str, raw: bool, tol: f32) {
+    let refs = reference_json("embeddings.json");
+    let (names, imgs) = crops();
+    // Batch 1, as the reference ran.
+    let embs = embedder(s, 1).embed(&imgs).unwrap();
+    let mut worst = 0f32;
+    for (i, (name, e)) in names.iter().zip(&embs).enumerate() {
+        let want = floats(&refs["crops"][i][field]);
+        let got = if raw { &e.raw } else { &e.normalized };
+        let d = max_abs_diff(got, &want);
+        assert!(d < tol, "{name} {field}: max abs diff {d:e} >= {tol:e}");
+        worst = worst.max(d);
+    }
+    eprintln!(
+        "{field}: max abs diff over {} crops = {worst:e}",
+        names.len()
+    );
+}
+
+#[test]
+fn l2_embeddings_match_keras_prewhiten() {
+    check_field(Standardization::Prewhiten, "l2_prewhiten", false, L2_TOL);
+}
+
+#[test]
+fn l2_embeddings_match_keras_div255() {
+    check_field(Standardization::Unit, "l2_div255", false, L2_TOL);
+}
+
+#[test]
+fn raw_embeddings_match_keras() {
+    check_field(Standardization::Prewhiten, "raw_prewhiten", true, RAW_TOL);
+    check_field(Standardization::Unit, "raw_div255", true, RAW_TOL);
+}
+
+#[test]
+fn distance_matrix_matches_keras() {
+    let refs = reference_json("embeddings.json");
+    let (_, imgs) = crops();
+    let embs = embedder(Standardization::Prewhiten, 10)
+        .embed(&imgs)
+        .unwrap();
+    let matrix = refs["distance_matrix_l2_prewhiten"]["matrix"]
+        .as_array()
+        .unwrap();
+    for (i, row) in matrix.iter().enumerate() {
+        let want = floats(row);
+        for (j, w) in want.iter().enumerate() {
+            let d = embs[i].distance(&embs[j], Distance::L2);
+            assert!((d - w).abs() < 1e-4, "d({i},{j}) = {d}, reference {w}");
+        }
+    }
+}
+
+#[test]
+fn batch_equals_single() {
+    let (_, imgs) = crops();
+    let single = embedder(Standardization::Prewhiten, 1)
+        .embed(&imgs)
+        .unwrap();
+    let batched = embedder(Standardization::Prewhiten, 10)
+        .embed(&imgs)
+        .unwrap();
+    for (a, b) in single.iter().zip(&batched) {
+        let d = max_abs_diff(&a.raw, &b.raw);
+        assert!(d < 1e-4, "batch vs single raw diff {d:e}");
+    }
+}
+
+#[test]
+fn prewhiten_matches_reference_pixels() {
+    let inter = reference_json("intermediates.json");
+    let (names, imgs) = crops();
+    for (stats, (name, img)) in inter["prewhiten_stats_all_crops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(names.iter().zip(&imgs))
+    {
+        assert!(name.ends_with(stats["crop_file"].as_str().unwrap()));
+        let v = Standardization::Prewhiten.apply(img);
+        let plane = (img.width() * img.height()) as usize;
+        // first 6 values in HWC order: pixel (0,0) RGB then pixel (0,1) RGB.
+        let got = [
+            v[0],
+            v[plane],
+            v[2 * plane],
+            v[1],
+            v[plane + 1],
+            v[2 * plane + 1],
+        ];
+        let want = floats(&stats["prewhitened_first6_rgb_at_0_0_and_0_1"]);
+        assert!(
+            max_abs_diff(&got, &want) < 1e-6,
+            "{name}: {got:?} vs {want:?}"
+        );
+    }
+}
+
+/// Summaries of internal layers on crop 0, to localize a mismatch.
+#[test]
+fn intermediate_layers_match_keras() {
+    let inter = reference_json("intermediates.json");
+    let (_, imgs) = crops();
+    let e = embedder(Standardization::Prewhiten, 1);
+    let x = e.input_tensor(&imgs[..1]).unwrap();
+    let m = e.model();
+    let mut outs: Vec<(&str, Tensor<4>)> = Vec::new();
+    outs.push(("Conv2d_1a_3x3", m.conv2d_1a.conv.forward(x.clone())));
+    outs.push(("Conv2d_1a_3x3_Activation", m.conv2d_1a.forward(x.clone())));
+    let h = m.stem(x);
+    outs.push(("Conv2d_4b_3x3_Activation", h.clone()));
+    let h = m.repeat_1.iter().fold(h, |h, b| b.forward(h));
+    outs.push(("Block35_5_Activation", h.clone()));
+    let h = m.mixed_6a.forward(h);
+    outs.push(("Mixed_6a", h.clone()));
+    let h = m.repeat_2.iter().fold(h, |h, b| b.forward(h));
+    outs.push(("Block17_10_Activation", h.clone()));
+    let h = m.mixed_7a.forward(h);
+    outs.push(("Mixed_7a", h.clone()));
+    let h = m.repeat_3.iter().fold(h, |h, b| b.forward(h));
+    let h = m.block8.forward(h);
+    outs.push(("Block8_6_ScaleSum", h));
+    for (name, t) in outs {
+        let layer = inter["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["layer"] == name)
+            .unwrap_or_else(|| panic!("{name} not in intermediates.json"));
+        let [_, c, hh, ww] = t.dims();
+        let shape: Vec<usize> = layer["shape_hwc"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
+        assert_eq!(shape, vec![hh, ww, c], "{name}: shape");
+        let v = t.into_data().try_into_vec::<f32>().unwrap();
+        let n = v.len() as f64;
+        let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
+        let want_mean = layer["mean"].as_f64().unwrap();
+        assert!(
+            (mean - want_mean).abs() < 1e-4,
+            "{name}: mean {mean} vs {want_mean}"
+        );
+        // NHWC out[0, 0, 0:8] = channels 0..8 at (h=0, w=0); ours is NCHW.
+        let plane = hh * ww;
+        let got: Vec<f32> = (0..8).map(|ch| v[ch * plane]).collect();
+        let want = floats(&layer["first8_at_origin"]);
+        let d = max_abs_diff(&got, &want);
+        assert!(d < 1e-3, "{name}: first values {got:?} vs {want:?}");
+    }
+}
