@@ -72,3 +72,28 @@ pub fn load_images(paths: &[PathBuf]) -> anyhow::Result<Vec<image::RgbImage>> {
 pub fn display(p: &Path) -> String {
     p.display().to_string()
 }
+
+/// The `--mtcnn` option: where the detector's weights are.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DetectorArg {
+    /// MTCNN weights (safetensors from `facenet fetch`). Default: mtcnn.safetensors in the cache.
+    #[arg(long)]
+    pub mtcnn: Option<PathBuf>,
+}
+
+impl DetectorArg {
+    pub fn open(&self, device: &Device) -> anyhow::Result<facenet::detect::Detector> {
+        let path = self
+            .mtcnn
+            .clone()
+            .unwrap_or_else(|| facenet::paths::cache_dir().join("mtcnn.safetensors"));
+        if self.mtcnn.is_none() && !path.is_file() {
+            bail!(
+                "no MTCNN weights at {}: run `facenet fetch` first (or pass --mtcnn FILE)",
+                path.display()
+            );
+        }
+        facenet::detect::Detector::open(&path, device)
+            .with_context(|| format!("loading MTCNN weights from {}", path.display()))
+    }
+}

@@ -31,6 +31,8 @@ enum Command {
     Fetch(cmd::fetch::Args),
     /// Convert a Keras FaceNet .h5 file into a burn safetensors weights file.
     ImportWeights(cmd::import::Args),
+    /// Find faces in photos (MTCNN): boxes, scores, five landmarks.
+    Detect(cmd::detect::Args),
     /// Print the embedding of each face image as a JSON line.
     Embed(cmd::embed::EmbedArgs),
     /// Print the distance between the faces of two images.
@@ -75,6 +77,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Fetch(args) => cmd::fetch::run(args),
         Command::ImportWeights(args) => cmd::import::run(args),
+        Command::Detect(args) => cmd::detect::run(args, device()?),
         Command::Embed(args) => cmd::embed::run_embed(args, device()?),
         Command::Compare(args) => cmd::embed::run_compare(args, device()?),
         Command::Demo(args) => cmd::demo::run(args, device()?),

@@ -109,6 +109,10 @@ impl CachePaths {
     pub fn mtcnn(&self, stage: &str) -> PathBuf {
         self.root.join("mtcnn").join(format!("{stage}.pt"))
     }
+    /// The converted MTCNN weights.
+    pub fn mtcnn_weights(&self) -> PathBuf {
+        self.root.join("mtcnn.safetensors")
+    }
     /// The sample dataset (with `train/` and `val/`).
     pub fn dataset(&self) -> PathBuf {
         self.root.join(DATASET_DEST)

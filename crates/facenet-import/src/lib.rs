@@ -11,6 +11,7 @@
 pub mod convert;
 pub mod fetch;
 pub mod keras;
+pub mod mtcnn;
 
 pub use convert::{ImportReport, import_keras};
 

@@ -4,12 +4,15 @@
 //! - [`weights`]: the shared Keras-to-burn name table, weight metadata and loading.
 //! - [`image`]: decoding and standardization ([`Standardization`]).
 //! - [`paths`]: the cache directory and default weights file.
+//! - [`detect`]: MTCNN face detection ([`detect::Detector`]).
 //! - [`embed`]: [`Embedder`], [`Embedding`] and [`Distance`].
 //!
 //! Schroff, Kalenichenko, Philbin, "FaceNet: A Unified Embedding for Face Recognition and
 //! Clustering", CVPR 2015 (<https://arxiv.org/abs/1503.03832>).
 #![deny(missing_docs)]
 
+pub mod detect;
+pub mod draw;
 pub mod embed;
 pub mod error;
 pub mod image;

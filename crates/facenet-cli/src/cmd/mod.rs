@@ -1,5 +1,6 @@
 pub mod bench;
 pub mod demo;
+pub mod detect;
 pub mod embed;
 pub mod fetch;
 pub mod import;
