@@ -239,7 +239,7 @@ impl Detector {
         let mut cands: Vec<Candidate> = kept
             .iter()
             .enumerate()
-            .filter(|(k, _)| prob[*k] as f64 > t[1])
+            .filter(|(k, _)| prob[*k] > t[1])
             .map(|(k, &i)| Candidate {
                 bbox: boxes[i],
                 score: prob[k],
@@ -271,7 +271,7 @@ impl Detector {
         let (prob, reg, marks) = (probabilities(logits)?, to_vec(reg)?, to_vec(marks)?);
         let mut faces: Vec<(Candidate, [[f64; 2]; 5])> = Vec::new();
         for (k, &i) in kept.iter().enumerate() {
-            if (prob[k]) <= t[2] {
+            if prob[k] <= t[2] {
                 continue;
             }
             let b = boxes[i];
