@@ -33,6 +33,8 @@ enum Command {
     ImportWeights(cmd::import::Args),
     /// Find faces in photos (MTCNN): boxes, scores, five landmarks.
     Detect(cmd::detect::Args),
+    /// Align a dataset: detect, crop and resize every face of `person/*.jpg` folders.
+    Align(cmd::align::Args),
     /// Print the embedding of each face image as a JSON line.
     Embed(cmd::embed::EmbedArgs),
     /// Print the distance between the faces of two images.
@@ -77,6 +79,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Fetch(args) => cmd::fetch::run(args),
         Command::ImportWeights(args) => cmd::import::run(args),
+        Command::Align(args) => cmd::align::run(args, device()?),
         Command::Detect(args) => cmd::detect::run(args, device()?),
         Command::Embed(args) => cmd::embed::run_embed(args, device()?),
         Command::Compare(args) => cmd::embed::run_compare(args, device()?),

@@ -180,3 +180,82 @@ fn fetch_is_idempotent() {
     assert!(err.contains("already in place"), "{err}");
     assert!(!err.contains("downloading"), "{err}");
 }
+
+fn photo(name: &str) -> PathBuf {
+    shared().join("reference/photos").join(name)
+}
+
+#[test]
+fn detect_json_and_annotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&[
+        s(Path::new("detect")),
+        s(Path::new("--json")),
+        s(Path::new("--annotate")),
+        s(dir.path()),
+        s(&photo("elton_john_2.png")),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // shared/reference/mtcnn.json: two detections, the face first (score 0.9989).
+    let faces = v["faces"].as_array().unwrap();
+    assert_eq!(faces.len(), 2);
+    assert!(faces[0]["score"].as_f64().unwrap() > 0.99);
+    assert_eq!(faces[0]["landmarks"].as_array().unwrap().len(), 5);
+    let png = image::open(dir.path().join("elton_john_2.png")).unwrap();
+    assert_eq!((png.width(), png.height()), (300, 300));
+}
+
+#[test]
+fn align_mirrors_folders_resumes_and_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    let output = dir.path().join("out");
+    std::fs::create_dir_all(input.join("madonna")).unwrap();
+    std::fs::create_dir_all(input.join("nobody")).unwrap();
+    std::fs::copy(photo("madonna_1.jpg"), input.join("madonna/a.jpg")).unwrap();
+    std::fs::copy(photo("madonna_2.png"), input.join("madonna/b.png")).unwrap();
+    // A face-free image and a corrupt one: listed, not fatal.
+    image::RgbImage::from_pixel(64, 64, image::Rgb([90, 90, 90]))
+        .save(input.join("nobody/blank.png"))
+        .unwrap();
+    std::fs::write(input.join("nobody/broken.jpg"), b"\xff\xd8\xff garbage").unwrap();
+    let out = run(&[s(Path::new("align")), s(&input), s(&output)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("processed 4  aligned 2"), "{text}");
+    assert!(stderr(&out).contains("blank.png") && stderr(&out).contains("broken.jpg"));
+    let face = image::open(output.join("madonna/a.png")).unwrap();
+    assert_eq!((face.width(), face.height()), (160, 160));
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(output.join("align_summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["no_face"].as_array().unwrap().len(), 1);
+    assert_eq!(summary["errors"].as_array().unwrap().len(), 1);
+    // A second run keeps what exists; --strict turns the failures into exit status 1.
+    let again = run(&[
+        s(Path::new("align")),
+        s(&input),
+        s(&output),
+        s(Path::new("--strict")),
+    ]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stdout).contains("already done 2"));
+}
+
+#[test]
+fn embed_detect_reports_each_face() {
+    let out = run(&[
+        s(Path::new("embed")),
+        s(Path::new("--detect")),
+        s(&photo("elton_john_2.png")),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[1]["face"], 1);
+    assert_eq!(lines[0]["embedding"].as_array().unwrap().len(), 128);
+}

@@ -4,6 +4,7 @@
 //! - [`weights`]: the shared Keras-to-burn name table, weight metadata and loading.
 //! - [`image`]: decoding and standardization ([`Standardization`]).
 //! - [`paths`]: the cache directory and default weights file.
+//! - [`align`]: crop with margin or 5-landmark similarity alignment.
 //! - [`detect`]: MTCNN face detection ([`detect::Detector`]).
 //! - [`embed`]: [`Embedder`], [`Embedding`] and [`Distance`].
 //!
@@ -11,6 +12,7 @@
 //! Clustering", CVPR 2015 (<https://arxiv.org/abs/1503.03832>).
 #![deny(missing_docs)]
 
+pub mod align;
 pub mod detect;
 pub mod draw;
 pub mod embed;

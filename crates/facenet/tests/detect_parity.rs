@@ -114,3 +114,62 @@ fn stage_inputs_match_reference() {
         "{matched} of {total}"
     );
 }
+
+/// Detect -> largest face -> crop (margin 32, 160x160) reproduces `shared/reference/crops/`:
+/// the same integer rectangles, a mean absolute pixel difference under 1.0 (Pillow resizes in
+/// uint8 with rounding between its two passes, we do not), and embeddings within cosine
+/// distance 1e-3 of the golden ones.
+#[test]
+fn crops_match_reference() {
+    use facenet::align::{AlignConfig, FaceSelection, align, crop_rect, select};
+    use facenet::{Distance, Embedder, Standardization};
+    let crops = reference_json("crops.json");
+    let golden = reference_json("embeddings.json");
+    let det = detector();
+    let embedder = Embedder::open(&common::weights(), &Device::flex())
+        .unwrap()
+        .with_standardization(Standardization::Prewhiten);
+    let mut worst_px = 0f64;
+    let mut worst_cos = 0f32;
+    for (i, c) in crops["crops"].as_array().unwrap().iter().enumerate() {
+        let name = c["crop_file"].as_str().unwrap();
+        let photo = facenet::image::load_rgb(
+            &shared()
+                .join("reference")
+                .join(c["photo_png"].as_str().unwrap()),
+        )
+        .unwrap();
+        let faces = det.detect(&photo).unwrap();
+        let face = select(
+            &faces,
+            photo.width(),
+            photo.height(),
+            FaceSelection::Largest,
+        )[0];
+        let rect = crop_rect(&face, photo.width(), photo.height(), 32);
+        let want_rect: Vec<u32> = c["crop_rect_int"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(rect.to_vec(), want_rect, "{name}: crop rectangle");
+        let ours = align(&photo, &face, &AlignConfig::default()).unwrap();
+        let theirs = facenet::image::load_rgb(&shared().join("reference").join(name)).unwrap();
+        let diff = ours
+            .as_raw()
+            .iter()
+            .zip(theirs.as_raw())
+            .map(|(a, b)| (*a as f64 - *b as f64).abs())
+            .sum::<f64>()
+            / ours.as_raw().len() as f64;
+        assert!(diff < 1.0, "{name}: mean abs pixel diff {diff}");
+        worst_px = worst_px.max(diff);
+        let e = &embedder.embed(std::slice::from_ref(&ours)).unwrap()[0];
+        let want = common::floats(&golden["crops"][i]["l2_prewhiten"]);
+        let cos = Distance::Cosine.between(&e.normalized, &want);
+        assert!(cos < 1e-3, "{name}: cosine distance {cos}");
+        worst_cos = worst_cos.max(cos);
+    }
+    eprintln!("crops: max mean abs pixel diff {worst_px:.3}, max cosine distance {worst_cos:.2e}");
+}

@@ -18,6 +18,109 @@ use crate::common::WeightsArg;
 pub enum Bench {
     /// Embedding throughput: `embed batch=B img_per_s=X peak_rss_mib=Y` per batch size.
     Embed(EmbedArgs),
+    /// Detection speed: `detect photos_per_s=X` over a folder of photos, and
+    /// `detect size=WxH ms=Y` for a photo enlarged to 640x480 and 1920x1080.
+    Detect(DetectArgs),
+}
+
+/// Arguments of `facenet bench detect`.
+#[derive(Debug, clap::Args)]
+pub struct DetectArgs {
+    /// Photos to detect in (default: ../shared/reference/photos/*.png if present, else the
+    /// sample dataset's val/ photos).
+    #[arg(long)]
+    pub photos: Option<std::path::PathBuf>,
+    /// Passes over the photos (the median pass is printed).
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    #[command(flatten)]
+    pub detector: crate::common::DetectorArg,
+}
+
+fn detect_bench(args: &DetectArgs, device: Device) -> anyhow::Result<()> {
+    let detector = args.detector.open(&device)?;
+    let dir = match &args.photos {
+        Some(p) => p.clone(),
+        None => {
+            let shared = std::path::PathBuf::from("../shared/reference/photos");
+            if shared.is_dir() {
+                shared
+            } else {
+                facenet::paths::cache_dir().join("5-celebrity-faces-dataset/val")
+            }
+        }
+    };
+    let mut files: Vec<std::path::PathBuf> = walk(&dir)
+        .into_iter()
+        .filter(|p| {
+            p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| matches!(e, "png" | "jpg" | "jpeg"))
+        })
+        .collect();
+    // The reference folder holds each photo as .jpg and .png: keep the lossless copy.
+    if files
+        .iter()
+        .any(|p| p.extension().is_some_and(|e| e == "png"))
+    {
+        files.retain(|p| p.extension().is_some_and(|e| e == "png"));
+    }
+    files.sort();
+    if files.is_empty() {
+        bail!("{}: no photos", dir.display());
+    }
+    let imgs = files
+        .iter()
+        .map(|p| facenet::image::load_rgb(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let pixels: f64 = imgs
+        .iter()
+        .map(|i| (i.width() * i.height()) as f64)
+        .sum::<f64>()
+        / imgs.len() as f64;
+    for img in &imgs {
+        detector.detect(img)?; // warm-up
+    }
+    let mut rates = Vec::new();
+    for _ in 0..args.runs.max(1) {
+        let t = Instant::now();
+        for img in &imgs {
+            detector.detect(img)?;
+        }
+        rates.push(imgs.len() as f64 / t.elapsed().as_secs_f64());
+    }
+    rates.sort_by(f64::total_cmp);
+    println!(
+        "detect photos_per_s={:.2} photos={} mean_pixels={:.0}",
+        rates[rates.len() / 2],
+        imgs.len(),
+        pixels
+    );
+    for (w, h) in [(640u32, 480u32), (1920, 1080)] {
+        let img = image::imageops::resize(&imgs[0], w, h, image::imageops::FilterType::Triangle);
+        detector.detect(&img)?;
+        let mut times = Vec::new();
+        for _ in 0..args.runs.max(1) {
+            let t = Instant::now();
+            detector.detect(&img)?;
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        times.sort_by(f64::total_cmp);
+        println!("detect size={w}x{h} ms={:.1}", times[times.len() / 2]);
+    }
+    Ok(())
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .flat_map(|e| {
+            let p = e.path();
+            if p.is_dir() { walk(&p) } else { vec![p] }
+        })
+        .collect()
 }
 
 /// Arguments of `facenet bench embed`.
@@ -48,6 +151,7 @@ pub fn run(bench: Bench, device: Device) -> anyhow::Result<()> {
             Some(b) => worker(&args, b, device),
             None => parent(&args),
         },
+        Bench::Detect(args) => detect_bench(&args, device),
     }
 }
 

@@ -3,14 +3,15 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use facenet::align::{AlignConfig, FaceSelection, align, select};
+use facenet::detect::Detector;
 use facenet::{Device, Distance, Embedder};
 use facenet_import::fetch::cache_dir;
 
 /// Arguments of `facenet demo`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Folder of `person/*.jpg` faces (default: the sample dataset's val/ photos, one per
-    /// person, centre-cropped to a square).
+    /// Folder of `person/*.jpg` photos (default: the sample dataset's val/ photos).
     #[arg(long)]
     pub images: Option<PathBuf>,
     /// Photos per person.
@@ -27,10 +28,18 @@ pub fn run(args: Args, device: Device) -> anyhow::Result<()> {
     }
     let embedder = Embedder::open(&paths.weights(), &device)
         .with_context(|| format!("loading {}", paths.weights().display()))?;
-    let faces = samples
-        .iter()
-        .map(|(_, p)| facenet::image::load_rgb(p).map(|im| center_square(&im)))
-        .collect::<Result<Vec<_>, _>>()?;
+    let detector = Detector::open(&paths.mtcnn_weights(), &device)
+        .with_context(|| format!("loading {}", paths.mtcnn_weights().display()))?;
+    let mut faces = Vec::new();
+    for (_, p) in &samples {
+        let img = facenet::image::load_rgb(p)?;
+        let found = detector.detect(&img)?;
+        let Some(face) = select(&found, img.width(), img.height(), FaceSelection::Largest).pop()
+        else {
+            bail!("{}: no face found", p.display());
+        };
+        faces.push(align(&img, &face, &AlignConfig::default())?);
+    }
     let embs = embedder.embed(&faces)?;
     let labels: Vec<String> = samples
         .iter()
@@ -68,7 +77,6 @@ pub fn run(args: Args, device: Device) -> anyhow::Result<()> {
         mean(&diff),
         diff.len()
     );
-    println!("(whole photos, centre-cropped; face detection and alignment sharpen this)");
     Ok(())
 }
 
@@ -106,10 +114,4 @@ fn collect(dir: &Path, per_person: usize) -> anyhow::Result<Vec<(String, PathBuf
         }
     }
     Ok(out)
-}
-
-fn center_square(img: &image::RgbImage) -> image::RgbImage {
-    let (w, h) = img.dimensions();
-    let s = w.min(h);
-    image::imageops::crop_imm(img, (w - s) / 2, (h - s) / 2, s, s).to_image()
 }

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use facenet::{Device, Distance};
 
-use crate::common::{Preprocess, WeightsArg, display, load_images};
+use facenet::align::{AlignConfig, align};
+
+use crate::common::{DetectorArg, Preprocess, WeightsArg, display, load_images};
 
 /// Arguments of `facenet embed`.
 #[derive(Debug, clap::Args)]
@@ -23,8 +25,14 @@ pub struct EmbedArgs {
     /// Print the raw bottleneck output instead of the L2-normalized embedding.
     #[arg(long)]
     pub raw: bool,
+    /// The images are photos: detect every face (MTCNN), crop it (margin 32, 160x160) and
+    /// print one line per face with its box.
+    #[arg(long)]
+    pub detect: bool,
     #[command(flatten)]
     pub weights: WeightsArg,
+    #[command(flatten)]
+    pub detector: DetectorArg,
 }
 
 pub fn run_embed(args: EmbedArgs, device: Device) -> anyhow::Result<()> {
@@ -35,6 +43,33 @@ pub fn run_embed(args: EmbedArgs, device: Device) -> anyhow::Result<()> {
         .with_batch_size(args.batch);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
+    if args.detect {
+        let detector = args.detector.open(&device)?;
+        let cfg = AlignConfig::default();
+        for path in &args.images {
+            let img = facenet::image::load_rgb(path)?;
+            let faces = detector
+                .detect(&img)
+                .with_context(|| format!("detecting faces in {}", path.display()))?;
+            if faces.is_empty() {
+                eprintln!("{}: no face found", path.display());
+                continue;
+            }
+            let crops = faces
+                .iter()
+                .map(|f| align(&img, f, &cfg))
+                .collect::<Result<Vec<_>, _>>()?;
+            let embs = embedder.embed(&crops).context("running the network")?;
+            for (i, (f, e)) in faces.iter().zip(embs).enumerate() {
+                let v = if args.raw { e.raw } else { e.normalized };
+                let line = serde_json::json!({
+                    "path": display(path), "face": i, "box": f.bbox, "score": f.score, "embedding": v
+                });
+                writeln!(out, "{line}")?;
+            }
+        }
+        return Ok(());
+    }
     for chunk in args.images.chunks(args.batch.max(1)) {
         let faces = load_images(chunk)?;
         let embs = embedder.embed(&faces).context("running the network")?;

@@ -1,3 +1,4 @@
+pub mod align;
 pub mod bench;
 pub mod demo;
 pub mod detect;
