@@ -89,29 +89,15 @@ fn short(name: &str) -> String {
         .collect()
 }
 
+/// The first `per_person` photos of each person.
 fn collect(dir: &Path, per_person: usize) -> anyhow::Result<Vec<(String, PathBuf)>> {
-    let mut people: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.is_dir())
-        .collect();
-    people.sort();
-    let mut out = Vec::new();
-    for p in people {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&p)?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|f| f.is_file())
-            .collect();
-        files.sort();
-        let name = p
-            .file_name()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        for f in files.into_iter().take(per_person) {
-            out.push((name.clone(), f));
-        }
-    }
-    Ok(out)
+    let mut seen: std::collections::HashMap<String, usize> = Default::default();
+    Ok(super::align::dataset_files(dir)?
+        .into_iter()
+        .filter(|(person, _)| {
+            let n = seen.entry(person.clone()).or_default();
+            *n += 1;
+            *n <= per_person
+        })
+        .collect())
 }
