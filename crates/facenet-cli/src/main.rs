@@ -8,6 +8,7 @@
 
 mod cmd;
 mod common;
+mod plot;
 
 use std::process::ExitCode;
 
@@ -39,6 +40,8 @@ enum Command {
     Embed(cmd::embed::EmbedArgs),
     /// Print the distance between the faces of two images.
     Compare(cmd::embed::CompareArgs),
+    /// Verification accuracy on a pairs file (LFW protocol): accuracy, VAL@FAR, ROC, AUC, EER.
+    Evaluate(cmd::evaluate::Args),
     /// Embed the sample photos and print their distance matrix.
     Demo(cmd::demo::Args),
     /// Measure speed and memory.
@@ -83,6 +86,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Detect(args) => cmd::detect::run(args, device()?),
         Command::Embed(args) => cmd::embed::run_embed(args, device()?),
         Command::Compare(args) => cmd::embed::run_compare(args, device()?),
+        Command::Evaluate(args) => cmd::evaluate::run(args, device()?),
         Command::Demo(args) => cmd::demo::run(args, device()?),
         Command::Bench(b) => cmd::bench::run(b, device()?),
     }

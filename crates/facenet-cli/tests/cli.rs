@@ -259,3 +259,84 @@ fn embed_detect_reports_each_face() {
     assert_eq!(lines[1]["face"], 1);
     assert_eq!(lines[0]["embedding"].as_array().unwrap().len(), 128);
 }
+
+/// A 2-fold subset of LFW `pairs.txt` (10 same + 10 different per fold), end to end: detection,
+/// alignment, embedding, metrics, plots, and the cache on the second run.
+#[test]
+fn evaluate_small_lfw_subset_end_to_end() {
+    let lfw = shared().join("data/lfw");
+    let text = std::fs::read_to_string(shared().join("data/lfw-protocol/pairs.txt")).unwrap();
+    let lines: Vec<&str> = text.lines().skip(1).collect();
+    let mut small = String::from("2\t10\n");
+    for fold in 0..2 {
+        let base = fold * 600;
+        for l in &lines[base..base + 10] {
+            small.push_str(l);
+            small.push('\n');
+        }
+        for l in &lines[base + 300..base + 310] {
+            small.push_str(l);
+            small.push('\n');
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pairs = dir.path().join("pairs.txt");
+    std::fs::write(&pairs, small).unwrap();
+    let out_dir = dir.path().join("report");
+    let cache = dir.path().join("cache");
+    let args = |o: &Path| {
+        vec![
+            "evaluate".into(),
+            "--pairs".into(),
+            pairs.clone().into_os_string(),
+            "--images".into(),
+            lfw.clone().into_os_string(),
+            "--cache".into(),
+            cache.clone().into_os_string(),
+            "--out".into(),
+            o.as_os_str().to_owned(),
+        ]
+    };
+    let out = bin().args(args(&out_dir)).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["pairs_used"], 40);
+    let acc = report["evaluation"]["accuracy"].as_f64().unwrap();
+    assert!(acc >= 0.9, "accuracy {acc}");
+    assert!(report["evaluation"]["auc"].as_f64().unwrap() > 0.95);
+    for png in ["roc.png", "distances.png"] {
+        let img = image::open(out_dir.join(png)).unwrap();
+        assert!(img.width() >= 800);
+    }
+    let again = bin()
+        .args(args(&dir.path().join("report2")))
+        .output()
+        .unwrap();
+    assert!(again.status.success());
+    assert!(
+        stderr(&again).contains("from the cache"),
+        "{}",
+        stderr(&again)
+    );
+}
+
+#[test]
+fn evaluate_names_a_missing_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let pairs = dir.path().join("pairs.txt");
+    std::fs::write(&pairs, "1\nNo_Such_Person\t1\t2\nA\t1\tB\t1\n").unwrap();
+    let out = bin()
+        .args(["evaluate", "--pairs"])
+        .arg(&pairs)
+        .arg("--images")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("4 image(s)") && err.contains("A_0001.jpg"),
+        "{err}"
+    );
+}

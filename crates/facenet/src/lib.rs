@@ -6,6 +6,7 @@
 //! - [`paths`]: the cache directory and default weights file.
 //! - [`align`]: crop with margin or 5-landmark similarity alignment.
 //! - [`detect`]: MTCNN face detection ([`detect::Detector`]).
+//! - [`eval`]: pairs files and verification metrics (accuracy, VAL@FAR, ROC, AUC, EER).
 //! - [`embed`]: [`Embedder`], [`Embedding`] and [`Distance`].
 //!
 //! Schroff, Kalenichenko, Philbin, "FaceNet: A Unified Embedding for Face Recognition and
@@ -17,6 +18,7 @@ pub mod detect;
 pub mod draw;
 pub mod embed;
 pub mod error;
+pub mod eval;
 pub mod image;
 pub mod model;
 pub mod paths;

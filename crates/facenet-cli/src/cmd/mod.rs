@@ -3,5 +3,6 @@ pub mod bench;
 pub mod demo;
 pub mod detect;
 pub mod embed;
+pub mod evaluate;
 pub mod fetch;
 pub mod import;

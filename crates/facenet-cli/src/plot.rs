@@ -1,0 +1,160 @@
+//! Plots and contact sheets (plotters, bitmap backend, an embedded font).
+
+use std::path::Path;
+use std::sync::Once;
+
+use anyhow::{Context, anyhow};
+use facenet::Distance;
+use facenet::eval::Evaluation;
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+
+static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+static REGISTER: Once = Once::new();
+
+/// Registers the embedded font as "sans-serif" (once).
+pub fn fonts() {
+    REGISTER.call_once(|| {
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+    });
+}
+
+fn err<E: std::fmt::Debug>(path: &Path) -> impl Fn(E) -> anyhow::Error + '_ {
+    move |e| anyhow!("drawing {}: {e:?}", path.display())
+}
+
+/// ROC curve with a log-scale FAR axis, the threshold at the target FAR marked.
+pub fn roc(path: &Path, e: &Evaluation, metric: Distance) -> anyhow::Result<()> {
+    fonts();
+    let root = BitMapBackend::new(path, (800, 600)).into_drawing_area();
+    root.fill(&WHITE).map_err(err(path))?;
+    let min_far = 1e-4;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!(
+                "ROC  (AUC {:.4}, EER {:.4}, accuracy {:.4})",
+                e.auc, e.eer, e.accuracy
+            ),
+            ("sans-serif", 22),
+        )
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(60)
+        .build_cartesian_2d((min_far..1.0f64).log_scale(), 0.0f64..1.0)
+        .map_err(err(path))?;
+    chart
+        .configure_mesh()
+        .x_desc("false accept rate (log scale)")
+        .y_desc("true accept rate")
+        .label_style(("sans-serif", 15))
+        .draw()
+        .map_err(err(path))?;
+    let pts: Vec<(f64, f64)> = e.roc.iter().map(|p| (p.far.max(min_far), p.tar)).collect();
+    chart
+        .draw_series(LineSeries::new(pts, BLUE.stroke_width(2)))
+        .map_err(err(path))?
+        .label("ROC over all pairs")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(2)));
+    let mark = (e.far_target.max(min_far), e.tar_at_far);
+    chart
+        .draw_series(std::iter::once(Circle::new(mark, 6, RED.filled())))
+        .map_err(err(path))?
+        .label(format!(
+            "threshold {:.3} ({}): TAR {:.4} at FAR {}",
+            e.threshold_at_far,
+            short_unit(metric),
+            e.tar_at_far,
+            e.far_target
+        ))
+        .legend(|(x, y)| Circle::new((x + 10, y), 5, RED.filled()));
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .label_font(("sans-serif", 15))
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err(path))?;
+    root.present()
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn short_unit(metric: Distance) -> &'static str {
+    match metric {
+        Distance::L2 => "L2",
+        Distance::SquaredL2 => "squared L2",
+        Distance::Cosine => "cosine",
+    }
+}
+
+/// Histograms of same-person and different-person distances, with the threshold.
+pub fn distances(
+    path: &Path,
+    dist: &[f64],
+    same: &[bool],
+    threshold: f64,
+    metric: Distance,
+) -> anyhow::Result<()> {
+    fonts();
+    let max = dist.iter().cloned().fold(0.0, f64::max).max(threshold) * 1.05;
+    let bins = 60usize;
+    let w = max / bins as f64;
+    let hist = |want: bool| {
+        let mut h = vec![0u32; bins];
+        for (d, s) in dist.iter().zip(same) {
+            if *s == want {
+                h[((d / w) as usize).min(bins - 1)] += 1;
+            }
+        }
+        h
+    };
+    let (hs, hd) = (hist(true), hist(false));
+    let top = hs.iter().chain(&hd).copied().max().unwrap_or(1) as f64 * 1.1;
+    let root = BitMapBackend::new(path, (800, 500)).into_drawing_area();
+    root.fill(&WHITE).map_err(err(path))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("Distances of same and different people", ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(55)
+        .build_cartesian_2d(0.0..max, 0.0..top)
+        .map_err(err(path))?;
+    chart
+        .configure_mesh()
+        .x_desc(format!("{} distance", short_unit(metric)))
+        .y_desc("pairs")
+        .label_style(("sans-serif", 15))
+        .draw()
+        .map_err(err(path))?;
+    for (h, color, label) in [(&hs, GREEN, "same person"), (&hd, RED, "different people")] {
+        chart
+            .draw_series(h.iter().enumerate().map(|(i, &n)| {
+                let x0 = i as f64 * w;
+                Rectangle::new([(x0, 0.0), (x0 + w, n as f64)], color.mix(0.45).filled())
+            }))
+            .map_err(err(path))?
+            .label(label)
+            .legend(move |(x, y)| {
+                Rectangle::new([(x, y - 5), (x + 15, y + 5)], color.mix(0.45).filled())
+            });
+    }
+    chart
+        .draw_series(LineSeries::new(
+            vec![(threshold, 0.0), (threshold, top)],
+            BLACK.stroke_width(2),
+        ))
+        .map_err(err(path))?
+        .label(format!("threshold {threshold:.3}"))
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(2)));
+    chart
+        .configure_series_labels()
+        .label_font(("sans-serif", 15))
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err(path))?;
+    root.present()
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
