@@ -40,6 +40,16 @@ enum Command {
     Embed(cmd::embed::EmbedArgs),
     /// Print the distance between the faces of two images.
     Compare(cmd::embed::CompareArgs),
+    /// Enrol a person from one or more photos into the gallery.
+    Enroll(cmd::recognize::EnrollArgs),
+    /// Is this photo the enrolled person NAME? Exit status 0 if yes, 2 if not.
+    Verify(cmd::recognize::VerifyArgs),
+    /// Who is in these photos? Best identity per face, or `unknown`.
+    Identify(cmd::recognize::IdentifyArgs),
+    /// List, show, remove, rename, export and import gallery entries.
+    Gallery(cmd::recognize::GalleryCmd),
+    /// Group the faces of a folder by identity, without labels.
+    Cluster(cmd::recognize::ClusterArgs),
     /// Verification accuracy on a pairs file (LFW protocol): accuracy, VAL@FAR, ROC, AUC, EER.
     Evaluate(cmd::evaluate::Args),
     /// Embed the sample photos and print their distance matrix.
@@ -86,6 +96,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Detect(args) => cmd::detect::run(args, device()?),
         Command::Embed(args) => cmd::embed::run_embed(args, device()?),
         Command::Compare(args) => cmd::embed::run_compare(args, device()?),
+        Command::Enroll(args) => cmd::recognize::enroll(args, device()?),
+        Command::Verify(args) => {
+            if cmd::recognize::verify(args, device()?)? {
+                Ok(())
+            } else {
+                std::process::exit(2)
+            }
+        }
+        Command::Identify(args) => cmd::recognize::identify(args, device()?),
+        Command::Gallery(args) => cmd::recognize::gallery(args),
+        Command::Cluster(args) => cmd::recognize::cluster(args, device()?),
         Command::Evaluate(args) => cmd::evaluate::run(args, device()?),
         Command::Demo(args) => cmd::demo::run(args, device()?),
         Command::Bench(b) => cmd::bench::run(b, device()?),

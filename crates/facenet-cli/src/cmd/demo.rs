@@ -1,103 +1,240 @@
-//! `facenet demo`: fetch if needed, embed sample faces, print their distance matrix.
+//! `facenet demo`: the setup step if needed, then one-shot enrolment and identification on the
+//! 5-celebrity sample dataset, with a contact sheet.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use facenet::Device;
 use facenet::align::{AlignConfig, FaceSelection, align, select};
 use facenet::detect::Detector;
-use facenet::{Device, Distance, Embedder};
+use facenet_gallery::{GalleryStore, NewFace, SearchIndex, SqliteGallery};
 use facenet_import::fetch::cache_dir;
+
+use crate::cmd::recognize::{DEFAULT_THRESHOLD, Pipeline};
+use crate::common::{DetectorArg, WeightsArg};
 
 /// Arguments of `facenet demo`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Folder of `person/*.jpg` photos (default: the sample dataset's val/ photos).
+    /// Dataset with `train/person/*.jpg` and `val/person/*.jpg` (default: the sample dataset).
     #[arg(long)]
-    pub images: Option<PathBuf>,
-    /// Photos per person.
-    #[arg(long, default_value_t = 2)]
-    pub per_person: usize,
+    pub dataset: Option<PathBuf>,
+    /// Photos enrolled per person from train/ (1 = one-shot; 0 = all).
+    #[arg(long, default_value_t = 1)]
+    pub enroll: usize,
+    /// Unknown above this L2 distance (unit embeddings, 0..2).
+    #[arg(long, default_value_t = DEFAULT_THRESHOLD)]
+    pub threshold: f32,
+    /// Contact sheet PNG of the val faces with their predictions.
+    #[arg(long, default_value = "demo.png")]
+    pub sheet: PathBuf,
+}
+
+struct Row {
+    file: String,
+    truth: String,
+    predicted: String,
+    nearest: String,
+    distance: f32,
+    face: image::RgbImage,
 }
 
 pub fn run(args: Args, device: Device) -> anyhow::Result<()> {
     let paths = super::fetch::ensure(&cache_dir())?;
-    let dir = args.images.unwrap_or_else(|| paths.dataset().join("val"));
-    let samples = collect(&dir, args.per_person)?;
-    if samples.is_empty() {
-        bail!("{}: no person/*.jpg images", dir.display());
-    }
-    let embedder = Embedder::open(&paths.weights(), &device)
-        .with_context(|| format!("loading {}", paths.weights().display()))?;
-    let detector = Detector::open(&paths.mtcnn_weights(), &device)
-        .with_context(|| format!("loading {}", paths.mtcnn_weights().display()))?;
-    let mut faces = Vec::new();
-    for (_, p) in &samples {
-        let img = facenet::image::load_rgb(p)?;
-        let found = detector.detect(&img)?;
-        let Some(face) = select(&found, img.width(), img.height(), FaceSelection::Largest).pop()
-        else {
-            bail!("{}: no face found", p.display());
+    let root = args.dataset.clone().unwrap_or_else(|| paths.dataset());
+    let weights = WeightsArg {
+        weights: Some(paths.weights()),
+    };
+    let det_arg = DetectorArg {
+        mtcnn: Some(paths.mtcnn_weights()),
+    };
+    let p = Pipeline::new(&weights, &det_arg, true, &device)?;
+    let detector = det_arg.open(&device)?;
+
+    // Enrol: the largest face of the first `enroll` photos of each person.
+    let mut gallery = SqliteGallery::in_memory()?;
+    let train = per_person(&root.join("train"), args.enroll)?;
+    for (person, file) in &train {
+        let Some(face) = face_of(&detector, file)? else {
+            eprintln!("enroll: no face in {}, skipped", file.display());
+            continue;
         };
-        faces.push(align(&img, &face, &AlignConfig::default())?);
+        let e = p.embedder.embed(std::slice::from_ref(&face))?.remove(0);
+        gallery.enroll(
+            person,
+            &[NewFace {
+                embedding: e.normalized,
+                source: file.display().to_string(),
+                bbox: None,
+            }],
+            &p.model(),
+        )?;
     }
-    let embs = embedder.embed(&faces)?;
-    let labels: Vec<String> = samples
-        .iter()
-        .enumerate()
-        .map(|(i, (person, _))| format!("{}{}", short(person), i % args.per_person.max(1) + 1))
-        .collect();
-    println!("{}", Distance::L2.unit());
-    print!("{:>10}", "");
-    for l in &labels {
-        print!("{l:>10}");
+    let ids = gallery.identities()?;
+    if ids.is_empty() {
+        bail!("nobody enrolled from {}", root.join("train").display());
     }
-    println!();
-    let (mut same, mut diff) = (Vec::new(), Vec::new());
-    for (i, a) in embs.iter().enumerate() {
-        print!("{:>10}", labels[i]);
-        for (j, b) in embs.iter().enumerate() {
-            let d = a.distance(b, Distance::L2);
-            print!("{d:>10.3}");
-            if i < j {
-                if samples[i].0 == samples[j].0 {
-                    &mut same
-                } else {
-                    &mut diff
-                }
-                .push(d);
-            }
-        }
-        println!();
-    }
-    let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len().max(1) as f32;
+    let idx = SearchIndex::new(&gallery.faces(None)?);
     println!(
-        "mean distance: same person {:.3} ({} pairs), different people {:.3} ({} pairs)",
-        mean(&same),
-        same.len(),
-        mean(&diff),
-        diff.len()
+        "enrolled {} people from {} photo(s) ({} per person); threshold {:.2} (L2 between unit embeddings)",
+        ids.len(),
+        idx.len(),
+        if args.enroll == 0 {
+            "all".to_string()
+        } else {
+            args.enroll.to_string()
+        },
+        args.threshold
     );
+
+    // Identify every val photo.
+    let mut rows = Vec::new();
+    for (person, file) in per_person(&root.join("val"), 0)? {
+        let Some(face) = face_of(&detector, &file)? else {
+            eprintln!("identify: no face in {}", file.display());
+            continue;
+        };
+        let e = p.embedder.embed(std::slice::from_ref(&face))?.remove(0);
+        let best = idx.search(&e.normalized, 1).remove(0);
+        let nearest = best.identity.clone();
+        let predicted = if best.distance < args.threshold {
+            best.identity
+        } else {
+            "unknown".into()
+        };
+        rows.push(Row {
+            file: file
+                .file_name()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            truth: person,
+            predicted,
+            nearest,
+            distance: best.distance,
+            face,
+        });
+    }
+    println!(
+        "{:<44} {:<15} {:<15} {:>8}",
+        "file", "truth", "predicted", "distance"
+    );
+    for r in &rows {
+        let mark = if r.truth == r.predicted {
+            ""
+        } else {
+            "  <- wrong"
+        };
+        let name: String = r.file.chars().take(43).collect();
+        println!(
+            "{name:<44} {:<15} {:<15} {:>8.3}{mark}",
+            r.truth, r.predicted, r.distance
+        );
+    }
+    let correct = rows.iter().filter(|r| r.truth == r.predicted).count();
+    let nearest = rows.iter().filter(|r| r.truth == r.nearest).count();
+    let pct = |k: usize| 100.0 * k as f64 / rows.len().max(1) as f64;
+    println!(
+        "accuracy: {correct}/{} = {:.1} % (with `unknown` above the threshold); nearest identity: {nearest}/{} = {:.1} %",
+        rows.len(),
+        pct(correct),
+        rows.len(),
+        pct(nearest)
+    );
+    contact_sheet(&args.sheet, &rows)?;
+    println!("contact sheet: {}", args.sheet.display());
     Ok(())
 }
 
-fn short(name: &str) -> String {
-    name.split('_')
-        .next()
-        .unwrap_or(name)
-        .chars()
-        .take(8)
-        .collect()
+fn face_of(detector: &Detector, file: &Path) -> anyhow::Result<Option<image::RgbImage>> {
+    let img = facenet::image::load_rgb(file)?;
+    let found = detector.detect(&img)?;
+    match select(&found, img.width(), img.height(), FaceSelection::Largest).pop() {
+        Some(f) => Ok(Some(align(&img, &f, &AlignConfig::default())?)),
+        None => Ok(None),
+    }
 }
 
-/// The first `per_person` photos of each person.
-fn collect(dir: &Path, per_person: usize) -> anyhow::Result<Vec<(String, PathBuf)>> {
+/// The first `n` photos of each person (all when `n` is 0).
+fn per_person(dir: &Path, n: usize) -> anyhow::Result<Vec<(String, PathBuf)>> {
     let mut seen: std::collections::HashMap<String, usize> = Default::default();
     Ok(super::align::dataset_files(dir)?
         .into_iter()
         .filter(|(person, _)| {
-            let n = seen.entry(person.clone()).or_default();
-            *n += 1;
-            *n <= per_person
+            let k = seen.entry(person.clone()).or_default();
+            *k += 1;
+            n == 0 || *k <= n
         })
         .collect())
+}
+
+/// A grid of the faces, each captioned with its prediction and distance; wrong ones framed red.
+fn contact_sheet(path: &Path, rows: &[Row]) -> anyhow::Result<()> {
+    use plotters::prelude::*;
+    crate::plot::fonts();
+    const TILE: u32 = 160;
+    const CAPTION: u32 = 40;
+    let cols = 5u32;
+    let nrows = (rows.len() as u32).div_ceil(cols).max(1);
+    let (w, h) = (cols * TILE, nrows * (TILE + CAPTION));
+    let mut canvas = image::RgbImage::from_pixel(w, h, image::Rgb([255, 255, 255]));
+    for (i, r) in rows.iter().enumerate() {
+        let (x, y) = (
+            (i as u32 % cols) * TILE,
+            (i as u32 / cols) * (TILE + CAPTION),
+        );
+        image::imageops::replace(&mut canvas, &r.face, x as i64, y as i64);
+        if r.truth != r.predicted {
+            facenet::draw::rect(
+                &mut canvas,
+                [
+                    x as f32,
+                    y as f32,
+                    (x + TILE - 1) as f32,
+                    (y + TILE - 1) as f32,
+                ],
+                4,
+                image::Rgb([220, 0, 0]),
+            );
+        }
+    }
+    {
+        let mut buf = canvas.as_flat_samples_mut();
+        let root = BitMapBackend::with_buffer(buf.as_mut_slice(), (w, h)).into_drawing_area();
+        for (i, r) in rows.iter().enumerate() {
+            let (x, y) = (
+                (i as u32 % cols) * TILE,
+                (i as u32 / cols) * (TILE + CAPTION) + TILE,
+            );
+            let ok = r.truth == r.predicted;
+            let color = if ok {
+                RGBColor(0, 110, 0)
+            } else {
+                RGBColor(200, 0, 0)
+            };
+            let style = ("sans-serif", 15).into_font().color(&color);
+            root.draw_text(&r.predicted, &style, (x as i32 + 4, y as i32 + 3))
+                .map_err(|e| anyhow::anyhow!("drawing {}: {e:?}", path.display()))?;
+            let sub = format!(
+                "d={:.3}{}",
+                r.distance,
+                if ok {
+                    String::new()
+                } else {
+                    format!(" (is {})", r.truth)
+                }
+            );
+            root.draw_text(
+                &sub,
+                &("sans-serif", 13).into_font().color(&BLACK),
+                (x as i32 + 4, y as i32 + 21),
+            )
+            .map_err(|e| anyhow::anyhow!("drawing {}: {e:?}", path.display()))?;
+        }
+        root.present()
+            .map_err(|e| anyhow::anyhow!("drawing {}: {e:?}", path.display()))?;
+    }
+    canvas
+        .save(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
 }

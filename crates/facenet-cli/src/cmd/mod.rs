@@ -6,3 +6,4 @@ pub mod embed;
 pub mod evaluate;
 pub mod fetch;
 pub mod import;
+pub mod recognize;
