@@ -340,3 +340,220 @@ fn evaluate_names_a_missing_image() {
         "{err}"
     );
 }
+
+fn gallery_run(gallery: &Path, args: &[&std::ffi::OsStr]) -> Output {
+    bin()
+        .args(args)
+        .arg("--gallery")
+        .arg(gallery)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn enroll_verify_identify_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = dir.path().join("g.db");
+    let o = |x: &str| std::ffi::OsString::from(x);
+    // Nothing enrolled yet: identify says so.
+    let out = gallery_run(
+        &g,
+        &[&o("identify"), s(&crop("madonna_2.png")), &o("--aligned")],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no gallery"), "{}", stderr(&out));
+    // One-shot enrolment from an aligned crop and from a raw photo.
+    let out = gallery_run(
+        &g,
+        &[
+            &o("enroll"),
+            &o("madonna"),
+            s(&crop("madonna_1.png")),
+            &o("--aligned"),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = gallery_run(
+        &g,
+        &[&o("enroll"), &o("jerry"), s(&photo("jerry_seinfeld_1.png"))],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Same person accepted (exit 0), another rejected (exit 2), at the default threshold.
+    let out = gallery_run(
+        &g,
+        &[
+            &o("verify"),
+            s(&photo("jerry_seinfeld_2.png")),
+            &o("--as"),
+            &o("jerry"),
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("L2"));
+    let out = gallery_run(
+        &g,
+        &[
+            &o("verify"),
+            s(&photo("mindy_kaling_1.png")),
+            &o("--as"),
+            &o("jerry"),
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // Identify: jerry is recognised, mindy (not enrolled) is unknown.
+    let out = gallery_run(
+        &g,
+        &[
+            &o("identify"),
+            &o("--json"),
+            s(&photo("jerry_seinfeld_2.png")),
+            s(&photo("mindy_kaling_2.png")),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ids: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(ids[0]["identity"], "jerry");
+    assert_eq!(ids[1]["identity"], "unknown");
+    assert!(ids[0]["margin"].as_f64().unwrap() > 0.0);
+    // Unknown name.
+    let out = gallery_run(
+        &g,
+        &[
+            &o("verify"),
+            s(&photo("jerry_seinfeld_2.png")),
+            &o("--as"),
+            &o("zed"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("zed"), "{}", stderr(&out));
+}
+
+#[test]
+fn enroll_refuses_ambiguous_and_faceless_photos_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = dir.path().join("g.db");
+    let o = |x: &str| std::ffi::OsString::from(x);
+    let blank = dir.path().join("blank.png");
+    image::RgbImage::from_pixel(80, 80, image::Rgb([128, 128, 128]))
+        .save(&blank)
+        .unwrap();
+    // Two faces in elton_john_2: refused without a choice.
+    let out = gallery_run(
+        &g,
+        &[&o("enroll"), &o("elton"), s(&photo("elton_john_2.png"))],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("2 faces"), "{}", stderr(&out));
+    // A good photo plus a faceless one: the whole enrolment fails, nothing is stored.
+    let out = gallery_run(
+        &g,
+        &[
+            &o("enroll"),
+            &o("elton"),
+            s(&photo("elton_john_1.png")),
+            s(&blank),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("blank.png"), "{}", stderr(&out));
+    let out = gallery_run(
+        &g,
+        &[
+            &o("enroll"),
+            &o("elton"),
+            &o("--largest"),
+            s(&photo("elton_john_2.png")),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = gallery_run(&g, &[&o("gallery"), &o("list")]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("elton\t1 face(s)"));
+}
+
+#[test]
+fn gallery_maintenance_and_export_import() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = dir.path().join("g.db");
+    let o = |x: &str| std::ffi::OsString::from(x);
+    for (name, file) in [("a", "ben_afflek_1.png"), ("b", "madonna_1.png")] {
+        let out = gallery_run(
+            &g,
+            &[&o("enroll"), &o(name), s(&crop(file)), &o("--aligned")],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    assert!(
+        gallery_run(&g, &[&o("gallery"), &o("rename"), &o("a"), &o("ben")])
+            .status
+            .success()
+    );
+    let export = dir.path().join("export.json");
+    assert!(
+        gallery_run(&g, &[&o("gallery"), &o("export"), s(&export)])
+            .status
+            .success()
+    );
+    assert!(
+        gallery_run(&g, &[&o("gallery"), &o("remove"), &o("b")])
+            .status
+            .success()
+    );
+    let list = String::from_utf8(gallery_run(&g, &[&o("gallery"), &o("list")]).stdout).unwrap();
+    assert!(list.contains("ben") && !list.contains("\nb\t"), "{list}");
+    let g2 = dir.path().join("g2.db");
+    assert!(
+        gallery_run(&g2, &[&o("gallery"), &o("import"), s(&export)])
+            .status
+            .success()
+    );
+    let list = String::from_utf8(gallery_run(&g2, &[&o("gallery"), &o("list")]).stdout).unwrap();
+    assert!(list.contains("ben\t1") && list.contains("b\t1"), "{list}");
+    // A corrupt database file is named.
+    let bad = dir.path().join("bad.db");
+    std::fs::write(&bad, vec![7u8; 4096]).unwrap();
+    let out = gallery_run(&bad, &[&o("gallery"), &o("list")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("bad.db"), "{}", stderr(&out));
+}
+
+#[test]
+fn cluster_reference_crops_into_five_people() {
+    // Reference distance matrix: same-person pairs at most 1.259, different people at least
+    // 1.291 (shared/reference/embeddings.json), so 1.275 separates them.
+    let dir = tempfile::tempdir().unwrap();
+    let out_file = dir.path().join("clusters.json");
+    let out = bin()
+        .args(["cluster", "--aligned", "--threshold", "1.275", "--out"])
+        .arg(&out_file)
+        .arg(shared().join("reference/crops"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&out_file).unwrap()).unwrap();
+    let clusters = v["clusters"].as_array().unwrap();
+    assert_eq!(clusters.len(), 5);
+    for c in clusters {
+        let m = c["members"].as_array().unwrap();
+        assert_eq!(m.len(), 2);
+        let person = |x: &serde_json::Value| {
+            let p = x["path"].as_str().unwrap();
+            p[..p.rfind('_').unwrap()].to_string()
+        };
+        assert_eq!(person(&m[0]), person(&m[1]), "impure cluster {c}");
+    }
+}
