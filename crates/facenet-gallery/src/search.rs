@@ -28,6 +28,7 @@ pub struct SearchIndex {
     labels: Vec<usize>,
     sources: Vec<String>,
     names: Vec<String>,
+    label_of: std::collections::HashMap<String, usize>,
 }
 
 impl SearchIndex {
@@ -46,10 +47,12 @@ impl SearchIndex {
             self.dim = embedding.len();
         }
         assert_eq!(embedding.len(), self.dim, "embedding dimension");
-        let label = match self.names.iter().position(|n| n == identity) {
-            Some(i) => i,
+        let label = match self.label_of.get(identity) {
+            Some(&i) => i,
             None => {
                 self.names.push(identity.to_string());
+                self.label_of
+                    .insert(identity.to_string(), self.names.len() - 1);
                 self.names.len() - 1
             }
         };

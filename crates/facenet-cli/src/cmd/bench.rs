@@ -21,6 +21,49 @@ pub enum Bench {
     /// Detection speed: `detect photos_per_s=X` over a folder of photos, and
     /// `detect size=WxH ms=Y` for a photo enlarged to 640x480 and 1920x1080.
     Detect(DetectArgs),
+    /// Gallery search: `search n=N ms_per_query=X` for exact top-k over N random unit vectors.
+    Search(SearchArgs),
+}
+
+/// Arguments of `facenet bench search`.
+#[derive(Debug, clap::Args)]
+pub struct SearchArgs {
+    /// Gallery sizes, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+    pub sizes: Vec<usize>,
+    /// Queries per size.
+    #[arg(long, default_value_t = 50)]
+    pub queries: usize,
+}
+
+fn search_bench(args: &SearchArgs) -> anyhow::Result<()> {
+    let dim = 128;
+    let mut rng = 0x9e3779b97f4a7c15u64;
+    let mut unit = || {
+        let v: Vec<f32> = (0..dim)
+            .map(|_| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                (rng >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+            })
+            .collect();
+        facenet::embed::l2_normalize(&v)
+    };
+    for &n in &args.sizes {
+        let mut idx = facenet_gallery::SearchIndex::default();
+        for i in 0..n {
+            idx.push(&format!("id{}", i / 2), &unit(), "");
+        }
+        let queries: Vec<Vec<f32>> = (0..args.queries.max(1)).map(|_| unit()).collect();
+        let t = Instant::now();
+        for q in &queries {
+            std::hint::black_box(idx.search(q, 5));
+        }
+        let ms = t.elapsed().as_secs_f64() * 1000.0 / queries.len() as f64;
+        println!("search n={n} dim={dim} ms_per_query={ms:.2} threads=1");
+    }
+    Ok(())
 }
 
 /// Arguments of `facenet bench detect`.
@@ -152,6 +195,7 @@ pub fn run(bench: Bench, device: Device) -> anyhow::Result<()> {
             None => parent(&args),
         },
         Bench::Detect(args) => detect_bench(&args, device),
+        Bench::Search(args) => search_bench(&args),
     }
 }
 
