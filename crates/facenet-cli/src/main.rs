@@ -50,6 +50,8 @@ enum Command {
     Gallery(cmd::recognize::GalleryCmd),
     /// Group the faces of a folder by identity, without labels.
     Cluster(cmd::recognize::ClusterArgs),
+    /// Train a face embedding network: triplet loss with online mining, or softmax + center loss.
+    Train(cmd::train::Args),
     /// Verification accuracy on a pairs file (LFW protocol): accuracy, VAL@FAR, ROC, AUC, EER.
     Evaluate(cmd::evaluate::Args),
     /// Embed the sample photos and print their distance matrix.
@@ -107,6 +109,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Identify(args) => cmd::recognize::identify(args, device()?),
         Command::Gallery(args) => cmd::recognize::gallery(args),
         Command::Cluster(args) => cmd::recognize::cluster(args, device()?),
+        Command::Train(args) => cmd::train::run(args, device()?),
         Command::Evaluate(args) => cmd::evaluate::run(args, device()?),
         Command::Demo(args) => cmd::demo::run(args, device()?),
         Command::Bench(b) => cmd::bench::run(b, device()?),

@@ -557,3 +557,123 @@ fn cluster_reference_crops_into_five_people() {
         assert_eq!(person(&m[0]), person(&m[1]), "impure cluster {c}");
     }
 }
+
+/// The 10 reference crops as a `person/*.png` training set.
+fn crops_dataset(dir: &Path) -> PathBuf {
+    let data = dir.join("data");
+    for entry in std::fs::read_dir(shared().join("reference/crops")).unwrap() {
+        let p = entry.unwrap().path();
+        let name = p.file_stem().unwrap().to_string_lossy().into_owned();
+        let person = &name[..name.rfind('_').unwrap()];
+        std::fs::create_dir_all(data.join(person)).unwrap();
+        std::fs::copy(&p, data.join(person).join(p.file_name().unwrap())).unwrap();
+    }
+    data
+}
+
+fn log_lines(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn train_triplet_two_steps_checkpoint_resume_and_determinism() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = crops_dataset(dir.path());
+    let train = |out: &Path, steps: &str| {
+        bin()
+            .args([
+                "train",
+                "--model",
+                "small",
+                "--people",
+                "5",
+                "--per-person",
+                "2",
+                "--steps",
+                steps,
+            ])
+            .args(["--selection", "batch-all", "--data"])
+            .arg(&data)
+            .arg("--out")
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let (run_a, run_b) = (dir.path().join("a"), dir.path().join("b"));
+    let out = train(&run_a, "2");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = train(&run_b, "2");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (la, lb) = (log_lines(&run_a), log_lines(&run_b));
+    assert_eq!(la.len(), 2);
+    // Same seed, same data: same first losses.
+    assert_eq!(la[0]["loss"], lb[0]["loss"]);
+    assert!(la[0]["loss"].as_f64().unwrap() > 0.0);
+    assert!(la[0]["triplets_used"].as_u64().unwrap() > 0);
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run_a.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["selection"], "BatchAll");
+    assert!(config["git_revision"].is_string());
+    // The checkpoint is a weights file for every command.
+    let w = run_a.join("checkpoint/model.safetensors");
+    let out = bin()
+        .arg("embed")
+        .arg("--weights")
+        .arg(&w)
+        .arg(crop("madonna_1.png"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["embedding"].as_array().unwrap().len(), 64); // the small preset
+    // Resume to 3 steps: one more log line.
+    let out = bin()
+        .args(["train", "--steps", "3", "--resume"])
+        .arg(&run_a)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("resuming at step 2"));
+    assert_eq!(log_lines(&run_a).len(), 3);
+}
+
+#[test]
+fn train_softmax_center_loss_smoke() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = crops_dataset(dir.path());
+    let run = dir.path().join("s");
+    let out = bin()
+        .args([
+            "train", "--loss", "softmax", "--model", "small", "--steps", "2", "--batch", "10",
+            "--data",
+        ])
+        .arg(&data)
+        .arg("--out")
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let l = log_lines(&run);
+    assert_eq!(l.len(), 2);
+    assert!(l[0]["cross_entropy"].as_f64().unwrap() > 0.0);
+    assert!(l[0]["center_loss"].as_f64().unwrap() >= 0.0);
+    assert!(run.join("checkpoint/head.safetensors").is_file());
+}
+
+#[test]
+fn train_without_data_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args(["train", "--out"])
+        .arg(dir.path().join("r"))
+        .arg("--data")
+        .arg(dir.path().join("nothing"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("nothing"), "{}", stderr(&out));
+}

@@ -23,7 +23,7 @@ pub use sqlite::SqliteGallery;
 #[derive(Debug, thiserror::Error)]
 pub enum GalleryError {
     /// The database could not be opened or queried.
-    #[error("gallery {path}: {source}")]
+    #[error("gallery {path}")]
     Sqlite {
         /// The database file.
         path: String,

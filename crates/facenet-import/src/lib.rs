@@ -21,7 +21,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
     /// The HDF5 file could not be read.
-    #[error("{path}: cannot read HDF5 ({what}): {source}")]
+    #[error("{path}: cannot read HDF5 ({what})")]
     Hdf5 {
         /// The file.
         path: PathBuf,
@@ -48,7 +48,7 @@ pub enum ImportError {
         reason: String,
     },
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         /// The file.
         path: PathBuf,

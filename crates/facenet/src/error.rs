@@ -6,7 +6,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         /// The file.
         path: PathBuf,
@@ -16,7 +16,7 @@ pub enum Error {
     },
 
     /// An image file could not be decoded.
-    #[error("{path}: not a readable image: {source}")]
+    #[error("{path}: not a readable image")]
     Decode {
         /// The file.
         path: PathBuf,

@@ -7,6 +7,7 @@
 //! - [`align`]: crop with margin or 5-landmark similarity alignment.
 //! - [`detect`]: MTCNN face detection ([`detect::Detector`]).
 //! - [`eval`]: pairs files and verification metrics (accuracy, VAL@FAR, ROC, AUC, EER).
+//! - [`train`]: triplet loss, online mining, center loss, sampling, schedules.
 //! - [`embed`]: [`Embedder`], [`Embedding`] and [`Distance`].
 //!
 //! Schroff, Kalenichenko, Philbin, "FaceNet: A Unified Embedding for Face Recognition and
@@ -22,6 +23,7 @@ pub mod eval;
 pub mod image;
 pub mod model;
 pub mod paths;
+pub mod train;
 pub mod weights;
 
 pub use burn::tensor::Device;

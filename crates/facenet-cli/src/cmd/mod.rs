@@ -7,3 +7,4 @@ pub mod evaluate;
 pub mod fetch;
 pub mod import;
 pub mod recognize;
+pub mod train;
