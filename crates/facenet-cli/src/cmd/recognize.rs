@@ -18,7 +18,7 @@ use crate::common::{DetectorArg, WeightsArg, display};
 /// FaceNet model with prewhiten input, MTCNN crop (margin 32, 160x160): the threshold of best
 /// accuracy over the 6,000 LFW pairs (`facenet evaluate`, see README). The course notebook's
 /// 0.7 is for its own x/255 input and is far too strict here.
-pub const DEFAULT_THRESHOLD: f32 = 1.12;
+pub const DEFAULT_THRESHOLD: f32 = 1.115;
 
 /// Options shared by the recognition commands.
 #[derive(Debug, Clone, clap::Args)]
