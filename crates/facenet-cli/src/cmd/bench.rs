@@ -23,6 +23,87 @@ pub enum Bench {
     Detect(DetectArgs),
     /// Gallery search: `search n=N ms_per_query=X` for exact top-k over N random unit vectors.
     Search(SearchArgs),
+    /// Training step (triplet loss, forward + backward + Adam): `train model=M batch=B
+    /// s_per_step=X peak_rss_mib=Y`, one process per model.
+    Train(TrainArgs),
+}
+
+/// Arguments of `facenet bench train`.
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    /// Presets, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "small,keras-128")]
+    pub models: Vec<String>,
+    /// Triplets per step (the batch is three times this).
+    #[arg(long, default_value_t = 30)]
+    pub triplets: usize,
+    /// Timed steps (after one warm-up step).
+    #[arg(long, default_value_t = 3)]
+    pub steps: usize,
+    /// Internal: run this preset in this process.
+    #[arg(long, hide = true)]
+    pub worker: Option<String>,
+}
+
+fn train_bench(args: &TrainArgs, device: Device) -> anyhow::Result<()> {
+    let Some(model) = &args.worker else {
+        let exe = std::env::current_exe().context("locating this executable")?;
+        for m in &args.models {
+            let out = Command::new(&exe)
+                .args(["bench", "train", "--worker", m])
+                .args([
+                    "--triplets",
+                    &args.triplets.to_string(),
+                    "--steps",
+                    &args.steps.to_string(),
+                ])
+                .output()
+                .context("running the benchmark worker")?;
+            if !out.status.success() {
+                bail!(
+                    "benchmark worker for {m} failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            print!("{}", String::from_utf8_lossy(&out.stdout));
+        }
+        return Ok(());
+    };
+    use burn::optim::{AdamConfig, GradientsParams};
+    use facenet::train::loss::{l2_normalize_rows, triplet_loss};
+    let cfg = InceptionResnetV1Config::preset(model)
+        .with_context(|| format!("unknown preset {model}"))?;
+    let dev = device.autodiff();
+    let mut net = cfg.init(&dev);
+    let mut optim = AdamConfig::new().init();
+    let t = args.triplets.max(1);
+    let size = cfg.image_size;
+    let mut times = Vec::new();
+    for i in 0..=args.steps {
+        let x = Tensor::<4>::random([3 * t, 3, size, size], Distribution::Normal(0.0, 1.0), &dev);
+        let start = Instant::now();
+        let e = l2_normalize_rows(net.forward(x));
+        let loss = triplet_loss(
+            e.clone().narrow(0, 0, t),
+            e.clone().narrow(0, t, t),
+            e.narrow(0, 2 * t, t),
+            0.2,
+        );
+        let grads = GradientsParams::from_grads(loss.backward(), &net);
+        net = optim.step(1e-4, net, grads);
+        let _ = net.last_bn.beta.val().into_data();
+        if i > 0 {
+            times.push(start.elapsed().as_secs_f64());
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "train model={model} batch={} s_per_step={:.2} peak_rss_mib={:.0}",
+        3 * t,
+        times[times.len() / 2],
+        peak_rss_mib()
+    );
+    Ok(())
 }
 
 /// Arguments of `facenet bench search`.
@@ -196,6 +277,7 @@ pub fn run(bench: Bench, device: Device) -> anyhow::Result<()> {
         },
         Bench::Detect(args) => detect_bench(&args, device),
         Bench::Search(args) => search_bench(&args),
+        Bench::Train(args) => train_bench(&args, device),
     }
 }
 
