@@ -52,6 +52,9 @@ enum Command {
     Cluster(cmd::recognize::ClusterArgs),
     /// Train a face embedding network: triplet loss with online mining, or softmax + center loss.
     Train(cmd::train::Args),
+    /// Thresholds for your own labelled photos (target FAR, best accuracy); can store one as
+    /// the gallery's default.
+    Calibrate(cmd::calibrate::Args),
     /// Verification accuracy on a pairs file (LFW protocol): accuracy, VAL@FAR, ROC, AUC, EER.
     Evaluate(cmd::evaluate::Args),
     /// Embed the sample photos and print their distance matrix.
@@ -110,6 +113,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Gallery(args) => cmd::recognize::gallery(args),
         Command::Cluster(args) => cmd::recognize::cluster(args, device()?),
         Command::Train(args) => cmd::train::run(args, device()?),
+        Command::Calibrate(args) => cmd::calibrate::run(args, device()?),
         Command::Evaluate(args) => cmd::evaluate::run(args, device()?),
         Command::Demo(args) => cmd::demo::run(args, device()?),
         Command::Bench(b) => cmd::bench::run(b, device()?),

@@ -677,3 +677,32 @@ fn train_without_data_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("nothing"), "{}", stderr(&out));
 }
+
+#[test]
+fn calibrate_stores_a_threshold_that_identify_uses() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = crops_dataset(dir.path());
+    let g = dir.path().join("g.db");
+    let out = bin()
+        .args(["calibrate", "--aligned", "--store", "accuracy", "--gallery"])
+        .arg(&g)
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    // 10 crops of 5 people: 5 same-person pairs, 40 different-person pairs.
+    assert!(
+        text.contains("5 same-person and 40 different-person pairs"),
+        "{text}"
+    );
+    // Best accuracy separates them (shared/reference: same <= 1.259 < 1.291 <= different).
+    assert!(text.contains("accuracy 1.0000"), "{text}");
+    let out = bin()
+        .args(["identify", "--aligned", "--gallery"])
+        .arg(&g)
+        .arg(crop("madonna_1.png"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("calibrated"));
+}

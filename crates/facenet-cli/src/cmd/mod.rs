@@ -1,5 +1,6 @@
 pub mod align;
 pub mod bench;
+pub mod calibrate;
 pub mod demo;
 pub mod detect;
 pub mod embed;

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Embedding speed of facenet against ONNX Runtime on the same machine, back to back.
+#
+#   bench/compare.sh            # batch 1 and 32
+#
+# Needs ../shared/bench/ort_facenet.py, the fetched weights (`facenet fetch`) and PyPI access
+# for a throwaway virtualenv (onnx, onnxruntime, h5py, numpy, pillow). Prints both tools' lines
+# and the ratio facenet img/s / ORT img/s per batch size.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SHARED=${FACENET_SHARED:-../shared}
+HOME_DIR=${FACENET_HOME:-$HOME/.cache/facenet}
+H5="$HOME_DIR/facenet_keras.h5"
+VENV=${ORT_VENV:-/tmp/ort-venv}
+BATCHES=${BATCHES:-1,32}
+
+[ -f "$H5" ] || { echo "no $H5: run 'cargo run --release -- fetch' first" >&2; exit 1; }
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q onnx onnxruntime h5py numpy pillow
+fi
+cargo build --release -q
+
+ort=$("$VENV/bin/python" "$SHARED/bench/ort_facenet.py" --h5 "$H5" --check "$SHARED/reference/embeddings.json" \
+      --crops "$SHARED/reference/crops" --bench --batch "$BATCHES" 2>&1 | grep -v '^#')
+echo "$ort"
+ours=$(./target/release/facenet bench embed --batch "$BATCHES" | grep '^embed ')
+echo "$ours"
+for b in ${BATCHES//,/ }; do
+  o=$(echo "$ort" | sed -n "s/^ort batch=$b img_per_s=\([0-9.]*\).*/\1/p")
+  r=$(echo "$ours" | sed -n "s/^embed batch=$b img_per_s=\([0-9.]*\).*/\1/p")
+  [ -n "$o" ] && [ -n "$r" ] && awk -v b="$b" -v o="$o" -v r="$r" \
+    'BEGIN { printf "ratio batch=%s facenet/ort=%.3f (facenet %.2f img/s, ort %.2f img/s)\n", b, r / o, r, o }'
+done
