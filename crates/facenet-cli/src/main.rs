@@ -57,7 +57,8 @@ enum Command {
     Calibrate(cmd::calibrate::Args),
     /// Verification accuracy on a pairs file (LFW protocol): accuracy, VAL@FAR, ROC, AUC, EER.
     Evaluate(cmd::evaluate::Args),
-    /// Embed the sample photos and print their distance matrix.
+    /// Set up, then enrol one photo per person of the sample dataset, identify the others, and
+    /// write a contact sheet.
     Demo(cmd::demo::Args),
     /// Measure speed and memory.
     #[command(subcommand)]
