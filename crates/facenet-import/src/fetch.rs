@@ -348,8 +348,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cache_dir_honours_env() {
-        // Only checks the pure path logic through CachePaths.
+    fn cache_paths_layout() {
         let p = CachePaths::new("/x");
         assert_eq!(p.weights(), PathBuf::from("/x/facenet_keras.safetensors"));
         assert_eq!(p.mtcnn("pnet"), PathBuf::from("/x/mtcnn/pnet.pt"));

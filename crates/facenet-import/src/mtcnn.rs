@@ -50,16 +50,6 @@ fn load_stage<M: ModuleSnapshot>(stage: &mut M, path: &Path) -> Result<()> {
     let r = stage
         .load_from(&mut store)
         .map_err(|e| mismatch(format!("cannot read PyTorch tensors: {e}")))?;
-    if let Some(e) = r.errors.first() {
-        return Err(mismatch(format!("{e:?}")));
-    }
-    if let Some((name, _)) = r.missing.first() {
-        return Err(mismatch(format!("parameter `{name}` is not in the file")));
-    }
-    if let Some(name) = r.unused.first() {
-        return Err(mismatch(format!(
-            "tensor `{name}` has no place in the network"
-        )));
-    }
+    facenet::weights::check_applied(&r).map_err(mismatch)?;
     Ok(())
 }

@@ -109,22 +109,21 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
             reason: "empty file".into(),
         });
     }
-    let reader = ImageReader::open(path)
-        .map_err(|e| Error::io(path, e))?
-        .with_guessed_format()
-        .map_err(|e| Error::io(path, e))?;
-    let (w, h) = {
-        let probe = ImageReader::open(path)
-            .map_err(|e| Error::io(path, e))?
+    // Read once; the header (dimensions) and the pixels are decoded from the same bytes.
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let reader = || {
+        ImageReader::new(std::io::Cursor::new(bytes.as_slice()))
             .with_guessed_format()
-            .map_err(|e| Error::io(path, e))?;
-        probe.into_dimensions().map_err(|source| Error::Decode {
+            .map_err(|e| Error::io(path, e))
+    };
+    let (w, h) = reader()?
+        .into_dimensions()
+        .map_err(|source| Error::Decode {
             path: path.into(),
             source,
-        })?
-    };
+        })?;
     check_size(path, w, h)?;
-    let img = reader.decode().map_err(|source| Error::Decode {
+    let img = reader()?.decode().map_err(|source| Error::Decode {
         path: path.into(),
         source,
     })?;

@@ -268,20 +268,27 @@ pub fn apply_file(model: &mut InceptionResnetV1, path: &Path) -> Result<()> {
     let result = model
         .load_from(&mut store)
         .map_err(|e| bad(format!("cannot read tensors: {e}")))?;
+    check_applied(&result).map_err(bad)
+}
+
+/// Completeness of a load, both ways: no error, no parameter left without a tensor, no tensor
+/// of the file left unused. The message names the first offender. Shared by every loader (the
+/// embedding network, MTCNN, and the importer's PyTorch reader).
+pub fn check_applied(result: &burn::store::ApplyResult) -> std::result::Result<(), String> {
     if let Some(err) = result.errors.first() {
-        return Err(bad(format!("{err:?}")));
+        return Err(format!("{err:?}"));
     }
     if let Some((name, _)) = result.missing.first() {
-        return Err(bad(format!(
+        return Err(format!(
             "tensor `{name}` is missing ({} missing in all)",
             result.missing.len()
-        )));
+        ));
     }
     if let Some(name) = result.unused.first() {
-        return Err(bad(format!(
+        return Err(format!(
             "tensor `{name}` is not a parameter of this network ({} unused in all)",
             result.unused.len()
-        )));
+        ));
     }
     Ok(())
 }

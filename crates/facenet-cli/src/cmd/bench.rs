@@ -174,14 +174,7 @@ fn detect_bench(args: &DetectArgs, device: Device) -> anyhow::Result<()> {
             }
         }
     };
-    let mut files: Vec<std::path::PathBuf> = walk(&dir)
-        .into_iter()
-        .filter(|p| {
-            p.extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| matches!(e, "png" | "jpg" | "jpeg"))
-        })
-        .collect();
+    let mut files = super::recognize::walk_images(&dir);
     // The reference folder holds each photo as .jpg and .png: keep the lossless copy.
     if files
         .iter()
@@ -233,18 +226,6 @@ fn detect_bench(args: &DetectArgs, device: Device) -> anyhow::Result<()> {
         println!("detect size={w}x{h} ms={:.1}", times[times.len() / 2]);
     }
     Ok(())
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    rd.flatten()
-        .flat_map(|e| {
-            let p = e.path();
-            if p.is_dir() { walk(&p) } else { vec![p] }
-        })
-        .collect()
 }
 
 /// Arguments of `facenet bench embed`.

@@ -34,7 +34,12 @@ impl GalleryArgs {
         self.gallery
             .clone()
             .or_else(|| std::env::var_os("FACENET_GALLERY").map(PathBuf::from))
-            .unwrap_or_else(|| dirs_data().join("facenet").join("gallery.db"))
+            .unwrap_or_else(|| {
+                dirs::data_dir()
+                    .unwrap_or_else(|| PathBuf::from("."))
+                    .join("facenet")
+                    .join("gallery.db")
+            })
     }
 
     pub fn open(&self) -> anyhow::Result<SqliteGallery> {
@@ -53,13 +58,6 @@ impl GalleryArgs {
         }
         self.open()
     }
-}
-
-fn dirs_data() -> PathBuf {
-    std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
-        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 /// Detect -> align -> embed.
@@ -581,7 +579,8 @@ pub fn cluster(args: ClusterArgs, device: Device) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn walk_images(dir: &Path) -> Vec<PathBuf> {
+/// Image files below `dir`, recursively.
+pub fn walk_images(dir: &Path) -> Vec<PathBuf> {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
