@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Embedding speed of facenet against ONNX Runtime on the same machine, back to back.
 #
-#   bench/compare.sh            # batch 1 and 32
+#   bench/compare.sh            # batch 1, 8 and 32 (BATCHES=1,32 to choose)
 #
 # Needs ../shared/bench/ort_facenet.py, the fetched weights (`facenet fetch`) and PyPI access
 # for a throwaway virtualenv (onnx, onnxruntime, h5py, numpy, pillow). Prints both tools' lines
@@ -12,7 +12,7 @@ SHARED=${FACENET_SHARED:-../shared}
 HOME_DIR=${FACENET_HOME:-$HOME/.cache/facenet}
 H5="$HOME_DIR/facenet_keras.h5"
 VENV=${ORT_VENV:-/tmp/ort-venv}
-BATCHES=${BATCHES:-1,32}
+BATCHES=${BATCHES:-1,8,32}
 
 [ -f "$H5" ] || { echo "no $H5: run 'cargo run --release -- fetch' first" >&2; exit 1; }
 if [ ! -x "$VENV/bin/python" ]; then

@@ -8,6 +8,7 @@
 
 mod cmd;
 mod common;
+mod peak;
 mod plot;
 
 use std::process::ExitCode;

@@ -11,6 +11,7 @@ use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::fast::FastNet;
 use crate::image::{Standardization, resize_square};
 use crate::model::InceptionResnetV1;
 use crate::weights::{self, WeightsMetadata};
@@ -88,10 +89,23 @@ pub fn l2_normalize(v: &[f32]) -> Vec<f32> {
     v.iter().map(|x| (*x as f64 / norm) as f32).collect()
 }
 
+/// Which implementation runs the network's forward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Engine {
+    /// [`FastNet`] on the CPU (BatchNorm folded, NHWC, fused branches); the burn model on
+    /// other devices. The default.
+    #[default]
+    Auto,
+    /// The burn model itself (burn's flex backend on the CPU, or CUDA).
+    Burn,
+}
+
 /// Computes embeddings of face crops with a loaded network.
 #[derive(Debug)]
 pub struct Embedder {
     model: InceptionResnetV1,
+    fast: Option<FastNet>,
     metadata: WeightsMetadata,
     device: Device,
     standardization: Standardization,
@@ -108,8 +122,16 @@ impl Embedder {
     /// Wraps a network already in memory.
     pub fn new(model: InceptionResnetV1, metadata: WeightsMetadata, device: Device) -> Self {
         let standardization = metadata.standardization;
+        // The fast path is compiled from the model's own tensors, so it cannot disagree with
+        // them; should compilation ever fail, the burn model still runs.
+        let fast = if device == Device::flex() {
+            FastNet::compile(&model).ok()
+        } else {
+            None
+        };
         Self {
             model,
+            fast,
             metadata,
             device,
             standardization,
@@ -121,6 +143,25 @@ impl Embedder {
     pub fn with_standardization(mut self, s: Standardization) -> Self {
         self.standardization = s;
         self
+    }
+
+    /// Chooses the implementation of the forward pass (see [`Engine`]).
+    pub fn with_engine(mut self, engine: Engine) -> Result<Self> {
+        self.fast = match engine {
+            Engine::Burn => None,
+            Engine::Auto if self.device == Device::flex() => Some(FastNet::compile(&self.model)?),
+            Engine::Auto => None,
+        };
+        Ok(self)
+    }
+
+    /// The implementation in use.
+    pub fn engine(&self) -> &'static str {
+        if self.fast.is_some() {
+            "fast (folded BatchNorm, NHWC, gemm)"
+        } else {
+            "burn"
+        }
     }
 
     /// Sets how many faces go through the network at once (at least 1).
@@ -154,8 +195,9 @@ impl Embedder {
         self.metadata.config.image_size as u32
     }
 
-    /// Standardizes face crops (resized to the input size if needed) into one input tensor.
-    pub fn input_tensor(&self, faces: &[RgbImage]) -> Result<Tensor<4>> {
+    /// Standardizes face crops (resized to the input size if needed) into `[b, 3, s, s]`
+    /// floats.
+    fn input_data(&self, faces: &[RgbImage]) -> Result<(Vec<f32>, [usize; 4])> {
         let size = self.image_size();
         if faces.is_empty() {
             return Err(Error::InvalidArgument {
@@ -168,7 +210,12 @@ impl Embedder {
             let face = resize_square(face, size);
             data.extend(self.standardization.apply(&face));
         }
-        let shape = [faces.len(), 3, size as usize, size as usize];
+        Ok((data, [faces.len(), 3, size as usize, size as usize]))
+    }
+
+    /// Standardizes face crops (resized to the input size if needed) into one input tensor.
+    pub fn input_tensor(&self, faces: &[RgbImage]) -> Result<Tensor<4>> {
+        let (data, shape) = self.input_data(faces)?;
         Ok(Tensor::from_data(
             TensorData::new(data, shape),
             &self.device,
@@ -177,7 +224,18 @@ impl Embedder {
 
     /// Runs the network on a standardized `[b, 3, h, w]` tensor and returns the raw outputs.
     pub fn forward_raw(&self, input: Tensor<4>) -> Result<Vec<Vec<f32>>> {
-        let [b, _, _, _] = input.dims();
+        let shape = input.dims();
+        if self.fast.is_some() {
+            let data = input
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .map_err(|e| Error::InvalidArgument {
+                    field: "input",
+                    reason: format!("{e:?}"),
+                })?;
+            return self.forward_data(&data, shape);
+        }
         let out = self.model.forward(input);
         let dim = out.dims()[1];
         let flat = out
@@ -187,17 +245,33 @@ impl Embedder {
                 field: "output",
                 reason: format!("{e:?}"),
             })?;
-        debug_assert_eq!(flat.len(), b * dim);
+        debug_assert_eq!(flat.len(), shape[0] * dim);
         Ok(flat.chunks_exact(dim).map(<[f32]>::to_vec).collect())
+    }
+
+    /// Runs the network on standardized `[b, 3, h, w]` floats.
+    fn forward_data(&self, data: &[f32], shape: [usize; 4]) -> Result<Vec<Vec<f32>>> {
+        let [b, _, h, w] = shape;
+        match &self.fast {
+            Some(fast) => {
+                let flat = fast.forward_nchw(data, b, h, w)?;
+                let dim = fast.embedding_dim();
+                Ok(flat.chunks_exact(dim).map(<[f32]>::to_vec).collect())
+            }
+            None => self.forward_raw(Tensor::from_data(
+                TensorData::new(data.to_vec(), shape),
+                &self.device,
+            )),
+        }
     }
 
     /// Embeds face crops, `batch_size` at a time.
     pub fn embed(&self, faces: &[RgbImage]) -> Result<Vec<Embedding>> {
         let mut out = Vec::with_capacity(faces.len());
         for chunk in faces.chunks(self.batch_size) {
-            let input = self.input_tensor(chunk)?;
+            let (data, shape) = self.input_data(chunk)?;
             out.extend(
-                self.forward_raw(input)?
+                self.forward_data(&data, shape)?
                     .into_iter()
                     .map(Embedding::from_raw),
             );

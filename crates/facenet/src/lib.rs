@@ -8,6 +8,7 @@
 //! - [`detect`]: MTCNN face detection ([`detect::Detector`]).
 //! - [`eval`]: pairs files and verification metrics (accuracy, VAL@FAR, ROC, AUC, EER).
 //! - [`train`]: triplet loss, online mining, center loss, sampling, schedules.
+//! - [`fast`]: the fast CPU inference path compiled from the burn model ([`fast::FastNet`]).
 //! - [`embed`]: [`Embedder`], [`Embedding`] and [`Distance`].
 //!
 //! Schroff, Kalenichenko, Philbin, "FaceNet: A Unified Embedding for Face Recognition and
@@ -20,6 +21,7 @@ pub mod draw;
 pub mod embed;
 pub mod error;
 pub mod eval;
+pub mod fast;
 pub mod image;
 pub mod model;
 pub mod paths;
@@ -27,7 +29,7 @@ pub mod train;
 pub mod weights;
 
 pub use burn::tensor::Device;
-pub use embed::{Distance, Embedder, Embedding};
+pub use embed::{Distance, Embedder, Embedding, Engine};
 pub use error::{Error, Result};
 pub use image::Standardization;
 pub use model::{InceptionResnetV1, InceptionResnetV1Config};

@@ -159,6 +159,19 @@ pub struct WeightsMetadata {
 }
 
 impl WeightsMetadata {
+    /// Metadata for a network with random weights (benchmarks, tests): prewhiten input, no
+    /// source, fingerprint `random`.
+    pub fn random(config: InceptionResnetV1Config) -> Self {
+        Self {
+            format: FORMAT.into(),
+            config,
+            standardization: Standardization::Prewhiten,
+            source: "random".into(),
+            source_sha256: String::new(),
+            fingerprint: "random".into(),
+        }
+    }
+
     /// Encodes as a safetensors `__metadata__` map (string values).
     pub fn to_map(&self) -> Result<std::collections::HashMap<String, String>> {
         let config = serde_json::to_string(&self.config).map_err(|e| Error::InvalidArgument {

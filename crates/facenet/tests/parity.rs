@@ -12,7 +12,7 @@ mod common;
 
 use burn::tensor::Tensor;
 use common::{floats, max_abs_diff, reference_json, shared, weights};
-use facenet::{Device, Distance, Embedder, Standardization};
+use facenet::{Device, Distance, Embedder, Engine, Standardization};
 
 const L2_TOL: f32 = 1e-5;
 const RAW_TOL: f32 = 1e-4;
@@ -39,23 +39,33 @@ fn embedder(s: Standardization, batch: usize) -> Embedder {
         .with_batch_size(batch)
 }
 
+/// Both engines (the fast CPU path and the burn model), at batch 1 as the reference ran and
+/// at batch 10 (the fast path then runs image groups on separate threads).
 fn check_field(s: Standardization, field: &str, raw: bool, tol: f32) {
     let refs = reference_json("embeddings.json");
     let (names, imgs) = crops();
-    // Batch 1, as the reference ran.
-    let embs = embedder(s, 1).embed(&imgs).unwrap();
-    let mut worst = 0f32;
-    for (i, (name, e)) in names.iter().zip(&embs).enumerate() {
-        let want = floats(&refs["crops"][i][field]);
-        let got = if raw { &e.raw } else { &e.normalized };
-        let d = max_abs_diff(got, &want);
-        assert!(d < tol, "{name} {field}: max abs diff {d:e} >= {tol:e}");
-        worst = worst.max(d);
+    for (engine, batch) in [(Engine::Auto, 1), (Engine::Auto, 10), (Engine::Burn, 1)] {
+        let embs = embedder(s, batch)
+            .with_engine(engine)
+            .unwrap()
+            .embed(&imgs)
+            .unwrap();
+        let mut worst = 0f32;
+        for (i, (name, e)) in names.iter().zip(&embs).enumerate() {
+            let want = floats(&refs["crops"][i][field]);
+            let got = if raw { &e.raw } else { &e.normalized };
+            let d = max_abs_diff(got, &want);
+            assert!(
+                d < tol,
+                "{name} {field} ({engine:?}, batch {batch}): max abs diff {d:e} >= {tol:e}"
+            );
+            worst = worst.max(d);
+        }
+        eprintln!(
+            "{field} ({engine:?}, batch {batch}): max abs diff over {} crops = {worst:e}",
+            names.len()
+        );
     }
-    eprintln!(
-        "{field}: max abs diff over {} crops = {worst:e}",
-        names.len()
-    );
 }
 
 #[test]

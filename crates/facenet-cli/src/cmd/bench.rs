@@ -228,12 +228,40 @@ fn detect_bench(args: &DetectArgs, device: Device) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--engine` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum EngineArg {
+    /// The fast CPU path (folded BatchNorm, NHWC, gemm) where the device is the CPU.
+    Auto,
+    /// The burn model's own forward pass.
+    Burn,
+}
+
+impl EngineArg {
+    fn engine(self) -> facenet::Engine {
+        match self {
+            Self::Auto => facenet::Engine::Auto,
+            Self::Burn => facenet::Engine::Burn,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Burn => "burn",
+        }
+    }
+}
+
 /// Arguments of `facenet bench embed`.
 #[derive(Debug, clap::Args)]
 pub struct EmbedArgs {
     /// Batch sizes, comma separated.
-    #[arg(long, value_delimiter = ',', default_value = "1,32")]
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
     pub batch: Vec<usize>,
+    /// Implementation: `auto` (the fast CPU path) or `burn` (the burn model as is).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub engine: EngineArg,
     /// Timed runs per batch size (the median is printed).
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
@@ -267,16 +295,28 @@ fn parent(args: &EmbedArgs) -> anyhow::Result<()> {
     let cfg = InceptionResnetV1Config::preset(&args.model)
         .with_context(|| format!("--model {}: unknown preset", args.model))?;
     let macs = cfg.multiply_adds();
+    let threads = rayon::current_num_threads();
     println!(
-        "# model {} input {}x{}: {:.3} G multiply-adds ({:.3} GFLOP) per image; threads: {}",
+        "# model {} input {}x{}: {:.3} G multiply-adds ({:.3} GFLOP) per image, counted from \
+         the layer shapes; threads: {threads}",
         args.model,
         cfg.image_size,
         cfg.image_size,
         macs as f64 / 1e9,
         2.0 * macs as f64 / 1e9,
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
+    );
+    let peak = crate::peak::measure(threads);
+    println!(
+        "# FP32 peak: {:.0} GFLOP/s measured ({} FMA loop on {threads} threads; {:.2} GHz \
+         effective = {:.0} GFLOP/s / ({threads} cores x {} flop/cycle); /proc/cpuinfo says \
+         {})",
+        peak.gflops,
+        peak.isa,
+        peak.ghz(threads),
+        peak.gflops,
+        peak.flop_per_cycle,
+        peak.cpuinfo_mhz
+            .map_or("nothing".to_string(), |m| format!("{m:.0} MHz")),
     );
     let mut rows = Vec::new();
     for &b in &args.batch {
@@ -284,7 +324,8 @@ fn parent(args: &EmbedArgs) -> anyhow::Result<()> {
         cmd.args(["bench", "embed", "--worker", &b.to_string()])
             .args(["--runs", &args.runs.to_string()])
             .args(["--min-run-s", &args.min_run_s.to_string()])
-            .args(["--model", &args.model]);
+            .args(["--model", &args.model])
+            .args(["--engine", args.engine.name()]);
         if let Some(w) = &args.weights.weights {
             cmd.arg("--weights").arg(w);
         }
@@ -303,12 +344,16 @@ fn parent(args: &EmbedArgs) -> anyhow::Result<()> {
             }
         }
     }
-    println!("# batch | img/s | ms/img | GFLOP/s | peak RSS MiB");
+    println!(
+        "# engine {} | batch | img/s | ms/img | GFLOP/s | % of peak | peak RSS MiB",
+        args.engine.name()
+    );
     for (b, ips, rss) in rows {
+        let gflops = ips * 2.0 * macs as f64 / 1e9;
         println!(
-            "# {b:>5} | {ips:>7.2} | {:>6.2} | {:>7.1} | {rss:>6.0}",
+            "# {b:>5} | {ips:>7.2} | {:>6.2} | {gflops:>7.1} | {:>5.1} | {rss:>6.0}",
             1000.0 / ips,
-            ips * 2.0 * macs as f64 / 1e9
+            100.0 * gflops / peak.gflops
         );
     }
     Ok(())
@@ -320,17 +365,19 @@ fn field(line: &str, key: &str) -> Option<f64> {
 }
 
 fn worker(args: &EmbedArgs, batch: usize, device: Device) -> anyhow::Result<()> {
-    let (model, source) = match args.weights.path() {
-        Ok(p) => (
-            Embedder::open(&p, &device)?.model().clone(),
-            p.display().to_string(),
-        ),
+    let (embedder, source) = match args.weights.path() {
+        Ok(p) => (Embedder::open(&p, &device)?, p.display().to_string()),
         Err(_) => {
             let cfg = InceptionResnetV1Config::preset(&args.model)
                 .with_context(|| format!("--model {}: unknown preset", args.model))?;
-            (cfg.init(&device), "random weights".to_string())
+            let meta = facenet::weights::WeightsMetadata::random(cfg.clone());
+            (
+                Embedder::new(cfg.init(&device), meta, device.clone()),
+                "random weights".to_string(),
+            )
         }
     };
+    let embedder = embedder.with_engine(args.engine.engine())?;
     let size = 160.min(model_input(&args.model));
     let input = Tensor::<4>::random(
         [batch, 3, size, size],
@@ -338,8 +385,7 @@ fn worker(args: &EmbedArgs, batch: usize, device: Device) -> anyhow::Result<()> 
         &device,
     );
     let run = || {
-        let out = model.forward(input.clone());
-        let _ = out.into_data();
+        std::hint::black_box(embedder.forward_raw(input.clone()).expect("forward pass"));
     };
     // Warm-up: at least two calls and one second.
     let t = Instant::now();
@@ -364,7 +410,11 @@ fn worker(args: &EmbedArgs, batch: usize, device: Device) -> anyhow::Result<()> 
         "embed batch={batch} img_per_s={median:.2} peak_rss_mib={:.0}",
         peak_rss_mib()
     );
-    println!("# batch {batch}: median of {} runs, {source}", rates.len());
+    println!(
+        "# batch {batch}: median of {} runs, {source}, engine {}",
+        rates.len(),
+        embedder.engine()
+    );
     Ok(())
 }
 
