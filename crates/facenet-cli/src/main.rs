@@ -61,6 +61,8 @@ enum Command {
     /// Set up, then enrol one photo per person of the sample dataset, identify the others, and
     /// write a contact sheet.
     Demo(cmd::demo::Args),
+    /// Plot the first two principal components of the embeddings of a few people's faces.
+    Project(cmd::project::Args),
     /// Measure speed and memory.
     #[command(subcommand)]
     Bench(cmd::bench::Bench),
@@ -126,6 +128,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Calibrate(args) => cmd::calibrate::run(args, device()?),
         Command::Evaluate(args) => cmd::evaluate::run(args, device()?),
         Command::Demo(args) => cmd::demo::run(args, device()?),
+        Command::Project(args) => cmd::project::run(args, device()?),
         Command::Bench(b) => cmd::bench::run(b, device()?),
     }
 }

@@ -158,3 +158,60 @@ pub fn distances(
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
+
+/// A 2-D scatter, one colour per label, with a legend of `names`.
+pub fn scatter(
+    path: &Path,
+    title: &str,
+    xy: &[(f64, f64)],
+    labels: &[usize],
+    names: &[String],
+) -> anyhow::Result<()> {
+    fonts();
+    let root = BitMapBackend::new(path, (900, 700)).into_drawing_area();
+    root.fill(&WHITE).map_err(err(path))?;
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y) in xy {
+        (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
+    }
+    let pad = |a: f64, b: f64| ((b - a) * 0.05).max(1e-6);
+    let (px, py) = (pad(x0, x1), pad(y0, y1));
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(55)
+        .build_cartesian_2d(x0 - px..x1 + px + (x1 - x0) * 0.45, y0 - py..y1 + py)
+        .map_err(err(path))?;
+    chart
+        .configure_mesh()
+        .x_desc("first principal component")
+        .y_desc("second principal component")
+        .label_style(("sans-serif", 14))
+        .draw()
+        .map_err(err(path))?;
+    for (l, name) in names.iter().enumerate() {
+        let colour = Palette99::pick(l).to_rgba();
+        let pts: Vec<(f64, f64)> = xy
+            .iter()
+            .zip(labels)
+            .filter(|(_, lab)| **lab == l)
+            .map(|(p, _)| *p)
+            .collect();
+        chart
+            .draw_series(pts.into_iter().map(|p| Circle::new(p, 5, colour.filled())))
+            .map_err(err(path))?
+            .label(name.as_str())
+            .legend(move |(x, y)| Circle::new((x + 8, y), 5, colour.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .draw()
+        .map_err(err(path))?;
+    root.present().map_err(err(path))?;
+    Ok(())
+}

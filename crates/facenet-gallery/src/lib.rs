@@ -10,12 +10,15 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod ann;
 pub mod cluster;
 pub mod search;
 pub mod sqlite;
+pub mod synthetic;
 
 use serde::{Deserialize, Serialize};
 
+pub use ann::{ANN_MIN_FACES, AnnConfig, AnnIndex};
 pub use search::{Match, SearchIndex};
 pub use sqlite::SqliteGallery;
 

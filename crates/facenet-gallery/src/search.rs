@@ -1,13 +1,21 @@
-//! Exact nearest-identity search over all enrolled embeddings.
+//! Nearest-identity search over all enrolled embeddings.
 //!
-//! For unit vectors, `|a - b|^2 = 2 - 2 a.b`, so one pass of dot products over a contiguous
-//! `n x d` matrix ranks every face; the best face of each identity ranks the identities.
-//! At 128-d this is ~13 M multiply-adds per query for 10^5 faces (a few milliseconds on one
+//! Exact: for unit vectors, `|a - b|^2 = 2 - 2 a.b`, so one pass of dot products over a
+//! contiguous `n x d` matrix ranks every face; the best face of each identity ranks the
+//! identities. At 128-d this is ~13 M multiply-adds per query for 10^5 faces (13.5 ms on one
 //! core; see `facenet bench search`).
+//!
+//! Approximate: with an HNSW graph attached ([`SearchIndex::build_ann`], used by the CLI from
+//! [`crate::ann::ANN_MIN_FACES`] faces on), a query visits a few thousand faces instead of
+//! all of them; the identities are ranked from its nearest faces.
+
+use std::path::Path;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::FaceRecord;
+use crate::ann::{AnnConfig, AnnIndex};
+use crate::{FaceRecord, GalleryError, Result};
 
 /// One identity's best match.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,6 +37,9 @@ pub struct SearchIndex {
     sources: Vec<String>,
     names: Vec<String>,
     label_of: std::collections::HashMap<String, usize>,
+    /// Gallery row ids, when built from stored faces (keys a saved graph).
+    ids: Vec<i64>,
+    ann: Option<Arc<AnnIndex>>,
 }
 
 impl SearchIndex {
@@ -38,6 +49,7 @@ impl SearchIndex {
         for f in faces {
             idx.push(&f.identity, &f.embedding, &f.source);
         }
+        idx.ids = faces.iter().map(|f| f.id).collect();
         idx
     }
 
@@ -58,6 +70,8 @@ impl SearchIndex {
         };
         self.data.extend_from_slice(embedding);
         self.labels.push(label);
+        // A graph built before covers fewer faces: drop it rather than miss the new one.
+        self.ann = None;
         self.sources.push(source.to_string());
     }
 
@@ -93,14 +107,82 @@ impl SearchIndex {
         idx.into_iter().map(|i| (i, dist(dots[i]))).collect()
     }
 
-    /// The best `k` identities (each by its closest face), nearest first.
+    /// Builds an HNSW graph over the faces on `threads` threads; [`SearchIndex::search`]
+    /// uses it from then on.
+    pub fn build_ann(&mut self, config: AnnConfig, threads: usize) -> Result<()> {
+        let ann = AnnIndex::build(&self.data, self.dim, config, threads)?;
+        self.ann = Some(Arc::new(ann));
+        Ok(())
+    }
+
+    /// The attached graph, if any.
+    pub fn ann(&self) -> Option<&AnnIndex> {
+        self.ann.as_deref()
+    }
+
+    /// Attaches a graph saved at `path` if its key file says it was built from exactly these
+    /// faces; otherwise builds one and saves it there (with `path.json` as key file).
+    /// Returns whether the saved graph was reused.
+    pub fn load_or_build_ann(
+        &mut self,
+        path: &Path,
+        config: AnnConfig,
+        threads: usize,
+    ) -> Result<bool> {
+        let key_path = path.with_extension("json");
+        let key = serde_json::json!({
+            "faces": self.len(),
+            "dim": self.dim,
+            "ids": fnv1a(&self.ids),
+            "config": config,
+        });
+        let saved: Option<serde_json::Value> = std::fs::read(&key_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        if saved.as_ref() == Some(&key) && path.is_file() {
+            let ann = AnnIndex::load(path, self.dim, config)?;
+            if ann.len() == self.len() {
+                self.ann = Some(Arc::new(ann));
+                return Ok(true);
+            }
+        }
+        self.build_ann(config, threads)?;
+        if let Some(ann) = &self.ann {
+            ann.save(path)?;
+            let tmp = key_path.with_extension("json.tmp");
+            let io =
+                |e: std::io::Error| GalleryError::Invalid(format!("{}: {e}", key_path.display()));
+            std::fs::write(&tmp, key.to_string()).map_err(io)?;
+            std::fs::rename(&tmp, &key_path).map_err(io)?;
+        }
+        Ok(false)
+    }
+
+    /// The best `k` identities (each by its closest face), nearest first: through the HNSW
+    /// graph when one is attached, else exact.
     pub fn search(&self, q: &[f32], k: usize) -> Vec<Match> {
+        if let Some(ann) = &self.ann {
+            // The k best identities are among the nearest faces; ask for several per identity.
+            if let Ok(faces) = ann.nearest(q, (8 * k).max(32)) {
+                return self.rank(faces.into_iter(), k);
+            }
+        }
+        self.search_exact(q, k)
+    }
+
+    /// The best `k` identities by one exact pass over all faces.
+    pub fn search_exact(&self, q: &[f32], k: usize) -> Vec<Match> {
         if self.is_empty() {
             return Vec::new();
         }
         let dots = self.dots(q);
+        self.rank(dots.into_iter().enumerate(), k)
+    }
+
+    /// Ranks identities by their best face among `(face, dot)` candidates.
+    fn rank(&self, candidates: impl Iterator<Item = (usize, f32)>, k: usize) -> Vec<Match> {
         let mut best: Vec<Option<(f32, usize)>> = vec![None; self.names.len()];
-        for (i, &d) in dots.iter().enumerate() {
+        for (i, d) in candidates {
             let slot = &mut best[self.labels[i]];
             if slot.is_none_or(|(bd, _)| d > bd) {
                 *slot = Some((d, i));
@@ -121,6 +203,18 @@ impl SearchIndex {
             })
             .collect()
     }
+}
+
+/// FNV-1a over the face ids: a cheap key that changes when any face is added or removed.
+fn fnv1a(ids: &[i64]) -> String {
+    let mut h = 0xcbf29ce484222325u64;
+    for id in ids {
+        for b in id.to_le_bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x100000001b3);
+        }
+    }
+    format!("{h:016x}")
 }
 
 /// L2 distance of unit vectors from their dot product.

@@ -21,7 +21,8 @@ pub enum Bench {
     /// Detection speed: `detect photos_per_s=X` over a folder of photos, and
     /// `detect size=WxH ms=Y` for a photo enlarged to 640x480 and 1920x1080.
     Detect(DetectArgs),
-    /// Gallery search: `search n=N ms_per_query=X` for exact top-k over N random unit vectors.
+    /// Gallery search: `search n=N ms_per_query=X kind=exact|hnsw` over N face-like unit
+    /// vectors, with the HNSW index's build time and recall@1.
     Search(SearchArgs),
     /// Training step (triplet loss, forward + backward + Adam): `train model=M batch=B
     /// s_per_step=X peak_rss_mib=Y`, one process per model.
@@ -109,40 +110,60 @@ fn train_bench(args: &TrainArgs, device: Device) -> anyhow::Result<()> {
 /// Arguments of `facenet bench search`.
 #[derive(Debug, clap::Args)]
 pub struct SearchArgs {
-    /// Gallery sizes, comma separated.
+    /// Gallery sizes for exact search, comma separated.
     #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
     pub sizes: Vec<usize>,
+    /// Gallery sizes for the HNSW index (build time, query time, recall@1 against exact).
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
+    pub ann_sizes: Vec<usize>,
     /// Queries per size.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 200)]
     pub queries: usize,
 }
 
+/// Face-like synthetic galleries (10 faces per identity, see `facenet_gallery::synthetic`):
+/// exact search on one core, then the HNSW graph.
 fn search_bench(args: &SearchArgs) -> anyhow::Result<()> {
+    use facenet_gallery::synthetic::face_like;
+    use facenet_gallery::{AnnConfig, SearchIndex};
     let dim = 128;
-    let mut rng = 0x9e3779b97f4a7c15u64;
-    let mut unit = || {
-        let v: Vec<f32> = (0..dim)
-            .map(|_| {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                (rng >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-            })
-            .collect();
-        facenet::embed::l2_normalize(&v)
-    };
-    for &n in &args.sizes {
-        let mut idx = facenet_gallery::SearchIndex::default();
-        for i in 0..n {
-            idx.push(&format!("id{}", i / 2), &unit(), "");
+    let threads = rayon::current_num_threads();
+    let mut sizes: Vec<usize> = args.sizes.iter().chain(&args.ann_sizes).copied().collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    for n in sizes {
+        let g = face_like(n.div_ceil(10), 10, args.queries.max(1), dim, 11);
+        let mut idx = SearchIndex::default();
+        for (i, row) in g.gallery.chunks_exact(dim).take(n).enumerate() {
+            idx.push(&format!("id{}", g.labels[i]), row, &i.to_string());
         }
-        let queries: Vec<Vec<f32>> = (0..args.queries.max(1)).map(|_| unit()).collect();
+        let queries: Vec<&[f32]> = g.queries.chunks_exact(dim).collect();
         let t = Instant::now();
-        for q in &queries {
-            std::hint::black_box(idx.search(q, 5));
+        let exact: Vec<_> = queries.iter().map(|q| idx.search_exact(q, 5)).collect();
+        let exact_ms = t.elapsed().as_secs_f64() * 1000.0 / queries.len() as f64;
+        if args.sizes.contains(&n) {
+            println!("search n={n} dim={dim} ms_per_query={exact_ms:.3} threads=1 kind=exact");
         }
-        let ms = t.elapsed().as_secs_f64() * 1000.0 / queries.len() as f64;
-        println!("search n={n} dim={dim} ms_per_query={ms:.2} threads=1");
+        if !args.ann_sizes.contains(&n) {
+            continue;
+        }
+        let t = Instant::now();
+        idx.build_ann(AnnConfig::default(), threads)?;
+        let build_s = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let approx: Vec<_> = queries.iter().map(|q| idx.search(q, 5)).collect();
+        let ann_ms = t.elapsed().as_secs_f64() * 1000.0 / queries.len() as f64;
+        let hits = exact
+            .iter()
+            .zip(&approx)
+            .filter(|(e, a)| e[0].source == a[0].source)
+            .count();
+        println!(
+            "search n={n} dim={dim} ms_per_query={ann_ms:.3} threads=1 kind=hnsw build_s={build_s:.1} \
+             build_threads={threads} recall_at_1={:.4} speedup={:.1}",
+            hits as f64 / queries.len() as f64,
+            exact_ms / ann_ms
+        );
     }
     Ok(())
 }

@@ -7,5 +7,6 @@ pub mod embed;
 pub mod evaluate;
 pub mod fetch;
 pub mod import;
+pub mod project;
 pub mod recognize;
 pub mod train;

@@ -350,7 +350,22 @@ pub fn identify(args: IdentifyArgs, device: Device) -> anyhow::Result<()> {
     let g = args.gallery.open_existing()?;
     let p = Pipeline::new(&args.weights, &args.detector, args.aligned, &device)?;
     check_model(&g, &p)?;
-    let idx = SearchIndex::new(&g.faces(None)?);
+    let mut idx = SearchIndex::new(&g.faces(None)?);
+    if idx.len() >= facenet_gallery::ANN_MIN_FACES {
+        // Large gallery: an HNSW graph, saved beside the gallery and reused while its faces
+        // are unchanged.
+        let ann_path = args.gallery.path().with_extension("ann");
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let reused = idx
+            .load_or_build_ann(&ann_path, facenet_gallery::AnnConfig::default(), threads)
+            .with_context(|| format!("approximate index {}", ann_path.display()))?;
+        tracing::info!(
+            faces = idx.len(),
+            reused,
+            "searching through the HNSW graph {}",
+            ann_path.display()
+        );
+    }
     let (t, source) = threshold(args.threshold, &g)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
