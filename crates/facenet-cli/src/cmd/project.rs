@@ -203,7 +203,11 @@ mod tests {
         assert!(spread0 > 1e4 * spread1, "{spread0} vs {spread1}");
         // The projection preserves distances along the axis: t runs over -10..=9 (mean
         // -0.5), so the first point sits 9.5 * sqrt(2) from the centre.
-        assert!((xy[0].0.abs() - 9.5 * 2f64.sqrt()).abs() < 1e-3, "{:?}", xy[0]);
+        assert!(
+            (xy[0].0.abs() - 9.5 * 2f64.sqrt()).abs() < 1e-3,
+            "{:?}",
+            xy[0]
+        );
     }
 
     #[test]
