@@ -147,10 +147,14 @@ impl Embedder {
 
     /// Chooses the implementation of the forward pass (see [`Engine`]).
     pub fn with_engine(mut self, engine: Engine) -> Result<Self> {
-        self.fast = match engine {
-            Engine::Burn => None,
-            Engine::Auto if self.device == Device::flex() => Some(FastNet::compile(&self.model)?),
-            Engine::Auto => None,
+        self.fast = match (engine, self.fast.take()) {
+            (Engine::Burn, _) => None,
+            // Already compiled by `new`: keep it.
+            (Engine::Auto, Some(fast)) => Some(fast),
+            (Engine::Auto, None) if self.device == Device::flex() => {
+                Some(FastNet::compile(&self.model)?)
+            }
+            (Engine::Auto, None) => None,
         };
         Ok(self)
     }

@@ -364,8 +364,6 @@ impl Conv {
                 .step_by(cols)
                 .map(|c0| c0..(c0 + cols).min(self.cout))
                 .collect();
-            let (first, _) = scratch.split_at_mut(1);
-            let patches = &mut first[0];
             let each = |r0: usize, m: usize, lhs: Option<&[f32]>| {
                 rayon::scope(|s| {
                     for range in &ranges {
@@ -378,18 +376,9 @@ impl Conv {
             if self.pointwise() {
                 each(0, rows, None);
             } else {
-                let k = self.kh * self.kw * self.cin;
-                let chunk = (IM2COL_CHUNK_FLOATS / k).clamp(1, rows);
-                if patches.len() < chunk * k {
-                    patches.resize(chunk * k, 0.0);
-                }
-                let mut r0 = 0;
-                while r0 < rows {
-                    let m = chunk.min(rows - r0);
-                    self.im2col(x, xoff, r0, m, (oh, ow), &mut patches[..m * k]);
-                    each(r0, m, Some(&patches[..m * k]));
-                    r0 += m;
-                }
+                self.in_patches(x, xoff, 0, rows, &mut scratch[0], |r0, m, p| {
+                    each(r0, m, Some(p))
+                });
             }
         }
     }
@@ -414,7 +403,24 @@ impl Conv {
             unsafe { self.gemm_block(job, dst, r0, m, cols, None) };
             return;
         }
-        let (oh, ow) = self.out_hw(job.x.h, job.x.w);
+        self.in_patches(job.x, job.xoff, r0, m, scratch, |r, c, p| {
+            // SAFETY: forwarded from the caller.
+            unsafe { self.gemm_block(job, dst, r, c, cols.clone(), Some(p)) }
+        });
+    }
+
+    /// Builds the im2col patches of output rows `r0..r0 + m` in bounded chunks and hands each
+    /// chunk (first row, row count, patches) to `f`.
+    fn in_patches(
+        &self,
+        x: &Buf,
+        xoff: usize,
+        r0: usize,
+        m: usize,
+        scratch: &mut Vec<f32>,
+        mut f: impl FnMut(usize, usize, &[f32]),
+    ) {
+        let (oh, ow) = self.out_hw(x.h, x.w);
         let k = self.kh * self.kw * self.cin;
         let chunk = (IM2COL_CHUNK_FLOATS / k).clamp(1, m.max(1));
         if scratch.len() < chunk * k {
@@ -423,25 +429,9 @@ impl Conv {
         let mut done = 0;
         while done < m {
             let c = chunk.min(m - done);
-            self.im2col(
-                job.x,
-                job.xoff,
-                r0 + done,
-                c,
-                (oh, ow),
-                &mut scratch[..c * k],
-            );
-            // SAFETY: forwarded from the caller.
-            unsafe {
-                self.gemm_block(
-                    job,
-                    dst,
-                    r0 + done,
-                    c,
-                    cols.clone(),
-                    Some(&scratch[..c * k]),
-                )
-            };
+            let patches = &mut scratch[..c * k];
+            self.im2col(x, xoff, r0 + done, c, (oh, ow), patches);
+            f(r0 + done, c, patches);
             done += c;
         }
     }
