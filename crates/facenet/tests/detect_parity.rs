@@ -173,3 +173,43 @@ fn crops_match_reference() {
     }
     eprintln!("crops: max mean abs pixel diff {worst_px:.3}, max cosine distance {worst_cos:.2e}");
 }
+
+/// The fast path (NHWC convolutions, parallel pyramid) and the burn modules find the same faces
+/// on every reference photo: same count, boxes and landmarks within 0.01 px, scores within 1e-5.
+#[test]
+fn fast_and_burn_engines_agree() {
+    let refs = reference_json("mtcnn.json");
+    let fast = detector();
+    assert!(fast.engine().starts_with("fast"), "{}", fast.engine());
+    let burn = detector().with_engine(facenet::Engine::Burn).unwrap();
+    assert_eq!(burn.engine(), "burn");
+    let mut faces_seen = 0;
+    for im in refs["images"].as_array().unwrap() {
+        let key = im["key"].as_str().unwrap();
+        let img = facenet::image::load_rgb(
+            &shared()
+                .join("reference")
+                .join(im["file_png"].as_str().unwrap()),
+        )
+        .unwrap();
+        let (a, b) = (fast.detect(&img).unwrap(), burn.detect(&img).unwrap());
+        assert_eq!(a.len(), b.len(), "{key}: number of faces");
+        for (f, g) in a.iter().zip(&b) {
+            for i in 0..4 {
+                assert!(
+                    (f.bbox[i] - g.bbox[i]).abs() < 0.01,
+                    "{key}: {f:?} vs {g:?}"
+                );
+            }
+            for (p, q) in f.landmarks.iter().zip(&g.landmarks) {
+                assert!(
+                    (p[0] - q[0]).abs() < 0.01 && (p[1] - q[1]).abs() < 0.01,
+                    "{key}"
+                );
+            }
+            assert!((f.score - g.score).abs() < 1e-5, "{key}: {f:?} vs {g:?}");
+        }
+        faces_seen += a.len();
+    }
+    assert!(faces_seen > 0);
+}

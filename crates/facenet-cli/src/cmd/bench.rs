@@ -18,8 +18,8 @@ use crate::common::WeightsArg;
 pub enum Bench {
     /// Embedding throughput: `embed batch=B img_per_s=X peak_rss_mib=Y` per batch size.
     Embed(EmbedArgs),
-    /// Detection speed: `detect photos_per_s=X` over a folder of photos, and
-    /// `detect size=WxH ms=Y` for a photo enlarged to 640x480 and 1920x1080.
+    /// Detection speed: `detect engine=E photos_per_s=X` over a folder of photos, and
+    /// `detect engine=E size=WxH ms=Y` for a photo enlarged to 640x480 and 1920x1080.
     Detect(DetectArgs),
     /// Gallery search: `search n=N ms_per_query=X kind=exact|hnsw` over N face-like unit
     /// vectors, with the HNSW index's build time and recall@1.
@@ -178,12 +178,19 @@ pub struct DetectArgs {
     /// Passes over the photos (the median pass is printed).
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
+    /// Implementation: `auto` (the fast CPU path) or `burn` (the burn modules as they are).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub engine: EngineArg,
     #[command(flatten)]
     pub detector: crate::common::DetectorArg,
 }
 
 fn detect_bench(args: &DetectArgs, device: Device) -> anyhow::Result<()> {
-    let detector = args.detector.open(&device)?;
+    let detector = args
+        .detector
+        .open(&device)?
+        .with_engine(args.engine.engine())?;
+    let engine = args.engine.name();
     let dir = match &args.photos {
         Some(p) => p.clone(),
         None => {
@@ -229,7 +236,7 @@ fn detect_bench(args: &DetectArgs, device: Device) -> anyhow::Result<()> {
     }
     rates.sort_by(f64::total_cmp);
     println!(
-        "detect photos_per_s={:.2} photos={} mean_pixels={:.0}",
+        "detect engine={engine} photos_per_s={:.2} photos={} mean_pixels={:.0}",
         rates[rates.len() / 2],
         imgs.len(),
         pixels
@@ -244,7 +251,10 @@ fn detect_bench(args: &DetectArgs, device: Device) -> anyhow::Result<()> {
             times.push(t.elapsed().as_secs_f64() * 1000.0);
         }
         times.sort_by(f64::total_cmp);
-        println!("detect size={w}x{h} ms={:.1}", times[times.len() / 2]);
+        println!(
+            "detect engine={engine} size={w}x{h} ms={:.1}",
+            times[times.len() / 2]
+        );
     }
     Ok(())
 }

@@ -20,9 +20,12 @@ use burn::tensor::{Device, Tensor, TensorData};
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
+use crate::embed::Engine;
 use crate::error::{Error, Result};
+use crate::fast::{FastMtcnn, ONET_OUT, PNET_OUT, RNET_OUT};
 use crate::model::mtcnn::{Mtcnn, face_probability};
 use bbox::{Candidate, Overlap, fix, nms, pad, regress, square};
+use rayon::prelude::*;
 use resize::resize_area;
 
 /// Settings of the cascade; the defaults are MTCNN's published ones.
@@ -107,6 +110,8 @@ pub struct Trace {
 #[derive(Debug)]
 pub struct Detector {
     nets: Mtcnn,
+    /// The networks compiled for the CPU ([`FastMtcnn`]); `None` runs the burn modules.
+    fast: Option<FastMtcnn>,
     device: Device,
     config: MtcnnConfig,
 }
@@ -120,6 +125,36 @@ struct Pixels {
 
 const MEAN: f64 = 127.5;
 const SCALE: f64 = 0.0078125;
+
+/// Crops per task when R-Net and O-Net run on the fast path: enough rows for efficient
+/// products, small enough to spread a few dozen boxes over the cores.
+const CROPS_PER_TASK: usize = 16;
+
+/// The refinement stages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// R-Net, 24x24 crops.
+    R,
+    /// O-Net, 48x48 crops.
+    O,
+}
+
+impl Stage {
+    fn size(self) -> usize {
+        match self {
+            Stage::R => 24,
+            Stage::O => 48,
+        }
+    }
+
+    /// Values per crop: logits (2), box offsets (4) and for O-Net landmarks (10).
+    fn width(self) -> usize {
+        match self {
+            Stage::R => RNET_OUT,
+            Stage::O => ONET_OUT,
+        }
+    }
+}
 
 impl Detector {
     /// Loads the networks from a safetensors file written by `facenet fetch`.
@@ -143,12 +178,41 @@ impl Detector {
         Ok(Self::new(nets, device.clone(), MtcnnConfig::default()))
     }
 
-    /// Wraps networks already in memory.
+    /// Wraps networks already in memory. On the CPU they are also compiled for the fast path
+    /// (should that fail, the burn modules run).
     pub fn new(nets: Mtcnn, device: Device, config: MtcnnConfig) -> Self {
+        let fast = if device == Device::flex() {
+            FastMtcnn::compile(&nets).ok()
+        } else {
+            None
+        };
         Self {
             nets,
+            fast,
             device,
             config,
+        }
+    }
+
+    /// Chooses the implementation of the networks (see [`Engine`]).
+    pub fn with_engine(mut self, engine: Engine) -> Result<Self> {
+        self.fast = match (engine, self.fast.take()) {
+            (Engine::Burn, _) => None,
+            (Engine::Auto, Some(fast)) => Some(fast),
+            (Engine::Auto, None) if self.device == Device::flex() => {
+                Some(FastMtcnn::compile(&self.nets)?)
+            }
+            (Engine::Auto, None) => None,
+        };
+        Ok(self)
+    }
+
+    /// The implementation in use.
+    pub fn engine(&self) -> &'static str {
+        if self.fast.is_some() {
+            "fast (NHWC, gemm, parallel pyramid)"
+        } else {
+            "burn"
         }
     }
 
@@ -182,29 +246,21 @@ impl Detector {
         };
         let t = self.config.thresholds;
 
-        // Stage 1: P-Net over the pyramid.
-        let mut total = Vec::new();
-        for &scale in &trace.scales {
-            let hs = (h as f64 * scale).ceil() as usize;
-            let ws = (w as f64 * scale).ceil() as usize;
-            let mut level = resize_area(&px.data, w, h, 3, ws, hs);
-            // The pyramid is resized as uint8 (rounded, saturated).
-            for v in level.iter_mut() {
-                *v = v.round_ties_even().clamp(0.0, 255.0);
-            }
-            let input = self.to_tensor(&level, 1, hs, ws);
-            let (logits, reg) = self.nets.pnet.forward_logits(input);
-            let [_, _, mh, mw] = logits.dims();
-            let logits = to_vec(logits)?;
-            let plane = mh * mw;
-            let prob: Vec<f64> = (0..plane)
-                .map(|i| face_probability(logits[i], logits[plane + i]))
-                .collect();
-            let reg = to_vec(reg)?;
-            let boxes = bbox::generate(&prob, &reg, mh, mw, scale, t[0]);
-            let pick = nms(&boxes, self.config.nms_pnet_scale, Overlap::Union);
-            total.extend(pick.into_iter().map(|i| boxes[i]));
-        }
+        // Stage 1: P-Net over the pyramid. On the fast path the levels run in parallel (each
+        // on one thread); their areas halve, so two cores split the work about evenly.
+        let levels: Vec<Vec<Candidate>> = match &self.fast {
+            Some(fast) => trace
+                .scales
+                .par_iter()
+                .map(|&scale| self.pnet_level(&px, scale, Some(fast)))
+                .collect::<Result<_>>()?,
+            None => trace
+                .scales
+                .iter()
+                .map(|&scale| self.pnet_level(&px, scale, None))
+                .collect::<Result<_>>()?,
+        };
+        let total: Vec<Candidate> = levels.into_iter().flatten().collect();
         if total.is_empty() {
             return Ok((Vec::new(), trace));
         }
@@ -222,21 +278,17 @@ impl Detector {
         trace.rnet_input = boxes.clone();
 
         // Stage 2: R-Net on 24x24 crops.
-        let (input, kept) = self.crops(&px, &boxes, 24);
-        if kept.is_empty() {
-            return Ok((Vec::new(), trace));
-        }
-        let (logits, reg) = self.nets.rnet.forward_logits(input);
-        let (prob, reg) = (probabilities(logits)?, to_vec(reg)?);
+        let (out, kept) = self.refine(&px, &boxes, Stage::R)?;
+        let s = Stage::R.width();
         let mut cands: Vec<Candidate> = kept
             .iter()
             .enumerate()
-            .filter(|(k, _)| prob[*k] > t[1])
             .map(|(k, &i)| Candidate {
                 bbox: boxes[i],
-                score: prob[k],
-                reg: std::array::from_fn(|j| reg[k * 4 + j] as f64),
+                score: face_probability(out[k * s], out[k * s + 1]),
+                reg: std::array::from_fn(|j| out[k * s + 2 + j] as f64),
             })
+            .filter(|c| c.score > t[1])
             .collect();
         let pick = nms(&cands, self.config.nms_rnet, Overlap::Union);
         cands = pick.into_iter().map(|i| cands[i]).collect();
@@ -255,21 +307,19 @@ impl Detector {
         }
 
         // Stage 3: O-Net on 48x48 crops.
-        let (input, kept) = self.crops(&px, &boxes, 48);
-        if kept.is_empty() {
-            return Ok((Vec::new(), trace));
-        }
-        let (logits, reg, marks) = self.nets.onet.forward_logits(input);
-        let (prob, reg, marks) = (probabilities(logits)?, to_vec(reg)?, to_vec(marks)?);
+        let (out, kept) = self.refine(&px, &boxes, Stage::O)?;
+        let s = Stage::O.width();
         let mut faces: Vec<(Candidate, [[f64; 2]; 5])> = Vec::new();
         for (k, &i) in kept.iter().enumerate() {
-            if prob[k] <= t[2] {
+            let o = &out[k * s..(k + 1) * s];
+            let score = face_probability(o[0], o[1]);
+            if score <= t[2] {
                 continue;
             }
             let b = boxes[i];
             let bw = b[2] - b[0] + 1.0;
             let bh = b[3] - b[1] + 1.0;
-            let m = &marks[k * 10..k * 10 + 10];
+            let m = &o[6..16];
             let lm = std::array::from_fn(|p| {
                 [
                     bw * m[p] as f64 + b[0] - 1.0,
@@ -278,8 +328,8 @@ impl Detector {
             });
             let mut c = Candidate {
                 bbox: b,
-                score: prob[k],
-                reg: std::array::from_fn(|j| reg[k * 4 + j] as f64),
+                score,
+                reg: std::array::from_fn(|j| o[2 + j] as f64),
             };
             regress(&mut c, true);
             faces.push((c, lm));
@@ -300,39 +350,119 @@ impl Detector {
         Ok((dets, trace))
     }
 
-    /// Zero-padded crops of `boxes`, resized to `size`, standardized, as one batch. Returns the
-    /// batch and the indices of the boxes it holds (boxes of zero size are skipped).
-    fn crops(&self, px: &Pixels, boxes: &[[f64; 4]], size: usize) -> (Tensor<4>, Vec<usize>) {
-        let mut data = Vec::with_capacity(boxes.len() * size * size * 3);
-        let mut kept = Vec::new();
-        for (i, b) in boxes.iter().enumerate() {
-            let Some(p) = pad(b, px.w, px.h) else {
-                continue;
-            };
-            let mut tmp = vec![0f64; p.tmp_w * p.tmp_h * 3];
-            let rows = p.src[3] - p.src[1];
-            let cols = p.src[2] - p.src[0];
-            for r in 0..rows {
-                let s = ((p.src[1] + r) * px.w + p.src[0]) * 3;
-                let d = ((p.dst[1] + r) * p.tmp_w + p.dst[0]) * 3;
-                tmp[d..d + cols * 3].copy_from_slice(&px.data[s..s + cols * 3]);
+    /// One pyramid level: resize, P-Net, candidate boxes above the threshold, NMS.
+    fn pnet_level(
+        &self,
+        px: &Pixels,
+        scale: f64,
+        fast: Option<&FastMtcnn>,
+    ) -> Result<Vec<Candidate>> {
+        let hs = (px.h as f64 * scale).ceil() as usize;
+        let ws = (px.w as f64 * scale).ceil() as usize;
+        // The pyramid is resized as uint8 (rounded, saturated), then standardized.
+        let input: Vec<f32> = resize_area(&px.data, px.w, px.h, 3, ws, hs)
+            .into_iter()
+            .map(|v| standardize(v.round_ties_even().clamp(0.0, 255.0)))
+            .collect();
+        let (mh, mw, prob, reg): (usize, usize, Vec<f64>, Vec<f32>) = match fast {
+            Some(fast) => {
+                let (mh, mw, cells) = fast.pnet(&input, hs, ws)?;
+                let plane = mh * mw;
+                let mut reg = vec![0f32; 4 * plane];
+                let prob = cells
+                    .chunks_exact(PNET_OUT)
+                    .enumerate()
+                    .map(|(i, cell)| {
+                        for c in 0..4 {
+                            reg[c * plane + i] = cell[2 + c];
+                        }
+                        face_probability(cell[0], cell[1])
+                    })
+                    .collect();
+                (mh, mw, prob, reg)
             }
-            data.extend(resize_area(&tmp, p.tmp_w, p.tmp_h, 3, size, size));
-            kept.push(i);
-        }
-        let n = kept.len();
-        (self.to_tensor(&data, n.max(1), size, size), kept)
+            None => {
+                let (logits, reg) = self.nets.pnet.forward_logits(self.nchw(&input, 1, hs, ws));
+                let [_, _, mh, mw] = logits.dims();
+                let logits = to_vec(logits)?;
+                let plane = mh * mw;
+                let prob = (0..plane)
+                    .map(|i| face_probability(logits[i], logits[plane + i]))
+                    .collect();
+                (mh, mw, prob, to_vec(reg)?)
+            }
+        };
+        let boxes = bbox::generate(&prob, &reg, mh, mw, scale, self.config.thresholds[0]);
+        let pick = nms(&boxes, self.config.nms_pnet_scale, Overlap::Union);
+        Ok(pick.into_iter().map(|i| boxes[i]).collect())
     }
 
-    /// Interleaved HWC images (already at the network size) to a standardized NCHW tensor.
-    fn to_tensor(&self, hwc: &[f64], n: usize, h: usize, w: usize) -> Tensor<4> {
+    /// R-Net or O-Net on crops of `boxes`: per kept box ([`Stage::width`] values each, logits
+    /// first) and the indices of the boxes kept (boxes of zero size are skipped).
+    fn refine(
+        &self,
+        px: &Pixels,
+        boxes: &[[f64; 4]],
+        stage: Stage,
+    ) -> Result<(Vec<f32>, Vec<usize>)> {
+        let size = stage.size();
+        if let Some(fast) = &self.fast {
+            let parts = boxes
+                .par_chunks(CROPS_PER_TASK)
+                .enumerate()
+                .map(|(ci, chunk)| {
+                    let (data, kept) = crops(px, chunk, size);
+                    let out = match stage {
+                        Stage::R => fast.rnet(&data, kept.len())?,
+                        Stage::O => fast.onet(&data, kept.len())?,
+                    };
+                    Ok((out, kept.into_iter().map(move |k| ci * CROPS_PER_TASK + k)))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let mut out = Vec::new();
+            let mut kept = Vec::new();
+            for (o, k) in parts {
+                out.extend(o);
+                kept.extend(k);
+            }
+            return Ok((out, kept));
+        }
+        let (data, kept) = crops(px, boxes, size);
+        if kept.is_empty() {
+            return Ok((Vec::new(), kept));
+        }
+        let input = self.nchw(&data, kept.len(), size, size);
+        let parts = match stage {
+            Stage::R => {
+                let (logits, reg) = self.nets.rnet.forward_logits(input);
+                vec![(to_vec(logits)?, 2), (to_vec(reg)?, 4)]
+            }
+            Stage::O => {
+                let (logits, reg, marks) = self.nets.onet.forward_logits(input);
+                vec![
+                    (to_vec(logits)?, 2),
+                    (to_vec(reg)?, 4),
+                    (to_vec(marks)?, 10),
+                ]
+            }
+        };
+        let mut out = Vec::with_capacity(kept.len() * stage.width());
+        for k in 0..kept.len() {
+            for (v, n) in &parts {
+                out.extend_from_slice(&v[k * n..(k + 1) * n]);
+            }
+        }
+        Ok((out, kept))
+    }
+
+    /// Interleaved HWC images to an NCHW tensor.
+    fn nchw(&self, hwc: &[f32], n: usize, h: usize, w: usize) -> Tensor<4> {
         let plane = h * w;
         let mut out = vec![0f32; n * 3 * plane];
         for b in 0..n {
             for i in 0..plane {
                 for c in 0..3 {
-                    let v = hwc.get((b * plane + i) * 3 + c).copied().unwrap_or(MEAN);
-                    out[(b * 3 + c) * plane + i] = ((v - MEAN) * SCALE) as f32;
+                    out[(b * 3 + c) * plane + i] = hwc[(b * plane + i) * 3 + c];
                 }
             }
         }
@@ -340,12 +470,35 @@ impl Detector {
     }
 }
 
-/// Face probabilities of `[b, 2]` logits.
-fn probabilities(logits: Tensor<2>) -> Result<Vec<f64>> {
-    Ok(to_vec(logits)?
-        .chunks_exact(2)
-        .map(|l| face_probability(l[0], l[1]))
-        .collect())
+fn standardize(v: f64) -> f32 {
+    ((v - MEAN) * SCALE) as f32
+}
+
+/// Zero-padded crops of `boxes`, resized to `size`x`size` and standardized, interleaved one
+/// after another, with the indices of the boxes they hold (boxes of zero size are skipped).
+fn crops(px: &Pixels, boxes: &[[f64; 4]], size: usize) -> (Vec<f32>, Vec<usize>) {
+    let mut data = Vec::with_capacity(boxes.len() * size * size * 3);
+    let mut kept = Vec::new();
+    for (i, b) in boxes.iter().enumerate() {
+        let Some(p) = pad(b, px.w, px.h) else {
+            continue;
+        };
+        let mut tmp = vec![0f64; p.tmp_w * p.tmp_h * 3];
+        let rows = p.src[3] - p.src[1];
+        let cols = p.src[2] - p.src[0];
+        for r in 0..rows {
+            let s = ((p.src[1] + r) * px.w + p.src[0]) * 3;
+            let d = ((p.dst[1] + r) * p.tmp_w + p.dst[0]) * 3;
+            tmp[d..d + cols * 3].copy_from_slice(&px.data[s..s + cols * 3]);
+        }
+        data.extend(
+            resize_area(&tmp, p.tmp_w, p.tmp_h, 3, size, size)
+                .into_iter()
+                .map(standardize),
+        );
+        kept.push(i);
+    }
+    (data, kept)
 }
 
 fn to_vec<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {

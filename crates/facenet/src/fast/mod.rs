@@ -35,6 +35,9 @@ use burn::nn::conv::Conv2d;
 use burn::nn::pool::MaxPool2d;
 use burn::tensor::Tensor;
 
+mod mtcnn;
+pub use mtcnn::{FastMtcnn, ONET_OUT, PNET_OUT, RNET_OUT};
+
 /// im2col is built in chunks of at most this many floats (4 MiB), so that memory stays bounded
 /// and each chunk is still hundreds of rows, enough for an efficient matrix product.
 const IM2COL_CHUNK_FLOATS: usize = 1 << 20;
@@ -134,6 +137,8 @@ enum Epilogue {
     Bias,
     /// `dst + scale * (p + b)`, then ReLU if asked: the residual sum.
     Residual { scale: f32, relu: bool },
+    /// `p + b`, then PReLU with the convolution's per-channel slopes ([`Conv::prelu`]).
+    BiasPrelu,
 }
 
 /// A convolution with its BatchNorm folded in, weights as a `[kh * kw * cin, cout]` matrix
@@ -151,6 +156,8 @@ struct Conv {
     b: Vec<f32>,
     /// Winograd F(2x2, 3x3) form of `w` for 3x3 stride-1 convolutions (see [`winograd`]).
     wino: Option<Vec<f32>>,
+    /// PReLU slopes per output channel, for [`Epilogue::BiasPrelu`] (empty otherwise).
+    prelu: Vec<f32>,
 }
 
 fn tensor_vec<const D: usize>(t: Tensor<D>, name: &str) -> Result<Vec<f32>> {
@@ -225,6 +232,7 @@ impl Conv {
             w,
             b,
             wino,
+            prelu: Vec::new(),
         })
     }
 
@@ -255,10 +263,16 @@ impl Conv {
             col += p.cout;
         }
         debug_assert!(first.wino.is_none(), "only 1x1 convolutions are fused");
+        debug_assert!(
+            parts
+                .iter()
+                .all(|p| p.prelu.is_empty() == first.prelu.is_empty())
+        );
         Self {
             cout,
             w,
             b,
+            prelu: parts.iter().flat_map(|p| p.prelu.iter().copied()).collect(),
             ..first.clone()
         }
     }
@@ -326,8 +340,8 @@ impl Conv {
         let tiles = out.n * oh.div_ceil(2) * ow.div_ceil(2);
         // Winograd pays off once every thread has a full chunk of tiles; below that, its
         // transforms and short products cost more than im2col saves.
-        let wino =
-            tiles >= threads * winograd::TILES && !matches!(epilogue, Epilogue::Residual { .. });
+        let wino = tiles >= threads * winograd::TILES
+            && matches!(epilogue, Epilogue::BiasRelu | Epilogue::Bias);
         if let (Some(u), true) = (&self.wino, wino) {
             let relu = matches!(epilogue, Epilogue::BiasRelu);
             let geo = winograd::Geometry::new(x, xoff, self.pad, (oh, ow), oc, ooff);
@@ -504,7 +518,7 @@ impl Conv {
                 false,
                 Parallelism::None,
             );
-            let b = &self.b[cols];
+            let b = &self.b[cols.clone()];
             for r in 0..m {
                 let row = std::slice::from_raw_parts_mut(d.add(r * oc), n);
                 match epilogue {
@@ -524,6 +538,15 @@ impl Conv {
                             if relu {
                                 *v = v.max(0.0);
                             }
+                        }
+                    }
+                    Epilogue::BiasPrelu => {
+                        // Branch-free (max + slope * min), so that the loop vectorizes; the
+                        // same value as `if t > 0 { t } else { a * t }`.
+                        let a = &self.prelu[cols.clone()];
+                        for ((v, b), a) in row.iter_mut().zip(b).zip(a) {
+                            let t = *v + b;
+                            *v = t.max(0.0) + a * t.min(0.0);
                         }
                     }
                 }
@@ -563,7 +586,7 @@ impl Conv {
                 {
                     let src = ((img * x.h + iy as usize) * x.w + ix0 as usize) * x.c;
                     let run = self.kw * cin;
-                    row[dy * run..(dy + 1) * run].copy_from_slice(&x.data[src..src + run]);
+                    copy_run(&mut row[dy * run..(dy + 1) * run], &x.data[src..src + run]);
                     continue;
                 }
                 for dx in 0..self.kw {
@@ -573,11 +596,31 @@ impl Conv {
                         seg.fill(0.0);
                     } else {
                         let src = ((img * x.h + iy as usize) * x.w + ix as usize) * x.c + xoff;
-                        seg.copy_from_slice(&x.data[src..src + cin]);
+                        copy_run(seg, &x.data[src..src + cin]);
                     }
                 }
             }
         }
+    }
+}
+
+/// `dst.copy_from_slice(src)`, without a `memmove` call for the short runs of a few-channel
+/// im2col (3 to 48 floats per kernel row in MTCNN, where the calls took longer than the copies).
+#[inline]
+fn copy_run(dst: &mut [f32], src: &[f32]) {
+    const LANES: usize = 16;
+    if dst.len() >= 8 * LANES {
+        dst.copy_from_slice(src);
+        return;
+    }
+    let mut d = dst.chunks_exact_mut(LANES);
+    let mut s = src.chunks_exact(LANES);
+    for (d, s) in (&mut d).zip(&mut s) {
+        let v: [f32; LANES] = s.try_into().expect("chunk of LANES");
+        d.copy_from_slice(&v);
+    }
+    for (d, s) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *d = *s;
     }
 }
 
@@ -1241,6 +1284,7 @@ impl FastNet {
             w,
             b: t,
             wino: None,
+            prelu: Vec::new(),
         };
         Ok(Self {
             stem,
