@@ -2,6 +2,8 @@
 # Embedding speed of facenet against ONNX Runtime on the same machine, back to back.
 #
 #   bench/compare.sh            # batch 1, 8 and 32 (BATCHES=1,32 to choose)
+#   THREADS=1 bench/compare.sh  # both on one thread (default: all the CPUs of the process)
+#   PRECISION=bf16 bench/compare.sh   # facenet's opt-in bf16 mode (AMX) against ORT's FP32
 #
 # Needs ../shared/bench/ort_facenet.py, the fetched weights (`facenet fetch`) and PyPI access
 # for a throwaway virtualenv (onnx, onnxruntime, h5py, numpy, pillow). Prints both tools' lines
@@ -13,6 +15,8 @@ HOME_DIR=${FACENET_HOME:-$HOME/.cache/facenet}
 H5="$HOME_DIR/facenet_keras.h5"
 VENV=${ORT_VENV:-/tmp/ort-venv}
 BATCHES=${BATCHES:-1,8,32}
+THREADS=${THREADS:-0}
+PRECISION=${PRECISION:-f32}
 
 [ -f "$H5" ] || { echo "no $H5: run 'cargo run --release -- fetch' first" >&2; exit 1; }
 if [ ! -x "$VENV/bin/python" ]; then
@@ -22,9 +26,10 @@ fi
 cargo build --release -q
 
 ort=$("$VENV/bin/python" "$SHARED/bench/ort_facenet.py" --h5 "$H5" --check "$SHARED/reference/embeddings.json" \
-      --crops "$SHARED/reference/crops" --bench --batch "$BATCHES" 2>&1 | grep -v '^#')
+      --crops "$SHARED/reference/crops" --bench --batch "$BATCHES" --threads "$THREADS" 2>&1 | grep -v '^#')
 echo "$ort"
-ours=$(./target/release/facenet bench embed --batch "$BATCHES" | grep '^embed ')
+if [ "$THREADS" -gt 0 ]; then export RAYON_NUM_THREADS=$THREADS; fi
+ours=$(./target/release/facenet bench embed --batch "$BATCHES" --precision "$PRECISION" | grep '^embed ')
 echo "$ours"
 for b in ${BATCHES//,/ }; do
   o=$(echo "$ort" | sed -n "s/^ort batch=$b img_per_s=\([0-9.]*\).*/\1/p")

@@ -11,7 +11,7 @@ use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::fast::FastNet;
+use crate::fast::{FastNet, Precision};
 use crate::image::{Standardization, resize_square};
 use crate::model::InceptionResnetV1;
 use crate::weights::{self, WeightsMetadata};
@@ -161,11 +161,37 @@ impl Embedder {
 
     /// The implementation in use.
     pub fn engine(&self) -> &'static str {
-        if self.fast.is_some() {
-            "fast (folded BatchNorm, NHWC, gemm)"
-        } else {
-            "burn"
+        match &self.fast {
+            Some(f) if f.precision() == Precision::Bf16 => {
+                "fast bf16 (folded BatchNorm, NHWC, AMX tiles)"
+            }
+            Some(_) => "fast (folded BatchNorm, NHWC, gemm)",
+            None => "burn",
         }
+    }
+
+    /// Chooses the fast path's arithmetic (see [`Precision`]). `Bf16` needs the fast path
+    /// (the CPU, [`Engine::Auto`]) and a CPU with AMX; otherwise this fails and says why.
+    pub fn with_precision(mut self, precision: Precision) -> Result<Self> {
+        self.fast = match self.fast.take() {
+            Some(fast) => Some(fast.with_precision(precision)?),
+            None if precision == Precision::F32 => None,
+            None => {
+                return Err(Error::InvalidArgument {
+                    field: "precision",
+                    reason: "bf16 runs on the fast CPU path only (engine auto on the CPU)".into(),
+                });
+            }
+        };
+        Ok(self)
+    }
+
+    /// The arithmetic in use (f32 unless [`Embedder::with_precision`] chose bf16).
+    pub fn precision(&self) -> Precision {
+        self.fast
+            .as_ref()
+            .map(FastNet::precision)
+            .unwrap_or(Precision::F32)
     }
 
     /// Sets how many faces go through the network at once (at least 1).

@@ -31,6 +31,7 @@ pub mod weights;
 pub use burn::tensor::Device;
 pub use embed::{Distance, Embedder, Embedding, Engine};
 pub use error::{Error, Result};
+pub use fast::Precision;
 pub use image::Standardization;
 pub use model::{InceptionResnetV1, InceptionResnetV1Config};
 

@@ -203,3 +203,50 @@ fn intermediate_layers_match_keras() {
         assert!(d < 1e-3, "{name}: first values {got:?} vs {want:?}");
     }
 }
+
+/// The opt-in bf16 mode (AMX) against the f32 goldens: every crop's L2 embedding within
+/// cosine distance 1e-3 of Keras's (bf16 keeps 8 mantissa bits; measured 1.0e-4), and every
+/// pairwise distance within 0.015 of the reference matrix (measured 3.3e-3), at batch 1 and 10. Where the CPU has no AMX the mode
+/// must refuse with an error that says so.
+#[test]
+fn bf16_embeddings_stay_close_to_keras() {
+    let refs = reference_json("embeddings.json");
+    let (names, imgs) = crops();
+    for batch in [1, 10] {
+        let e =
+            embedder(Standardization::Prewhiten, batch).with_precision(facenet::Precision::Bf16);
+        let e = match e {
+            Ok(e) => e,
+            Err(err) => {
+                let msg = err.to_string();
+                assert!(msg.contains("AMX"), "unexpected error: {msg}");
+                eprintln!("bf16 not available here: {msg}");
+                return;
+            }
+        };
+        assert_eq!(e.precision(), facenet::Precision::Bf16);
+        let embs = e.embed(&imgs).unwrap();
+        let mut worst = 0f32;
+        for (i, (name, got)) in names.iter().zip(&embs).enumerate() {
+            let want = floats(&refs["crops"][i]["l2_prewhiten"]);
+            let d = Distance::Cosine.between(&got.normalized, &want);
+            assert!(d < 1e-3, "{name} (batch {batch}): cosine distance {d}");
+            worst = worst.max(d);
+        }
+        let matrix = refs["distance_matrix_l2_prewhiten"]["matrix"]
+            .as_array()
+            .unwrap();
+        let mut worst_d = 0f32;
+        for (i, row) in matrix.iter().enumerate() {
+            for (j, w) in floats(row).iter().enumerate() {
+                let d = embs[i].distance(&embs[j], Distance::L2);
+                assert!((d - w).abs() < 0.015, "d({i},{j}) = {d}, reference {w}");
+                worst_d = worst_d.max((d - w).abs());
+            }
+        }
+        eprintln!(
+            "bf16 batch {batch}: max cosine distance to Keras {worst:.2e}, max |pair distance \
+             difference| {worst_d:.2e}"
+        );
+    }
+}

@@ -356,7 +356,8 @@ fn parent(args: &EmbedArgs) -> anyhow::Result<()> {
             .args(["--runs", &args.runs.to_string()])
             .args(["--min-run-s", &args.min_run_s.to_string()])
             .args(["--model", &args.model])
-            .args(["--engine", args.engine.name()]);
+            .args(["--engine", args.engine.name()])
+            .args(["--precision", args.weights.precision.precision().name()]);
         if let Some(w) = &args.weights.weights {
             cmd.arg("--weights").arg(w);
         }
@@ -376,8 +377,9 @@ fn parent(args: &EmbedArgs) -> anyhow::Result<()> {
         }
     }
     println!(
-        "# engine {} | batch | img/s | ms/img | GFLOP/s | % of peak | peak RSS MiB",
-        args.engine.name()
+        "# engine {} {} | batch | img/s | ms/img | GFLOP/s | % of FP32 peak | peak RSS MiB",
+        args.engine.name(),
+        args.weights.precision.precision().name()
     );
     for (b, ips, rss) in rows {
         let gflops = ips * 2.0 * macs as f64 / 1e9;
@@ -408,7 +410,10 @@ fn worker(args: &EmbedArgs, batch: usize, device: Device) -> anyhow::Result<()> 
             )
         }
     };
-    let embedder = embedder.with_engine(args.engine.engine())?;
+    let embedder = embedder
+        .with_engine(args.engine.engine())?
+        .with_precision(args.weights.precision.precision())
+        .context("--precision")?;
     let size = 160.min(model_input(&args.model));
     let input = Tensor::<4>::random(
         [batch, 3, size, size],
@@ -438,8 +443,9 @@ fn worker(args: &EmbedArgs, batch: usize, device: Device) -> anyhow::Result<()> 
     rates.sort_by(f64::total_cmp);
     let median = rates[rates.len() / 2];
     println!(
-        "embed batch={batch} img_per_s={median:.2} peak_rss_mib={:.0}",
-        peak_rss_mib()
+        "embed batch={batch} img_per_s={median:.2} peak_rss_mib={:.0} precision={}",
+        peak_rss_mib(),
+        embedder.precision().name()
     );
     println!(
         "# batch {batch}: median of {} runs, {source}, engine {}",

@@ -44,6 +44,7 @@ pub fn run(args: Args, device: Device) -> anyhow::Result<()> {
     let root = args.dataset.clone().unwrap_or_else(|| paths.dataset());
     let weights = WeightsArg {
         weights: Some(paths.weights()),
+        precision: crate::common::PrecisionArg::F32,
     };
     let det_arg = DetectorArg {
         mtcnn: Some(paths.mtcnn_weights()),

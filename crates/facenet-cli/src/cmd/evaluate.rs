@@ -166,7 +166,7 @@ pub fn run(args: Args, device: Device) -> anyhow::Result<()> {
         margin: args.margin,
     };
     let selection: FaceSelection = args.select.into();
-    let settings = serde_json::json!({
+    let mut settings = serde_json::json!({
         "fingerprint": embedder.metadata().fingerprint,
         "preprocess": std.name(),
         "aligned": args.aligned,
@@ -176,6 +176,10 @@ pub fn run(args: Args, device: Device) -> anyhow::Result<()> {
         "size": cfg.size,
         "flip": args.flip,
     });
+    // Only bf16 adds a key, so that caches of f32 embeddings written before stay valid.
+    if embedder.precision() != facenet::Precision::F32 {
+        settings["precision"] = embedder.precision().name().into();
+    }
     let cache_dir = args
         .cache
         .clone()

@@ -6,27 +6,18 @@
 //! Each call runs on the calling thread: the detector parallelizes across pyramid levels and
 //! across chunks of crops, where the work is independent (see [`crate::detect`]).
 
-use std::cell::RefCell;
-
 use burn::nn::conv::Conv2d;
 use burn::nn::pool::MaxPool2d;
 use burn::nn::{Linear, PRelu};
 
-use super::{Buf, Conv, Epilogue, Par, Workspace, tensor_vec};
+use super::{Buf, Conv, Epilogue, Par, Workspace, tensor_vec, with_workspace};
 use crate::error::{Error, Result};
 use crate::model::mtcnn::{Mtcnn, Onet, Pnet, Rnet};
-
-thread_local! {
-    /// Buffers kept between calls on each thread (the detector calls from rayon's workers,
-    /// one pyramid level or chunk of crops at a time), so that maps are not allocated and
-    /// zeroed again for every level.
-    static WORKSPACE: RefCell<Workspace> = RefCell::new(Workspace::default());
-}
 
 /// One step of a network.
 #[derive(Debug, Clone)]
 enum Op {
-    Conv(Conv, Epilogue),
+    Conv(Box<Conv>, Epilogue),
     /// Max pooling, `k`x`k`, stride `s`, no padding, output size rounded up (Caffe).
     Pool {
         k: usize,
@@ -138,7 +129,7 @@ fn conv_prelu(conv: &Conv2d, prelu: &PRelu) -> Result<Op> {
     // Few channels: im2col and one product beat Winograd's transforms here.
     c.wino = None;
     c.prelu = slopes(prelu, c.cout)?;
-    Ok(Op::Conv(c, Epilogue::BiasPrelu))
+    Ok(Op::Conv(Box::new(c), Epilogue::BiasPrelu))
 }
 
 /// Output heads that read the same input, fused into one product (plain bias epilogue).
@@ -152,7 +143,7 @@ fn heads(parts: &[&Conv2d]) -> Result<Op> {
         })
         .collect::<Result<Vec<_>>>()?;
     let refs: Vec<&Conv> = convs.iter().collect();
-    Ok(Op::Conv(Conv::fuse(&refs), Epilogue::Bias))
+    Ok(Op::Conv(Box::new(Conv::fuse(&refs)), Epilogue::Bias))
 }
 
 /// A dense layer (weight `(in, out)`) over a flattened `(h, w, c)` map as a 1x1 convolution
@@ -199,13 +190,14 @@ fn linear_conv(lin: &Linear, wt: Vec<f32>) -> Result<Conv> {
         b,
         wino: None,
         prelu: Vec::new(),
+        amx: None,
     })
 }
 
 fn dense_prelu(lin: &Linear, hwc: (usize, usize, usize), prelu: &PRelu) -> Result<Op> {
     let mut c = dense(lin, hwc)?;
     c.prelu = slopes(prelu, c.cout)?;
-    Ok(Op::Conv(c, Epilogue::BiasPrelu))
+    Ok(Op::Conv(Box::new(c), Epilogue::BiasPrelu))
 }
 
 fn dense_heads(parts: &[&Linear]) -> Result<Op> {
@@ -214,7 +206,7 @@ fn dense_heads(parts: &[&Linear]) -> Result<Op> {
         .map(|l| linear_conv(l, tensor_vec(l.weight.val(), "linear.weight")?))
         .collect::<Result<Vec<_>>>()?;
     let refs: Vec<&Conv> = convs.iter().collect();
-    Ok(Op::Conv(Conv::fuse(&refs), Epilogue::Bias))
+    Ok(Op::Conv(Box::new(Conv::fuse(&refs)), Epilogue::Bias))
 }
 
 /// MTCNN compiled for the CPU: P-Net, R-Net and O-Net as NHWC plans.
@@ -341,11 +333,10 @@ impl FastMtcnn {
     }
 
     fn run(&self, seq: &Seq, hwc: &[f32], n: usize, h: usize, w: usize) -> Buf {
-        WORKSPACE.with(|ws| {
-            let mut ws = ws.borrow_mut();
+        with_workspace(|ws| {
             let mut x = ws.take(n, h, w, 3);
             x.data.copy_from_slice(hwc);
-            let y = seq.forward(x, &mut ws);
+            let y = seq.forward(x, ws);
             // The output is small (a few values per cell or crop): copy it out and keep the
             // buffer for the next call.
             let out = Buf {

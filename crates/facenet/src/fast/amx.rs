@@ -1,0 +1,486 @@
+//! bf16 matrix products on Intel AMX (Advanced Matrix Extensions), for the opt-in
+//! [`super::Precision::Bf16`] mode.
+//!
+//! AMX multiplies 16x32 bf16 tiles by 32x16 ones into 16x16 f32 accumulators in one
+//! instruction (`tdpbf16ps`): 8,192 multiply-adds, against 16 for one AVX-512 FMA. Weights and
+//! activations are rounded to bf16 (8-bit mantissa); the sums stay f32. No crate offers AMX
+//! products (the `gemm` crate stops at AVX-512) and the AMX intrinsics are not stable in Rust,
+//! so the four instructions used (`ldtilecfg`, `tileloadd`, `tdpbf16ps`, `tilestored`) are
+//! written as inline assembly, in one 32x32 kernel. Everything around it (packing, rounding,
+//! the edges) is plain Rust.
+//!
+//! Use needs the CPU (CPUID AMX-TILE and AMX-BF16: Xeon Sapphire Rapids or later) and the
+//! kernel's permission for the tile state (`arch_prctl(ARCH_REQ_XCOMP_PERM)`, Linux 5.16+),
+//! both checked once by [`available`].
+
+/// A weight matrix `[k, cout]` in AMX's B-tile layout: for every block of 16 output channels
+/// and 32 rows of `k`, 16 rows of 16 (channel) x 2 (consecutive k) bf16 values, 1 KiB per
+/// block; blocks of one channel block are contiguous along `k`. One zero channel block is
+/// added at the end, so that a pair of blocks can start at any multiple of 16.
+#[derive(Debug, Clone)]
+pub(super) struct Packed {
+    data: Vec<u16>,
+    /// Blocks of 32 along `k`.
+    kb: usize,
+    k: usize,
+    cout: usize,
+}
+
+/// bf16 values per (16 channels x 32 k) block.
+const BLOCK: usize = 512;
+
+/// Length of a bf16 left-operand row for `k` inputs: `k` rounded up to the tile's 32.
+pub(super) fn padded_k(k: usize) -> usize {
+    k.next_multiple_of(32)
+}
+
+/// Rounds to the nearest bf16, ties to even (the conversion AMX's own tools use).
+fn bf16(x: f32) -> u16 {
+    let b = x.to_bits();
+    (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16
+}
+
+impl Packed {
+    /// Packs a row-major `[k, cout]` weight matrix.
+    pub(super) fn new(w: &[f32], k: usize, cout: usize) -> Self {
+        assert_eq!(w.len(), k * cout);
+        let kb = k.div_ceil(32);
+        let nb = cout.div_ceil(16) + 1;
+        let mut data = vec![0u16; nb * kb * BLOCK];
+        for j in 0..cout.div_ceil(16) {
+            for b in 0..kb {
+                let block = &mut data[(j * kb + b) * BLOCK..][..BLOCK];
+                for p in 0..16 {
+                    for col in 0..16 {
+                        for q in 0..2 {
+                            let (row, c) = (b * 32 + 2 * p + q, j * 16 + col);
+                            if row < k && c < cout {
+                                block[p * 32 + col * 2 + q] = bf16(w[row * cout + c]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Self { data, kb, k, cout }
+    }
+}
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod imp {
+    use super::{BLOCK, Packed, bf16};
+    use std::arch::asm;
+    use std::cell::{Cell, RefCell};
+    use std::sync::OnceLock;
+
+    /// Whether this CPU and kernel run AMX bf16 products (checked once per process).
+    pub(in crate::fast) fn available() -> bool {
+        static OK: OnceLock<bool> = OnceLock::new();
+        *OK.get_or_init(|| {
+            use std::arch::x86_64::{__cpuid_count, __get_cpuid_max};
+            // Leaf 7 is read only if the CPU has it.
+            let (max, _) = __get_cpuid_max(0);
+            if max < 7 {
+                return false;
+            }
+            let edx = __cpuid_count(7, 0).edx;
+            let (amx_bf16, amx_tile) = ((edx >> 22) & 1 == 1, (edx >> 24) & 1 == 1);
+            if !(amx_bf16 && amx_tile) {
+                return false;
+            }
+            const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+            const XFEATURE_XTILEDATA: libc::c_long = 18;
+            // SAFETY: asks the kernel to allow the AMX tile state for this process; no memory
+            // is passed.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_arch_prctl,
+                    ARCH_REQ_XCOMP_PERM,
+                    XFEATURE_XTILEDATA,
+                ) == 0
+            }
+        })
+    }
+
+    /// The 64-byte tile configuration (palette 1).
+    #[repr(C, align(64))]
+    struct TileConfig {
+        palette: u8,
+        start_row: u8,
+        reserved: [u8; 14],
+        colsb: [u16; 16],
+        rows: [u8; 16],
+    }
+
+    thread_local! {
+        /// Tile registers are configured per thread, once.
+        static CONFIGURED: Cell<bool> = const { Cell::new(false) };
+        /// bf16 rows of the left operand (32 x k) and the 32x32 f32 result.
+        static SCRATCH: RefCell<(Vec<u16>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    }
+
+    /// All eight tiles as 16 rows of 64 bytes: tmm0-3 accumulators (16x16 f32), tmm4-5 left
+    /// operands (16x32 bf16), tmm6-7 right operands (16 pairs x 16 x 2 bf16).
+    fn configure() {
+        if CONFIGURED.get() {
+            return;
+        }
+        let cfg = TileConfig {
+            palette: 1,
+            start_row: 0,
+            reserved: [0; 14],
+            colsb: [64, 64, 64, 64, 64, 64, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0],
+            rows: [16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0],
+        };
+        // SAFETY: `available()` returned true (checked by the caller), so the CPU has AMX and
+        // the kernel allows its state; `cfg` is a valid palette-1 configuration.
+        unsafe {
+            asm!("ldtilecfg [{}]", in(reg) &cfg as *const TileConfig, options(nostack));
+        }
+        CONFIGURED.set(true);
+    }
+
+    /// `c[32][32]` (row stride `ldc` floats) = `a[32][32 * kb]` (bf16, row stride `lda`
+    /// elements) times the channel blocks `b0` and `b1` (each `kb` packed blocks).
+    ///
+    /// # Safety
+    /// Tiles configured on this thread; the pointers cover the sizes above.
+    unsafe fn kernel_32x32(
+        a: *const u16,
+        lda: usize,
+        b0: *const u16,
+        b1: *const u16,
+        kb: usize,
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        // SAFETY: forwarded from the caller; every load and store stays in the operands.
+        unsafe {
+            asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                options(nostack)
+            );
+            let sa = lda * 2;
+            for b in 0..kb {
+                asm!(
+                    "tileloadd tmm4, [{a0} + {sa}*1]",
+                    "tileloadd tmm5, [{a1} + {sa}*1]",
+                    "tileloadd tmm6, [{b0} + {sb}*1]",
+                    "tileloadd tmm7, [{b1} + {sb}*1]",
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tdpbf16ps tmm1, tmm4, tmm7",
+                    "tdpbf16ps tmm2, tmm5, tmm6",
+                    "tdpbf16ps tmm3, tmm5, tmm7",
+                    a0 = in(reg) a.add(b * 32),
+                    a1 = in(reg) a.add(16 * lda + b * 32),
+                    b0 = in(reg) b0.add(b * BLOCK),
+                    b1 = in(reg) b1.add(b * BLOCK),
+                    sa = in(reg) sa,
+                    sb = in(reg) 64usize,
+                    options(nostack)
+                );
+            }
+            let sc = ldc * 4;
+            asm!(
+                "tilestored [{c0} + {sc}*1], tmm0",
+                "tilestored [{c1} + {sc}*1], tmm1",
+                "tilestored [{c2} + {sc}*1], tmm2",
+                "tilestored [{c3} + {sc}*1], tmm3",
+                c0 = in(reg) c,
+                c1 = in(reg) c.add(16),
+                c2 = in(reg) c.add(16 * ldc),
+                c3 = in(reg) c.add(16 * ldc + 16),
+                sc = in(reg) sc,
+                options(nostack)
+            );
+        }
+    }
+
+    /// Rounds `src` to bf16 into `dst` (the same length), vectorized for AVX-512.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(in crate::fast) fn round_into(dst: &mut [u16], src: &[f32]) {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = bf16(*s);
+        }
+    }
+
+    /// `dst[r][c] = (accumulate ? dst[r][c] : 0) + beta * sum_k lhs[r][k] * w[k][c0 + c]` for
+    /// `r < m`, `c < n`, with `lhs` and `w` rounded to bf16.
+    ///
+    /// # Safety
+    /// [`available`] is true; `lhs` holds `m` rows of `w.k` floats at stride `lhs_rs`; `dst`
+    /// holds `m` rows of `n` floats at stride `ldd`, not overlapping `lhs`, and no other thread
+    /// writes them meanwhile; `c0` is a multiple of 16 and `c0 + n <= w.cout`.
+    #[allow(clippy::too_many_arguments)]
+    pub(in crate::fast) unsafe fn gemm(
+        m: usize,
+        n: usize,
+        lhs: *const f32,
+        lhs_rs: usize,
+        w: &Packed,
+        c0: usize,
+        dst: *mut f32,
+        ldd: usize,
+        accumulate: bool,
+        beta: f32,
+    ) {
+        let (k, kp) = (w.k, w.kb * 32);
+        SCRATCH.with(|s| {
+            let (a, c) = &mut *s.borrow_mut();
+            a.resize(32 * kp, 0);
+            c.resize(32 * 32, 0.0);
+            for r0 in (0..m).step_by(32) {
+                let rows = 32.min(m - r0);
+                for r in 0..32 {
+                    let row = &mut a[r * kp..(r + 1) * kp];
+                    if r < rows {
+                        // SAFETY: row r0 + r < m of `lhs` (caller's contract).
+                        let src =
+                            unsafe { std::slice::from_raw_parts(lhs.add((r0 + r) * lhs_rs), k) };
+                        // SAFETY: `available()` implies AVX-512 (every AMX CPU has it).
+                        unsafe { round_into(&mut row[..k], src) };
+                        row[k..].fill(0);
+                    } else {
+                        row.fill(0);
+                    }
+                }
+                // SAFETY: `a` holds 32 rows of kp; the rest forwarded from the caller.
+                unsafe {
+                    rows_block(
+                        a,
+                        kp,
+                        rows,
+                        n,
+                        w,
+                        c0,
+                        dst.add(r0 * ldd),
+                        ldd,
+                        accumulate,
+                        beta,
+                        c,
+                    )
+                };
+            }
+        });
+    }
+
+    /// As [`gemm`], with the left operand already rounded: `a` holds `m` rows (rounded up to
+    /// 32) of `padded_k(w.k)` bf16 values, zeros past `w.k`.
+    ///
+    /// # Safety
+    /// As [`gemm`] for `dst`; `a.len() >= m.next_multiple_of(32) * padded_k(w.k)`.
+    #[allow(clippy::too_many_arguments)]
+    pub(in crate::fast) unsafe fn gemm_bf16(
+        m: usize,
+        n: usize,
+        a: &[u16],
+        w: &Packed,
+        c0: usize,
+        dst: *mut f32,
+        ldd: usize,
+        accumulate: bool,
+        beta: f32,
+    ) {
+        let kp = w.kb * 32;
+        assert!(
+            a.len() >= m.next_multiple_of(32) * kp,
+            "bf16 rows too short"
+        );
+        SCRATCH.with(|s| {
+            let (_, c) = &mut *s.borrow_mut();
+            c.resize(32 * 32, 0.0);
+            for r0 in (0..m).step_by(32) {
+                let rows = 32.min(m - r0);
+                // SAFETY: 32 rows of kp from row r0 lie in `a` (asserted); the rest forwarded.
+                unsafe {
+                    rows_block(
+                        &a[r0 * kp..],
+                        kp,
+                        rows,
+                        n,
+                        w,
+                        c0,
+                        dst.add(r0 * ldd),
+                        ldd,
+                        accumulate,
+                        beta,
+                        c,
+                    )
+                };
+            }
+        });
+    }
+
+    /// One block of 32 bf16 rows (`a`, row length `kp`) times channels `c0..c0 + n`; the
+    /// first `rows` rows of the result go to `dst`.
+    ///
+    /// # Safety
+    /// `a` holds 32 rows of `kp`; `dst` holds `rows` rows of `n` at stride `ldd`; as [`gemm`].
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn rows_block(
+        a: &[u16],
+        kp: usize,
+        rows: usize,
+        n: usize,
+        w: &Packed,
+        c0: usize,
+        dst: *mut f32,
+        ldd: usize,
+        accumulate: bool,
+        beta: f32,
+        c: &mut [f32],
+    ) {
+        debug_assert!(c0.is_multiple_of(16) && c0 + n <= w.cout && a.len() >= 32 * kp);
+        configure();
+        let kb = w.kb;
+        for j in (0..n).step_by(32) {
+            let blk = (c0 + j) / 16;
+            // SAFETY: tiles configured above; `a` is 32 x kp, the two channel blocks exist
+            // (one zero block is packed past the last), `c` is 32 x 32.
+            unsafe {
+                kernel_32x32(
+                    a.as_ptr(),
+                    kp,
+                    w.data.as_ptr().add(blk * kb * BLOCK),
+                    w.data.as_ptr().add((blk + 1) * kb * BLOCK),
+                    kb,
+                    c.as_mut_ptr(),
+                    32,
+                )
+            };
+            let cols = 32.min(n - j);
+            for r in 0..rows {
+                // SAFETY: row r < rows, columns j..j + cols <= n of `dst`.
+                let d = unsafe { std::slice::from_raw_parts_mut(dst.add(r * ldd + j), cols) };
+                let acc = &c[r * 32..r * 32 + cols];
+                if accumulate {
+                    for (d, v) in d.iter_mut().zip(acc) {
+                        *d += beta * v;
+                    }
+                } else {
+                    for (d, v) in d.iter_mut().zip(acc) {
+                        *d = beta * v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+mod imp {
+    use super::Packed;
+
+    pub(in crate::fast) fn available() -> bool {
+        false
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(in crate::fast) unsafe fn gemm(
+        _m: usize,
+        _n: usize,
+        _lhs: *const f32,
+        _lhs_rs: usize,
+        _w: &Packed,
+        _c0: usize,
+        _dst: *mut f32,
+        _ldd: usize,
+        _accumulate: bool,
+        _beta: f32,
+    ) {
+        unreachable!("AMX is never reported available on this platform")
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(in crate::fast) unsafe fn gemm_bf16(
+        _m: usize,
+        _n: usize,
+        _a: &[u16],
+        _w: &Packed,
+        _c0: usize,
+        _dst: *mut f32,
+        _ldd: usize,
+        _accumulate: bool,
+        _beta: f32,
+    ) {
+        unreachable!("AMX is never reported available on this platform")
+    }
+
+    pub(in crate::fast) fn round_into(dst: &mut [u16], src: &[f32]) {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = super::bf16(*s);
+        }
+    }
+}
+
+pub(super) use imp::{available, gemm, gemm_bf16, round_into};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_to_nearest_even() {
+        assert_eq!(bf16(1.0), 0x3f80);
+        // 1 + 2^-8 lies halfway between 1 and 1 + 2^-7: ties to the even one, 1.
+        assert_eq!(bf16(f32::from_bits(0x3f80_8000)), 0x3f80);
+        // Just above halfway rounds up.
+        assert_eq!(bf16(f32::from_bits(0x3f80_8001)), 0x3f81);
+        assert_eq!(bf16(-2.5), 0xc020);
+    }
+
+    /// The AMX product against f64 sums of the same bf16-rounded values (it runs only where
+    /// the CPU has AMX; elsewhere it checks that nothing claims it).
+    #[test]
+    fn product_matches_rounded_reference() {
+        if !available() {
+            eprintln!("no AMX-BF16 here: product not exercised");
+            return;
+        }
+        let back = |v: f32| f32::from_bits((bf16(v) as u32) << 16) as f64;
+        // Odd sizes: k not a multiple of 32, rows and columns past a tile edge, an offset
+        // column block, accumulation with a scale.
+        let (m, k, cout) = (37, 45, 80);
+        let lhs: Vec<f32> = (0..m * 50)
+            .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        let w: Vec<f32> = (0..k * cout)
+            .map(|i| ((i * 104_729) % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        let packed = Packed::new(&w, k, cout);
+        let (c0, n, ldd) = (16, 60, 70);
+        let mut dst = vec![1.0f32; m * ldd];
+        // SAFETY: available() is true; lhs rows of k at stride 50, dst m x 70 >= n.
+        unsafe {
+            gemm(
+                m,
+                n,
+                lhs.as_ptr(),
+                50,
+                &packed,
+                c0,
+                dst.as_mut_ptr(),
+                ldd,
+                true,
+                0.5,
+            )
+        };
+        for r in 0..m {
+            for c in 0..ldd {
+                let want = if c < n {
+                    1.0 + 0.5
+                        * (0..k)
+                            .map(|i| back(lhs[r * 50 + i]) * back(w[i * cout + c0 + c]))
+                            .sum::<f64>()
+                } else {
+                    1.0
+                };
+                let got = dst[r * ldd + c] as f64;
+                assert!((got - want).abs() < 1e-4, "({r}, {c}): {got} vs {want}");
+            }
+        }
+    }
+}
