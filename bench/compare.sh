@@ -3,11 +3,12 @@
 #
 #   bench/compare.sh            # batch 1, 8 and 32 (BATCHES=1,32 to choose)
 #   THREADS=1 bench/compare.sh  # both on one thread (default: all the CPUs of the process)
-#   PRECISION=bf16 bench/compare.sh   # facenet's opt-in bf16 mode (AMX) against ORT's FP32
+#   PRECISION=f32,bf16 bench/compare.sh   # also facenet's opt-in bf16 mode (Intel AMX), each
+#                                         # against the same ORT (FP32) run; default f32
 #
 # Needs ../shared/bench/ort_facenet.py, the fetched weights (`facenet fetch`) and PyPI access
 # for a throwaway virtualenv (onnx, onnxruntime, h5py, numpy, pillow). Prints both tools' lines
-# and the ratio facenet img/s / ORT img/s per batch size.
+# and the ratio facenet img/s / ORT img/s per batch size and precision.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${FACENET_SHARED:-../shared}
@@ -29,11 +30,13 @@ ort=$("$VENV/bin/python" "$SHARED/bench/ort_facenet.py" --h5 "$H5" --check "$SHA
       --crops "$SHARED/reference/crops" --bench --batch "$BATCHES" --threads "$THREADS" 2>&1 | grep -v '^#')
 echo "$ort"
 if [ "$THREADS" -gt 0 ]; then export RAYON_NUM_THREADS=$THREADS; fi
-ours=$(./target/release/facenet bench embed --batch "$BATCHES" --precision "$PRECISION" | grep '^embed ')
-echo "$ours"
-for b in ${BATCHES//,/ }; do
-  o=$(echo "$ort" | sed -n "s/^ort batch=$b img_per_s=\([0-9.]*\).*/\1/p")
-  r=$(echo "$ours" | sed -n "s/^embed batch=$b img_per_s=\([0-9.]*\).*/\1/p")
-  [ -n "$o" ] && [ -n "$r" ] && awk -v b="$b" -v o="$o" -v r="$r" \
-    'BEGIN { printf "ratio batch=%s facenet/ort=%.3f (facenet %.2f img/s, ort %.2f img/s)\n", b, r / o, r, o }'
+for p in ${PRECISION//,/ }; do
+  ours=$(./target/release/facenet bench embed --batch "$BATCHES" --precision "$p" | grep '^embed ')
+  echo "$ours"
+  for b in ${BATCHES//,/ }; do
+    o=$(echo "$ort" | sed -n "s/^ort batch=$b img_per_s=\([0-9.]*\).*/\1/p")
+    r=$(echo "$ours" | sed -n "s/^embed batch=$b img_per_s=\([0-9.]*\).*/\1/p")
+    [ -n "$o" ] && [ -n "$r" ] && awk -v b="$b" -v p="$p" -v o="$o" -v r="$r" \
+      'BEGIN { printf "ratio batch=%s precision=%s facenet/ort=%.3f (facenet %.2f img/s, ort %.2f img/s)\n", b, p, r / o, r, o }'
+  done
 done

@@ -24,6 +24,10 @@
 //! The matrix products use the `gemm` crate (already under burn's CPU backend), which picks its
 //! AVX-512 / AVX2 / SSE kernels by runtime feature detection. The loops here (im2col, pooling,
 //! epilogues) are plain Rust because no crate offers these NHWC steps over strided slots.
+//!
+//! [`Precision::Bf16`] (opt-in, [`FastNet::with_precision`]) runs every product on Intel AMX
+//! tiles instead (`fast/amx.rs`): weights packed once into tile layout, im2col rows rounded to bf16
+//! as they are gathered, f32 sums and epilogues. The same machinery runs MTCNN ([`FastMtcnn`]).
 
 use gemm::Parallelism;
 
