@@ -22,6 +22,16 @@ fn detector() -> Detector {
     Detector::open(&p, &Device::flex()).unwrap()
 }
 
+/// The reference photo of one `mtcnn.json` entry (the lossless PNG copy).
+fn photo(im: &serde_json::Value) -> image::RgbImage {
+    facenet::image::load_rgb(
+        &shared()
+            .join("reference")
+            .join(im["file_png"].as_str().unwrap()),
+    )
+    .unwrap()
+}
+
 fn f64s(v: &serde_json::Value) -> Vec<f64> {
     v.as_array()
         .unwrap()
@@ -37,12 +47,7 @@ fn detections_match_reference() {
     let (mut worst_box, mut worst_score, mut worst_mark) = (0f64, 0f64, 0f64);
     for im in refs["images"].as_array().unwrap() {
         let key = im["key"].as_str().unwrap();
-        let img = facenet::image::load_rgb(
-            &shared()
-                .join("reference")
-                .join(im["file_png"].as_str().unwrap()),
-        )
-        .unwrap();
+        let img = photo(im);
         let (faces, trace) = det.detect_traced(&img).unwrap();
         let want = im["faces"].as_array().unwrap();
         assert_eq!(faces.len(), want.len(), "{key}: number of faces");
@@ -82,12 +87,7 @@ fn stage_inputs_match_reference() {
     let (mut matched, mut total) = (0usize, 0usize);
     for im in refs["images"].as_array().unwrap() {
         let key = im["key"].as_str().unwrap();
-        let img = facenet::image::load_rgb(
-            &shared()
-                .join("reference")
-                .join(im["file_png"].as_str().unwrap()),
-        )
-        .unwrap();
+        let img = photo(im);
         let (_, trace) = det.detect_traced(&img).unwrap();
         for (stage, ours) in [
             ("rnet_input_boxes", &trace.rnet_input),
@@ -186,12 +186,7 @@ fn fast_and_burn_engines_agree() {
     let mut faces_seen = 0;
     for im in refs["images"].as_array().unwrap() {
         let key = im["key"].as_str().unwrap();
-        let img = facenet::image::load_rgb(
-            &shared()
-                .join("reference")
-                .join(im["file_png"].as_str().unwrap()),
-        )
-        .unwrap();
+        let img = photo(im);
         let (a, b) = (fast.detect(&img).unwrap(), burn.detect(&img).unwrap());
         assert_eq!(a.len(), b.len(), "{key}: number of faces");
         for (f, g) in a.iter().zip(&b) {

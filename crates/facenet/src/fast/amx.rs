@@ -34,6 +34,30 @@ pub(super) fn padded_k(k: usize) -> usize {
     k.next_multiple_of(32)
 }
 
+/// Where a product goes: rows of floats at stride `ldd` from `ptr`, set to `beta * product`
+/// or, with `accumulate`, increased by it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Out {
+    pub ptr: *mut f32,
+    pub ldd: usize,
+    pub accumulate: bool,
+    pub beta: f32,
+}
+
+impl Out {
+    /// The same destination from row `r` on.
+    ///
+    /// # Safety
+    /// Row `r` lies inside the destination.
+    unsafe fn skip_rows(self, r: usize) -> Self {
+        Self {
+            // SAFETY: forwarded from the caller.
+            ptr: unsafe { self.ptr.add(r * self.ldd) },
+            ..self
+        }
+    }
+}
+
 /// Rounds to the nearest bf16, ties to even (the conversion AMX's own tools use).
 fn bf16(x: f32) -> u16 {
     let b = x.to_bits();
@@ -68,7 +92,7 @@ impl Packed {
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod imp {
-    use super::{BLOCK, Packed, bf16};
+    use super::{BLOCK, Out, Packed, bf16};
     use std::arch::asm;
     use std::cell::{Cell, RefCell};
     use std::sync::OnceLock;
@@ -207,14 +231,13 @@ mod imp {
         }
     }
 
-    /// `dst[r][c] = (accumulate ? dst[r][c] : 0) + beta * sum_k lhs[r][k] * w[k][c0 + c]` for
+    /// `out[r][c] (=, or += if accumulating) beta * sum_k lhs[r][k] * w[k][c0 + c]` for
     /// `r < m`, `c < n`, with `lhs` and `w` rounded to bf16.
     ///
     /// # Safety
-    /// [`available`] is true; `lhs` holds `m` rows of `w.k` floats at stride `lhs_rs`; `dst`
-    /// holds `m` rows of `n` floats at stride `ldd`, not overlapping `lhs`, and no other thread
+    /// [`available`] is true; `lhs` holds `m` rows of `w.k` floats at stride `lhs_rs`; `out`
+    /// holds `m` rows of `n` floats at its stride, not overlapping `lhs`, and no other thread
     /// writes them meanwhile; `c0` is a multiple of 16 and `c0 + n <= w.cout`.
-    #[allow(clippy::too_many_arguments)]
     pub(in crate::fast) unsafe fn gemm(
         m: usize,
         n: usize,
@@ -222,10 +245,7 @@ mod imp {
         lhs_rs: usize,
         w: &Packed,
         c0: usize,
-        dst: *mut f32,
-        ldd: usize,
-        accumulate: bool,
-        beta: f32,
+        out: Out,
     ) {
         let (k, kp) = (w.k, w.kb * 32);
         SCRATCH.with(|s| {
@@ -247,22 +267,8 @@ mod imp {
                         row.fill(0);
                     }
                 }
-                // SAFETY: `a` holds 32 rows of kp; the rest forwarded from the caller.
-                unsafe {
-                    rows_block(
-                        a,
-                        kp,
-                        rows,
-                        n,
-                        w,
-                        c0,
-                        dst.add(r0 * ldd),
-                        ldd,
-                        accumulate,
-                        beta,
-                        c,
-                    )
-                };
+                // SAFETY: `a` holds 32 rows of kp; row r0 < m of `out`; the rest forwarded.
+                unsafe { rows_block(a, kp, rows, n, w, c0, out.skip_rows(r0), c) };
             }
         });
     }
@@ -271,18 +277,14 @@ mod imp {
     /// 32) of `padded_k(w.k)` bf16 values, zeros past `w.k`.
     ///
     /// # Safety
-    /// As [`gemm`] for `dst`; `a.len() >= m.next_multiple_of(32) * padded_k(w.k)`.
-    #[allow(clippy::too_many_arguments)]
+    /// As [`gemm`] for `out`; `a.len() >= m.next_multiple_of(32) * padded_k(w.k)`.
     pub(in crate::fast) unsafe fn gemm_bf16(
         m: usize,
         n: usize,
         a: &[u16],
         w: &Packed,
         c0: usize,
-        dst: *mut f32,
-        ldd: usize,
-        accumulate: bool,
-        beta: f32,
+        out: Out,
     ) {
         let kp = w.kb * 32;
         assert!(
@@ -295,30 +297,16 @@ mod imp {
             for r0 in (0..m).step_by(32) {
                 let rows = 32.min(m - r0);
                 // SAFETY: 32 rows of kp from row r0 lie in `a` (asserted); the rest forwarded.
-                unsafe {
-                    rows_block(
-                        &a[r0 * kp..],
-                        kp,
-                        rows,
-                        n,
-                        w,
-                        c0,
-                        dst.add(r0 * ldd),
-                        ldd,
-                        accumulate,
-                        beta,
-                        c,
-                    )
-                };
+                unsafe { rows_block(&a[r0 * kp..], kp, rows, n, w, c0, out.skip_rows(r0), c) };
             }
         });
     }
 
     /// One block of 32 bf16 rows (`a`, row length `kp`) times channels `c0..c0 + n`; the
-    /// first `rows` rows of the result go to `dst`.
+    /// first `rows` rows of the result go to `out`.
     ///
     /// # Safety
-    /// `a` holds 32 rows of `kp`; `dst` holds `rows` rows of `n` at stride `ldd`; as [`gemm`].
+    /// `a` holds 32 rows of `kp`; `out` holds `rows` rows of `n`; as [`gemm`].
     #[allow(clippy::too_many_arguments)]
     unsafe fn rows_block(
         a: &[u16],
@@ -327,10 +315,7 @@ mod imp {
         n: usize,
         w: &Packed,
         c0: usize,
-        dst: *mut f32,
-        ldd: usize,
-        accumulate: bool,
-        beta: f32,
+        out: Out,
         c: &mut [f32],
     ) {
         debug_assert!(c0.is_multiple_of(16) && c0 + n <= w.cout && a.len() >= 32 * kp);
@@ -353,16 +338,17 @@ mod imp {
             };
             let cols = 32.min(n - j);
             for r in 0..rows {
-                // SAFETY: row r < rows, columns j..j + cols <= n of `dst`.
-                let d = unsafe { std::slice::from_raw_parts_mut(dst.add(r * ldd + j), cols) };
+                // SAFETY: row r < rows, columns j..j + cols <= n of `out`.
+                let d =
+                    unsafe { std::slice::from_raw_parts_mut(out.ptr.add(r * out.ldd + j), cols) };
                 let acc = &c[r * 32..r * 32 + cols];
-                if accumulate {
+                if out.accumulate {
                     for (d, v) in d.iter_mut().zip(acc) {
-                        *d += beta * v;
+                        *d += out.beta * v;
                     }
                 } else {
                     for (d, v) in d.iter_mut().zip(acc) {
-                        *d = beta * v;
+                        *d = out.beta * v;
                     }
                 }
             }
@@ -372,13 +358,12 @@ mod imp {
 
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
 mod imp {
-    use super::Packed;
+    use super::{Out, Packed};
 
     pub(in crate::fast) fn available() -> bool {
         false
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(in crate::fast) unsafe fn gemm(
         _m: usize,
         _n: usize,
@@ -386,25 +371,18 @@ mod imp {
         _lhs_rs: usize,
         _w: &Packed,
         _c0: usize,
-        _dst: *mut f32,
-        _ldd: usize,
-        _accumulate: bool,
-        _beta: f32,
+        _out: Out,
     ) {
         unreachable!("AMX is never reported available on this platform")
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(in crate::fast) unsafe fn gemm_bf16(
         _m: usize,
         _n: usize,
         _a: &[u16],
         _w: &Packed,
         _c0: usize,
-        _dst: *mut f32,
-        _ldd: usize,
-        _accumulate: bool,
-        _beta: f32,
+        _out: Out,
     ) {
         unreachable!("AMX is never reported available on this platform")
     }
@@ -454,20 +432,13 @@ mod tests {
         let (c0, n, ldd) = (16, 60, 70);
         let mut dst = vec![1.0f32; m * ldd];
         // SAFETY: available() is true; lhs rows of k at stride 50, dst m x 70 >= n.
-        unsafe {
-            gemm(
-                m,
-                n,
-                lhs.as_ptr(),
-                50,
-                &packed,
-                c0,
-                dst.as_mut_ptr(),
-                ldd,
-                true,
-                0.5,
-            )
+        let out = Out {
+            ptr: dst.as_mut_ptr(),
+            ldd,
+            accumulate: true,
+            beta: 0.5,
         };
+        unsafe { gemm(m, n, lhs.as_ptr(), 50, &packed, c0, out) };
         for r in 0..m {
             for c in 0..ldd {
                 let want = if c < n {

@@ -136,11 +136,7 @@ fn conv_prelu(conv: &Conv2d, prelu: &PRelu) -> Result<Op> {
 fn heads(parts: &[&Conv2d]) -> Result<Op> {
     let convs = parts
         .iter()
-        .map(|c| {
-            let mut c = Conv::from_burn(c, None)?;
-            c.wino = None;
-            Ok(c)
-        })
+        .map(|c| Conv::from_burn(c, None))
         .collect::<Result<Vec<_>>>()?;
     let refs: Vec<&Conv> = convs.iter().collect();
     Ok(Op::Conv(Box::new(Conv::fuse(&refs)), Epilogue::Bias))
@@ -179,19 +175,7 @@ fn linear_conv(lin: &Linear, wt: Vec<f32>) -> Result<Conv> {
         Some(b) => tensor_vec(b.val(), "linear.bias")?,
         None => vec![0.0; dout],
     };
-    Ok(Conv {
-        kh: 1,
-        kw: 1,
-        stride: 1,
-        pad: [0; 4],
-        cin: din,
-        cout: dout,
-        w: wt,
-        b,
-        wino: None,
-        prelu: Vec::new(),
-        amx: None,
-    })
+    Ok(Conv::dense(din, dout, wt, b))
 }
 
 fn dense_prelu(lin: &Linear, hwc: (usize, usize, usize), prelu: &PRelu) -> Result<Op> {
