@@ -4,7 +4,7 @@
 //! mechanism is the same for any network).
 
 use burn::module::{Module, Param};
-use burn::nn::{Linear, LinearConfig};
+use burn::nn::Linear;
 use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use facenet::train::loss::{l2_normalize_rows, triplet_loss, triplet_loss_naive};
@@ -19,17 +19,46 @@ fn embed(net: &Linear, x: Tensor<2>) -> Tensor<2> {
     l2_normalize_rows(net.forward(x))
 }
 
-fn data(rows: usize, seed: u64) -> Tensor<2> {
+/// Uniform values in [-0.5, 0.5) from a fixed linear congruential sequence, so every run (and
+/// every machine) sees the same numbers.
+fn uniform(len: usize, seed: u64) -> Vec<f32> {
     let mut s = seed;
-    let v: Vec<f32> = (0..rows * 6)
+    (0..len)
         .map(|_| {
             s = s
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             ((s >> 33) as f32 / (1u64 << 31) as f32) - 0.5
         })
-        .collect();
-    Tensor::from_data(TensorData::new(v, [rows, 6]), &device())
+        .collect()
+}
+
+fn data(rows: usize, seed: u64) -> Tensor<2> {
+    Tensor::from_data(
+        TensorData::new(uniform(rows * 6, seed), [rows, 6]),
+        &device(),
+    )
+}
+
+/// A 6 -> 4 linear map without bias, with fixed weights (tests must not depend on the run).
+fn fixed_net(seed: u64) -> Linear {
+    Linear {
+        weight: Param::from_tensor(
+            Tensor::from_data(TensorData::new(uniform(24, seed), [6, 4]), &device()).require_grad(),
+        ),
+        bias: None,
+    }
+}
+
+/// The per-triplet hinge arguments `|a-p|^2 - |a-n|^2 + alpha`, by a plain loop.
+fn hinge_arguments(a: Tensor<2>, p: Tensor<2>, n: Tensor<2>) -> Vec<f32> {
+    let rows =
+        |t: Tensor<2>| -> Vec<Vec<f32>> { to_vec(t).chunks(4).map(<[f32]>::to_vec).collect() };
+    let sq = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(u, v)| (u - v) * (u - v)).sum::<f32>();
+    let (a, p, n) = (rows(a), rows(p), rows(n));
+    (0..a.len())
+        .map(|i| sq(&a[i], &p[i]) - sq(&a[i], &n[i]) + ALPHA as f32)
+        .collect()
 }
 
 fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
@@ -41,7 +70,9 @@ fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 #[test]
 fn shared_gradient_is_sum_of_branch_gradients() {
     let dev = device();
-    let net = LinearConfig::new(6, 4).with_bias(false).init(&dev);
+    // Fixed weights: a random initialisation could put a triplet on the hinge's kink, where the
+    // loss has no derivative and finite differences disagree with autodiff.
+    let net = fixed_net(7);
     let (a, p, n) = (data(5, 1), data(5, 2), data(5, 3));
 
     // One network: A, P, N stacked into one batch.
@@ -51,6 +82,18 @@ fn shared_gradient_is_sum_of_branch_gradients() {
         e.clone().narrow(0, 0, 5),
         e.clone().narrow(0, 5, 5),
         e.narrow(0, 10, 5),
+    );
+    // Every triplet must sit clearly on one side of the kink (the loss is differentiable
+    // there, and a step of eps = 1e-3 on one weight moves an argument by far less than 0.02),
+    // and at least one must be active.
+    let args = hinge_arguments(ea.clone(), ep.clone(), en.clone());
+    assert!(
+        args.iter().all(|v| v.abs() > 0.02),
+        "a triplet is too close to the hinge: {args:?}"
+    );
+    assert!(
+        args.iter().any(|&v| v > 0.0),
+        "the data must give an active loss"
     );
     let loss = triplet_loss(ea, ep, en, ALPHA);
     let loss_value = to_vec(loss.clone())[0];
@@ -149,8 +192,7 @@ fn loss_equals_naive_loop() {
 /// One optimizer step on a fixed batch lowers the loss.
 #[test]
 fn one_step_lowers_the_loss() {
-    let dev = device();
-    let mut net = LinearConfig::new(6, 4).with_bias(false).init(&dev);
+    let mut net = fixed_net(8);
     let x = Tensor::cat(vec![data(8, 4), data(8, 5), data(8, 6)], 0);
     let loss_of = |net: &Linear| {
         let e = embed(net, x.clone());
