@@ -7,7 +7,9 @@ use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
-use facenet::train::loss::{l2_normalize_rows, triplet_loss, triplet_loss_naive};
+use facenet::train::loss::{
+    l2_normalize_rows, triplet_hinge_arguments_naive, triplet_loss, triplet_loss_naive,
+};
 
 const ALPHA: f64 = 0.2;
 
@@ -50,15 +52,9 @@ fn fixed_net(seed: u64) -> Linear {
     }
 }
 
-/// The per-triplet hinge arguments `|a-p|^2 - |a-n|^2 + alpha`, by a plain loop.
-fn hinge_arguments(a: Tensor<2>, p: Tensor<2>, n: Tensor<2>) -> Vec<f32> {
-    let rows =
-        |t: Tensor<2>| -> Vec<Vec<f32>> { to_vec(t).chunks(4).map(<[f32]>::to_vec).collect() };
-    let sq = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(u, v)| (u - v) * (u - v)).sum::<f32>();
-    let (a, p, n) = (rows(a), rows(p), rows(n));
-    (0..a.len())
-        .map(|i| sq(&a[i], &p[i]) - sq(&a[i], &n[i]) + ALPHA as f32)
-        .collect()
+/// The rows of an `n x 4` embedding tensor.
+fn rows(t: Tensor<2>) -> Vec<Vec<f32>> {
+    to_vec(t).chunks(4).map(<[f32]>::to_vec).collect()
 }
 
 fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
@@ -86,7 +82,12 @@ fn shared_gradient_is_sum_of_branch_gradients() {
     // Every triplet must sit clearly on one side of the kink (the loss is differentiable
     // there, and a step of eps = 1e-3 on one weight moves an argument by far less than 0.02),
     // and at least one must be active.
-    let args = hinge_arguments(ea.clone(), ep.clone(), en.clone());
+    let args = triplet_hinge_arguments_naive(
+        &rows(ea.clone()),
+        &rows(ep.clone()),
+        &rows(en.clone()),
+        ALPHA as f32,
+    );
     assert!(
         args.iter().all(|v| v.abs() > 0.02),
         "a triplet is too close to the hinge: {args:?}"

@@ -258,7 +258,6 @@ impl Conv {
                 }
             }
         }
-        let wino = (kh == 3 && kw == 3 && stride == 1).then(|| winograd::weights(&w, cin, cout));
         Ok(Self {
             kh,
             kw,
@@ -268,7 +267,8 @@ impl Conv {
             cout,
             w,
             b,
-            wino,
+            // Set by `FastNet::with_winograd`: MTCNN's few-channel convolutions go without.
+            wino: None,
             prelu: Vec::new(),
             amx: None,
         })
@@ -1367,25 +1367,26 @@ impl Residual {
     }
 
     fn block17(b: &Block17) -> Result<Self> {
-        let mixed = Mixed::new(
-            vec![
-                (Some(&b.branch0), &[][..]),
-                (Some(&b.branch1[0]), &b.branch1[1..]),
-            ],
-            None,
-        )?;
-        Self::with_up(mixed, &b.conv2d, b.scale, true)
+        Self::two_branch(&b.branch0, &b.branch1, &b.conv2d, b.scale, true)
     }
 
     fn block8(b: &Block8) -> Result<Self> {
+        Self::two_branch(&b.branch0, &b.branch1, &b.conv2d, b.scale, b.activate)
+    }
+
+    /// Block17 and Block8: a 1x1 branch and a chain, both led by a 1x1 convolution.
+    fn two_branch(
+        branch0: &BasicConv2d,
+        branch1: &[BasicConv2d],
+        up: &Conv2d,
+        scale: f64,
+        relu: bool,
+    ) -> Result<Self> {
         let mixed = Mixed::new(
-            vec![
-                (Some(&b.branch0), &[][..]),
-                (Some(&b.branch1[0]), &b.branch1[1..]),
-            ],
+            vec![(Some(branch0), &[][..]), (Some(&branch1[0]), &branch1[1..])],
             None,
         )?;
-        Self::with_up(mixed, &b.conv2d, b.scale, b.activate)
+        Self::with_up(mixed, up, scale, relu)
     }
 
     fn with_up(mixed: Mixed, up: &Conv2d, scale: f64, relu: bool) -> Result<Self> {
@@ -1512,7 +1513,8 @@ impl FastNet {
             bottleneck,
             threads: rayon::current_num_threads().max(1),
             precision: Precision::F32,
-        })
+        }
+        .with_winograd(true))
     }
 
     /// Uses at most `n` threads of rayon's pool (default: the pool's size, i.e. all cores).

@@ -125,9 +125,8 @@ fn slopes(p: &PRelu, channels: usize) -> Result<Vec<f32>> {
 
 /// A convolution followed by PReLU.
 fn conv_prelu(conv: &Conv2d, prelu: &PRelu) -> Result<Op> {
+    // Without Winograd: with few channels im2col and one product beat its transforms.
     let mut c = Conv::from_burn(conv, None)?;
-    // Few channels: im2col and one product beat Winograd's transforms here.
-    c.wino = None;
     c.prelu = slopes(prelu, c.cout)?;
     Ok(Op::Conv(Box::new(c), Epilogue::BiasPrelu))
 }

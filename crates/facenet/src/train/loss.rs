@@ -18,12 +18,25 @@ pub fn l2_normalize_rows(x: Tensor<2>) -> Tensor<2> {
 
 /// The same loss, computed by a plain loop (the reference for tests).
 pub fn triplet_loss_naive(a: &[Vec<f32>], p: &[Vec<f32>], n: &[Vec<f32>], alpha: f32) -> f32 {
-    let sq = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(u, v)| (u - v) * (u - v)).sum::<f32>();
-    let mut total = 0.0;
-    for i in 0..a.len() {
-        total += (sq(&a[i], &p[i]) - sq(&a[i], &n[i]) + alpha).max(0.0);
-    }
+    let total: f32 = triplet_hinge_arguments_naive(a, p, n, alpha)
+        .iter()
+        .map(|v| v.max(0.0))
+        .sum();
     total / a.len().max(1) as f32
+}
+
+/// Each triplet's hinge argument `|a-p|^2 - |a-n|^2 + alpha` (the loss is its positive part),
+/// by a plain loop.
+pub fn triplet_hinge_arguments_naive(
+    a: &[Vec<f32>],
+    p: &[Vec<f32>],
+    n: &[Vec<f32>],
+    alpha: f32,
+) -> Vec<f32> {
+    let sq = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(u, v)| (u - v) * (u - v)).sum::<f32>();
+    (0..a.len())
+        .map(|i| sq(&a[i], &p[i]) - sq(&a[i], &n[i]) + alpha)
+        .collect()
 }
 
 /// Center loss: `mean |f - c_y|^2` with class centres kept outside the network and moved
