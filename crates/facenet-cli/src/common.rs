@@ -1,35 +1,15 @@
-//! Helpers shared by the subcommands.
+//! Arguments shared by the subcommands, and what turns them into library objects.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use facenet::{Device, Embedder, Standardization};
+use facenet::detect::Detector;
+use facenet::pipeline::{FaceChoice, FacePipeline};
+use facenet::{Device, Embedder, Precision, Standardization};
+use facenet_gallery::{GalleryStore, Recognizer, SqliteGallery};
 
-/// Standardization choices on the command line.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum Preprocess {
-    /// The weights' own (prewhiten for the Keras FaceNet model).
-    Auto,
-    /// `(x - mean) / max(std, 1/sqrt(n))` per image (davidsandberg's prewhiten).
-    Prewhiten,
-    /// `(x - 127.5) / 128`.
-    Fixed,
-    /// `x / 255` (the course notebook's img_to_encoding).
-    Unit,
-}
-
-impl Preprocess {
-    pub fn resolve(self, weights_default: Standardization) -> Standardization {
-        match self {
-            Self::Auto => weights_default,
-            Self::Prewhiten => Standardization::Prewhiten,
-            Self::Fixed => Standardization::Fixed,
-            Self::Unit => Standardization::Unit,
-        }
-    }
-}
-
-/// The `--weights` option shared by commands that run the network.
+/// `--weights` and `--precision`: the embedding network.
 #[derive(Debug, Clone, clap::Args)]
 pub struct WeightsArg {
     /// Weights file (safetensors from `facenet fetch` or `facenet import-weights`).
@@ -39,26 +19,11 @@ pub struct WeightsArg {
     /// Arithmetic of the network on the CPU: f32 (default) or bf16 (Intel AMX: faster,
     /// embeddings within ~1e-4 cosine distance; fails clearly where the CPU lacks AMX).
     #[arg(long, value_enum, default_value = "f32")]
-    pub precision: PrecisionArg,
-}
-
-/// `--precision` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum PrecisionArg {
-    F32,
-    Bf16,
-}
-
-impl PrecisionArg {
-    pub fn precision(self) -> facenet::Precision {
-        match self {
-            Self::F32 => facenet::Precision::F32,
-            Self::Bf16 => facenet::Precision::Bf16,
-        }
-    }
+    pub precision: Precision,
 }
 
 impl WeightsArg {
+    /// The weights file: the flag, else the cache's (which must exist).
     pub fn path(&self) -> anyhow::Result<PathBuf> {
         if let Some(p) = &self.weights {
             return Ok(p.clone());
@@ -73,29 +38,17 @@ impl WeightsArg {
         Ok(p)
     }
 
+    /// The embedder with these weights and precision.
     pub fn open(&self, device: &Device) -> anyhow::Result<Embedder> {
         let path = self.path()?;
         Embedder::open(&path, device)
             .with_context(|| format!("loading weights from {}", path.display()))?
-            .with_precision(self.precision.precision())
+            .with_precision(self.precision)
             .context("--precision")
     }
 }
 
-/// Reads face images, failing on the first unreadable one with its name.
-pub fn load_images(paths: &[PathBuf]) -> anyhow::Result<Vec<image::RgbImage>> {
-    paths
-        .iter()
-        .map(|p| facenet::image::load_face(p).map_err(anyhow::Error::from))
-        .collect()
-}
-
-/// A display name for a path.
-pub fn display(p: &Path) -> String {
-    p.display().to_string()
-}
-
-/// The `--mtcnn` option: where the detector's weights are.
+/// `--mtcnn`: the detector.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DetectorArg {
     /// MTCNN weights (safetensors from `facenet fetch`). Default: mtcnn.safetensors in the cache.
@@ -104,18 +57,139 @@ pub struct DetectorArg {
 }
 
 impl DetectorArg {
-    pub fn open(&self, device: &Device) -> anyhow::Result<facenet::detect::Detector> {
-        let path = self
-            .mtcnn
-            .clone()
-            .unwrap_or_else(|| facenet::paths::cache_dir().join("mtcnn.safetensors"));
-        if self.mtcnn.is_none() && !path.is_file() {
+    /// The weights file: the flag, else the cache's (which must exist).
+    pub fn path(&self) -> anyhow::Result<PathBuf> {
+        if let Some(p) = &self.mtcnn {
+            return Ok(p.clone());
+        }
+        let p = facenet::paths::cache_dir().join("mtcnn.safetensors");
+        if !p.is_file() {
             bail!(
                 "no MTCNN weights at {}: run `facenet fetch` first (or pass --mtcnn FILE)",
-                path.display()
+                p.display()
             );
         }
-        facenet::detect::Detector::open(&path, device)
+        Ok(p)
+    }
+
+    /// The detector.
+    pub fn open(&self, device: &Device) -> anyhow::Result<Detector> {
+        let path = self.path()?;
+        Detector::open(&path, device)
             .with_context(|| format!("loading MTCNN weights from {}", path.display()))
     }
+}
+
+/// The options of every command that turns photos into embeddings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PipelineArgs {
+    /// The images are already aligned face crops: no detection.
+    #[arg(long)]
+    pub aligned: bool,
+    /// Pixel standardization: prewhiten, fixed (x-127.5)/128, unit (x/255, the course
+    /// notebook's). Default: the one the weights were trained with.
+    #[arg(long = "preprocess", value_enum)]
+    pub preprocess: Option<Standardization>,
+    #[command(flatten)]
+    pub weights: WeightsArg,
+    #[command(flatten)]
+    pub detector: DetectorArg,
+}
+
+impl PipelineArgs {
+    /// The pipeline these options describe.
+    pub fn open(&self, device: &Device) -> anyhow::Result<FacePipeline> {
+        let mut embedder = self.weights.open(device)?;
+        if let Some(s) = self.preprocess {
+            embedder = embedder.with_standardization(s);
+        }
+        let detector = if self.aligned {
+            None
+        } else {
+            Some(self.detector.open(device)?)
+        };
+        Ok(FacePipeline::new(embedder, detector))
+    }
+}
+
+/// `--gallery`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GalleryArgs {
+    /// Gallery database (SQLite). Default: $FACENET_GALLERY, else gallery.db in the user data
+    /// folder (~/.local/share/facenet).
+    #[arg(long, global = true, env = "FACENET_GALLERY")]
+    pub gallery: Option<PathBuf>,
+}
+
+impl GalleryArgs {
+    /// The gallery's file.
+    pub fn path(&self) -> PathBuf {
+        self.gallery.clone().unwrap_or_else(|| {
+            dirs::data_dir()
+                .unwrap_or_else(|| PathBuf::from("."))
+                .join("facenet")
+                .join("gallery.db")
+        })
+    }
+
+    /// Opens the gallery, creating it (`create`) or requiring it to exist.
+    pub fn open(&self, create: bool) -> anyhow::Result<Arc<dyn GalleryStore>> {
+        let p = self.path();
+        let g = if create {
+            SqliteGallery::open(&p)
+        } else {
+            SqliteGallery::open_existing(&p)
+        };
+        Ok(Arc::new(g.with_context(|| {
+            format!("opening the gallery {}", p.display())
+        })?))
+    }
+
+    /// A recognizer over this gallery.
+    pub fn recognizer(
+        &self,
+        pipeline: &PipelineArgs,
+        create: bool,
+        device: &Device,
+    ) -> anyhow::Result<Recognizer> {
+        let store = self.open(create)?;
+        Ok(Recognizer::new(Arc::new(pipeline.open(device)?), store))
+    }
+}
+
+/// `--largest` / `--face N`: which face of a photo with several.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FaceArgs {
+    /// In a photo with several comparable faces, take the largest. (By default the face of the
+    /// photo is chosen by confidence, then nearness to the centre; a photo with two comparable
+    /// faces is refused.)
+    #[arg(long, conflicts_with = "face")]
+    pub largest: bool,
+    /// Take face N (0 = largest; see `facenet detect`).
+    #[arg(long)]
+    pub face: Option<usize>,
+}
+
+impl FaceArgs {
+    /// The library's choice.
+    pub fn choice(&self) -> FaceChoice {
+        match (self.face, self.largest) {
+            (Some(i), _) => FaceChoice::Index(i),
+            (None, true) => FaceChoice::Largest,
+            (None, false) => FaceChoice::Unambiguous,
+        }
+    }
+}
+
+/// A display name for a path.
+pub fn display(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// A progress bar on stderr.
+pub fn bar(len: usize, template: &str) -> indicatif::ProgressBar {
+    indicatif::ProgressBar::new(len as u64).with_style(
+        indicatif::ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    )
 }

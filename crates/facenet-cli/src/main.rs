@@ -8,8 +8,6 @@
 
 mod cmd;
 mod common;
-mod peak;
-mod plot;
 
 use std::process::ExitCode;
 

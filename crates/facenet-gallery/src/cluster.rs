@@ -2,6 +2,28 @@
 //! `chinese_whispers`, the method face_recognition's docs recommend) and DBSCAN.
 //! Both link two faces when their L2 distance (unit embeddings) is below a threshold.
 
+/// A clustering method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// Chinese whispers (graph label propagation; no cluster count needed).
+    #[default]
+    ChineseWhispers,
+    /// DBSCAN (min 2 points).
+    Dbscan,
+}
+
+impl Method {
+    /// Labels of `points`, linking faces closer than `threshold` (L2 between unit vectors).
+    pub fn run(self, points: &[Vec<f32>], threshold: f32) -> Vec<usize> {
+        match self {
+            Self::ChineseWhispers => chinese_whispers(points, threshold, 100, 1),
+            Self::Dbscan => dbscan(points, threshold, 2),
+        }
+    }
+}
+
 /// Chinese whispers on the graph "distance < threshold": each node repeatedly takes the label
 /// most common among its neighbours (weighted by similarity), in a seeded random order.
 /// Returns a cluster label per point (0-based, clusters numbered by first appearance).

@@ -1,5 +1,6 @@
-//! The gallery: enrolled identities with their face embeddings, persisted in SQLite, and the
-//! search that answers "who is this?".
+//! The gallery: enrolled identities with their face embeddings, persisted in SQLite, the
+//! search that answers "who is this?", and the [`Recognizer`] that joins the face pipeline to
+//! a store (enrol, verify, identify, calibrate), which every front calls.
 //!
 //! One-shot enrolment is what a metric embedding buys: adding a person is storing a vector,
 //! no retraining. Distances are L2 between unit-length embeddings (0..2).
@@ -8,10 +9,39 @@
 //! facenet enroll "Ada Lovelace" ada.jpg
 //! facenet identify group.jpg
 //! ```
+//!
+//! The same through the library (weights and sample photos from `facenet fetch`):
+//!
+//! ```
+//! use std::sync::Arc;
+//! use facenet::pipeline::{FaceChoice, FacePipeline};
+//! use facenet::{Device, Embedder, detect::Detector, paths::cache_dir};
+//! use facenet_gallery::{Recognizer, SqliteGallery};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let (cache, cpu) = (cache_dir(), Device::flex());
+//! let embedder = Embedder::open(&cache.join("facenet_keras.safetensors"), &cpu)?;
+//! let detector = Detector::open(&cache.join("mtcnn.safetensors"), &cpu)?;
+//! let pipeline = Arc::new(FacePipeline::new(embedder, Some(detector)));
+//! let gallery = Recognizer::new(pipeline, Arc::new(SqliteGallery::in_memory()?));
+//!
+//! let photos = cache.join("5-celebrity-faces-dataset");
+//! let first = |dir: &str| facenet::files::walk_images(&photos.join(dir)).map(|f| f[0].clone());
+//! gallery.enroll_files("madonna", &[first("train/madonna")?], FaceChoice::Unambiguous)?;
+//! gallery.enroll_files("ben", &[first("train/ben_afflek")?], FaceChoice::Unambiguous)?;
+//!
+//! let searcher = gallery.searcher(None)?; // threshold: the gallery's, else 1.115 (L2)
+//! let photo = gallery.pipeline().load(&first("val/madonna")?)?;
+//! let faces = gallery.identify(&searcher, &photo, 1)?;
+//! assert_eq!(faces[0].identity, "madonna");
+//! # Ok(())
+//! # }
+//! ```
 #![deny(missing_docs)]
 
 pub mod ann;
 pub mod cluster;
+pub mod recognizer;
 pub mod search;
 pub mod sqlite;
 pub mod synthetic;
@@ -19,6 +49,10 @@ pub mod synthetic;
 use serde::{Deserialize, Serialize};
 
 pub use ann::{ANN_MIN_FACES, AnnConfig, AnnIndex};
+pub use recognizer::{
+    Calibration, ClusteredFace, DEFAULT_THRESHOLD, Enrolment, Identification, LabelledResult,
+    Recognizer, Searcher, Threshold, ThresholdSource, Verification, cluster_folder,
+};
 pub use search::{Match, SearchIndex};
 pub use sqlite::SqliteGallery;
 
@@ -66,6 +100,23 @@ pub enum GalleryError {
     /// Invalid input (empty name, wrong vector length...).
     #[error("{0}")]
     Invalid(String),
+    /// No gallery at this location.
+    #[error(
+        "no gallery at {0}: enrol someone first (`facenet enroll NAME PHOTO`) or pass --gallery"
+    )]
+    Missing(String),
+    /// A file beside the gallery (the HNSW graph, its key) could not be read or written.
+    #[error("{path}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The face pipeline failed (a photo, the weights, the network).
+    #[error(transparent)]
+    Facenet(#[from] facenet::Error),
 }
 
 /// Result alias of the gallery.
@@ -115,25 +166,76 @@ pub struct FaceRecord {
     pub created: i64,
 }
 
-/// Storage of identities and faces. The SQLite store is the one in use; the trait keeps the
-/// commands independent of it (a server store can come later).
-pub trait GalleryStore {
+/// Storage of identities and faces, shared by threads (a service's handlers hold one store).
+/// SQLite is one implementation; a server store implements the same trait.
+pub trait GalleryStore: Send + Sync + std::fmt::Debug {
+    /// Where the gallery is, for messages (a file path or a server URL without password).
+    fn location(&self) -> String;
+    /// Where an HNSW graph of the gallery may be saved, if the store keeps files.
+    fn ann_path(&self) -> Option<std::path::PathBuf> {
+        None
+    }
     /// The model whose embeddings the gallery holds (None while empty of faces).
     fn model(&self) -> Result<Option<ModelInfo>>;
     /// Adds faces to an identity (created if new) in one transaction: all or nothing.
-    fn enroll(&mut self, identity: &str, faces: &[NewFace], model: &ModelInfo) -> Result<usize>;
+    fn enroll(&self, identity: &str, faces: &[NewFace], model: &ModelInfo) -> Result<usize>;
     /// Identities with their number of faces, by name.
     fn identities(&self) -> Result<Vec<(String, usize)>>;
     /// Faces of one identity, or of all.
     fn faces(&self, identity: Option<&str>) -> Result<Vec<FaceRecord>>;
     /// Removes an identity and its faces; returns the number of faces removed.
-    fn remove(&mut self, identity: &str) -> Result<usize>;
+    fn remove(&self, identity: &str) -> Result<usize>;
     /// Renames an identity.
-    fn rename(&mut self, old: &str, new: &str) -> Result<()>;
-    /// A stored setting.
-    fn setting(&self, key: &str) -> Result<Option<String>>;
-    /// Stores a setting.
-    fn set_setting(&mut self, key: &str, value: &str) -> Result<()>;
+    fn rename(&self, old: &str, new: &str) -> Result<()>;
+    /// The calibrated decision threshold (L2 between unit embeddings), if one is stored.
+    fn threshold(&self) -> Result<Option<f32>>;
+    /// Stores (or with `None` clears) the calibrated threshold.
+    fn set_threshold(&self, threshold: Option<f32>) -> Result<()>;
+
+    /// Refuses `model` if the gallery holds embeddings of another.
+    fn check_model(&self, model: &ModelInfo) -> Result<()> {
+        match self.model()? {
+            Some(have) if have != *model => Err(GalleryError::ModelMismatch {
+                gallery: have.short(),
+                gallery_dim: have.dim,
+                given: model.short(),
+                given_dim: model.dim,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Checks faces before they are stored: each embedding has the model's length and finite
+/// values.
+pub fn check_faces(faces: &[NewFace], model: &ModelInfo) -> Result<()> {
+    for f in faces {
+        if f.embedding.len() != model.dim {
+            return Err(GalleryError::Invalid(format!(
+                "{}: embedding has {} values, the model's have {}",
+                f.source,
+                f.embedding.len(),
+                model.dim
+            )));
+        }
+        if f.embedding.iter().any(|v| !v.is_finite()) {
+            return Err(GalleryError::Invalid(format!(
+                "{}: embedding has a value that is not a finite number",
+                f.source
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a threshold before it is stored: an L2 distance between unit vectors, in (0, 2].
+pub fn check_threshold(t: Option<f32>) -> Result<()> {
+    match t {
+        Some(t) if !(t > 0.0 && t <= 2.0) => Err(GalleryError::Invalid(format!(
+            "threshold {t}: an L2 distance between unit embeddings lies in (0, 2]"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Export format of `facenet gallery export` / `import`.

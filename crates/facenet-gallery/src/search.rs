@@ -44,21 +44,36 @@ pub struct SearchIndex {
 
 impl SearchIndex {
     /// Builds the index from stored faces.
-    pub fn new(faces: &[FaceRecord]) -> Self {
+    pub fn new(faces: &[FaceRecord]) -> Result<Self> {
         let mut idx = Self::default();
         for f in faces {
-            idx.push(&f.identity, &f.embedding, &f.source);
+            idx.push(&f.identity, &f.embedding, &f.source)?;
         }
         idx.ids = faces.iter().map(|f| f.id).collect();
-        idx
+        Ok(idx)
     }
 
-    /// Adds one face.
-    pub fn push(&mut self, identity: &str, embedding: &[f32], source: &str) {
+    /// Embedding length (0 while empty).
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    fn check_dim(&self, what: &str, len: usize) -> Result<()> {
+        if !self.data.is_empty() && len != self.dim {
+            return Err(GalleryError::Invalid(format!(
+                "{what} has {len} values, the gallery's embeddings have {}",
+                self.dim
+            )));
+        }
+        Ok(())
+    }
+
+    /// Adds one face; an embedding of another length than the others is refused.
+    pub fn push(&mut self, identity: &str, embedding: &[f32], source: &str) -> Result<()> {
+        self.check_dim(&format!("the embedding of {source}"), embedding.len())?;
         if self.data.is_empty() {
             self.dim = embedding.len();
         }
-        assert_eq!(embedding.len(), self.dim, "embedding dimension");
         let label = match self.label_of.get(identity) {
             Some(&i) => i,
             None => {
@@ -73,6 +88,7 @@ impl SearchIndex {
         // A graph built before covers fewer faces: drop it rather than miss the new one.
         self.ann = None;
         self.sources.push(source.to_string());
+        Ok(())
     }
 
     /// Number of faces.
@@ -94,9 +110,10 @@ impl SearchIndex {
     }
 
     /// The `k` nearest faces (index, L2 distance), nearest first.
-    pub fn nearest_faces(&self, q: &[f32], k: usize) -> Vec<(usize, f32)> {
+    pub fn nearest_faces(&self, q: &[f32], k: usize) -> Result<Vec<(usize, f32)>> {
+        self.check_dim("the query", q.len())?;
         if self.is_empty() {
-            return Vec::new();
+            return Ok(Vec::new());
         }
         let dots = self.dots(q);
         let mut idx: Vec<usize> = (0..dots.len()).collect();
@@ -104,7 +121,7 @@ impl SearchIndex {
         idx.select_nth_unstable_by(k.saturating_sub(1), |&a, &b| dots[b].total_cmp(&dots[a]));
         idx.truncate(k);
         idx.sort_by(|&a, &b| dots[b].total_cmp(&dots[a]));
-        idx.into_iter().map(|i| (i, dist(dots[i]))).collect()
+        Ok(idx.into_iter().map(|i| (i, dist(dots[i]))).collect())
     }
 
     /// Builds an HNSW graph over the faces on `threads` threads; [`SearchIndex::search`]
@@ -150,8 +167,10 @@ impl SearchIndex {
         if let Some(ann) = &self.ann {
             ann.save(path)?;
             let tmp = key_path.with_extension("json.tmp");
-            let io =
-                |e: std::io::Error| GalleryError::Invalid(format!("{}: {e}", key_path.display()));
+            let io = |source: std::io::Error| GalleryError::Io {
+                path: key_path.display().to_string(),
+                source,
+            };
             std::fs::write(&tmp, key.to_string()).map_err(io)?;
             std::fs::rename(&tmp, &key_path).map_err(io)?;
         }
@@ -160,23 +179,24 @@ impl SearchIndex {
 
     /// The best `k` identities (each by its closest face), nearest first: through the HNSW
     /// graph when one is attached, else exact.
-    pub fn search(&self, q: &[f32], k: usize) -> Vec<Match> {
+    pub fn search(&self, q: &[f32], k: usize) -> Result<Vec<Match>> {
+        self.check_dim("the query", q.len())?;
         if let Some(ann) = &self.ann {
             // The k best identities are among the nearest faces; ask for several per identity.
-            if let Ok(faces) = ann.nearest(q, (8 * k).max(32)) {
-                return self.rank(faces.into_iter(), k);
-            }
+            let faces = ann.nearest(q, (8 * k).max(32))?;
+            return Ok(self.rank(faces.into_iter(), k));
         }
         self.search_exact(q, k)
     }
 
     /// The best `k` identities by one exact pass over all faces.
-    pub fn search_exact(&self, q: &[f32], k: usize) -> Vec<Match> {
+    pub fn search_exact(&self, q: &[f32], k: usize) -> Result<Vec<Match>> {
+        self.check_dim("the query", q.len())?;
         if self.is_empty() {
-            return Vec::new();
+            return Ok(Vec::new());
         }
         let dots = self.dots(q);
-        self.rank(dots.into_iter().enumerate(), k)
+        Ok(self.rank(dots.into_iter().enumerate(), k))
     }
 
     /// Ranks identities by their best face among `(face, dot)` candidates.
@@ -234,12 +254,12 @@ mod tests {
     #[test]
     fn ranks_identities_by_their_best_face() {
         let mut idx = SearchIndex::default();
-        idx.push("ada", &unit(0.0), "a1");
-        idx.push("ada", &unit(50.0), "a2");
-        idx.push("bob", &unit(30.0), "b1");
-        idx.push("cy", &unit(180.0), "c1");
+        idx.push("ada", &unit(0.0), "a1").unwrap();
+        idx.push("ada", &unit(50.0), "a2").unwrap();
+        idx.push("bob", &unit(30.0), "b1").unwrap();
+        idx.push("cy", &unit(180.0), "c1").unwrap();
         // Query at 45 degrees: ada's a2 is 5 degrees away, bob 15, cy 135.
-        let m = idx.search(&unit(45.0), 2);
+        let m = idx.search(&unit(45.0), 2).unwrap();
         assert_eq!(m.len(), 2);
         assert_eq!(
             (m[0].identity.as_str(), m[0].source.as_str()),
@@ -248,8 +268,18 @@ mod tests {
         assert_eq!(m[1].identity, "bob");
         // chord length of 5 degrees: 2 sin(2.5 deg).
         assert!((m[0].distance - 2.0 * 2.5f32.to_radians().sin()).abs() < 1e-5);
-        let faces = idx.nearest_faces(&unit(45.0), 3);
+        let faces = idx.nearest_faces(&unit(45.0), 3).unwrap();
         assert_eq!(faces.iter().map(|f| f.0).collect::<Vec<_>>(), vec![1, 2, 0]);
-        assert!(SearchIndex::default().search(&unit(0.0), 3).is_empty());
+        assert!(
+            SearchIndex::default()
+                .search(&unit(0.0), 3)
+                .unwrap()
+                .is_empty()
+        );
+        // A query or face of another length is an error, not a wrong distance or a panic.
+        let e = idx.search(&[1.0, 0.0, 0.0], 1).unwrap_err().to_string();
+        assert!(e.contains("3 values") && e.contains('2'), "{e}");
+        assert!(idx.push("dan", &[1.0], "d1").is_err());
+        assert_eq!(idx.len(), 4);
     }
 }

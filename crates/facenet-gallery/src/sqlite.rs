@@ -1,12 +1,16 @@
 //! The SQLite gallery: one file, WAL journal, a busy timeout so that concurrent `facenet`
 //! processes wait for each other instead of failing, and every write in a transaction.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use crate::{FaceRecord, GalleryError, GalleryStore, ModelInfo, NewFace, Result};
+use crate::{
+    FaceRecord, GalleryError, GalleryStore, ModelInfo, NewFace, Result, check_faces,
+    check_threshold,
+};
 
 const SCHEMA_VERSION: &str = "1";
 
@@ -33,11 +37,14 @@ CREATE TABLE IF NOT EXISTS faces (
 CREATE INDEX IF NOT EXISTS faces_identity ON faces(identity_id);
 ";
 
-/// A gallery in one SQLite file.
+/// A gallery in one SQLite file. One connection, behind a mutex: the store is shared by
+/// threads (a service's handlers), and SQLite serialises writers anyway; other processes
+/// wait for each other through the busy timeout.
 #[derive(Debug)]
 pub struct SqliteGallery {
-    conn: Connection,
+    conn: Mutex<Connection>,
     path: String,
+    file: Option<PathBuf>,
 }
 
 fn now() -> i64 {
@@ -61,7 +68,15 @@ impl SqliteGallery {
             path: name.clone(),
             source,
         })?;
-        Self::init(conn, name)
+        Self::init(conn, name, Some(path.to_path_buf()))
+    }
+
+    /// Opens an existing gallery file; a missing file is an error (for read-only commands).
+    pub fn open_existing(path: &Path) -> Result<Self> {
+        if !path.is_file() {
+            return Err(GalleryError::Missing(path.display().to_string()));
+        }
+        Self::open(path)
     }
 
     /// An in-memory gallery (tests, one-off runs).
@@ -70,30 +85,31 @@ impl SqliteGallery {
             path: ":memory:".into(),
             source,
         })?;
-        Self::init(conn, ":memory:".into())
+        Self::init(conn, ":memory:".into(), None)
     }
 
-    fn init(conn: Connection, path: String) -> Result<Self> {
-        let g = Self { conn, path };
+    fn init(conn: Connection, path: String, file: Option<PathBuf>) -> Result<Self> {
         let not_gallery = |e: rusqlite::Error| GalleryError::Corrupt {
-            path: g.path.clone(),
+            path: path.clone(),
             reason: format!("not a facenet gallery (SQLite says: {e})"),
         };
-        g.conn
-            .busy_timeout(Duration::from_secs(10))
+        conn.busy_timeout(Duration::from_secs(10))
             .map_err(not_gallery)?;
         // journal_mode returns a row; in-memory databases answer "memory".
-        let _: String = g
-            .conn
+        let _: String = conn
             .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
             .map_err(not_gallery)?;
-        g.conn
-            .execute_batch("PRAGMA foreign_keys=ON;")
+        conn.execute_batch("PRAGMA foreign_keys=ON;")
             .map_err(not_gallery)?;
-        g.conn.execute_batch(SCHEMA).map_err(not_gallery)?;
+        conn.execute_batch(SCHEMA).map_err(not_gallery)?;
+        let g = Self {
+            conn: Mutex::new(conn),
+            path,
+            file,
+        };
         match g.setting("schema_version")? {
             None => {
-                g.conn
+                g.conn()
                     .execute(
                         "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?1)",
                         [SCHEMA_VERSION],
@@ -111,6 +127,12 @@ impl SqliteGallery {
         Ok(g)
     }
 
+    /// The connection. A panic while it was held cannot leave it half-written (every write is
+    /// a transaction that rolls back when dropped), so a poisoned lock is taken over.
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn err(&self, source: rusqlite::Error) -> GalleryError {
         GalleryError::Sqlite {
             path: self.path.clone(),
@@ -118,14 +140,22 @@ impl SqliteGallery {
         }
     }
 
-    fn identity_id(&self, name: &str) -> Result<Option<i64>> {
-        self.conn
-            .query_row("SELECT id FROM identities WHERE name = ?1", [name], |r| {
-                r.get(0)
-            })
+    fn setting(&self, key: &str) -> Result<Option<String>> {
+        self.conn()
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
             .optional()
-            .map_err(|e| self.err(e))
+            .map_err(|e| GalleryError::Corrupt {
+                path: self.path.clone(),
+                reason: format!("not a facenet gallery (SQLite says: {e})"),
+            })
     }
+}
+
+fn identity_id(conn: &Connection, name: &str) -> rusqlite::Result<Option<i64>> {
+    conn.query_row("SELECT id FROM identities WHERE name = ?1", [name], |r| {
+        r.get(0)
+    })
+    .optional()
 }
 
 fn check_name(name: &str) -> Result<()> {
@@ -148,6 +178,14 @@ fn from_blob(b: &[u8]) -> Vec<f32> {
 }
 
 impl GalleryStore for SqliteGallery {
+    fn location(&self) -> String {
+        self.path.clone()
+    }
+
+    fn ann_path(&self) -> Option<PathBuf> {
+        self.file.as_ref().map(|f| f.with_extension("ann"))
+    }
+
     fn model(&self) -> Result<Option<ModelInfo>> {
         let fp = self.setting("model_fingerprint")?;
         let dim = self.setting("model_dim")?;
@@ -163,34 +201,35 @@ impl GalleryStore for SqliteGallery {
         })
     }
 
-    fn enroll(&mut self, identity: &str, faces: &[NewFace], model: &ModelInfo) -> Result<usize> {
+    fn enroll(&self, identity: &str, faces: &[NewFace], model: &ModelInfo) -> Result<usize> {
         check_name(identity)?;
-        if let Some(have) = self.model()?
-            && have != *model
+        check_faces(faces, model)?;
+        let mut conn = self.conn();
+        let err = |source| GalleryError::Sqlite {
+            path: self.path.clone(),
+            source,
+        };
+        // IMMEDIATE: the write lock is taken before the model is read, so two processes
+        // cannot both find the gallery empty and store different models.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let get = |k: &str| -> rusqlite::Result<Option<String>> {
+            tx.query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get(0))
+                .optional()
+        };
+        if let (Some(fp), Some(dim)) = (
+            get("model_fingerprint").map_err(err)?,
+            get("model_dim").map_err(err)?,
+        ) && (fp != model.fingerprint || dim != model.dim.to_string())
         {
             return Err(GalleryError::ModelMismatch {
-                gallery: have.short(),
-                gallery_dim: have.dim,
+                gallery: fp.chars().take(12).collect(),
+                gallery_dim: dim.parse().unwrap_or(0),
                 given: model.short(),
                 given_dim: model.dim,
             });
         }
-        for f in faces {
-            if f.embedding.len() != model.dim {
-                return Err(GalleryError::Invalid(format!(
-                    "{}: embedding has {} values, the model's have {}",
-                    f.source,
-                    f.embedding.len(),
-                    model.dim
-                )));
-            }
-        }
-        let path = self.path.clone();
-        let err = |source| GalleryError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(err)?;
         for (k, v) in [
             ("model_fingerprint", model.fingerprint.clone()),
             ("model_dim", model.dim.to_string()),
@@ -239,8 +278,8 @@ impl GalleryStore for SqliteGallery {
     }
 
     fn identities(&self) -> Result<Vec<(String, usize)>> {
-        let mut st = self
-            .conn
+        let conn = self.conn();
+        let mut st = conn
             .prepare(
                 "SELECT i.name, COUNT(f.id) FROM identities i LEFT JOIN faces f ON f.identity_id = i.id
                  GROUP BY i.id ORDER BY i.name",
@@ -256,13 +295,13 @@ impl GalleryStore for SqliteGallery {
     }
 
     fn faces(&self, identity: Option<&str>) -> Result<Vec<FaceRecord>> {
+        let conn = self.conn();
         if let Some(name) = identity
-            && self.identity_id(name)?.is_none()
+            && identity_id(&conn, name).map_err(|e| self.err(e))?.is_none()
         {
             return Err(GalleryError::UnknownIdentity(name.into()));
         }
-        let mut st = self
-            .conn
+        let mut st = conn
             .prepare(
                 "SELECT f.id, i.name, f.embedding, f.source, f.x1, f.y1, f.x2, f.y2, f.created
                  FROM faces f JOIN identities i ON i.id = f.identity_id
@@ -297,16 +336,16 @@ impl GalleryStore for SqliteGallery {
             .map_err(|e| self.err(e))
     }
 
-    fn remove(&mut self, identity: &str) -> Result<usize> {
-        let id = self
-            .identity_id(identity)?
-            .ok_or_else(|| GalleryError::UnknownIdentity(identity.into()))?;
-        let path = self.path.clone();
+    fn remove(&self, identity: &str) -> Result<usize> {
+        let mut conn = self.conn();
         let err = |source| GalleryError::Sqlite {
-            path: path.clone(),
+            path: self.path.clone(),
             source,
         };
-        let tx = self.conn.transaction().map_err(err)?;
+        let tx = conn.transaction().map_err(err)?;
+        let id = identity_id(&tx, identity)
+            .map_err(err)?
+            .ok_or_else(|| GalleryError::UnknownIdentity(identity.into()))?;
         let n = tx
             .execute("DELETE FROM faces WHERE identity_id = ?1", [id])
             .map_err(err)?;
@@ -316,41 +355,50 @@ impl GalleryStore for SqliteGallery {
         Ok(n)
     }
 
-    fn rename(&mut self, old: &str, new: &str) -> Result<()> {
+    fn rename(&self, old: &str, new: &str) -> Result<()> {
         check_name(new)?;
-        let id = self
-            .identity_id(old)?
+        let mut conn = self.conn();
+        let err = |source| GalleryError::Sqlite {
+            path: self.path.clone(),
+            source,
+        };
+        let tx = conn.transaction().map_err(err)?;
+        let id = identity_id(&tx, old)
+            .map_err(err)?
             .ok_or_else(|| GalleryError::UnknownIdentity(old.into()))?;
-        if self.identity_id(new)?.is_some() {
+        if identity_id(&tx, new).map_err(err)?.is_some() {
             return Err(GalleryError::NameTaken(new.into()));
         }
-        self.conn
-            .execute(
-                "UPDATE identities SET name = ?1 WHERE id = ?2",
-                params![new, id],
-            )
-            .map_err(|e| self.err(e))?;
-        Ok(())
+        tx.execute(
+            "UPDATE identities SET name = ?1 WHERE id = ?2",
+            params![new, id],
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)
     }
 
-    fn setting(&self, key: &str) -> Result<Option<String>> {
-        self.conn
-            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-            .optional()
-            .map_err(|e| GalleryError::Corrupt {
+    fn threshold(&self) -> Result<Option<f32>> {
+        match self.setting("threshold")? {
+            None => Ok(None),
+            Some(v) => v.parse().map(Some).map_err(|_| GalleryError::Corrupt {
                 path: self.path.clone(),
-                reason: format!("not a facenet gallery (SQLite says: {e})"),
-            })
+                reason: format!("the stored threshold `{v}` is not a number"),
+            }),
+        }
     }
 
-    fn set_setting(&mut self, key: &str, value: &str) -> Result<()> {
-        self.conn
-            .execute(
-                "INSERT INTO meta(key, value) VALUES (?1, ?2)
+    fn set_threshold(&self, threshold: Option<f32>) -> Result<()> {
+        check_threshold(threshold)?;
+        let conn = self.conn();
+        match threshold {
+            Some(t) => conn.execute(
+                "INSERT INTO meta(key, value) VALUES ('threshold', ?1)
                  ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                params![key, value],
-            )
-            .map_err(|e| self.err(e))?;
+                [t.to_string()],
+            ),
+            None => conn.execute("DELETE FROM meta WHERE key = 'threshold'", []),
+        }
+        .map_err(|e| self.err(e))?;
         Ok(())
     }
 }
@@ -376,7 +424,7 @@ mod tests {
 
     #[test]
     fn enroll_list_show_rename_remove() {
-        let mut g = SqliteGallery::in_memory().unwrap();
+        let g = SqliteGallery::in_memory().unwrap();
         assert_eq!(g.model().unwrap(), None);
         g.enroll("ada", &[face(1.0, 0.0, "a.jpg")], &model())
             .unwrap();
@@ -411,7 +459,7 @@ mod tests {
 
     #[test]
     fn other_model_is_refused() {
-        let mut g = SqliteGallery::in_memory().unwrap();
+        let g = SqliteGallery::in_memory().unwrap();
         g.enroll("ada", &[face(1.0, 0.0, "a.jpg")], &model())
             .unwrap();
         let other = ModelInfo {
@@ -427,7 +475,7 @@ mod tests {
 
     #[test]
     fn failed_enrolment_writes_nothing() {
-        let mut g = SqliteGallery::in_memory().unwrap();
+        let g = SqliteGallery::in_memory().unwrap();
         g.enroll("ada", &[face(1.0, 0.0, "a.jpg")], &model())
             .unwrap();
         // The second face has the wrong length: the whole call is refused, the new identity
@@ -452,11 +500,11 @@ mod tests {
     fn transaction_rolls_back_on_a_database_error() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("g.db");
-        let mut g = SqliteGallery::open(&path).unwrap();
+        let g = SqliteGallery::open(&path).unwrap();
         g.enroll("ada", &[face(1.0, 0.0, "a.jpg")], &model())
             .unwrap();
         // Make every face insert fail inside the transaction, after the identity insert.
-        g.conn
+        g.conn()
             .execute_batch(
                 "CREATE TRIGGER no_faces BEFORE INSERT ON faces BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
             )
@@ -486,8 +534,8 @@ mod tests {
     fn two_connections_share_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("g.db");
-        let mut a = SqliteGallery::open(&path).unwrap();
-        let mut b = SqliteGallery::open(&path).unwrap();
+        let a = SqliteGallery::open(&path).unwrap();
+        let b = SqliteGallery::open(&path).unwrap();
         a.enroll("ada", &[face(1.0, 0.0, "a.jpg")], &model())
             .unwrap();
         b.enroll("bob", &[face(0.0, 1.0, "b.jpg")], &model())

@@ -8,7 +8,6 @@
 //!   BatchNorm always has one.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 
 use facenet::InceptionResnetV1Config;
@@ -119,20 +118,13 @@ pub fn convert(
     Ok(out)
 }
 
-/// sha256 over names, shapes and values, in key order.
+/// The weights fingerprint of converted tensors ([`facenet::weights::fingerprint`]).
 pub fn fingerprint(tensors: &BTreeMap<String, BurnTensor>) -> String {
-    let mut h = Sha256::new();
-    for (name, t) in tensors {
-        h.update((name.len() as u64).to_le_bytes());
-        h.update(name.as_bytes());
-        for d in &t.shape {
-            h.update((*d as u64).to_le_bytes());
-        }
-        for v in &t.data {
-            h.update(v.to_le_bytes());
-        }
-    }
-    hex(&h.finalize())
+    facenet::weights::fingerprint(
+        tensors
+            .iter()
+            .map(|(name, t)| (name.as_str(), t.shape.as_slice(), t.data.as_slice())),
+    )
 }
 
 /// Lower-case hex of bytes.
@@ -181,29 +173,9 @@ pub fn write_safetensors(
     write_atomic(out, &buf)
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
+/// Writes `bytes` to `path` atomically ([`facenet::files::write_atomic`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| ImportError::io(dir, e))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        path.file_name().and_then(|s| s.to_str()).unwrap_or("out"),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(ImportError::io(path, e));
-    }
-    Ok(())
+    Ok(facenet::files::write_atomic(path, bytes)?)
 }
 
 /// What an import did.

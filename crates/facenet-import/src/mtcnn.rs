@@ -34,10 +34,6 @@ pub fn import_mtcnn(pnet: &Path, rnet: &Path, onet: &Path, out: &Path) -> Result
 }
 
 fn load_stage<M: ModuleSnapshot>(stage: &mut M, path: &Path) -> Result<()> {
-    let mismatch = |reason: String| ImportError::Mismatch {
-        path: path.into(),
-        reason,
-    };
     if !path.is_file() {
         return Err(ImportError::io(
             path,
@@ -49,7 +45,10 @@ fn load_stage<M: ModuleSnapshot>(stage: &mut M, path: &Path) -> Result<()> {
         .allow_partial(true);
     let r = stage
         .load_from(&mut store)
-        .map_err(|e| mismatch(format!("cannot read PyTorch tensors: {e}")))?;
-    facenet::weights::check_applied(&r).map_err(mismatch)?;
+        .map_err(|source| ImportError::Pytorch {
+            path: path.into(),
+            source,
+        })?;
+    facenet::weights::check_applied(&r, path)?;
     Ok(())
 }

@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::image::resize_square;
 
 /// How a face is cut out.
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum AlignMethod {
@@ -31,11 +32,16 @@ pub enum AlignMethod {
 }
 
 /// Which faces of a photo to keep.
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum FaceSelection {
-    /// The largest box (by area).
+    /// The face of the photo: confidence first (a detection scoring more than
+    /// [`SCORE_GAP`] below the best one does not compete: a hand at 0.86 beside a face at
+    /// 0.99), then davidsandberg's centre-weighted rule among the rest.
     #[default]
+    Primary,
+    /// The largest box (by area).
     Largest,
     /// davidsandberg's rule: the largest `area - 2 * squared distance from the image centre`.
     CenterWeighted,
@@ -64,6 +70,22 @@ impl Default for AlignConfig {
     }
 }
 
+/// How far below the best detection's score a detection may score and still count as a face
+/// of the photo for [`FaceSelection::Primary`] (and as a rival face when enrolment asks
+/// whether a photo is ambiguous).
+pub const SCORE_GAP: f32 = 0.05;
+
+/// The detections that compete for "the face of this photo": those scoring within
+/// [`SCORE_GAP`] of the best.
+pub fn confident(faces: &[Detection]) -> Vec<Detection> {
+    let best = faces.iter().map(|d| d.score).fold(f32::MIN, f32::max);
+    faces
+        .iter()
+        .filter(|d| d.score >= best - SCORE_GAP)
+        .copied()
+        .collect()
+}
+
 /// Picks faces per `selection`; for one-face rules the result has at most one element.
 pub fn select(
     faces: &[Detection],
@@ -79,17 +101,22 @@ pub fn select(
             .into_iter()
             .collect()
     };
+    let (cx, cy) = (width as f32 / 2.0, height as f32 / 2.0);
+    let centre_weighted = |d: &Detection| {
+        let ox = (d.bbox[0] + d.bbox[2]) / 2.0 - cx;
+        let oy = (d.bbox[1] + d.bbox[3]) / 2.0 - cy;
+        d.area() - 2.0 * (ox * ox + oy * oy)
+    };
     match selection {
         FaceSelection::All => faces.to_vec(),
         FaceSelection::Largest => best(&|d| d.area()),
-        FaceSelection::CenterWeighted => {
-            let (cx, cy) = (width as f32 / 2.0, height as f32 / 2.0);
-            best(&|d| {
-                let ox = (d.bbox[0] + d.bbox[2]) / 2.0 - cx;
-                let oy = (d.bbox[1] + d.bbox[3]) / 2.0 - cy;
-                d.area() - 2.0 * (ox * ox + oy * oy)
-            })
-        }
+        FaceSelection::CenterWeighted => best(&centre_weighted),
+        FaceSelection::Primary => select(
+            &confident(faces),
+            width,
+            height,
+            FaceSelection::CenterWeighted,
+        ),
     }
 }
 
@@ -232,6 +259,40 @@ mod tests {
         );
         assert_eq!(select(&faces, 200, 200, FaceSelection::All).len(), 2);
         assert!(select(&[], 200, 200, FaceSelection::Largest).is_empty());
+        assert!(select(&[], 200, 200, FaceSelection::Primary).is_empty());
+    }
+
+    #[test]
+    fn primary_face_puts_confidence_first() {
+        // The Elton John case: a face (0.991, small) and a larger hand (0.860) nearer the
+        // centre. The hand does not compete; among comparable faces the centre-weighted rule
+        // decides.
+        let face = Detection {
+            score: 0.991,
+            ..det([10.0, 10.0, 44.0, 56.0])
+        };
+        let hand = Detection {
+            score: 0.860,
+            ..det([80.0, 70.0, 115.0, 129.0])
+        };
+        assert_eq!(
+            select(&[hand, face], 200, 200, FaceSelection::Largest),
+            vec![hand]
+        );
+        assert_eq!(
+            select(&[hand, face], 200, 200, FaceSelection::Primary),
+            vec![face]
+        );
+        assert_eq!(confident(&[hand, face]), vec![face]);
+        let rival = Detection {
+            score: 0.97,
+            ..det([80.0, 80.0, 130.0, 130.0])
+        };
+        assert_eq!(confident(&[face, rival]).len(), 2);
+        assert_eq!(
+            select(&[face, rival], 200, 200, FaceSelection::Primary),
+            vec![rival]
+        );
     }
 
     #[test]

@@ -10,13 +10,15 @@ use burn::tensor::{Device, Tensor, TensorData};
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
+pub use crate::engine::{Engine, Precision};
 use crate::error::{Error, Result};
-use crate::fast::{FastNet, Precision};
+use crate::fast::FastNet;
 use crate::image::{Standardization, resize_square};
 use crate::model::InceptionResnetV1;
 use crate::weights::{self, WeightsMetadata};
 
 /// How the distance between two embeddings is measured. Thresholds carry this unit.
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum Distance {
@@ -38,6 +40,14 @@ impl Distance {
             Self::L2 => "L2 distance between unit-length embeddings (0 = identical, 2 = opposite)",
             Self::SquaredL2 => "squared L2 distance between unit-length embeddings (0..4)",
             Self::Cosine => "cosine distance 1 - cos(angle) (0..2)",
+        }
+    }
+
+    /// The largest value between unit vectors: 4 for squared L2, else 2.
+    pub fn max(self) -> f64 {
+        match self {
+            Self::SquaredL2 => 4.0,
+            Self::L2 | Self::Cosine => 2.0,
         }
     }
 
@@ -89,18 +99,6 @@ pub fn l2_normalize(v: &[f32]) -> Vec<f32> {
     v.iter().map(|x| (*x as f64 / norm) as f32).collect()
 }
 
-/// Which implementation runs the network's forward pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Engine {
-    /// [`FastNet`] on the CPU (BatchNorm folded, NHWC, fused branches); the burn model on
-    /// other devices. The default.
-    #[default]
-    Auto,
-    /// The burn model itself (burn's flex backend on the CPU, or CUDA).
-    Burn,
-}
-
 /// Computes embeddings of face crops with a loaded network.
 #[derive(Debug)]
 pub struct Embedder {
@@ -116,27 +114,31 @@ impl Embedder {
     /// Loads weights from a safetensors file onto `device`.
     pub fn open(path: &Path, device: &Device) -> Result<Self> {
         let (model, metadata) = weights::load(path, device)?;
-        Ok(Self::new(model, metadata, device.clone()))
+        Self::new(model, metadata, device.clone())
     }
 
-    /// Wraps a network already in memory.
-    pub fn new(model: InceptionResnetV1, metadata: WeightsMetadata, device: Device) -> Self {
+    /// Wraps a network already in memory. On the CPU it is compiled for the fast path
+    /// ([`Engine::Auto`]); a network the fast path cannot compile is an error here (choose
+    /// [`Engine::Burn`] through [`Embedder::with_engine`] to run it as it is).
+    pub fn new(
+        model: InceptionResnetV1,
+        metadata: WeightsMetadata,
+        device: Device,
+    ) -> Result<Self> {
         let standardization = metadata.standardization;
-        // The fast path is compiled from the model's own tensors, so it cannot disagree with
-        // them; should compilation ever fail, the burn model still runs.
         let fast = if device == Device::flex() {
-            FastNet::compile(&model).ok()
+            Some(FastNet::compile(&model)?)
         } else {
             None
         };
-        Self {
+        Ok(Self {
             model,
             fast,
             metadata,
             device,
             standardization,
             batch_size: 16,
-        }
+        })
     }
 
     /// Uses another standardization than the one the weights were trained with.
@@ -260,9 +262,9 @@ impl Embedder {
                 .into_data()
                 .convert::<f32>()
                 .try_into_vec::<f32>()
-                .map_err(|e| Error::InvalidArgument {
-                    field: "input",
-                    reason: format!("{e:?}"),
+                .map_err(|source| Error::Data {
+                    what: "the input tensor".into(),
+                    source,
                 })?;
             return self.forward_data(&data, shape);
         }
@@ -271,9 +273,9 @@ impl Embedder {
         let flat = out
             .into_data()
             .try_into_vec::<f32>()
-            .map_err(|e| Error::InvalidArgument {
-                field: "output",
-                reason: format!("{e:?}"),
+            .map_err(|source| Error::Data {
+                what: "the network's output".into(),
+                source,
             })?;
         debug_assert_eq!(flat.len(), shape[0] * dim);
         Ok(flat.chunks_exact(dim).map(<[f32]>::to_vec).collect())

@@ -52,6 +52,69 @@ pub enum Error {
         reason: String,
     },
 
+    /// A weights file's tensors could not be read.
+    #[error("{path}: cannot read tensors")]
+    Store {
+        /// The weights file.
+        path: PathBuf,
+        /// The store's error.
+        #[source]
+        source: Box<burn::store::SafetensorsStoreError>,
+    },
+
+    /// A tensor of a weights file does not fit the network it is loaded into.
+    #[error("{path}: tensor does not fit the network")]
+    Apply {
+        /// The weights file.
+        path: PathBuf,
+        /// The first mismatch.
+        #[source]
+        source: Box<burn::store::ApplyError>,
+    },
+
+    /// Tensor data could not be read as the expected element type.
+    #[error("cannot read {what} as f32")]
+    Data {
+        /// Which tensor or value.
+        what: String,
+        /// burn's error.
+        #[source]
+        source: burn::tensor::DataError,
+    },
+
+    /// A JSON document (weights metadata, a cache or checkpoint file) could not be read or
+    /// written.
+    #[error("{path}: {what}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// What was being read or written.
+        what: String,
+        /// serde_json's error.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// An image could not be encoded or written.
+    #[error("{path}: cannot write the image")]
+    Encode {
+        /// The file.
+        path: PathBuf,
+        /// The encoder's error.
+        #[source]
+        source: image::ImageError,
+    },
+
+    /// A training run failed (optimizer or checkpoint state).
+    #[error("{what}")]
+    Training {
+        /// What failed.
+        what: String,
+        /// The underlying error, where there is one.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+
     /// An argument is out of its valid range.
     #[error("invalid {field}: {reason}")]
     InvalidArgument {

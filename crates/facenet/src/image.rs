@@ -6,7 +6,8 @@
 
 use std::path::Path;
 
-use image::{ImageReader, RgbImage, imageops::FilterType};
+pub use image::RgbImage;
+use image::{ImageReader, imageops::FilterType};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -16,6 +17,7 @@ use crate::error::{Error, Result};
 pub const MAX_PIXELS: u64 = 64 * 1024 * 1024;
 
 /// How pixel values are mapped to the network's input range.
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Standardization {
@@ -93,7 +95,7 @@ impl Standardization {
     }
 }
 
-/// Reads an image file as 8-bit RGB, refusing empty, truncated and oversized files with an
+/// Reads an image file as 8-bit RGB ([`decode_rgb`]), refusing folders and empty files with an
 /// error that names the file.
 pub fn load_rgb(path: &Path) -> Result<RgbImage> {
     let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
@@ -103,30 +105,39 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
             reason: "is a directory, not an image file".into(),
         });
     }
-    if meta.len() == 0 {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    decode_rgb(&bytes, path)
+}
+
+/// Decodes image bytes (any supported format, guessed from the content) as 8-bit RGB, upright:
+/// the EXIF orientation that phones write instead of rotating the pixels is applied. Empty,
+/// truncated, undecodable and oversized ([`MAX_PIXELS`], checked from the header before the
+/// pixels are decoded) inputs are refused; `label` (a path, or a name such as an upload's
+/// field) is named in every error.
+pub fn decode_rgb(bytes: &[u8], label: &Path) -> Result<RgbImage> {
+    use image::ImageDecoder;
+    if bytes.is_empty() {
         return Err(Error::BadImage {
-            path: path.into(),
+            path: label.into(),
             reason: "empty file".into(),
         });
     }
-    // Read once; the header (dimensions) and the pixels are decoded from the same bytes.
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let reader = || {
-        ImageReader::new(std::io::Cursor::new(bytes.as_slice()))
-            .with_guessed_format()
-            .map_err(|e| Error::io(path, e))
-    };
-    let (w, h) = reader()?
-        .into_dimensions()
-        .map_err(|source| Error::Decode {
-            path: path.into(),
-            source,
-        })?;
-    check_size(path, w, h)?;
-    let img = reader()?.decode().map_err(|source| Error::Decode {
-        path: path.into(),
+    let decode_err = |source| Error::Decode {
+        path: label.into(),
         source,
-    })?;
+    };
+    let reader = ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| Error::io(label, e))?;
+    let mut decoder = reader.into_decoder().map_err(decode_err)?;
+    let (w, h) = decoder.dimensions();
+    check_size(label, w, h)?;
+    // A missing or unreadable EXIF block leaves the image as stored.
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = image::DynamicImage::from_decoder(decoder).map_err(decode_err)?;
+    img.apply_orientation(orientation);
     Ok(img.to_rgb8())
 }
 
@@ -134,13 +145,17 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
 /// little of a face to embed; they are usually a wrong file.
 pub const MIN_FACE_SIDE: u32 = 16;
 
-/// Reads a face crop: [`load_rgb`], then refuses images smaller than [`MIN_FACE_SIDE`].
+/// Reads a face crop: [`load_rgb`], then [`check_face`].
 pub fn load_face(path: &Path) -> Result<RgbImage> {
-    let img = load_rgb(path)?;
+    check_face(load_rgb(path)?, path)
+}
+
+/// Refuses images smaller than [`MIN_FACE_SIDE`] as face crops; `label` names the image.
+pub fn check_face(img: RgbImage, label: &Path) -> Result<RgbImage> {
     let (w, h) = img.dimensions();
     if w < MIN_FACE_SIDE || h < MIN_FACE_SIDE {
         return Err(Error::BadImage {
-            path: path.into(),
+            path: label.into(),
             reason: format!(
                 "image is {w}x{h}; a face crop must be at least {MIN_FACE_SIDE}x{MIN_FACE_SIDE} pixels"
             ),
@@ -166,6 +181,37 @@ fn check_size(path: &Path, w: u32, h: u32) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// Encodes `img` as a JPEG that carries an EXIF `Orientation` tag (1..=8) and nothing else
+/// in its EXIF block, as a phone writes it. For tests and samples of sideways photos:
+/// [`decode_rgb`] must undo the stored rotation.
+pub fn jpeg_with_orientation(img: &RgbImage, orientation: u16) -> Result<Vec<u8>> {
+    let mut jpeg = Vec::new();
+    img.write_to(
+        &mut std::io::Cursor::new(&mut jpeg),
+        image::ImageFormat::Jpeg,
+    )
+    .map_err(|source| Error::Encode {
+        path: "<jpeg>".into(),
+        source,
+    })?;
+    // APP1 "Exif\0\0" + little-endian TIFF header + one IFD entry: 0x0112 SHORT 1 value.
+    let mut tiff = vec![b'I', b'I', 42, 0, 8, 0, 0, 0, 1, 0];
+    tiff.extend_from_slice(&0x0112u16.to_le_bytes());
+    tiff.extend_from_slice(&3u16.to_le_bytes());
+    tiff.extend_from_slice(&1u32.to_le_bytes());
+    tiff.extend_from_slice(&orientation.to_le_bytes());
+    tiff.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    let mut app1 = b"Exif\0\0".to_vec();
+    app1.extend_from_slice(&tiff);
+    let len = (app1.len() + 2) as u16;
+    let mut out = jpeg[..2].to_vec(); // SOI
+    out.extend_from_slice(&[0xFF, 0xE1]);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&app1);
+    out.extend_from_slice(&jpeg[2..]);
+    Ok(out)
 }
 
 /// Resizes to `size`x`size` with a triangle (bilinear, antialiased) filter, as Pillow's
@@ -277,5 +323,42 @@ mod tests {
                 .to_string()
                 .contains("missing.png")
         );
+    }
+
+    #[test]
+    fn exif_orientation_is_applied() {
+        // An upright 40x24 image whose left half is dark and right half bright.
+        let upright = img(40, 24, |x, _, _| if x < 20 { 20 } else { 230 });
+        // Orientation 6: stored turned 90 degrees counter-clockwise, shown turned clockwise.
+        let stored6 = image::imageops::rotate270(&upright);
+        // Orientation 8: stored turned clockwise, shown turned counter-clockwise.
+        let stored8 = image::imageops::rotate90(&upright);
+        for (stored, tag) in [(stored6, 6), (stored8, 8), (upright.clone(), 1)] {
+            let bytes = jpeg_with_orientation(&stored, tag).unwrap();
+            let got = decode_rgb(&bytes, Path::new("phone.jpg")).unwrap();
+            assert_eq!(got.dimensions(), (40, 24), "orientation {tag}");
+            let (left, right) = (got.get_pixel(5, 12)[0], got.get_pixel(34, 12)[0]);
+            assert!(
+                left < 60 && right > 190,
+                "orientation {tag}: {left} {right}"
+            );
+        }
+        // Bytes with no EXIF block decode as stored.
+        let plain = jpeg_with_orientation(&upright, 1).unwrap();
+        assert_eq!(
+            decode_rgb(&plain, Path::new("p.jpg")).unwrap().dimensions(),
+            (40, 24)
+        );
+        let err = decode_rgb(b"", Path::new("upload `file`")).unwrap_err();
+        assert!(err.to_string().contains("upload `file`"), "{err}");
+    }
+
+    #[test]
+    fn pgm_is_read_as_grey_rgb() {
+        let mut pgm = b"P5\n3 2\n255\n".to_vec();
+        pgm.extend_from_slice(&[0, 100, 200, 50, 150, 250]);
+        let got = decode_rgb(&pgm, Path::new("s1/1.pgm")).unwrap();
+        assert_eq!(got.dimensions(), (3, 2));
+        assert_eq!(got.get_pixel(1, 0).0, [100, 100, 100]);
     }
 }

@@ -16,22 +16,26 @@
 #![deny(missing_docs)]
 
 pub mod align;
+pub mod bench;
 pub mod detect;
 pub mod draw;
 pub mod embed;
+pub mod engine;
 pub mod error;
 pub mod eval;
 pub mod fast;
+pub mod files;
 pub mod image;
 pub mod model;
 pub mod paths;
+pub mod pipeline;
 pub mod train;
 pub mod weights;
 
 pub use burn::tensor::Device;
 pub use embed::{Distance, Embedder, Embedding, Engine};
+pub use engine::Precision;
 pub use error::{Error, Result};
-pub use fast::Precision;
 pub use image::Standardization;
 pub use model::{InceptionResnetV1, InceptionResnetV1Config};
 

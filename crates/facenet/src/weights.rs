@@ -174,9 +174,10 @@ impl WeightsMetadata {
 
     /// Encodes as a safetensors `__metadata__` map (string values).
     pub fn to_map(&self) -> Result<std::collections::HashMap<String, String>> {
-        let config = serde_json::to_string(&self.config).map_err(|e| Error::InvalidArgument {
-            field: "config",
-            reason: e.to_string(),
+        let config = serde_json::to_string(&self.config).map_err(|source| Error::Json {
+            path: "weights metadata".into(),
+            what: "cannot encode the network config".into(),
+            source,
         })?;
         Ok([
             ("format", self.format.clone()),
@@ -210,9 +211,10 @@ impl WeightsMetadata {
                 reason: format!("metadata format is `{format}`, expected `{FORMAT}`"),
             });
         }
-        let config = serde_json::from_str(&get("config")?).map_err(|e| Error::Weights {
+        let config = serde_json::from_str(&get("config")?).map_err(|source| Error::Json {
             path: path.into(),
-            reason: format!("metadata `config` is not a network config: {e}"),
+            what: "metadata `config` is not a network config".into(),
+            source,
         })?;
         let std_name = get("standardization")?;
         let standardization =
@@ -254,10 +256,99 @@ impl WeightsMetadata {
             #[serde(rename = "__metadata__", default)]
             metadata: BTreeMap<String, String>,
         }
-        let header: Header = serde_json::from_slice(&header)
-            .map_err(|e| bad(format!("safetensors header is not valid JSON: {e}")))?;
+        let header: Header = serde_json::from_slice(&header).map_err(|source| Error::Json {
+            path: path.into(),
+            what: "safetensors header is not valid JSON".into(),
+            source,
+        })?;
         Self::from_map(path, &header.metadata)
     }
+}
+
+/// The weights fingerprint: sha256 over every tensor in name order, each as its name's length
+/// (u64 LE), the name, each dimension (u64 LE) and the f32 values (LE). It identifies the
+/// weights wherever they come from (imported, trained, saved again), and the gallery refuses
+/// embeddings whose fingerprint differs from the ones it holds.
+pub fn fingerprint<'a>(
+    tensors: impl IntoIterator<Item = (&'a str, &'a [usize], &'a [f32])>,
+) -> String {
+    use sha2::{Digest, Sha256};
+    let mut sorted: Vec<_> = tensors.into_iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    let mut h = Sha256::new();
+    for (name, shape, data) in sorted {
+        h.update((name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        for d in shape {
+            h.update((*d as u64).to_le_bytes());
+        }
+        for v in data {
+            h.update(v.to_le_bytes());
+        }
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A tensor as `(name, shape, values)`.
+type NamedTensor = (String, Vec<usize>, Vec<f32>);
+
+/// The tensors of a network.
+fn tensors_of(net: &InceptionResnetV1) -> Result<Vec<NamedTensor>> {
+    net.collect(None, None, false)
+        .into_iter()
+        .map(|t| {
+            let bytes = t.to_bytes().map_err(|e| Error::Weights {
+                path: t.name.clone().into(),
+                reason: format!("cannot read the tensor: {e}"),
+            })?;
+            let data = bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            Ok((t.name.clone(), t.shape.to_vec(), data))
+        })
+        .collect()
+}
+
+/// [`fingerprint`] of a network in memory.
+pub fn fingerprint_of(net: &InceptionResnetV1) -> Result<String> {
+    let tensors = tensors_of(net)?;
+    Ok(fingerprint(
+        tensors
+            .iter()
+            .map(|(n, s, d)| (n.as_str(), s.as_slice(), d.as_slice())),
+    ))
+}
+
+/// Saves a network as a weights file every command reads (`--weights`), with its metadata
+/// and [`fingerprint`], atomically.
+pub fn save(
+    net: &InceptionResnetV1,
+    config: &InceptionResnetV1Config,
+    standardization: Standardization,
+    path: &Path,
+    source: &str,
+) -> Result<WeightsMetadata> {
+    let meta = WeightsMetadata {
+        format: FORMAT.into(),
+        config: config.clone(),
+        standardization,
+        source: source.into(),
+        source_sha256: String::new(),
+        fingerprint: fingerprint_of(net)?,
+    };
+    let mut store = SafetensorsStore::from_bytes(None);
+    for (k, v) in meta.to_map()? {
+        store = store.metadata(k, v);
+    }
+    let store_err = |source| Error::Store {
+        path: path.into(),
+        source: Box::new(source),
+    };
+    net.save_into(&mut store).map_err(store_err)?;
+    let bytes = store.get_bytes().map_err(store_err)?;
+    crate::files::write_atomic(path, &bytes)?;
+    Ok(meta)
 }
 
 /// Loads a network from a safetensors file written by the importer (or by training).
@@ -273,35 +364,39 @@ pub fn load(path: &Path, device: &Device) -> Result<(InceptionResnetV1, WeightsM
 
 /// Loads the tensors of `path` into an existing network, checking completeness both ways.
 pub fn apply_file(model: &mut InceptionResnetV1, path: &Path) -> Result<()> {
-    let bad = |reason: String| Error::Weights {
-        path: path.into(),
-        reason,
-    };
     let mut store = SafetensorsStore::from_file(path).allow_partial(true);
-    let result = model
-        .load_from(&mut store)
-        .map_err(|e| bad(format!("cannot read tensors: {e}")))?;
-    check_applied(&result).map_err(bad)
+    let result = model.load_from(&mut store).map_err(|source| Error::Store {
+        path: path.into(),
+        source: Box::new(source),
+    })?;
+    check_applied(&result, path)
 }
 
 /// Completeness of a load, both ways: no error, no parameter left without a tensor, no tensor
 /// of the file left unused. The message names the first offender. Shared by every loader (the
 /// embedding network, MTCNN, and the importer's PyTorch reader).
-pub fn check_applied(result: &burn::store::ApplyResult) -> std::result::Result<(), String> {
+pub fn check_applied(result: &burn::store::ApplyResult, path: &Path) -> Result<()> {
     if let Some(err) = result.errors.first() {
-        return Err(format!("{err:?}"));
+        return Err(Error::Apply {
+            path: path.into(),
+            source: Box::new(err.clone()),
+        });
     }
+    let bad = |reason: String| Error::Weights {
+        path: path.into(),
+        reason,
+    };
     if let Some((name, _)) = result.missing.first() {
-        return Err(format!(
+        return Err(bad(format!(
             "tensor `{name}` is missing ({} missing in all)",
             result.missing.len()
-        ));
+        )));
     }
     if let Some(name) = result.unused.first() {
-        return Err(format!(
+        return Err(bad(format!(
             "tensor `{name}` is not a parameter of this network ({} unused in all)",
             result.unused.len()
-        ));
+        )));
     }
     Ok(())
 }

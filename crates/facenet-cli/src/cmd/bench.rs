@@ -5,11 +5,13 @@
 //! `[B, 3, 160, 160]` tensor is timed: no decoding, standardization or normalization.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, bail};
 use burn::tensor::{Distribution, Tensor};
-use facenet::{Device, Embedder, InceptionResnetV1Config};
+use facenet::bench::peak_rss_mib;
+use facenet::model::Preset;
+use facenet::{Device, Embedder, Engine};
 
 use crate::common::WeightsArg;
 
@@ -33,8 +35,13 @@ pub enum Bench {
 #[derive(Debug, clap::Args)]
 pub struct TrainArgs {
     /// Presets, comma separated.
-    #[arg(long, value_delimiter = ',', default_value = "small,keras-128")]
-    pub models: Vec<String>,
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "small,keras-128"
+    )]
+    pub models: Vec<Preset>,
     /// Triplets per step (the batch is three times this).
     #[arg(long, default_value_t = 30)]
     pub triplets: usize,
@@ -42,16 +49,16 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 3)]
     pub steps: usize,
     /// Internal: run this preset in this process.
-    #[arg(long, hide = true)]
-    pub worker: Option<String>,
+    #[arg(long, value_enum, hide = true)]
+    pub worker: Option<Preset>,
 }
 
 fn train_bench(args: &TrainArgs, device: Device) -> anyhow::Result<()> {
-    let Some(model) = &args.worker else {
+    let Some(model) = args.worker else {
         let exe = std::env::current_exe().context("locating this executable")?;
         for m in &args.models {
             let out = Command::new(&exe)
-                .args(["bench", "train", "--worker", m])
+                .args(["bench", "train", "--worker", m.name()])
                 .args([
                     "--triplets",
                     &args.triplets.to_string(),
@@ -62,7 +69,8 @@ fn train_bench(args: &TrainArgs, device: Device) -> anyhow::Result<()> {
                 .context("running the benchmark worker")?;
             if !out.status.success() {
                 bail!(
-                    "benchmark worker for {m} failed: {}",
+                    "benchmark worker for {} failed: {}",
+                    m.name(),
                     String::from_utf8_lossy(&out.stderr)
                 );
             }
@@ -70,36 +78,27 @@ fn train_bench(args: &TrainArgs, device: Device) -> anyhow::Result<()> {
         }
         return Ok(());
     };
-    use burn::optim::{AdamConfig, GradientsParams};
-    use facenet::train::loss::{l2_normalize_rows, triplet_loss};
-    let cfg = InceptionResnetV1Config::preset(model)
-        .with_context(|| format!("unknown preset {model}"))?;
+    let cfg = model.config();
     let dev = device.autodiff();
-    let mut net = cfg.init(&dev);
-    let mut optim = AdamConfig::new().init();
+    let mut net = Some(cfg.init(&dev));
+    let mut optim = burn::optim::AdamConfig::new().init();
     let t = args.triplets.max(1);
     let size = cfg.image_size;
     let mut times = Vec::new();
     for i in 0..=args.steps {
         let x = Tensor::<4>::random([3 * t, 3, size, size], Distribution::Normal(0.0, 1.0), &dev);
         let start = Instant::now();
-        let e = l2_normalize_rows(net.forward(x));
-        let loss = triplet_loss(
-            e.clone().narrow(0, 0, t),
-            e.clone().narrow(0, t, t),
-            e.narrow(0, 2 * t, t),
-            0.2,
-        );
-        let grads = GradientsParams::from_grads(loss.backward(), &net);
-        net = optim.step(1e-4, net, grads);
-        let _ = net.last_bn.beta.val().into_data();
+        let (next, _) =
+            facenet::train::triplet_step(net.take().context("network")?, &mut optim, x, 0.2, 1e-4)?;
         if i > 0 {
             times.push(start.elapsed().as_secs_f64());
         }
+        net = Some(next);
     }
     times.sort_by(f64::total_cmp);
     println!(
-        "train model={model} batch={} s_per_step={:.2} peak_rss_mib={:.0}",
+        "train model={} batch={} s_per_step={:.2} peak_rss_mib={:.0}",
+        model.name(),
         3 * t,
         times[times.len() / 2],
         peak_rss_mib()
@@ -135,11 +134,14 @@ fn search_bench(args: &SearchArgs) -> anyhow::Result<()> {
         let g = face_like(n.div_ceil(10), 10, args.queries.max(1), dim, 11);
         let mut idx = SearchIndex::default();
         for (i, row) in g.gallery.chunks_exact(dim).take(n).enumerate() {
-            idx.push(&format!("id{}", g.labels[i]), row, &i.to_string());
+            idx.push(&format!("id{}", g.labels[i]), row, &i.to_string())?;
         }
         let queries: Vec<&[f32]> = g.queries.chunks_exact(dim).collect();
         let t = Instant::now();
-        let exact: Vec<_> = queries.iter().map(|q| idx.search_exact(q, 5)).collect();
+        let exact = queries
+            .iter()
+            .map(|q| idx.search_exact(q, 5))
+            .collect::<Result<Vec<_>, _>>()?;
         let exact_ms = t.elapsed().as_secs_f64() * 1000.0 / queries.len() as f64;
         if args.sizes.contains(&n) {
             println!("search n={n} dim={dim} ms_per_query={exact_ms:.3} threads=1 kind=exact");
@@ -151,7 +153,10 @@ fn search_bench(args: &SearchArgs) -> anyhow::Result<()> {
         idx.build_ann(AnnConfig::default(), threads)?;
         let build_s = t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let approx: Vec<_> = queries.iter().map(|q| idx.search(q, 5)).collect();
+        let approx = queries
+            .iter()
+            .map(|q| idx.search(q, 5))
+            .collect::<Result<Vec<_>, _>>()?;
         let ann_ms = t.elapsed().as_secs_f64() * 1000.0 / queries.len() as f64;
         let hits = exact
             .iter()
@@ -180,16 +185,13 @@ pub struct DetectArgs {
     pub runs: usize,
     /// Implementation: `auto` (the fast CPU path) or `burn` (the burn modules as they are).
     #[arg(long, value_enum, default_value = "auto")]
-    pub engine: EngineArg,
+    pub engine: Engine,
     #[command(flatten)]
     pub detector: crate::common::DetectorArg,
 }
 
 fn detect_bench(args: &DetectArgs, device: Device) -> anyhow::Result<()> {
-    let detector = args
-        .detector
-        .open(&device)?
-        .with_engine(args.engine.engine())?;
+    let detector = args.detector.open(&device)?.with_engine(args.engine)?;
     let engine = args.engine.name();
     let dir = match &args.photos {
         Some(p) => p.clone(),
@@ -202,7 +204,7 @@ fn detect_bench(args: &DetectArgs, device: Device) -> anyhow::Result<()> {
             }
         }
     };
-    let mut files = super::recognize::walk_images(&dir);
+    let mut files = facenet::files::walk_images(&dir)?;
     // The reference folder holds each photo as .jpg and .png: keep the lossless copy.
     if files
         .iter()
@@ -259,31 +261,6 @@ fn detect_bench(args: &DetectArgs, device: Device) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `--engine` values.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum EngineArg {
-    /// The fast CPU path (folded BatchNorm, NHWC, gemm) where the device is the CPU.
-    Auto,
-    /// The burn model's own forward pass.
-    Burn,
-}
-
-impl EngineArg {
-    fn engine(self) -> facenet::Engine {
-        match self {
-            Self::Auto => facenet::Engine::Auto,
-            Self::Burn => facenet::Engine::Burn,
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Self::Auto => "auto",
-            Self::Burn => "burn",
-        }
-    }
-}
-
 /// Arguments of `facenet bench embed`.
 #[derive(Debug, clap::Args)]
 pub struct EmbedArgs {
@@ -292,7 +269,7 @@ pub struct EmbedArgs {
     pub batch: Vec<usize>,
     /// Implementation: `auto` (the fast CPU path) or `burn` (the burn model as is).
     #[arg(long, value_enum, default_value = "auto")]
-    pub engine: EngineArg,
+    pub engine: Engine,
     /// Timed runs per batch size (the median is printed).
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
@@ -300,8 +277,8 @@ pub struct EmbedArgs {
     #[arg(long, default_value_t = 1.0)]
     pub min_run_s: f64,
     /// Network preset when no weights file is found (random weights): keras-128, small.
-    #[arg(long, default_value = "keras-128")]
-    pub model: String,
+    #[arg(long, value_enum, default_value = "keras-128")]
+    pub model: Preset,
     /// Internal: run one batch size in this process.
     #[arg(long, hide = true)]
     pub worker: Option<usize>,
@@ -323,20 +300,19 @@ pub fn run(bench: Bench, device: Device) -> anyhow::Result<()> {
 
 fn parent(args: &EmbedArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("locating this executable")?;
-    let cfg = InceptionResnetV1Config::preset(&args.model)
-        .with_context(|| format!("--model {}: unknown preset", args.model))?;
+    let cfg = args.model.config();
     let macs = cfg.multiply_adds();
     let threads = rayon::current_num_threads();
     println!(
         "# model {} input {}x{}: {:.3} G multiply-adds ({:.3} GFLOP) per image, counted from \
          the layer shapes; threads: {threads}",
-        args.model,
+        args.model.name(),
         cfg.image_size,
         cfg.image_size,
         macs as f64 / 1e9,
         2.0 * macs as f64 / 1e9,
     );
-    let peak = crate::peak::measure(threads);
+    let peak = facenet::bench::peak::measure(threads);
     println!(
         "# FP32 peak: {:.0} GFLOP/s measured ({} FMA loop on {threads} threads; {:.2} GHz \
          effective = {:.0} GFLOP/s / ({threads} cores x {} flop/cycle); /proc/cpuinfo says \
@@ -355,9 +331,9 @@ fn parent(args: &EmbedArgs) -> anyhow::Result<()> {
         cmd.args(["bench", "embed", "--worker", &b.to_string()])
             .args(["--runs", &args.runs.to_string()])
             .args(["--min-run-s", &args.min_run_s.to_string()])
-            .args(["--model", &args.model])
+            .args(["--model", args.model.name()])
             .args(["--engine", args.engine.name()])
-            .args(["--precision", args.weights.precision.precision().name()]);
+            .args(["--precision", args.weights.precision.name()]);
         if let Some(w) = &args.weights.weights {
             cmd.arg("--weights").arg(w);
         }
@@ -379,7 +355,7 @@ fn parent(args: &EmbedArgs) -> anyhow::Result<()> {
     println!(
         "# engine {} {} | batch | img/s | ms/img | GFLOP/s | % of FP32 peak | peak RSS MiB",
         args.engine.name(),
-        args.weights.precision.precision().name()
+        args.weights.precision.name()
     );
     for (b, ips, rss) in rows {
         let gflops = ips * 2.0 * macs as f64 / 1e9;
@@ -401,75 +377,39 @@ fn worker(args: &EmbedArgs, batch: usize, device: Device) -> anyhow::Result<()> 
     let (embedder, source) = match args.weights.path() {
         Ok(p) => (Embedder::open(&p, &device)?, p.display().to_string()),
         Err(_) => {
-            let cfg = InceptionResnetV1Config::preset(&args.model)
-                .with_context(|| format!("--model {}: unknown preset", args.model))?;
+            let cfg = args.model.config();
             let meta = facenet::weights::WeightsMetadata::random(cfg.clone());
             (
-                Embedder::new(cfg.init(&device), meta, device.clone()),
+                Embedder::new(cfg.init(&device), meta, device.clone())?,
                 "random weights".to_string(),
             )
         }
     };
     let embedder = embedder
-        .with_engine(args.engine.engine())?
-        .with_precision(args.weights.precision.precision())
+        .with_engine(args.engine)?
+        .with_precision(args.weights.precision)
         .context("--precision")?;
-    let size = 160.min(model_input(&args.model));
+    let size = 160.min(args.model.config().image_size);
     let input = Tensor::<4>::random(
         [batch, 3, size, size],
         Distribution::Normal(0.0, 1.0),
         &device,
     );
-    let run = || {
-        std::hint::black_box(embedder.forward_raw(input.clone()).expect("forward pass"));
-    };
-    // Warm-up: at least two calls and one second.
-    let t = Instant::now();
-    let mut calls = 0;
-    while calls < 2 || t.elapsed() < Duration::from_secs(1) {
-        run();
-        calls += 1;
-    }
-    let mut rates = Vec::new();
-    for _ in 0..args.runs.max(1) {
-        let t = Instant::now();
-        let mut n = 0;
-        while n == 0 || t.elapsed().as_secs_f64() < args.min_run_s {
-            run();
-            n += 1;
-        }
-        rates.push((batch * n) as f64 / t.elapsed().as_secs_f64());
-    }
-    rates.sort_by(f64::total_cmp);
-    let median = rates[rates.len() / 2];
+    let rates = (0..args.runs.max(1)).count();
+    let median = facenet::bench::median_rate(args.runs, args.min_run_s, batch, || {
+        embedder
+            .forward_raw(input.clone())
+            .map(|out| std::hint::black_box(out).len())
+            .map(drop)
+    })?;
     println!(
         "embed batch={batch} img_per_s={median:.2} peak_rss_mib={:.0} precision={}",
         peak_rss_mib(),
         embedder.precision().name()
     );
     println!(
-        "# batch {batch}: median of {} runs, {source}, engine {}",
-        rates.len(),
+        "# batch {batch}: median of {rates} runs, {source}, engine {}",
         embedder.engine()
     );
     Ok(())
-}
-
-fn model_input(model: &str) -> usize {
-    InceptionResnetV1Config::preset(model)
-        .map(|c| c.image_size)
-        .unwrap_or(160)
-}
-
-/// Peak resident set size of this process (VmHWM), in MiB; 0 where /proc is absent.
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
 }

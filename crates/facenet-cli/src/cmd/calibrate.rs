@@ -2,13 +2,9 @@
 
 use std::path::PathBuf;
 
-use anyhow::bail;
 use facenet::Distance;
-use facenet::eval::metrics;
-use facenet_gallery::GalleryStore;
 
-use crate::cmd::recognize::{GalleryArgs, Pipeline};
-use crate::common::{DetectorArg, WeightsArg};
+use crate::common::{GalleryArgs, PipelineArgs};
 
 /// Arguments of `facenet calibrate`.
 #[derive(Debug, clap::Args)]
@@ -18,9 +14,6 @@ pub struct Args {
     /// Target false accept rate.
     #[arg(long, default_value_t = 1e-3)]
     pub far: f64,
-    /// Photos are already aligned face crops.
-    #[arg(long)]
-    pub aligned: bool,
     /// Store a threshold as the gallery's default (used by verify and identify):
     /// `far` (the one for --far) or `accuracy` (the one of best accuracy).
     #[arg(long, value_enum)]
@@ -28,9 +21,7 @@ pub struct Args {
     #[command(flatten)]
     pub gallery: GalleryArgs,
     #[command(flatten)]
-    pub weights: WeightsArg,
-    #[command(flatten)]
-    pub detector: DetectorArg,
+    pub pipeline: PipelineArgs,
 }
 
 /// `--store`.
@@ -43,43 +34,18 @@ pub enum Which {
 }
 
 pub fn run(args: Args, device: facenet::Device) -> anyhow::Result<()> {
-    let p = Pipeline::new(&args.weights, &args.detector, args.aligned, &device)?;
-    let files = super::align::dataset_files(&args.dir)?;
-    let mut emb: Vec<(String, Vec<f32>)> = Vec::new();
-    for (person, file) in &files {
-        match p.faces(file)?.into_iter().next() {
-            Some(f) => emb.push((person.clone(), f.embedding)),
-            None => eprintln!("{}: no face found, skipped", file.display()),
-        }
+    let r = args
+        .gallery
+        .recognizer(&args.pipeline, args.store.is_some(), &device)?;
+    let files = facenet::files::dataset_files(&args.dir)?;
+    let c = r.calibrate(&files, args.far)?;
+    for p in &c.skipped {
+        eprintln!("{}: no face found, skipped", p.display());
     }
-    let (mut dist, mut same) = (Vec::new(), Vec::new());
-    for i in 0..emb.len() {
-        for j in i + 1..emb.len() {
-            dist.push(Distance::L2.between(&emb[i].1, &emb[j].1) as f64);
-            same.push(emb[i].0 == emb[j].0);
-        }
-    }
-    let positives = same.iter().filter(|&&s| s).count();
-    if positives == 0 || positives == same.len() {
-        bail!(
-            "{}: need at least two people and one person with two photos ({} same-person and {} different-person pairs)",
-            args.dir.display(),
-            positives,
-            same.len() - positives
-        );
-    }
-    let folds = vec![0; dist.len()];
-    let e = metrics::evaluate(&dist, &same, &folds, &metrics::grid(2.0), args.far);
+    let e = &c.evaluation;
     println!(
         "{} faces of {} people: {} same-person and {} different-person pairs",
-        emb.len(),
-        files
-            .iter()
-            .map(|f| &f.0)
-            .collect::<std::collections::BTreeSet<_>>()
-            .len(),
-        positives,
-        same.len() - positives
+        c.faces, c.people, c.positives, c.negatives
     );
     println!(
         "threshold for FAR {}: {:.3} (expected TAR {:.4})",
@@ -90,20 +56,18 @@ pub fn run(args: Args, device: facenet::Device) -> anyhow::Result<()> {
         e.best_threshold, e.best_accuracy
     );
     println!("unit: {}", Distance::L2.unit());
-    if (same.len() - positives) < (1.0 / args.far) as usize {
+    if c.negatives < (1.0 / args.far) as usize {
         println!(
             "note: {} different-person pairs cannot measure a FAR of {} precisely; add people",
-            same.len() - positives,
-            args.far
+            c.negatives, args.far
         );
     }
     if let Some(which) = args.store {
         let t = match which {
             Which::Far => e.threshold_at_far,
             Which::Accuracy => e.best_threshold,
-        };
-        let mut g = args.gallery.open()?;
-        g.set_setting("threshold", &format!("{t:.4}"))?;
+        } as f32;
+        r.store().set_threshold(Some(t))?;
         println!(
             "stored {t:.3} as the default threshold of {}",
             args.gallery.path().display()

@@ -1,19 +1,15 @@
-//! `facenet evaluate`: the LFW verification protocol on our own detection and embeddings.
+//! `facenet evaluate`: the LFW verification protocol (`facenet::eval::protocol`) with plots.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::PathBuf;
 
-use anyhow::{Context, bail};
-use facenet::align::{AlignConfig, FaceSelection, align, select};
-use facenet::detect::Detection;
-use facenet::eval::{Evaluation, Pairs, metrics};
-use facenet::{Device, Distance, Embedder};
-use indicatif::{ProgressBar, ProgressStyle};
-use sha2::{Digest, Sha256};
+use anyhow::Context;
+use facenet::align::{AlignConfig, AlignMethod, FaceSelection};
+use facenet::eval::Pairs;
+use facenet::eval::protocol::{self, Progress, ProtocolConfig};
+use facenet::pipeline::DetectorPool;
+use facenet::{Device, Distance, Standardization};
 
-use crate::cmd::align::{Method, Select};
-use crate::common::{DetectorArg, Preprocess, WeightsArg};
+use crate::common::{DetectorArg, WeightsArg, bar};
 
 /// Arguments of `facenet evaluate`.
 #[derive(Debug, clap::Args)]
@@ -29,25 +25,25 @@ pub struct Args {
     pub aligned: bool,
     /// Alignment method.
     #[arg(long, value_enum, default_value = "crop")]
-    pub align: Method,
+    pub align: AlignMethod,
     /// Which face when a photo has several (LFW centres the person: center-weighted).
     #[arg(long, value_enum, default_value = "center-weighted")]
-    pub select: Select,
+    pub select: FaceSelection,
     /// Crop margin in source pixels.
     #[arg(long, default_value_t = 32)]
     pub margin: u32,
     /// Crop size.
     #[arg(long, default_value_t = 160)]
     pub size: u32,
-    /// Pixel standardization.
-    #[arg(long = "preprocess", value_enum, default_value = "auto")]
-    pub preprocess: Preprocess,
+    /// Pixel standardization (default: the weights' own).
+    #[arg(long = "preprocess", value_enum)]
+    pub preprocess: Option<Standardization>,
     /// Also embed the mirrored face and concatenate (davidsandberg's --use_flipped_images).
     #[arg(long)]
     pub flip: bool,
     /// Distance: l2, squared-l2 or cosine.
     #[arg(long, value_enum, default_value = "l2")]
-    pub metric: Metric,
+    pub metric: Distance,
     /// Target false accept rate for VAL@FAR.
     #[arg(long, default_value_t = 1e-3)]
     pub far: f64,
@@ -72,46 +68,18 @@ pub struct Args {
     pub detector: DetectorArg,
 }
 
-/// `--metric`.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum Metric {
-    /// Euclidean distance between unit embeddings (0..2).
-    L2,
-    /// Squared Euclidean (0..4), davidsandberg's.
-    SquaredL2,
-    /// 1 - cosine similarity (0..2).
-    Cosine,
-}
+/// The progress bar of a protocol run.
+struct Bar(indicatif::ProgressBar);
 
-impl Metric {
-    pub fn distance(self) -> Distance {
-        match self {
-            Self::L2 => Distance::L2,
-            Self::SquaredL2 => Distance::SquaredL2,
-            Self::Cosine => Distance::Cosine,
-        }
+impl Progress for Bar {
+    fn start(&self, phase: &str, total: usize) {
+        self.0.set_length(total as u64);
+        self.0.set_position(0);
+        self.0.set_message(phase.to_string());
     }
-    fn max(self) -> f64 {
-        match self {
-            Self::SquaredL2 => 4.0,
-            Self::L2 | Self::Cosine => 2.0,
-        }
+    fn step(&self, n: usize) {
+        self.0.inc(n as u64);
     }
-}
-
-/// The result with what produced it, as written to report.json.
-#[derive(Debug, serde::Serialize)]
-pub struct Report {
-    pub pairs_file: String,
-    pub images: String,
-    pub pairs_used: usize,
-    pub pairs_skipped: usize,
-    pub images_embedded: usize,
-    pub no_face_fallbacks: Vec<String>,
-    pub metric: String,
-    pub unit: String,
-    pub settings: serde_json::Value,
-    pub evaluation: Evaluation,
 }
 
 pub fn run(args: Args, device: Device) -> anyhow::Result<()> {
@@ -120,149 +88,59 @@ pub fn run(args: Args, device: Device) -> anyhow::Result<()> {
         Some(k) => pairs.first_folds(k),
         None => pairs,
     };
-    // Resolve image files; missing ones fail unless --skip-missing.
-    let mut files: BTreeMap<String, PathBuf> = BTreeMap::new();
-    let mut missing = Vec::new();
-    for img in pairs.images() {
-        match img.find(&args.images) {
-            Some(p) => {
-                files.insert(img.stem(), p);
-            }
-            None => missing.push(
-                args.images
-                    .join(&img.person)
-                    .join(format!("{}.jpg", img.stem())),
-            ),
-        }
+    let mut embedder = args.weights.open(&device)?.with_batch_size(args.batch);
+    if let Some(s) = args.preprocess {
+        embedder = embedder.with_standardization(s);
     }
-    if !missing.is_empty() && !args.skip_missing {
-        bail!(
-            "{} image(s) of the pairs are missing, the first: {} (use --skip-missing to skip their pairs)",
-            missing.len(),
-            missing[0].display()
-        );
-    }
-    let used: Vec<&facenet::eval::Pair> = pairs
-        .pairs
-        .iter()
-        .filter(|p| files.contains_key(&p.a.stem()) && files.contains_key(&p.b.stem()))
-        .collect();
-    let skipped = pairs.pairs.len() - used.len();
-    if skipped > 0 {
-        eprintln!("skipping {skipped} pair(s) with missing images");
-    }
-    if used.is_empty() {
-        bail!("no pair left to evaluate");
-    }
-
-    let embedder = args.weights.open(&device)?;
-    let std = args.preprocess.resolve(embedder.standardization());
-    let embedder = embedder
-        .with_standardization(std)
-        .with_batch_size(args.batch);
-    let cfg = AlignConfig {
-        method: args.align.into(),
-        size: args.size,
-        margin: args.margin,
+    let pool = if args.aligned {
+        None
+    } else {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Some(DetectorPool::open(
+            &args.detector.path()?,
+            &device,
+            threads,
+        )?)
     };
-    let selection: FaceSelection = args.select.into();
-    let mut settings = serde_json::json!({
-        "fingerprint": embedder.metadata().fingerprint,
-        "preprocess": std.name(),
-        "aligned": args.aligned,
-        "align": cfg.method,
-        "select": selection,
-        "margin": cfg.margin,
-        "size": cfg.size,
-        "flip": args.flip,
-    });
-    // Only bf16 adds a key, so that caches of f32 embeddings written before stay valid.
-    if embedder.precision() != facenet::Precision::F32 {
-        settings["precision"] = embedder.precision().name().into();
-    }
-    let cache_dir = args
-        .cache
-        .clone()
-        .unwrap_or_else(|| facenet::paths::cache_dir().join("eval-cache"));
-    let key = {
-        let mut h = Sha256::new();
-        h.update(settings.to_string());
-        h.update(
-            std::fs::canonicalize(&args.images)
-                .unwrap_or(args.images.clone())
-                .to_string_lossy()
-                .as_bytes(),
-        );
-        h.finalize()
-            .iter()
-            .take(8)
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
+    let cfg = ProtocolConfig {
+        images: args.images.clone(),
+        aligned: args.aligned,
+        align: AlignConfig {
+            method: args.align,
+            size: args.size,
+            margin: args.margin,
+        },
+        selection: args.select,
+        flip: args.flip,
+        metric: args.metric,
+        far: args.far,
+        skip_missing: args.skip_missing,
+        cache: Some(
+            args.cache
+                .clone()
+                .unwrap_or_else(|| facenet::paths::cache_dir().join("eval-cache")),
+        ),
     };
-    let cache_file = cache_dir.join(format!("{key}.json"));
-    let mut cache: BTreeMap<String, Vec<f32>> = std::fs::read(&cache_file)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<CacheFile>(&b).ok())
-        .filter(|c| c.settings == settings)
-        .map(|c| c.embeddings)
-        .unwrap_or_default();
-    let todo: Vec<(String, PathBuf)> = files
-        .iter()
-        .filter(|(k, _)| !cache.contains_key(*k))
-        .map(|(k, p)| (k.clone(), p.clone()))
-        .collect();
-    let mut fallbacks = Vec::new();
-    if !todo.is_empty() {
-        eprintln!(
-            "embedding {} image(s) ({} cached)",
-            todo.len(),
-            files.len() - todo.len()
-        );
-        let (embs, fb) = embed_all(&args, &todo, &embedder, &device, &cfg, selection)?;
-        fallbacks = fb;
-        for ((k, _), e) in todo.iter().zip(embs) {
-            cache.insert(k.clone(), e);
-        }
-        std::fs::create_dir_all(&cache_dir)
-            .with_context(|| format!("creating {}", cache_dir.display()))?;
-        let tmp = cache_file.with_extension("json.tmp");
-        let body = serde_json::to_vec(&CacheFile {
-            settings: settings.clone(),
-            embeddings: cache.clone(),
-        })?;
-        std::fs::write(&tmp, body).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &cache_file)?;
+    let pb = Bar(bar(0, "{bar:40} {pos}/{len} {msg} {elapsed} (eta {eta})"));
+    let r = protocol::run(&pairs, &cfg, &embedder, pool.as_ref(), &pb)?;
+    pb.0.finish_and_clear();
+    if r.images_cached == r.images_embedded {
+        eprintln!("all {} embeddings from the cache", r.images_embedded);
     } else {
         eprintln!(
-            "all {} embeddings from the cache {}",
-            files.len(),
-            cache_file.display()
+            "embedded {} image(s) ({} from the cache)",
+            r.images_embedded - r.images_cached,
+            r.images_cached
         );
     }
-
-    let metric = args.metric.distance();
-    let dist: Vec<f64> = used
-        .iter()
-        .map(|p| metric.between(&cache[&p.a.stem()], &cache[&p.b.stem()]) as f64)
-        .collect();
-    let same: Vec<bool> = used.iter().map(|p| p.same).collect();
-    let folds: Vec<usize> = used.iter().map(|p| p.fold).collect();
-    let e = metrics::evaluate(
-        &dist,
-        &same,
-        &folds,
-        &metrics::grid(args.metric.max()),
-        args.far,
-    );
+    let e = &r.evaluation;
+    let skipped = match r.pairs_skipped {
+        0 => String::new(),
+        n => format!(", {n} skipped"),
+    };
     println!(
-        "pairs        {} ({} folds{})",
-        used.len(),
-        pairs.num_folds,
-        if skipped > 0 {
-            format!(", {skipped} skipped")
-        } else {
-            String::new()
-        }
+        "pairs        {} ({} folds{skipped})",
+        r.pairs_used, r.num_folds
     );
     println!("accuracy     {:.4} ± {:.4}", e.accuracy, e.accuracy_std);
     println!(
@@ -275,168 +153,30 @@ pub fn run(args: Args, device: Device) -> anyhow::Result<()> {
         "threshold    {:.3} (best accuracy {:.4} over all pairs); {:.3} for FAR {} (TAR {:.4})",
         e.best_threshold, e.best_accuracy, e.threshold_at_far, args.far, e.tar_at_far
     );
-    println!("unit         {}", metric.unit());
-    if !fallbacks.is_empty() {
+    println!("unit         {}", r.unit);
+    if !r.no_face_fallbacks.is_empty() {
         println!(
             "no face found in {} image(s): their centre was used",
-            fallbacks.len()
+            r.no_face_fallbacks.len()
         );
     }
     if let Some(out) = &args.out {
-        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-        let report = Report {
-            pairs_file: args.pairs.display().to_string(),
-            images: args.images.display().to_string(),
-            pairs_used: used.len(),
-            pairs_skipped: skipped,
-            images_embedded: files.len(),
-            no_face_fallbacks: fallbacks,
-            metric: format!("{:?}", args.metric),
-            unit: metric.unit().to_string(),
-            settings,
-            evaluation: e.clone(),
-        };
-        let path = out.join("report.json");
-        std::fs::write(&path, serde_json::to_string_pretty(&report)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-        crate::plot::roc(&out.join("roc.png"), &e, metric)?;
-        crate::plot::distances(
+        let mut report = serde_json::to_value(&r)?;
+        report["pairs_file"] = args.pairs.display().to_string().into();
+        report["images"] = args.images.display().to_string().into();
+        report["metric"] = serde_json::to_value(args.metric)?;
+        facenet::files::write_json_atomic(&out.join("report.json"), &report)?;
+        facenet_plot::roc(&out.join("roc.png"), e, args.metric)?;
+        let (dist, same): (Vec<f64>, Vec<bool>) = r.distances.iter().copied().unzip();
+        facenet_plot::distances(
             &out.join("distances.png"),
             &dist,
             &same,
             e.best_threshold,
-            metric,
-        )?;
+            args.metric,
+        )
+        .context("plotting distances")?;
         println!("report       {}", out.display());
     }
     Ok(())
-}
-
-/// A face crop, and whether it is the fallback centre crop (no face found).
-type FaceResult = anyhow::Result<(image::RgbImage, bool)>;
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct CacheFile {
-    settings: serde_json::Value,
-    embeddings: BTreeMap<String, Vec<f32>>,
-}
-
-/// Detects, aligns (both cores) and embeds; returns embeddings in `todo` order and the images
-/// where no face was found (their central region is used, a box of half the image).
-fn embed_all(
-    args: &Args,
-    todo: &[(String, PathBuf)],
-    embedder: &Embedder,
-    device: &Device,
-    cfg: &AlignConfig,
-    selection: FaceSelection,
-) -> anyhow::Result<(Vec<Vec<f32>>, Vec<String>)> {
-    let bar = ProgressBar::new(todo.len() as u64).with_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} {msg} {elapsed} (eta {eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar.set_message("faces");
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let faces: Vec<FaceResult> = if args.aligned {
-        todo.iter()
-            .map(|(_, p)| {
-                bar.inc(1);
-                Ok((facenet::image::load_rgb(p)?, false))
-            })
-            .collect()
-    } else {
-        let detectors = (0..threads)
-            .map(|_| args.detector.open(device))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let next = AtomicUsize::new(0);
-        let slots: Vec<std::sync::Mutex<Option<FaceResult>>> =
-            todo.iter().map(|_| std::sync::Mutex::new(None)).collect();
-        std::thread::scope(|s| {
-            for det in &detectors {
-                s.spawn(|| {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some((_, path)) = todo.get(i) else { break };
-                        let r = face_of(det, path, cfg, selection);
-                        if let Ok(mut slot) = slots[i].lock() {
-                            *slot = Some(r);
-                        }
-                        bar.inc(1);
-                    }
-                });
-            }
-        });
-        slots
-            .into_iter()
-            .map(|m| {
-                m.into_inner()
-                    .ok()
-                    .flatten()
-                    .unwrap_or_else(|| Err(anyhow::anyhow!("not processed")))
-            })
-            .collect()
-    };
-    let mut crops = Vec::with_capacity(todo.len());
-    let mut fallbacks = Vec::new();
-    for ((key, path), f) in todo.iter().zip(faces) {
-        let (crop, fallback) = f.with_context(|| format!("processing {}", path.display()))?;
-        if fallback {
-            fallbacks.push(key.clone());
-        }
-        crops.push(crop);
-    }
-    bar.set_position(0);
-    bar.set_message("embeddings");
-    let mut out = Vec::with_capacity(crops.len());
-    for chunk in crops.chunks(args.batch.max(1)) {
-        let embs = embedder.embed(chunk)?;
-        let flipped = if args.flip {
-            let mirrored: Vec<_> = chunk.iter().map(image::imageops::flip_horizontal).collect();
-            Some(embedder.embed(&mirrored)?)
-        } else {
-            None
-        };
-        for (i, e) in embs.into_iter().enumerate() {
-            let v = match &flipped {
-                Some(f) => {
-                    let mut both = e.normalized.clone();
-                    both.extend_from_slice(&f[i].normalized);
-                    facenet::embed::l2_normalize(&both)
-                }
-                None => e.normalized,
-            };
-            out.push(v);
-        }
-        bar.inc(chunk.len() as u64);
-    }
-    bar.finish_and_clear();
-    Ok((out, fallbacks))
-}
-
-fn face_of(
-    det: &facenet::detect::Detector,
-    path: &Path,
-    cfg: &AlignConfig,
-    selection: FaceSelection,
-) -> FaceResult {
-    let img = facenet::image::load_rgb(path)?;
-    let faces = det.detect(&img)?;
-    let (w, h) = (img.width() as f32, img.height() as f32);
-    match select(&faces, img.width(), img.height(), selection).first() {
-        Some(face) => Ok((align(&img, face, cfg)?, false)),
-        None => {
-            let centre = Detection {
-                bbox: [w * 0.25, h * 0.25, w * 0.75, h * 0.75],
-                score: 0.0,
-                landmarks: [[0.0; 2]; 5],
-            };
-            let cfg = AlignConfig {
-                method: facenet::align::AlignMethod::Crop,
-                ..*cfg
-            };
-            Ok((align(&img, &centre, &cfg)?, true))
-        }
-    }
 }

@@ -3,8 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use facenet::{InceptionResnetV1Config, Standardization};
-use facenet_import::fetch::{CachePaths, cache_dir, fetch};
+use facenet_import::fetch::{cache_dir, ensure};
 
 /// Arguments of `facenet fetch`.
 #[derive(Debug, clap::Args)]
@@ -26,56 +25,9 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let root = args.dir.unwrap_or_else(cache_dir);
-    let paths = ensure(&root)?;
+    let paths = ensure(&root, &mut |line| eprintln!("fetch: {line}"))
+        .with_context(|| format!("fetching into {}", root.display()))?;
     println!("cache: {}", paths.root.display());
     println!("weights: {}", paths.weights().display());
     Ok(())
-}
-
-/// Fetches what is missing and converts the Keras model if its safetensors is absent or stale.
-pub fn ensure(root: &std::path::Path) -> anyhow::Result<CachePaths> {
-    let paths = CachePaths::new(root);
-    let report = fetch(root, &mut |line| eprintln!("fetch: {line}"))
-        .with_context(|| format!("fetching into {}", root.display()))?;
-    for f in &report.fetched {
-        eprintln!("fetch: wrote {f}");
-    }
-    let weights = paths.weights();
-    let fresh = facenet::weights::WeightsMetadata::read(&weights)
-        .ok()
-        .is_some_and(|m| {
-            m.source_sha256 == facenet_import::fetch::FILES[0].sha256
-                && m.config == InceptionResnetV1Config::keras_128()
-        });
-    if !fresh {
-        eprintln!(
-            "fetch: converting facenet_keras.h5 to {}",
-            weights.display()
-        );
-        let rep = facenet_import::import_keras(
-            &paths.keras_h5(),
-            &weights,
-            &InceptionResnetV1Config::keras_128(),
-            Standardization::Prewhiten,
-        )
-        .context("converting the Keras model")?;
-        eprintln!(
-            "fetch: {} Keras tensors -> {} burn tensors ({} values)",
-            rep.keras_tensors, rep.written_tensors, rep.values
-        );
-    }
-    let mtcnn = paths.mtcnn_weights();
-    if !mtcnn.is_file() || report.fetched.iter().any(|f| f.starts_with("mtcnn/")) {
-        eprintln!("fetch: converting MTCNN weights to {}", mtcnn.display());
-        facenet_import::mtcnn::import_mtcnn(
-            &paths.mtcnn("pnet"),
-            &paths.mtcnn("rnet"),
-            &paths.mtcnn("onet"),
-            &mtcnn,
-        )
-        .context("converting the MTCNN weights")?;
-    } else if fresh && report.fetched.is_empty() {
-        eprintln!("fetch: everything is already in place");
-    }
-    Ok(paths)
 }

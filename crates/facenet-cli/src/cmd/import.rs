@@ -2,8 +2,9 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, anyhow};
-use facenet::{InceptionResnetV1Config, Standardization};
+use anyhow::Context;
+use facenet::Standardization;
+use facenet::model::Preset;
 
 /// Arguments of `facenet import-weights`.
 #[derive(Debug, clap::Args)]
@@ -13,27 +14,17 @@ pub struct Args {
     /// Output safetensors file (default: the input with extension .safetensors).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Network preset the file holds: keras-128, facenet-512 or small.
-    #[arg(long, default_value = "keras-128")]
-    pub model: String,
+    /// Network preset the file holds.
+    #[arg(long, value_enum, default_value = "keras-128")]
+    pub model: Preset,
     /// Standardization the model was trained with (recorded in the file).
-    #[arg(long, default_value = "prewhiten")]
-    pub standardization: String,
+    #[arg(long, value_enum, default_value = "prewhiten")]
+    pub standardization: Standardization,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let cfg = InceptionResnetV1Config::preset(&args.model).ok_or_else(|| {
-        anyhow!(
-            "--model {}: unknown preset (keras-128, facenet-512, small)",
-            args.model
-        )
-    })?;
-    let standardization = Standardization::from_name(&args.standardization).ok_or_else(|| {
-        anyhow!(
-            "--standardization {}: unknown (prewhiten, fixed, unit)",
-            args.standardization
-        )
-    })?;
+    let cfg = args.model.config();
+    let standardization = args.standardization;
     let out = args
         .out
         .unwrap_or_else(|| args.h5.with_extension("safetensors"));

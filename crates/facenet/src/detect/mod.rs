@@ -20,7 +20,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
-use crate::embed::Engine;
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::fast::{FastMtcnn, ONET_OUT, PNET_OUT, RNET_OUT};
 use crate::model::mtcnn::{Mtcnn, face_probability};
@@ -160,10 +160,6 @@ impl Detector {
     /// Loads the networks from a safetensors file written by `facenet fetch`.
     pub fn open(path: &Path, device: &Device) -> Result<Self> {
         let mut nets = Mtcnn::new(device);
-        let bad = |reason: String| Error::Weights {
-            path: path.into(),
-            reason,
-        };
         if !path.is_file() {
             return Err(Error::io(
                 path,
@@ -171,27 +167,28 @@ impl Detector {
             ));
         }
         let mut store = SafetensorsStore::from_file(path).allow_partial(true);
-        let r = nets
-            .load_from(&mut store)
-            .map_err(|e| bad(format!("cannot read tensors: {e}")))?;
-        crate::weights::check_applied(&r).map_err(bad)?;
-        Ok(Self::new(nets, device.clone(), MtcnnConfig::default()))
+        let r = nets.load_from(&mut store).map_err(|source| Error::Store {
+            path: path.into(),
+            source: Box::new(source),
+        })?;
+        crate::weights::check_applied(&r, path)?;
+        Self::new(nets, device.clone(), MtcnnConfig::default())
     }
 
     /// Wraps networks already in memory. On the CPU they are also compiled for the fast path
-    /// (should that fail, the burn modules run).
-    pub fn new(nets: Mtcnn, device: Device, config: MtcnnConfig) -> Self {
+    /// ([`Engine::Auto`]).
+    pub fn new(nets: Mtcnn, device: Device, config: MtcnnConfig) -> Result<Self> {
         let fast = if device == Device::flex() {
-            FastMtcnn::compile(&nets).ok()
+            Some(FastMtcnn::compile(&nets)?)
         } else {
             None
         };
-        Self {
+        Ok(Self {
             nets,
             fast,
             device,
             config,
-        }
+        })
     }
 
     /// Chooses the implementation of the networks (see [`Engine`]).
@@ -504,9 +501,9 @@ fn crops(px: &Pixels, boxes: &[[f64; 4]], size: usize) -> (Vec<f32>, Vec<usize>)
 fn to_vec<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
     t.into_data()
         .try_into_vec::<f32>()
-        .map_err(|e| Error::InvalidArgument {
-            field: "tensor",
-            reason: format!("{e:?}"),
+        .map_err(|source| Error::Data {
+            what: "an MTCNN output".into(),
+            source,
         })
 }
 
@@ -535,7 +532,8 @@ mod tests {
             Mtcnn::new(&Device::flex()),
             Device::flex(),
             MtcnnConfig::default(),
-        );
+        )
+        .unwrap();
         let img = RgbImage::from_pixel(40, 30, image::Rgb([128, 128, 128]));
         let _ = det.detect(&img).unwrap();
         let tiny = RgbImage::from_pixel(1, 1, image::Rgb([0, 0, 0]));

@@ -8,6 +8,8 @@
 
 pub mod metrics;
 pub mod pairs;
+pub mod pca;
+pub mod protocol;
 
 pub use metrics::{Evaluation, RocPoint, evaluate};
 pub use pairs::{Pair, Pairs};

@@ -31,6 +31,7 @@
 
 use gemm::Parallelism;
 
+pub use crate::engine::Precision;
 use crate::error::{Error, Result};
 use crate::model::InceptionResnetV1;
 use crate::model::inception_resnet_v1::{BasicConv2d, Block8, Block17, Block35, Mixed6a, Mixed7a};
@@ -42,6 +43,12 @@ use burn::tensor::Tensor;
 mod amx;
 mod mtcnn;
 pub use mtcnn::{FastMtcnn, ONET_OUT, PNET_OUT, RNET_OUT};
+
+/// Whether [`Precision::Bf16`] can run on this machine: Intel AMX-TILE and AMX-BF16, and the
+/// kernel's permission to use the tiles (checked once per process).
+pub fn bf16_available() -> bool {
+    amx::available()
+}
 
 /// im2col is built in chunks of at most this many floats (4 MiB), so that memory stays bounded
 /// and each chunk is still hundreds of rows, enough for an efficient matrix product.
@@ -201,9 +208,9 @@ fn tensor_vec<const D: usize>(t: Tensor<D>, name: &str) -> Result<Vec<f32>> {
     t.into_data()
         .convert::<f32>()
         .try_into_vec::<f32>()
-        .map_err(|e| Error::Tensor {
-            name: name.into(),
-            reason: format!("cannot read as f32: {e:?}"),
+        .map_err(|source| Error::Data {
+            what: format!("tensor `{name}`"),
+            source,
         })
 }
 
@@ -555,41 +562,10 @@ impl Conv {
         dst: &mut [u16],
         kp: usize,
     ) {
-        let (oh, ow) = oh_ow;
-        let (cin, k) = (self.cin, self.kh * self.kw * self.cin);
-        let contiguous = xoff == 0 && cin == x.c;
-        for (i, row) in dst.chunks_exact_mut(kp).take(m).enumerate() {
-            let r = r0 + i;
-            let img = r / (oh * ow);
-            let oy = (r / ow) % oh;
-            let ox = r % ow;
-            row[k..].fill(0);
-            for dy in 0..self.kh {
-                let iy = (oy * self.stride + dy) as isize - self.pad[0] as isize;
-                let ix0 = (ox * self.stride) as isize - self.pad[1] as isize;
-                if contiguous
-                    && iy >= 0
-                    && (iy as usize) < x.h
-                    && ix0 >= 0
-                    && ix0 as usize + self.kw <= x.w
-                {
-                    let src = ((img * x.h + iy as usize) * x.w + ix0 as usize) * x.c;
-                    let run = self.kw * cin;
-                    amx::round_into(&mut row[dy * run..(dy + 1) * run], &x.data[src..src + run]);
-                    continue;
-                }
-                for dx in 0..self.kw {
-                    let ix = (ox * self.stride + dx) as isize - self.pad[1] as isize;
-                    let seg = &mut row[(dy * self.kw + dx) * cin..][..cin];
-                    if iy < 0 || ix < 0 || iy >= x.h as isize || ix >= x.w as isize {
-                        seg.fill(0);
-                    } else {
-                        let src = ((img * x.h + iy as usize) * x.w + ix as usize) * x.c + xoff;
-                        amx::round_into(seg, &x.data[src..src + cin]);
-                    }
-                }
-            }
-        }
+        // This function's AVX-512F/BW (the caller's guarantee) is what `round_into` needs.
+        self.gather(x, xoff, r0, m, oh_ow, (dst, kp, 0), |d, s| {
+            amx::round_into(d, s)
+        });
     }
 
     /// One matrix product and its epilogue: output rows `r0..r0 + m`, channels `cols`. The
@@ -748,8 +724,9 @@ impl Conv {
         }
     }
 
-    /// Patches of output rows `r0..r0 + m` (row = (img, oy, ox)) into `dst`, one
-    /// `kh * kw * cin` row each, zeros where the window leaves the image.
+    /// im2col: output rows `r0..r0 + m` of this convolution's patch matrix (each row a
+    /// `kh x kw x cin` patch, ordered as the weight rows) gathered from channels
+    /// `xoff..xoff + cin` of `x` into `dst` (`m` rows of `k` floats), zero outside the image.
     fn im2col(
         &self,
         x: &Buf,
@@ -759,14 +736,35 @@ impl Conv {
         oh_ow: (usize, usize),
         dst: &mut [f32],
     ) {
+        let k = self.kh * self.kw * self.cin;
+        self.gather(x, xoff, r0, m, oh_ow, (dst, k, 0.0), copy_run);
+    }
+
+    /// The one im2col gather behind [`Conv::im2col`] (f32 rows) and [`Conv::im2col_bf16`]
+    /// (bf16 rows padded to the AMX kernel's depth): `sink` is `(rows, row length, zero)`,
+    /// row values past `k` are zero, `put` stores a run of input values into a run of a row.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn gather<T: Copy>(
+        &self,
+        x: &Buf,
+        xoff: usize,
+        r0: usize,
+        m: usize,
+        oh_ow: (usize, usize),
+        sink: (&mut [T], usize, T),
+        put: impl Fn(&mut [T], &[f32]),
+    ) {
+        let (dst, row_len, zero) = sink;
         let (oh, ow) = oh_ow;
         let (cin, k) = (self.cin, self.kh * self.kw * self.cin);
         let contiguous = xoff == 0 && cin == x.c;
-        for (i, row) in dst.chunks_exact_mut(k).take(m).enumerate() {
+        for (i, row) in dst.chunks_exact_mut(row_len).take(m).enumerate() {
             let r = r0 + i;
             let img = r / (oh * ow);
             let oy = (r / ow) % oh;
             let ox = r % ow;
+            row[k..].fill(zero);
             for dy in 0..self.kh {
                 let iy = (oy * self.stride + dy) as isize - self.pad[0] as isize;
                 let ix0 = (ox * self.stride) as isize - self.pad[1] as isize;
@@ -780,17 +778,17 @@ impl Conv {
                 {
                     let src = ((img * x.h + iy as usize) * x.w + ix0 as usize) * x.c;
                     let run = self.kw * cin;
-                    copy_run(&mut row[dy * run..(dy + 1) * run], &x.data[src..src + run]);
+                    put(&mut row[dy * run..(dy + 1) * run], &x.data[src..src + run]);
                     continue;
                 }
                 for dx in 0..self.kw {
                     let ix = (ox * self.stride + dx) as isize - self.pad[1] as isize;
                     let seg = &mut row[(dy * self.kw + dx) * cin..][..cin];
                     if iy < 0 || ix < 0 || iy >= x.h as isize || ix >= x.w as isize {
-                        seg.fill(0.0);
+                        seg.fill(zero);
                     } else {
                         let src = ((img * x.h + iy as usize) * x.w + ix as usize) * x.c + xoff;
-                        copy_run(seg, &x.data[src..src + cin]);
+                        put(seg, &x.data[src..src + cin]);
                     }
                 }
             }
@@ -1423,30 +1421,6 @@ pub struct FastNet {
     bottleneck: Conv,
     threads: usize,
     precision: Precision,
-}
-
-/// The arithmetic of the fast path's matrix products.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Precision {
-    /// IEEE single precision throughout: the mode the parity tests hold to 1e-4. The default.
-    #[default]
-    F32,
-    /// Weights and activations rounded to bfloat16 (8-bit mantissa) for the products, sums
-    /// and everything else in f32, on Intel AMX tiles: opt-in, several times the matrix
-    /// throughput; embeddings within cosine distance ~1e-4 of the f32 ones on the reference
-    /// crops, see the README for the LFW accuracy measured in both modes.
-    Bf16,
-}
-
-impl Precision {
-    /// `f32` or `bf16`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Precision::F32 => "f32",
-            Precision::Bf16 => "bf16",
-        }
-    }
 }
 
 impl FastNet {

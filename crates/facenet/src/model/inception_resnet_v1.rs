@@ -49,6 +49,43 @@ pub struct InceptionResnetV1Config {
     pub dropout: f64,
 }
 
+/// The named network configurations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum Preset {
+    /// The Keras FaceNet model: 128-d, 160x160 ([`InceptionResnetV1Config::keras_128`]).
+    #[serde(rename = "keras-128")]
+    #[cfg_attr(feature = "clap", value(name = "keras-128"))]
+    Keras128,
+    /// facenet-pytorch's 512-d variant ([`InceptionResnetV1Config::facenet_512`]).
+    #[serde(rename = "facenet-512")]
+    #[cfg_attr(feature = "clap", value(name = "facenet-512"))]
+    Facenet512,
+    /// Quarter width, one block per stage, 96x96 ([`InceptionResnetV1Config::small`]).
+    #[serde(rename = "small")]
+    Small,
+}
+
+impl Preset {
+    /// The configuration.
+    pub fn config(self) -> InceptionResnetV1Config {
+        match self {
+            Self::Keras128 => InceptionResnetV1Config::keras_128(),
+            Self::Facenet512 => InceptionResnetV1Config::facenet_512(),
+            Self::Small => InceptionResnetV1Config::small(),
+        }
+    }
+
+    /// `keras-128`, `facenet-512` or `small`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Keras128 => "keras-128",
+            Self::Facenet512 => "facenet-512",
+            Self::Small => "small",
+        }
+    }
+}
+
 impl InceptionResnetV1Config {
     /// The Keras FaceNet model (`facenet_keras.h5`, davidsandberg 20170512-110547):
     /// 128-d embeddings of 160x160 faces.

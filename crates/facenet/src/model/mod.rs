@@ -3,4 +3,4 @@
 pub mod inception_resnet_v1;
 pub mod mtcnn;
 
-pub use inception_resnet_v1::{InceptionResnetV1, InceptionResnetV1Config};
+pub use inception_resnet_v1::{InceptionResnetV1, InceptionResnetV1Config, Preset};

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::sampler::Rng;
 
 /// How triplets are chosen.
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum Selection {

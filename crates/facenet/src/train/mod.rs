@@ -16,8 +16,10 @@ pub mod loss;
 pub mod mining;
 pub mod sampler;
 pub mod schedule;
+pub mod trainer;
 
 pub use loss::{CenterLoss, triplet_loss};
 pub use mining::{Selection, Triplet, select_triplets};
 pub use sampler::{Rng, sample_people};
 pub use schedule::LearningRateSchedule;
+pub use trainer::{Init, Loss, Optimizer, TrainConfig, Trainer, triplet_step};

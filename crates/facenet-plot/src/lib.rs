@@ -1,9 +1,15 @@
-//! Plots and contact sheets (plotters, bitmap backend, an embedded font).
+//! Plots and contact sheets (plotters, bitmap backend, an embedded font): the ROC and
+//! distance histograms of an evaluation, a 2-D projection of embeddings, a grid of identified
+//! faces. Every front draws through here.
+//!
+//! ```text
+//! facenet evaluate --pairs pairs.txt --images lfw/ --out report/   # roc.png, distances.png
+//! ```
+#![deny(missing_docs)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Once;
 
-use anyhow::{Context, anyhow};
 use facenet::Distance;
 use facenet::eval::Evaluation;
 use plotters::prelude::*;
@@ -19,12 +25,40 @@ pub fn fonts() {
     });
 }
 
-fn err<E: std::fmt::Debug>(path: &Path) -> impl Fn(E) -> anyhow::Error + '_ {
-    move |e| anyhow!("drawing {}: {e:?}", path.display())
+/// Errors of drawing.
+#[derive(Debug, thiserror::Error)]
+pub enum PlotError {
+    /// The drawing backend failed (its errors are generic over the backend; kept as text).
+    #[error("drawing {path}: {detail}")]
+    Draw {
+        /// The output file.
+        path: PathBuf,
+        /// The backend's error.
+        detail: String,
+    },
+    /// The image could not be written.
+    #[error("writing {path}")]
+    Write {
+        /// The output file.
+        path: PathBuf,
+        /// The encoder's error.
+        #[source]
+        source: image::ImageError,
+    },
+}
+
+/// Result alias of drawing.
+pub type Result<T, E = PlotError> = std::result::Result<T, E>;
+
+fn err<E: std::fmt::Debug>(path: &Path) -> impl Fn(E) -> PlotError + '_ {
+    move |e| PlotError::Draw {
+        path: path.into(),
+        detail: format!("{e:?}"),
+    }
 }
 
 /// ROC curve with a log-scale FAR axis, the threshold at the target FAR marked.
-pub fn roc(path: &Path, e: &Evaluation, metric: Distance) -> anyhow::Result<()> {
+pub fn roc(path: &Path, e: &Evaluation, metric: Distance) -> Result<()> {
     fonts();
     let root = BitMapBackend::new(path, (800, 600)).into_drawing_area();
     root.fill(&WHITE).map_err(err(path))?;
@@ -75,8 +109,7 @@ pub fn roc(path: &Path, e: &Evaluation, metric: Distance) -> anyhow::Result<()> 
         .border_style(BLACK)
         .draw()
         .map_err(err(path))?;
-    root.present()
-        .with_context(|| format!("writing {}", path.display()))?;
+    root.present().map_err(err(path))?;
     Ok(())
 }
 
@@ -95,7 +128,7 @@ pub fn distances(
     same: &[bool],
     threshold: f64,
     metric: Distance,
-) -> anyhow::Result<()> {
+) -> Result<()> {
     fonts();
     let max = dist.iter().cloned().fold(0.0, f64::max).max(threshold) * 1.05;
     let bins = 60usize;
@@ -154,8 +187,7 @@ pub fn distances(
         .border_style(BLACK)
         .draw()
         .map_err(err(path))?;
-    root.present()
-        .with_context(|| format!("writing {}", path.display()))?;
+    root.present().map_err(err(path))?;
     Ok(())
 }
 
@@ -166,7 +198,7 @@ pub fn scatter(
     xy: &[(f64, f64)],
     labels: &[usize],
     names: &[String],
-) -> anyhow::Result<()> {
+) -> Result<()> {
     fonts();
     let root = BitMapBackend::new(path, (900, 700)).into_drawing_area();
     root.fill(&WHITE).map_err(err(path))?;
@@ -214,4 +246,72 @@ pub fn scatter(
         .map_err(err(path))?;
     root.present().map_err(err(path))?;
     Ok(())
+}
+
+/// One face of a contact sheet.
+#[derive(Debug, Clone)]
+pub struct Tile<'a> {
+    /// The aligned face (160x160).
+    pub face: &'a image::RgbImage,
+    /// First caption line (the prediction).
+    pub title: String,
+    /// Second caption line (distance, truth).
+    pub subtitle: String,
+    /// Whether it is right: green caption; else red caption and frame.
+    pub ok: bool,
+}
+
+/// A grid of faces, five per row, each captioned; wrong ones framed red.
+pub fn contact_sheet(path: &Path, tiles: &[Tile<'_>]) -> Result<()> {
+    fonts();
+    const TILE: u32 = 160;
+    const CAPTION: u32 = 40;
+    let cols = 5u32;
+    let nrows = (tiles.len() as u32).div_ceil(cols).max(1);
+    let (w, h) = (cols * TILE, nrows * (TILE + CAPTION));
+    let mut canvas = image::RgbImage::from_pixel(w, h, image::Rgb([255, 255, 255]));
+    let corner = |i: usize| {
+        (
+            (i as u32 % cols) * TILE,
+            (i as u32 / cols) * (TILE + CAPTION),
+        )
+    };
+    for (i, t) in tiles.iter().enumerate() {
+        let (x, y) = corner(i);
+        let face = facenet::image::resize_square(t.face, TILE);
+        image::imageops::replace(&mut canvas, &face, x as i64, y as i64);
+        if !t.ok {
+            let b = [
+                x as f32,
+                y as f32,
+                (x + TILE - 1) as f32,
+                (y + TILE - 1) as f32,
+            ];
+            facenet::draw::rect(&mut canvas, b, 4, image::Rgb([220, 0, 0]));
+        }
+    }
+    {
+        let mut buf = canvas.as_flat_samples_mut();
+        let root = BitMapBackend::with_buffer(buf.as_mut_slice(), (w, h)).into_drawing_area();
+        for (i, t) in tiles.iter().enumerate() {
+            let (x, y) = corner(i);
+            let (x, y) = (x as i32 + 4, (y + TILE) as i32);
+            let color = if t.ok {
+                RGBColor(0, 110, 0)
+            } else {
+                RGBColor(200, 0, 0)
+            };
+            let style = ("sans-serif", 15).into_font().color(&color);
+            root.draw_text(&t.title, &style, (x, y + 3))
+                .map_err(err(path))?;
+            let style = ("sans-serif", 13).into_font().color(&BLACK);
+            root.draw_text(&t.subtitle, &style, (x, y + 21))
+                .map_err(err(path))?;
+        }
+        root.present().map_err(err(path))?;
+    }
+    canvas.save(path).map_err(|source| PlotError::Write {
+        path: path.into(),
+        source,
+    })
 }

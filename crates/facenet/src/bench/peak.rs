@@ -8,6 +8,7 @@
 use std::time::Instant;
 
 /// A measured peak.
+#[derive(Debug, Clone)]
 pub struct Peak {
     /// GFLOP/s over all threads.
     pub gflops: f64,

@@ -1,0 +1,495 @@
+//! The recognizer: the face pipeline joined to a gallery store. Enrol, verify, identify,
+//! calibrate and cluster are written here once; the CLI, the HTTP service and the Python
+//! package translate to and from these calls.
+//!
+//! ```text
+//! facenet enroll "Ada Lovelace" ada.jpg
+//! facenet identify group.jpg --top 3
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use facenet::Distance;
+use facenet::eval::Evaluation;
+use facenet::image::RgbImage;
+use facenet::pipeline::{Face, FaceChoice, FacePipeline};
+use serde::Serialize;
+
+use crate::{
+    AnnConfig, GalleryError, GalleryStore, Match, ModelInfo, NewFace, Result, SearchIndex,
+};
+
+/// Default decision threshold, L2 distance between unit embeddings (0..2), for the Keras
+/// FaceNet model with prewhiten input and MTCNN crops (margin 32, 160x160): the threshold of
+/// best accuracy over the 6,000 LFW pairs (`facenet evaluate`). The course notebook's 0.7 is
+/// for its own x/255 input and is far too strict here.
+pub const DEFAULT_THRESHOLD: f32 = 1.115;
+
+/// Where a decision threshold came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ThresholdSource {
+    /// Given with the request (a flag, a query parameter, an argument).
+    Explicit,
+    /// The gallery's calibrated threshold (`facenet calibrate --store`).
+    Calibrated,
+    /// [`DEFAULT_THRESHOLD`].
+    Default,
+}
+
+/// A decision threshold with its source. Unit: L2 distance between unit embeddings (0..2);
+/// a distance below it means "the same person".
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Threshold {
+    /// The distance.
+    pub value: f32,
+    /// Where it came from.
+    pub source: ThresholdSource,
+}
+
+impl Threshold {
+    /// The rule: an explicit value, else the gallery's calibrated one, else the default.
+    pub fn resolve(explicit: Option<f32>, store: &dyn GalleryStore) -> Result<Self> {
+        if let Some(value) = explicit {
+            crate::check_threshold(Some(value))?;
+            return Ok(Self {
+                value,
+                source: ThresholdSource::Explicit,
+            });
+        }
+        Ok(match store.threshold()? {
+            Some(value) => Self {
+                value,
+                source: ThresholdSource::Calibrated,
+            },
+            None => Self {
+                value: DEFAULT_THRESHOLD,
+                source: ThresholdSource::Default,
+            },
+        })
+    }
+
+    /// Whether a distance means "the same person".
+    pub fn accepts(&self, distance: f32) -> bool {
+        distance < self.value
+    }
+
+    /// The source in words.
+    pub fn describe(&self) -> &'static str {
+        match self.source {
+            ThresholdSource::Explicit => "given",
+            ThresholdSource::Calibrated => "the gallery's calibrated threshold",
+            ThresholdSource::Default => "default, best accuracy on LFW",
+        }
+    }
+}
+
+/// The result of an enrolment.
+#[derive(Debug, Clone, Serialize)]
+pub struct Enrolment {
+    /// The identity.
+    pub identity: String,
+    /// Faces stored.
+    pub faces: usize,
+}
+
+/// One face of a photo, identified.
+#[derive(Debug, Clone, Serialize)]
+pub struct Identification {
+    /// Index of the face in the photo (largest first).
+    pub face: usize,
+    /// Its box, when detected.
+    #[serde(rename = "box")]
+    pub bbox: Option<[f32; 4]>,
+    /// Detector score, when detected.
+    pub score: Option<f32>,
+    /// The best identity, or `unknown` when its distance is not below the threshold.
+    pub identity: String,
+    /// Distance to the best identity (L2 between unit embeddings).
+    pub distance: Option<f32>,
+    /// The threshold applied.
+    pub threshold: f32,
+    /// Where the threshold came from.
+    pub threshold_source: ThresholdSource,
+    /// How much farther the second-best identity is.
+    pub margin: Option<f32>,
+    /// The best identities, nearest first.
+    pub candidates: Vec<Match>,
+}
+
+impl Identification {
+    /// Whether the face was named as an enrolled identity.
+    pub fn is_known(&self) -> bool {
+        self.distance.is_some_and(|d| d < self.threshold)
+    }
+}
+
+/// The result of a 1:1 check against an enrolled identity.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verification {
+    /// The claimed identity.
+    pub identity: String,
+    /// Distance to its closest enrolled face.
+    pub distance: f32,
+    /// The threshold applied, with its source.
+    pub threshold: Threshold,
+    /// `distance < threshold`.
+    pub verified: bool,
+    /// The face's box in the photo, when detected.
+    #[serde(rename = "box")]
+    pub bbox: Option<[f32; 4]>,
+}
+
+/// Thresholds measured on labelled photos.
+#[derive(Debug, Clone, Serialize)]
+pub struct Calibration {
+    /// Faces embedded.
+    pub faces: usize,
+    /// People among them.
+    pub people: usize,
+    /// Same-person pairs.
+    pub positives: usize,
+    /// Different-person pairs.
+    pub negatives: usize,
+    /// Photos without a face, skipped.
+    pub skipped: Vec<PathBuf>,
+    /// Accuracy, thresholds and rates over all pairs.
+    pub evaluation: Evaluation,
+}
+
+/// A gallery ready to search: every face in one matrix (and an HNSW graph for large ones),
+/// with the threshold to apply. Built once for many queries.
+#[derive(Debug)]
+pub struct Searcher {
+    index: SearchIndex,
+    threshold: Threshold,
+}
+
+impl Searcher {
+    /// The threshold applied.
+    pub fn threshold(&self) -> Threshold {
+        self.threshold
+    }
+
+    /// Number of enrolled faces.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Whether the gallery has no face.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Identifies one embedding: the best `top_k` identities, `unknown` above the threshold.
+    pub fn identify(&self, face: usize, f: &Face, top_k: usize) -> Result<Identification> {
+        let m = self.index.search(&f.embedding, top_k.max(2))?;
+        let best = m.first();
+        let known = best.is_some_and(|b| self.threshold.accepts(b.distance));
+        Ok(Identification {
+            face,
+            bbox: f.detection.map(|d| d.bbox),
+            score: f.detection.map(|d| d.score),
+            identity: match best {
+                Some(b) if known => b.identity.clone(),
+                _ => "unknown".into(),
+            },
+            distance: best.map(|b| b.distance),
+            threshold: self.threshold.value,
+            threshold_source: self.threshold.source,
+            margin: match (m.first(), m.get(1)) {
+                (Some(a), Some(b)) => Some(b.distance - a.distance),
+                _ => None,
+            },
+            candidates: m.into_iter().take(top_k.max(1)).collect(),
+        })
+    }
+}
+
+/// The face pipeline over a gallery store.
+#[derive(Debug, Clone)]
+pub struct Recognizer {
+    pipeline: Arc<FacePipeline>,
+    store: Arc<dyn GalleryStore>,
+    model: ModelInfo,
+}
+
+impl Recognizer {
+    /// Joins a pipeline and a store.
+    pub fn new(pipeline: Arc<FacePipeline>, store: Arc<dyn GalleryStore>) -> Self {
+        let m = pipeline.embedder().metadata();
+        let model = ModelInfo {
+            fingerprint: m.fingerprint.clone(),
+            dim: m.config.embedding_dim,
+        };
+        Self {
+            pipeline,
+            store,
+            model,
+        }
+    }
+
+    /// The model of the pipeline's embeddings.
+    pub fn model(&self) -> &ModelInfo {
+        &self.model
+    }
+
+    /// The face pipeline.
+    pub fn pipeline(&self) -> &FacePipeline {
+        &self.pipeline
+    }
+
+    /// The store.
+    pub fn store(&self) -> &dyn GalleryStore {
+        self.store.as_ref()
+    }
+
+    /// The threshold rule ([`Threshold::resolve`]) on this gallery.
+    pub fn threshold(&self, explicit: Option<f32>) -> Result<Threshold> {
+        Threshold::resolve(explicit, self.store.as_ref())
+    }
+
+    /// Enrols `identity` from photos (`(label, image)`), one face each chosen by `choice`, in
+    /// one transaction: a photo without a usable face fails the whole call, naming it, and
+    /// nothing is stored.
+    pub fn enroll(
+        &self,
+        identity: &str,
+        photos: &[(String, RgbImage)],
+        choice: FaceChoice,
+    ) -> Result<Enrolment> {
+        self.store.check_model(&self.model)?;
+        let mut new = Vec::with_capacity(photos.len());
+        for (label, img) in photos {
+            let face = self.pipeline.face(img, choice)?.map_err(|why| {
+                GalleryError::Invalid(format!("{label}: {}", why.describe(choice)))
+            })?;
+            new.push(NewFace {
+                embedding: face.embedding,
+                source: label.clone(),
+                bbox: face.detection.map(|d| d.bbox),
+            });
+        }
+        let faces = self.store.enroll(identity, &new, &self.model)?;
+        Ok(Enrolment {
+            identity: identity.into(),
+            faces,
+        })
+    }
+
+    /// [`Recognizer::enroll`] from image files (each read as the pipeline reads).
+    pub fn enroll_files(
+        &self,
+        identity: &str,
+        photos: &[PathBuf],
+        choice: FaceChoice,
+    ) -> Result<Enrolment> {
+        let imgs = photos
+            .iter()
+            .map(|p| Ok((p.display().to_string(), self.pipeline.load(p)?)))
+            .collect::<Result<Vec<_>>>()?;
+        self.enroll(identity, &imgs, choice)
+    }
+
+    /// The gallery ready to search, with the threshold (`explicit`, else the rule). From
+    /// [`crate::ANN_MIN_FACES`] faces on, an HNSW graph is used, saved beside the gallery
+    /// where the store keeps files and reused while its faces are unchanged.
+    pub fn searcher(&self, explicit: Option<f32>) -> Result<Searcher> {
+        self.store.check_model(&self.model)?;
+        let mut index = SearchIndex::new(&self.store.faces(None)?)?;
+        if index.len() >= crate::ANN_MIN_FACES {
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            match self.store.ann_path() {
+                Some(path) => {
+                    index.load_or_build_ann(&path, AnnConfig::default(), threads)?;
+                }
+                None => index.build_ann(AnnConfig::default(), threads)?,
+            }
+        }
+        Ok(Searcher {
+            index,
+            threshold: self.threshold(explicit)?,
+        })
+    }
+
+    /// Every face of a photo, identified against `searcher` (build it once for many photos).
+    pub fn identify(
+        &self,
+        searcher: &Searcher,
+        img: &RgbImage,
+        top_k: usize,
+    ) -> Result<Vec<Identification>> {
+        self.pipeline
+            .faces(img)?
+            .iter()
+            .enumerate()
+            .map(|(i, f)| searcher.identify(i, f, top_k))
+            .collect()
+    }
+
+    /// Is the face of this photo (the primary one) the enrolled `identity`? `Ok(None)` when
+    /// the photo has no face.
+    pub fn verify(
+        &self,
+        img: &RgbImage,
+        identity: &str,
+        explicit: Option<f32>,
+    ) -> Result<Option<Verification>> {
+        self.store.check_model(&self.model)?;
+        let enrolled = SearchIndex::new(&self.store.faces(Some(identity))?)?;
+        let Ok(face) = self.pipeline.face(img, FaceChoice::Primary)? else {
+            return Ok(None);
+        };
+        let threshold = self.threshold(explicit)?;
+        let best = enrolled
+            .search(&face.embedding, 1)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| GalleryError::UnknownIdentity(identity.into()))?;
+        Ok(Some(Verification {
+            identity: identity.into(),
+            distance: best.distance,
+            threshold,
+            verified: threshold.accepts(best.distance),
+            bbox: face.detection.map(|d| d.bbox),
+        }))
+    }
+
+    /// Thresholds from labelled photos (`(person, path)`, the primary face of each): the
+    /// one for `far` and the one of best accuracy, over every pair.
+    pub fn calibrate(&self, labelled: &[(String, PathBuf)], far: f64) -> Result<Calibration> {
+        let mut faces = Vec::new();
+        let mut skipped = Vec::new();
+        for (person, path) in labelled {
+            match self
+                .pipeline
+                .face(&self.pipeline.load(path)?, FaceChoice::Primary)?
+            {
+                Ok(f) => faces.push((person.clone(), f.embedding)),
+                Err(_) => skipped.push(path.clone()),
+            }
+        }
+        let (evaluation, positives, negatives) =
+            facenet::eval::protocol::all_pairs(&faces, Distance::L2, far)?;
+        let people = faces
+            .iter()
+            .map(|f| &f.0)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        Ok(Calibration {
+            faces: faces.len(),
+            people,
+            positives,
+            negatives,
+            skipped,
+            evaluation,
+        })
+    }
+}
+
+/// Embeds every face of the photos below `dir` and groups them by identity without labels:
+/// `(path, face index, box, embedding)` per face, and a cluster label per face.
+pub fn cluster_folder(
+    pipeline: &FacePipeline,
+    dir: &Path,
+    threshold: f32,
+    method: crate::cluster::Method,
+) -> Result<(Vec<ClusteredFace>, Vec<usize>)> {
+    let files = facenet::files::walk_images(dir)?;
+    if files.is_empty() {
+        return Err(GalleryError::Invalid(format!(
+            "{}: no images",
+            dir.display()
+        )));
+    }
+    let mut faces = Vec::new();
+    for f in &files {
+        for (i, face) in pipeline.faces_in_file(f)?.into_iter().enumerate() {
+            faces.push(ClusteredFace {
+                path: f.clone(),
+                face: i,
+                bbox: face.detection.map(|d| d.bbox),
+                embedding: face.embedding,
+            });
+        }
+    }
+    let points: Vec<Vec<f32>> = faces.iter().map(|f| f.embedding.clone()).collect();
+    let labels = method.run(&points, threshold);
+    Ok((faces, labels))
+}
+
+/// A face of [`cluster_folder`].
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusteredFace {
+    /// The photo.
+    pub path: PathBuf,
+    /// Face index in the photo.
+    pub face: usize,
+    /// Its box.
+    #[serde(rename = "box")]
+    pub bbox: Option<[f32; 4]>,
+    /// Its embedding.
+    #[serde(skip)]
+    pub embedding: Vec<f32>,
+}
+
+/// One photo of a labelled folder, identified (the demo's and any one-shot evaluation's row).
+#[derive(Debug, Clone)]
+pub struct LabelledResult {
+    /// The true identity (the folder's name).
+    pub truth: String,
+    /// The photo.
+    pub path: PathBuf,
+    /// The identification of its primary face; `None` when it has none.
+    pub identification: Option<Identification>,
+    /// The aligned face.
+    pub crop: Option<RgbImage>,
+}
+
+impl Recognizer {
+    /// Enrols the first `per_person` photos of each person of a labelled folder (all with
+    /// 0), the primary face of each; photos without a face are skipped and returned.
+    pub fn enroll_folder(&self, dir: &Path, per_person: usize) -> Result<Vec<PathBuf>> {
+        let mut by_person: std::collections::BTreeMap<String, Vec<(String, RgbImage)>> =
+            Default::default();
+        let mut skipped = Vec::new();
+        for (person, path) in facenet::files::dataset_files(dir)? {
+            let list = by_person.entry(person).or_default();
+            if per_person > 0 && list.len() >= per_person {
+                continue;
+            }
+            let img = self.pipeline.load(&path)?;
+            match self.pipeline.face(&img, FaceChoice::Primary)? {
+                Ok(_) => list.push((path.display().to_string(), img)),
+                Err(_) => skipped.push(path),
+            }
+        }
+        for (person, photos) in by_person {
+            if !photos.is_empty() {
+                self.enroll(&person, &photos, FaceChoice::Primary)?;
+            }
+        }
+        Ok(skipped)
+    }
+
+    /// Identifies the primary face of every photo of a labelled folder.
+    pub fn identify_folder(&self, searcher: &Searcher, dir: &Path) -> Result<Vec<LabelledResult>> {
+        facenet::files::dataset_files(dir)?
+            .into_iter()
+            .map(|(truth, path)| {
+                let img = self.pipeline.load(&path)?;
+                let (identification, crop) = match self.pipeline.face(&img, FaceChoice::Primary)? {
+                    Ok(f) => (Some(searcher.identify(0, &f, 1)?), Some(f.crop)),
+                    Err(_) => (None, None),
+                };
+                Ok(LabelledResult {
+                    truth,
+                    path,
+                    identification,
+                    crop,
+                })
+            })
+            .collect()
+    }
+}

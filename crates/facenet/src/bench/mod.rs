@@ -1,0 +1,52 @@
+//! Measurement helpers of `facenet bench`: the machine's FP32 peak, timed loops with a median,
+//! peak memory.
+//!
+//! ```text
+//! facenet bench embed --batch 1,8,32
+//! ```
+
+pub mod peak;
+
+use std::time::{Duration, Instant};
+
+/// Peak resident set size of this process (VmHWM), in MiB; 0 where /proc is absent.
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+/// Calls `f` (which processes `items` items) through a warm-up of at least two calls and one
+/// second, then `runs` timed runs of at least `min_run_s` seconds each; returns the median
+/// rate in items per second.
+pub fn median_rate<E>(
+    runs: usize,
+    min_run_s: f64,
+    items: usize,
+    mut f: impl FnMut() -> Result<(), E>,
+) -> Result<f64, E> {
+    let t = Instant::now();
+    let mut calls = 0;
+    while calls < 2 || t.elapsed() < Duration::from_secs(1) {
+        f()?;
+        calls += 1;
+    }
+    let mut rates = Vec::new();
+    for _ in 0..runs.max(1) {
+        let t = Instant::now();
+        let mut n = 0;
+        while n == 0 || t.elapsed().as_secs_f64() < min_run_s {
+            f()?;
+            n += 1;
+        }
+        rates.push((items * n) as f64 / t.elapsed().as_secs_f64());
+    }
+    rates.sort_by(f64::total_cmp);
+    Ok(rates[rates.len() / 2])
+}

@@ -1,0 +1,343 @@
+//! The pairs protocol (LFW's): find each image of a pairs file, detect and align it (or take
+//! it as an aligned crop), embed it once, cache the embeddings, and score the pairs by folds.
+//!
+//! ```text
+//! facenet evaluate --pairs lfw-protocol/pairs.txt --images lfw/ --out report/
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::align::{AlignConfig, FaceSelection, align, select};
+use crate::embed::{Distance, Embedder, l2_normalize};
+use crate::error::{Error, Result};
+use crate::eval::metrics::{self, Evaluation};
+use crate::eval::{Pair, Pairs};
+use crate::pipeline::{DetectorPool, centre_crop};
+
+/// Settings of a protocol run.
+#[derive(Debug, Clone)]
+pub struct ProtocolConfig {
+    /// Image folder (`person/person_0001.jpg`).
+    pub images: PathBuf,
+    /// The images are aligned crops: no detection.
+    pub aligned: bool,
+    /// Alignment of detected faces.
+    pub align: AlignConfig,
+    /// Which face of a photo with several.
+    pub selection: FaceSelection,
+    /// Also embed the mirrored face and concatenate (davidsandberg's `--use_flipped_images`).
+    pub flip: bool,
+    /// The distance the pairs are scored by.
+    pub metric: Distance,
+    /// Target false accept rate of VAL@FAR.
+    pub far: f64,
+    /// Pairs with a missing image are skipped (and counted) instead of failing the run.
+    pub skip_missing: bool,
+    /// Embedding cache folder; `None` caches nothing.
+    pub cache: Option<PathBuf>,
+}
+
+/// What a run measured, with what produced it (the CLI writes it as `report.json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ProtocolReport {
+    /// Pairs scored.
+    pub pairs_used: usize,
+    /// Pairs skipped for missing images.
+    pub pairs_skipped: usize,
+    /// Folds of the pairs file.
+    pub num_folds: usize,
+    /// Distinct images embedded (or read from the cache).
+    pub images_embedded: usize,
+    /// Images read from the cache.
+    pub images_cached: usize,
+    /// Images where no face was found and the central region was used.
+    pub no_face_fallbacks: Vec<String>,
+    /// The distance's unit.
+    pub unit: String,
+    /// The settings that key the embedding cache.
+    pub settings: serde_json::Value,
+    /// The scores.
+    pub evaluation: Evaluation,
+    /// Each scored pair's distance and label (for plots).
+    #[serde(skip)]
+    pub distances: Vec<(f64, bool)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CacheFile {
+    settings: serde_json::Value,
+    embeddings: BTreeMap<String, Vec<f32>>,
+}
+
+/// Progress of a run.
+pub trait Progress: Sync {
+    /// A phase begins (`"faces"`, `"embeddings"`) with this many steps.
+    fn start(&self, phase: &str, total: usize);
+    /// One step of the phase is done.
+    fn step(&self, n: usize);
+}
+
+/// No progress report.
+impl Progress for () {
+    fn start(&self, _: &str, _: usize) {}
+    fn step(&self, _: usize) {}
+}
+
+/// Runs the protocol. `pool` detects (ignored with `aligned`); `embedder` carries its
+/// standardization, precision and batch size.
+pub fn run(
+    pairs: &Pairs,
+    cfg: &ProtocolConfig,
+    embedder: &Embedder,
+    pool: Option<&DetectorPool>,
+    progress: &dyn Progress,
+) -> Result<ProtocolReport> {
+    let mut files: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let mut missing = Vec::new();
+    for img in pairs.images() {
+        match img.find(&cfg.images) {
+            Some(p) => {
+                files.insert(img.stem(), p);
+            }
+            None => missing.push(
+                cfg.images
+                    .join(&img.person)
+                    .join(format!("{}.jpg", img.stem())),
+            ),
+        }
+    }
+    if !missing.is_empty() && !cfg.skip_missing {
+        return Err(Error::BadImage {
+            path: missing[0].clone(),
+            reason: format!(
+                "{} image(s) of the pairs are missing, the first is this one (use --skip-missing to skip their pairs)",
+                missing.len()
+            ),
+        });
+    }
+    let used: Vec<&Pair> = pairs
+        .pairs
+        .iter()
+        .filter(|p| files.contains_key(&p.a.stem()) && files.contains_key(&p.b.stem()))
+        .collect();
+    if used.is_empty() {
+        return Err(Error::InvalidArgument {
+            field: "pairs",
+            reason: "no pair left to evaluate (all have missing images)".into(),
+        });
+    }
+
+    let mut settings = serde_json::json!({
+        "fingerprint": embedder.metadata().fingerprint,
+        "preprocess": embedder.standardization().name(),
+        "aligned": cfg.aligned,
+        "align": cfg.align.method,
+        "select": cfg.selection,
+        "margin": cfg.align.margin,
+        "size": cfg.align.size,
+        "flip": cfg.flip,
+    });
+    // Only bf16 adds a key, so that caches of f32 embeddings written before stay valid.
+    if embedder.precision() != crate::Precision::F32 {
+        settings["precision"] = embedder.precision().name().into();
+    }
+    let cache_file = cfg.cache.as_ref().map(|dir| {
+        let mut h = Sha256::new();
+        h.update(settings.to_string());
+        h.update(
+            std::fs::canonicalize(&cfg.images)
+                .unwrap_or(cfg.images.clone())
+                .to_string_lossy()
+                .as_bytes(),
+        );
+        let key: String = h.finalize()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        dir.join(format!("{key}.json"))
+    });
+    let mut cache: BTreeMap<String, Vec<f32>> = cache_file
+        .as_ref()
+        .and_then(|f| std::fs::read(f).ok())
+        .and_then(|b| serde_json::from_slice::<CacheFile>(&b).ok())
+        .filter(|c| c.settings == settings)
+        .map(|c| c.embeddings)
+        .unwrap_or_default();
+    let todo: Vec<(String, PathBuf)> = files
+        .iter()
+        .filter(|(k, _)| !cache.contains_key(*k))
+        .map(|(k, p)| (k.clone(), p.clone()))
+        .collect();
+    let cached = files.len() - todo.len();
+    let mut fallbacks = Vec::new();
+    if !todo.is_empty() {
+        let (embs, fb) = embed_all(&todo, cfg, embedder, pool, progress)?;
+        fallbacks = fb;
+        for ((k, _), e) in todo.iter().zip(embs) {
+            cache.insert(k.clone(), e);
+        }
+        if let Some(f) = &cache_file {
+            crate::files::write_json_atomic(
+                f,
+                &CacheFile {
+                    settings: settings.clone(),
+                    embeddings: cache.clone(),
+                },
+            )?;
+        }
+    }
+
+    let distances: Vec<(f64, bool)> = used
+        .iter()
+        .map(|p| {
+            let d = cfg.metric.between(&cache[&p.a.stem()], &cache[&p.b.stem()]);
+            (d as f64, p.same)
+        })
+        .collect();
+    let dist: Vec<f64> = distances.iter().map(|d| d.0).collect();
+    let same: Vec<bool> = distances.iter().map(|d| d.1).collect();
+    let folds: Vec<usize> = used.iter().map(|p| p.fold).collect();
+    let evaluation = metrics::evaluate(
+        &dist,
+        &same,
+        &folds,
+        &metrics::grid(cfg.metric.max()),
+        cfg.far,
+    );
+    Ok(ProtocolReport {
+        pairs_used: used.len(),
+        pairs_skipped: pairs.pairs.len() - used.len(),
+        num_folds: pairs.num_folds,
+        images_embedded: files.len(),
+        images_cached: cached,
+        no_face_fallbacks: fallbacks,
+        unit: cfg.metric.unit().into(),
+        settings,
+        evaluation,
+        distances,
+    })
+}
+
+/// Detects, aligns (on the pool) and embeds; returns embeddings in `todo` order and the
+/// images where no face was found (their central region is used).
+fn embed_all(
+    todo: &[(String, PathBuf)],
+    cfg: &ProtocolConfig,
+    embedder: &Embedder,
+    pool: Option<&DetectorPool>,
+    progress: &dyn Progress,
+) -> Result<(Vec<Vec<f32>>, Vec<String>)> {
+    progress.start("faces", todo.len());
+    let faces: Vec<Result<(image::RgbImage, bool)>> = match (cfg.aligned, pool) {
+        (true, _) => todo
+            .iter()
+            .map(|(_, p)| {
+                progress.step(1);
+                Ok((crate::image::load_rgb(p)?, false))
+            })
+            .collect(),
+        (false, Some(pool)) => pool.map(
+            todo,
+            |det, (_, path)| {
+                let img = crate::image::load_rgb(path)?;
+                let found = det.detect(&img)?;
+                match select(&found, img.width(), img.height(), cfg.selection).first() {
+                    Some(face) => Ok((align(&img, face, &cfg.align)?, false)),
+                    None => Ok((centre_crop(&img, &cfg.align)?, true)),
+                }
+            },
+            &|| progress.step(1),
+        ),
+        (false, None) => {
+            return Err(Error::InvalidArgument {
+                field: "detector",
+                reason: "photos that are not aligned crops need a detector".into(),
+            });
+        }
+    };
+    let mut crops = Vec::with_capacity(todo.len());
+    let mut fallbacks = Vec::new();
+    for ((key, _), f) in todo.iter().zip(faces) {
+        let (crop, fallback) = f?;
+        if fallback {
+            fallbacks.push(key.clone());
+        }
+        crops.push(crop);
+    }
+    progress.start("embeddings", crops.len());
+    let mut out = Vec::with_capacity(crops.len());
+    for chunk in crops.chunks(64) {
+        let embs = embedder.embed(chunk)?;
+        let flipped = if cfg.flip {
+            let mirrored: Vec<_> = chunk.iter().map(image::imageops::flip_horizontal).collect();
+            Some(embedder.embed(&mirrored)?)
+        } else {
+            None
+        };
+        for (i, e) in embs.into_iter().enumerate() {
+            out.push(match &flipped {
+                Some(f) => {
+                    let mut both = e.normalized;
+                    both.extend_from_slice(&f[i].normalized);
+                    l2_normalize(&both)
+                }
+                None => e.normalized,
+            });
+        }
+        progress.step(chunk.len());
+    }
+    Ok((out, fallbacks))
+}
+
+/// Scores labelled embeddings against each other (every pair of two faces), as `calibrate`
+/// does on a user's own photos: one fold, thresholds for `far` and for best accuracy.
+/// Returns the evaluation and the numbers of same-person and different-person pairs.
+pub fn all_pairs(
+    faces: &[(String, Vec<f32>)],
+    metric: Distance,
+    far: f64,
+) -> Result<(Evaluation, usize, usize)> {
+    let (mut dist, mut same) = (Vec::new(), Vec::new());
+    for i in 0..faces.len() {
+        for j in i + 1..faces.len() {
+            dist.push(metric.between(&faces[i].1, &faces[j].1) as f64);
+            same.push(faces[i].0 == faces[j].0);
+        }
+    }
+    let positives = same.iter().filter(|&&s| s).count();
+    let negatives = same.len() - positives;
+    if positives == 0 || negatives == 0 {
+        return Err(Error::InvalidArgument {
+            field: "labelled faces",
+            reason: format!(
+                "need at least two people and one person with two photos ({positives} same-person and {negatives} different-person pairs)"
+            ),
+        });
+    }
+    let folds = vec![0; dist.len()];
+    let e = metrics::evaluate(&dist, &same, &folds, &metrics::grid(metric.max()), far);
+    Ok((e, positives, negatives))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_pairs_counts_and_separates() {
+        let faces = vec![
+            ("a".to_string(), vec![1.0, 0.0]),
+            ("a".to_string(), vec![0.99, 0.14]),
+            ("b".to_string(), vec![0.0, 1.0]),
+        ];
+        let (e, pos, neg) = all_pairs(&faces, Distance::L2, 1e-3).unwrap();
+        assert_eq!((pos, neg), (1, 2));
+        assert!((e.best_accuracy - 1.0).abs() < 1e-12);
+        let one = &faces[..1];
+        assert!(all_pairs(one, Distance::L2, 1e-3).is_err());
+    }
+}
