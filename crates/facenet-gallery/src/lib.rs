@@ -248,3 +248,35 @@ pub struct Export {
     /// Every face.
     pub faces: Vec<FaceRecord>,
 }
+
+impl Export {
+    /// Every face of a store, with its model.
+    pub fn of(store: &dyn GalleryStore) -> Result<Self> {
+        Ok(Self {
+            format: "facenet-gallery/1".into(),
+            model: store.model()?,
+            faces: store.faces(None)?,
+        })
+    }
+
+    /// Adds the faces to `store` (one transaction per identity; the model must match the
+    /// store's); returns how many were added.
+    pub fn import_into(self, store: &dyn GalleryStore) -> Result<usize> {
+        let Some(model) = self.model else {
+            return Ok(0);
+        };
+        let mut by_name: std::collections::BTreeMap<String, Vec<NewFace>> = Default::default();
+        for f in self.faces {
+            by_name.entry(f.identity).or_default().push(NewFace {
+                embedding: f.embedding,
+                source: f.source,
+                bbox: f.bbox,
+            });
+        }
+        let mut n = 0;
+        for (name, faces) in by_name {
+            n += store.enroll(&name, &faces, &model)?;
+        }
+        Ok(n)
+    }
+}

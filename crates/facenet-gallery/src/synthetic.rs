@@ -116,3 +116,63 @@ mod tests {
         assert!((1.35..1.45).contains(&other), "other-identity mean {other}");
     }
 }
+
+/// What [`search_bench`] measured on one gallery size.
+#[derive(Debug, Clone, Copy)]
+pub struct SearchBench {
+    /// Exact search, one core, per query.
+    pub exact_ms: f64,
+    /// HNSW search per query, graph build time and recall@1 of the nearest face against
+    /// exact search (when asked for).
+    pub hnsw: Option<(f64, f64, f64)>,
+}
+
+/// Times exact search (one core) over `n` face-like unit vectors (10 per identity, see
+/// [`face_like`]) with `queries` queries, and with `hnsw` also the HNSW graph built on
+/// `threads` threads.
+pub fn search_bench(
+    n: usize,
+    queries: usize,
+    hnsw: bool,
+    threads: usize,
+) -> crate::Result<SearchBench> {
+    use std::time::Instant;
+    let dim = 128;
+    let g = face_like(n.div_ceil(10), 10, queries.max(1), dim, 11);
+    let mut idx = crate::SearchIndex::default();
+    for (i, row) in g.gallery.chunks_exact(dim).take(n).enumerate() {
+        idx.push(&format!("id{}", g.labels[i]), row, &i.to_string())?;
+    }
+    let qs: Vec<&[f32]> = g.queries.chunks_exact(dim).collect();
+    let per_query = |t: Instant| t.elapsed().as_secs_f64() * 1000.0 / qs.len() as f64;
+    let t = Instant::now();
+    let exact = qs
+        .iter()
+        .map(|q| idx.search_exact(q, 5))
+        .collect::<crate::Result<Vec<_>>>()?;
+    let exact_ms = per_query(t);
+    if !hnsw {
+        return Ok(SearchBench {
+            exact_ms,
+            hnsw: None,
+        });
+    }
+    let t = Instant::now();
+    idx.build_ann(crate::AnnConfig::default(), threads)?;
+    let build_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let approx = qs
+        .iter()
+        .map(|q| idx.search(q, 5))
+        .collect::<crate::Result<Vec<_>>>()?;
+    let ann_ms = per_query(t);
+    let hits = exact
+        .iter()
+        .zip(&approx)
+        .filter(|(e, a)| e[0].source == a[0].source)
+        .count();
+    Ok(SearchBench {
+        exact_ms,
+        hnsw: Some((ann_ms, build_s, hits as f64 / qs.len() as f64)),
+    })
+}

@@ -123,52 +123,24 @@ pub struct SearchArgs {
 /// Face-like synthetic galleries (10 faces per identity, see `facenet_gallery::synthetic`):
 /// exact search on one core, then the HNSW graph.
 fn search_bench(args: &SearchArgs) -> anyhow::Result<()> {
-    use facenet_gallery::synthetic::face_like;
-    use facenet_gallery::{AnnConfig, SearchIndex};
-    let dim = 128;
     let threads = rayon::current_num_threads();
     let mut sizes: Vec<usize> = args.sizes.iter().chain(&args.ann_sizes).copied().collect();
     sizes.sort_unstable();
     sizes.dedup();
     for n in sizes {
-        let g = face_like(n.div_ceil(10), 10, args.queries.max(1), dim, 11);
-        let mut idx = SearchIndex::default();
-        for (i, row) in g.gallery.chunks_exact(dim).take(n).enumerate() {
-            idx.push(&format!("id{}", g.labels[i]), row, &i.to_string())?;
-        }
-        let queries: Vec<&[f32]> = g.queries.chunks_exact(dim).collect();
-        let t = Instant::now();
-        let exact = queries
-            .iter()
-            .map(|q| idx.search_exact(q, 5))
-            .collect::<Result<Vec<_>, _>>()?;
-        let exact_ms = t.elapsed().as_secs_f64() * 1000.0 / queries.len() as f64;
+        let hnsw = args.ann_sizes.contains(&n);
+        let r = facenet_gallery::synthetic::search_bench(n, args.queries, hnsw, threads)?;
         if args.sizes.contains(&n) {
-            println!("search n={n} dim={dim} ms_per_query={exact_ms:.3} threads=1 kind=exact");
+            let ms = r.exact_ms;
+            println!("search n={n} dim=128 ms_per_query={ms:.3} threads=1 kind=exact");
         }
-        if !args.ann_sizes.contains(&n) {
-            continue;
+        if let Some((ms, build_s, recall)) = r.hnsw {
+            println!(
+                "search n={n} dim=128 ms_per_query={ms:.3} threads=1 kind=hnsw build_s={build_s:.1} \
+                 build_threads={threads} recall_at_1={recall:.4} speedup={:.1}",
+                r.exact_ms / ms
+            );
         }
-        let t = Instant::now();
-        idx.build_ann(AnnConfig::default(), threads)?;
-        let build_s = t.elapsed().as_secs_f64();
-        let t = Instant::now();
-        let approx = queries
-            .iter()
-            .map(|q| idx.search(q, 5))
-            .collect::<Result<Vec<_>, _>>()?;
-        let ann_ms = t.elapsed().as_secs_f64() * 1000.0 / queries.len() as f64;
-        let hits = exact
-            .iter()
-            .zip(&approx)
-            .filter(|(e, a)| e[0].source == a[0].source)
-            .count();
-        println!(
-            "search n={n} dim={dim} ms_per_query={ann_ms:.3} threads=1 kind=hnsw build_s={build_s:.1} \
-             build_threads={threads} recall_at_1={:.4} speedup={:.1}",
-            hits as f64 / queries.len() as f64,
-            exact_ms / ann_ms
-        );
     }
     Ok(())
 }
@@ -225,38 +197,22 @@ fn detect_bench(args: &DetectArgs, device: Device) -> anyhow::Result<()> {
         .map(|i| (i.width() * i.height()) as f64)
         .sum::<f64>()
         / imgs.len() as f64;
-    for img in &imgs {
-        detector.detect(img)?; // warm-up
-    }
-    let mut rates = Vec::new();
-    for _ in 0..args.runs.max(1) {
-        let t = Instant::now();
-        for img in &imgs {
-            detector.detect(img)?;
-        }
-        rates.push(imgs.len() as f64 / t.elapsed().as_secs_f64());
-    }
-    rates.sort_by(f64::total_cmp);
+    let all = || {
+        imgs.iter()
+            .try_for_each(|img| detector.detect(img).map(drop))
+    };
+    all()?; // warm-up
+    let ms = facenet::bench::median_ms(args.runs, all)?;
     println!(
-        "detect engine={engine} photos_per_s={:.2} photos={} mean_pixels={:.0}",
-        rates[rates.len() / 2],
+        "detect engine={engine} photos_per_s={:.2} photos={} mean_pixels={pixels:.0}",
+        imgs.len() as f64 * 1000.0 / ms,
         imgs.len(),
-        pixels
     );
     for (w, h) in [(640u32, 480u32), (1920, 1080)] {
         let img = image::imageops::resize(&imgs[0], w, h, image::imageops::FilterType::Triangle);
         detector.detect(&img)?;
-        let mut times = Vec::new();
-        for _ in 0..args.runs.max(1) {
-            let t = Instant::now();
-            detector.detect(&img)?;
-            times.push(t.elapsed().as_secs_f64() * 1000.0);
-        }
-        times.sort_by(f64::total_cmp);
-        println!(
-            "detect engine={engine} size={w}x{h} ms={:.1}",
-            times[times.len() / 2]
-        );
+        let ms = facenet::bench::median_ms(args.runs, || detector.detect(&img).map(drop))?;
+        println!("detect engine={engine} size={w}x{h} ms={ms:.1}");
     }
     Ok(())
 }

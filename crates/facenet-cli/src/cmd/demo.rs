@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use facenet::pipeline::FacePipeline;
 use facenet::{Device, Embedder};
-use facenet_gallery::{LabelledResult, Recognizer, SqliteGallery};
+use facenet_gallery::{Recognizer, SqliteGallery};
 
 use crate::common::DetectorArg;
 
@@ -29,6 +29,7 @@ pub struct Args {
     pub sheet: PathBuf,
 }
 
+/// A val photo with its face, truth, prediction and nearest identity.
 struct Row {
     file: String,
     truth: String,
@@ -39,7 +40,8 @@ struct Row {
 }
 
 /// Enrols `per_person` photos of each person of `root/train` into a fresh in-memory gallery
-/// and identifies every photo of `root/val`; returns the rows and the faces enrolled.
+/// and identifies the face of every photo of `root/val`; returns the rows, the number of
+/// people and of faces enrolled.
 fn one_run(
     pipeline: &Arc<FacePipeline>,
     root: &Path,
@@ -57,28 +59,23 @@ fn one_run(
     let searcher = r.searcher(threshold)?;
     let mut rows = Vec::new();
     for res in r.identify_folder(&searcher, &root.join("val"))? {
-        let LabelledResult {
-            truth,
-            path,
-            identification: Some(id),
-            crop: Some(face),
-        } = res
-        else {
+        let (Some(id), Some(face)) = (res.identification, res.crop) else {
             eprintln!("identify: no face in {}", res.path.display());
             continue;
         };
+        let file = res
+            .path
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned());
         rows.push(Row {
-            file: path
-                .file_name()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            truth,
-            predicted: id.identity.clone(),
+            file: file.unwrap_or_default(),
+            truth: res.truth,
             nearest: id
                 .candidates
                 .first()
                 .map(|c| c.identity.clone())
                 .unwrap_or_default(),
+            predicted: id.identity,
             distance: id.distance.unwrap_or(f32::NAN),
             face,
         });
@@ -86,6 +83,7 @@ fn one_run(
     Ok((rows, people, searcher.len()))
 }
 
+/// Right predictions, and right nearest identities.
 fn correct(rows: &[Row]) -> (usize, usize) {
     (
         rows.iter().filter(|r| r.truth == r.predicted).count(),

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use facenet::Device;
+use facenet_gallery::DEFAULT_THRESHOLD;
 use facenet_gallery::cluster::Method;
-use facenet_gallery::{DEFAULT_THRESHOLD, NewFace};
 
 use crate::common::{FaceArgs, GalleryArgs, PipelineArgs, display};
 
@@ -217,11 +217,7 @@ pub fn gallery(cmd: GalleryCmd) -> anyhow::Result<()> {
             println!("renamed {old} to {new}");
         }
         GalleryAction::Export { file } => {
-            let e = facenet_gallery::Export {
-                format: "facenet-gallery/1".into(),
-                model: g.model()?,
-                faces: g.faces(None)?,
-            };
+            let e = facenet_gallery::Export::of(g.as_ref())?;
             facenet::files::write_json_atomic(&file, &e)?;
             println!("exported {} face(s) to {}", e.faces.len(), file.display());
         }
@@ -230,23 +226,7 @@ pub fn gallery(cmd: GalleryCmd) -> anyhow::Result<()> {
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let e: facenet_gallery::Export = serde_json::from_slice(&bytes)
                 .with_context(|| format!("{}: not a facenet gallery export", file.display()))?;
-            let Some(model) = e.model else {
-                println!("nothing to import");
-                return Ok(());
-            };
-            let mut by_name: std::collections::BTreeMap<String, Vec<NewFace>> = Default::default();
-            for f in e.faces {
-                by_name.entry(f.identity).or_default().push(NewFace {
-                    embedding: f.embedding,
-                    source: f.source,
-                    bbox: f.bbox,
-                });
-            }
-            let mut n = 0;
-            for (name, faces) in by_name {
-                n += g.enroll(&name, &faces, &model)?;
-            }
-            println!("imported {n} face(s)");
+            println!("imported {} face(s)", e.import_into(g.as_ref())?);
         }
     }
     Ok(())

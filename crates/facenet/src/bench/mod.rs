@@ -50,3 +50,15 @@ pub fn median_rate<E>(
     rates.sort_by(f64::total_cmp);
     Ok(rates[rates.len() / 2])
 }
+
+/// The median of `runs` timings of `f`, in milliseconds.
+pub fn median_ms<E>(runs: usize, mut f: impl FnMut() -> Result<(), E>) -> Result<f64, E> {
+    let mut times = Vec::new();
+    for _ in 0..runs.max(1) {
+        let t = Instant::now();
+        f()?;
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}

@@ -68,60 +68,89 @@ pub enum Optimizer {
     Sgd,
 }
 
-/// The settings of a run, saved as `config.json`.
+/// The settings of a run, saved as `config.json`. With the `clap` feature it is also the
+/// command line's argument group (`facenet train --help`), with the same defaults as
+/// [`TrainConfig::new`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
 pub struct TrainConfig {
     /// Aligned training faces, `person/*.png`.
+    #[cfg_attr(feature = "clap", arg(skip))]
     pub data: PathBuf,
-    /// The loss.
+    /// triplet (FaceNet) or softmax (+ center loss).
+    #[cfg_attr(feature = "clap", arg(long, value_enum, default_value_t = Loss::Triplet))]
     pub loss: Loss,
-    /// The network preset.
+    /// Network.
+    #[cfg_attr(feature = "clap", arg(long, value_enum, default_value_t = Preset::Small))]
     pub model: Preset,
-    /// Its configuration.
+    /// Its configuration (from `model`).
+    #[cfg_attr(feature = "clap", arg(skip = InceptionResnetV1Config::small()))]
     pub network: InceptionResnetV1Config,
-    /// Where the weights start.
+    /// random, or pretrained (the imported Keras weights; keras-128 only).
+    #[cfg_attr(feature = "clap", arg(long, value_enum, default_value_t = Init::Random))]
     pub init: Init,
-    /// Total optimizer steps.
+    /// Optimizer steps (when resuming: the total to reach).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 100))]
     pub steps: usize,
-    /// Triplet mining rule.
+    /// Triplet mining.
+    #[cfg_attr(feature = "clap", arg(long, value_enum, default_value_t = Selection::SemiHard))]
     pub selection: Selection,
-    /// Triplet margin (squared L2).
+    /// Triplet margin alpha (squared L2).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 0.2))]
     pub alpha: f32,
-    /// People per sampling round.
+    /// People per sampling round (davidsandberg: 45).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 15))]
     pub people: usize,
-    /// Images per person per round.
+    /// Images per person per round (davidsandberg: 40).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 4))]
     pub per_person: usize,
-    /// Triplets per optimizer step.
+    /// Triplets per optimizer step (the batch is 3x this many images).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 30))]
     pub triplets_per_step: usize,
-    /// Images per softmax step.
+    /// Images per step for softmax training.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 60))]
     pub batch: usize,
-    /// Center loss weight.
+    /// Center loss weight (softmax training).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 0.01))]
     pub center_loss_factor: f32,
-    /// Center update rate.
+    /// Center update rate alpha (softmax training).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 0.95))]
     pub center_alpha: f32,
-    /// The optimizer.
+    /// Optimizer.
+    #[cfg_attr(feature = "clap", arg(long, value_enum, default_value_t = Optimizer::Adam))]
     pub optimizer: Optimizer,
-    /// Constant learning rate (without a schedule).
+    /// Learning rate (without a schedule).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 0.001))]
     pub lr: f64,
-    /// `(epoch, rate)` schedule.
+    /// `(epoch, rate)` schedule (`--lr-schedule FILE` on the command line).
+    #[cfg_attr(feature = "clap", arg(skip))]
     pub lr_schedule: Option<Vec<(usize, f64)>>,
-    /// Steps per schedule epoch.
+    /// Steps per epoch of the schedule.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 100))]
     pub steps_per_epoch: usize,
     /// L2 weight decay.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 0.0))]
     pub weight_decay: f32,
-    /// Random crops and flips.
+    /// Random flips and crops.
+    #[cfg_attr(feature = "clap", arg(long))]
     pub augment: bool,
     /// Seed of initialisation, sampling, mining and augmentation.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 666))]
     pub seed: u64,
     /// Checkpoint every N steps (and at the end).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 50))]
     pub checkpoint_every: usize,
-    /// Validation pairs file.
+    /// Validation pairs file (images under --val-images, aligned).
+    #[cfg_attr(feature = "clap", arg(long))]
     pub val_pairs: Option<PathBuf>,
     /// Aligned images of the validation pairs.
+    #[cfg_attr(feature = "clap", arg(long))]
     pub val_images: Option<PathBuf>,
     /// Validate every N steps.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 50))]
     pub val_every: usize,
     /// `git rev-parse HEAD` where the run started, or `unknown`.
+    #[cfg_attr(feature = "clap", arg(skip))]
     pub git_revision: String,
 }
 
@@ -219,7 +248,8 @@ impl Dataset {
     }
 }
 
-fn git_revision() -> String {
+/// `git rev-parse HEAD` here, or `unknown`.
+pub fn git_revision() -> String {
     std::process::Command::new("git")
         .args(["rev-parse", "HEAD"])
         .output()

@@ -1,0 +1,651 @@
+//! Convolutions and their epilogues: folded BatchNorm, the im2col gather (f32 and bf16), the
+//! matrix products (gemm or AMX tiles) split across threads.
+
+#[allow(unused_imports)]
+use super::*;
+
+/// What happens to a convolution's product before it is stored.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Epilogue {
+    /// `max(p + b, 0)`: a folded conv-BN-ReLU.
+    BiasRelu,
+    /// `p + b`.
+    Bias,
+    /// `dst + scale * (p + b)`, then ReLU if asked: the residual sum.
+    Residual { scale: f32, relu: bool },
+    /// `p + b`, then PReLU with the convolution's per-channel slopes ([`Conv::prelu`]).
+    BiasPrelu,
+}
+
+/// A convolution with its BatchNorm folded in, weights as a `[kh * kw * cin, cout]` matrix
+/// whose rows are ordered (dy, dx, input channel), as im2col lays out a patch.
+#[derive(Debug, Clone)]
+pub(super) struct Conv {
+    pub(super) kh: usize,
+    pub(super) kw: usize,
+    pub(super) stride: usize,
+    /// top, left, bottom, right.
+    pub(super) pad: [usize; 4],
+    pub(super) cin: usize,
+    pub(super) cout: usize,
+    pub(super) w: Vec<f32>,
+    pub(super) b: Vec<f32>,
+    /// Winograd F(2x2, 3x3) form of `w` for 3x3 stride-1 convolutions (see [`winograd`]).
+    pub(super) wino: Option<Vec<f32>>,
+    /// PReLU slopes per output channel, for [`Epilogue::BiasPrelu`] (empty otherwise).
+    pub(super) prelu: Vec<f32>,
+    /// `w` packed for AMX bf16 products ([`Precision::Bf16`]); `None` runs f32 products.
+    pub(super) amx: Option<amx::Packed>,
+}
+
+pub(super) fn tensor_vec<const D: usize>(t: Tensor<D>, name: &str) -> Result<Vec<f32>> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|source| Error::Data {
+            what: format!("tensor `{name}`"),
+            source,
+        })
+}
+
+impl Conv {
+    /// Reads a burn convolution (OIHW weight), with an optional per-output-channel affine map
+    /// `(scale, shift)` applied after it (a folded BatchNorm).
+    pub(super) fn from_burn(conv: &Conv2d, affine: Option<(Vec<f32>, Vec<f32>)>) -> Result<Self> {
+        let [cout, cin, kh, kw] = conv.weight.dims();
+        if conv.groups != 1 || conv.dilation != [1, 1] || conv.stride[0] != conv.stride[1] {
+            return Err(Error::Tensor {
+                name: "conv".into(),
+                reason: "grouped, dilated or anisotropic-stride convolutions are not supported"
+                    .into(),
+            });
+        }
+        let stride = conv.stride[0];
+        let pad = match conv.padding {
+            PaddingConfig2d::Valid => [0; 4],
+            PaddingConfig2d::Same if stride == 1 => {
+                let (t, l) = ((kh - 1) / 2, (kw - 1) / 2);
+                [t, l, kh - 1 - t, kw - 1 - l]
+            }
+            PaddingConfig2d::Explicit(t, l, b, r) => [t, l, b, r],
+            PaddingConfig2d::Same => {
+                return Err(Error::Tensor {
+                    name: "conv".into(),
+                    reason: "`same` padding with stride > 1 is not supported".into(),
+                });
+            }
+        };
+        let oihw = tensor_vec(conv.weight.val(), "conv.weight")?;
+        let mut b = match &conv.bias {
+            Some(bias) => tensor_vec(bias.val(), "conv.bias")?,
+            None => vec![0.0; cout],
+        };
+        let mut scale = vec![1.0f32; cout];
+        if let Some((s, t)) = affine {
+            for o in 0..cout {
+                b[o] = b[o] * s[o] + t[o];
+                scale[o] = s[o];
+            }
+        }
+        let mut w = vec![0.0f32; kh * kw * cin * cout];
+        for o in 0..cout {
+            for i in 0..cin {
+                for y in 0..kh {
+                    for x in 0..kw {
+                        let src = ((o * cin + i) * kh + y) * kw + x;
+                        let row = (y * kw + x) * cin + i;
+                        w[row * cout + o] = oihw[src] * scale[o];
+                    }
+                }
+            }
+        }
+        Ok(Self {
+            kh,
+            kw,
+            stride,
+            pad,
+            cin,
+            cout,
+            w,
+            b,
+            // Set by `FastNet::with_winograd`: MTCNN's few-channel convolutions go without.
+            wino: None,
+            prelu: Vec::new(),
+            amx: None,
+        })
+    }
+
+    /// A dense layer `(cin, cout)` (weights row-major `(in, out)`) as a 1x1 convolution.
+    pub(super) fn dense(cin: usize, cout: usize, w: Vec<f32>, b: Vec<f32>) -> Self {
+        debug_assert!(w.len() == cin * cout && b.len() == cout);
+        Self {
+            kh: 1,
+            kw: 1,
+            stride: 1,
+            pad: [0; 4],
+            cin,
+            cout,
+            w,
+            b,
+            wino: None,
+            prelu: Vec::new(),
+            amx: None,
+        }
+    }
+
+    /// conv -> BatchNorm (running statistics) folded into one convolution.
+    pub(super) fn basic(layer: &BasicConv2d) -> Result<Self> {
+        let (s, t) = bn_affine(&layer.bn)?;
+        Self::from_burn(&layer.conv, Some((s, t)))
+    }
+
+    /// Concatenates the outputs of convolutions that share their input and geometry.
+    pub(super) fn fuse(parts: &[&Conv]) -> Self {
+        let first = parts[0];
+        let cout: usize = parts.iter().map(|c| c.cout).sum();
+        let k = first.kh * first.kw * first.cin;
+        let mut w = vec![0.0f32; k * cout];
+        let mut b = Vec::with_capacity(cout);
+        let mut col = 0;
+        for p in parts {
+            debug_assert_eq!(
+                (p.kh, p.kw, p.stride, p.pad, p.cin),
+                (first.kh, first.kw, first.stride, first.pad, first.cin)
+            );
+            for r in 0..k {
+                w[r * cout + col..r * cout + col + p.cout]
+                    .copy_from_slice(&p.w[r * p.cout..(r + 1) * p.cout]);
+            }
+            b.extend_from_slice(&p.b);
+            col += p.cout;
+        }
+        debug_assert!(first.wino.is_none(), "only 1x1 convolutions are fused");
+        debug_assert!(
+            parts
+                .iter()
+                .all(|p| p.prelu.is_empty() == first.prelu.is_empty())
+        );
+        Self {
+            cout,
+            w,
+            b,
+            prelu: parts.iter().flat_map(|p| p.prelu.iter().copied()).collect(),
+            amx: None,
+            ..first.clone()
+        }
+    }
+
+    pub(super) fn out_hw(&self, h: usize, w: usize) -> (usize, usize) {
+        let [t, l, b, r] = self.pad;
+        (
+            (h + t + b - self.kh) / self.stride + 1,
+            (w + l + r - self.kw) / self.stride + 1,
+        )
+    }
+
+    pub(super) fn pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == [0; 4]
+    }
+
+    pub(super) fn macs(&self, h: usize, w: usize) -> u64 {
+        let (oh, ow) = self.out_hw(h, w);
+        (oh * ow * self.kh * self.kw * self.cin * self.cout) as u64
+    }
+
+    /// Computes this convolution of channels `xoff..xoff + cin` of `x` into channels
+    /// `ooff..ooff + cout` of `out` (already shaped to the output size).
+    ///
+    /// With [`Par::Split`], tall products (many output rows) are split by rows, each thread
+    /// building its own im2col; short ones (a batch of one in the late blocks) by output
+    /// channels, so that no thread packs the whole weight matrix for a few rows.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn run(
+        &self,
+        x: &Buf,
+        xoff: usize,
+        out: &mut Buf,
+        ooff: usize,
+        epilogue: Epilogue,
+        scratch: &mut Vec<Vec<f32>>,
+        par: Par,
+    ) {
+        let (oh, ow) = self.out_hw(x.h, x.w);
+        assert!(
+            out.n == x.n && out.h == oh && out.w == ow && ooff + self.cout <= out.c,
+            "fast path: output buffer does not fit the convolution"
+        );
+        assert!(
+            xoff + self.cin <= x.c,
+            "fast path: input channels out of range"
+        );
+        let rows = out.rows();
+        let oc = out.c;
+        let threads = match par {
+            Par::Split(t) => t,
+            Par::Single => 1,
+        };
+        if scratch.len() < threads {
+            scratch.resize_with(threads, Vec::new);
+        }
+        let job = RowJob {
+            x,
+            xoff,
+            oc,
+            ooff,
+            epilogue,
+        };
+        let dst = SendPtr(out.data.as_mut_ptr());
+        let tiles = out.n * oh.div_ceil(2) * ow.div_ceil(2);
+        // Winograd pays off once every thread has a full chunk of tiles; below that, its
+        // transforms and short products cost more than im2col saves.
+        let wino = tiles >= threads * winograd::TILES
+            && matches!(epilogue, Epilogue::BiasRelu | Epilogue::Bias);
+        if let (Some(u), true) = (&self.wino, wino) {
+            let relu = matches!(epilogue, Epilogue::BiasRelu);
+            let geo = winograd::Geometry::new(x, xoff, self.pad, (oh, ow), oc, ooff);
+            // SAFETY: `dst` is `out.data`, shaped (asserted above) as `geo` describes.
+            unsafe {
+                winograd::conv(
+                    &geo, u, &self.b, self.cin, self.cout, relu, dst, scratch, threads,
+                )
+            };
+            return;
+        }
+        // With f32 products each thread packs the whole weight matrix, so rows are split only
+        // when they outnumber the weights' columns; AMX weights are packed once, and a row
+        // split then avoids rounding the same rows on every thread.
+        let by_rows =
+            rows >= threads * MIN_ROWS_PER_THREAD && (self.amx.is_some() || rows >= 2 * self.cout);
+        let by_cols = self.cout >= threads * 16;
+        if threads == 1 || !(by_rows || by_cols) {
+            // SAFETY: `dst` is `out.data`, which holds `rows * oc` floats (asserted above).
+            unsafe { self.run_rows(&job, dst, 0, rows, 0..self.cout, &mut scratch[0]) };
+        } else if by_rows {
+            // Whole 32-row tiles per thread on AMX.
+            let per = match self.amx {
+                Some(_) => rows.div_ceil(threads).next_multiple_of(32),
+                None => rows.div_ceil(threads),
+            };
+            rayon::scope(|s| {
+                for (i, scr) in scratch.iter_mut().enumerate().take(threads) {
+                    let (r0, job) = (i * per, &job);
+                    if r0 >= rows {
+                        break;
+                    }
+                    let m = per.min(rows - r0);
+                    // SAFETY: the threads write disjoint row ranges of `out.data`.
+                    s.spawn(move |_| unsafe { self.run_rows(job, dst, r0, m, 0..self.cout, scr) });
+                }
+            });
+        } else {
+            // By columns: im2col once (if any), products and epilogues split by channels.
+            let cols = self.cout.div_ceil(threads).next_multiple_of(16);
+            let ranges: Vec<_> = (0..self.cout)
+                .step_by(cols)
+                .map(|c0| c0..(c0 + cols).min(self.cout))
+                .collect();
+            let each = |r0: usize, m: usize, lhs: Option<Patches<'_>>| {
+                rayon::scope(|s| {
+                    for range in &ranges {
+                        let (job, range) = (&job, range.clone());
+                        // SAFETY: the threads write disjoint column ranges of `out.data`.
+                        s.spawn(move |_| unsafe { self.gemm_block(job, dst, r0, m, range, lhs) });
+                    }
+                });
+            };
+            if self.pointwise() {
+                each(0, rows, None);
+            } else {
+                self.in_patches(x, xoff, 0, rows, &mut scratch[0], |r0, m, p| {
+                    each(r0, m, Some(p))
+                });
+            }
+        }
+    }
+
+    /// Output rows `r0..r0 + m`, channels `cols` (relative to this convolution), on this
+    /// thread.
+    ///
+    /// # Safety
+    /// `dst` points to the output buffer (`rows * job.oc` floats) and no other thread touches
+    /// these rows and channels meanwhile.
+    pub(super) unsafe fn run_rows(
+        &self,
+        job: &RowJob<'_>,
+        dst: SendPtr,
+        r0: usize,
+        m: usize,
+        cols: std::ops::Range<usize>,
+        scratch: &mut Vec<f32>,
+    ) {
+        if self.pointwise() {
+            // SAFETY: forwarded from the caller.
+            unsafe { self.gemm_block(job, dst, r0, m, cols, None) };
+            return;
+        }
+        self.in_patches(job.x, job.xoff, r0, m, scratch, |r, c, p| {
+            // SAFETY: forwarded from the caller.
+            unsafe { self.gemm_block(job, dst, r, c, cols.clone(), Some(p)) }
+        });
+    }
+
+    /// Builds the im2col patches of output rows `r0..r0 + m` in bounded chunks and hands each
+    /// chunk (first row, row count, patches) to `f`. With AMX weights the patches are rounded
+    /// to bf16 as they are gathered (no f32 copy is written).
+    pub(super) fn in_patches(
+        &self,
+        x: &Buf,
+        xoff: usize,
+        r0: usize,
+        m: usize,
+        scratch: &mut Vec<f32>,
+        mut f: impl FnMut(usize, usize, Patches<'_>),
+    ) {
+        let (oh, ow) = self.out_hw(x.h, x.w);
+        let k = self.kh * self.kw * self.cin;
+        let chunk = (IM2COL_CHUNK_FLOATS / k).clamp(1, m.max(1));
+        if self.amx.is_some() {
+            let kp = amx::padded_k(k);
+            let chunk = chunk.next_multiple_of(32);
+            let mut buf = BF16_PATCHES.take();
+            if buf.len() < chunk * kp {
+                buf.resize(chunk * kp, 0);
+            }
+            let mut done = 0;
+            while done < m {
+                let c = chunk.min(m - done);
+                // SAFETY: AMX weights exist only where `amx::available()` held, which implies
+                // AVX-512; `buf` holds `chunk >= c` rows of `kp`.
+                unsafe { self.im2col_bf16(x, xoff, r0 + done, c, (oh, ow), &mut buf, kp) };
+                f(
+                    r0 + done,
+                    c,
+                    Patches::Bf16(&buf[..c.next_multiple_of(32) * kp]),
+                );
+                done += c;
+            }
+            BF16_PATCHES.set(buf);
+            return;
+        }
+        if scratch.len() < chunk * k {
+            scratch.resize(chunk * k, 0.0);
+        }
+        let mut done = 0;
+        while done < m {
+            let c = chunk.min(m - done);
+            let patches = &mut scratch[..c * k];
+            self.im2col(x, xoff, r0 + done, c, (oh, ow), patches);
+            f(r0 + done, c, Patches::F32(patches));
+            done += c;
+        }
+    }
+
+    /// [`Conv::im2col`] into bf16 rows of `kp` values (zeros past `k`).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F and AVX-512BW; `dst` holds `m` rows of `kp`.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn im2col_bf16(
+        &self,
+        x: &Buf,
+        xoff: usize,
+        r0: usize,
+        m: usize,
+        oh_ow: (usize, usize),
+        dst: &mut [u16],
+        kp: usize,
+    ) {
+        // This function's AVX-512F/BW (the caller's guarantee) is what `round_into` needs.
+        self.gather(x, xoff, r0, m, oh_ow, (dst, kp, 0), |d, s| {
+            amx::round_into(d, s)
+        });
+    }
+
+    /// One matrix product and its epilogue: output rows `r0..r0 + m`, channels `cols`. The
+    /// left operand is `patches` (im2col rows `r0..r0 + m`) or, for a pointwise convolution,
+    /// the input itself.
+    ///
+    /// # Safety
+    /// As [`Conv::run_rows`].
+    pub(super) unsafe fn gemm_block(
+        &self,
+        job: &RowJob<'_>,
+        dst: SendPtr,
+        r0: usize,
+        m: usize,
+        cols: std::ops::Range<usize>,
+        patches: Option<Patches<'_>>,
+    ) {
+        let RowJob {
+            x,
+            xoff,
+            oc,
+            ooff,
+            epilogue,
+        } = *job;
+        let (read_dst, beta) = match epilogue {
+            Epilogue::Residual { scale, .. } => (true, scale),
+            _ => (false, 1.0),
+        };
+        let (lhs, lhs_rs, k) = match patches {
+            Some(Patches::F32(p)) => {
+                let k = self.kh * self.kw * self.cin;
+                debug_assert!(p.len() >= m * k);
+                (p.as_ptr(), k, k)
+            }
+            Some(Patches::Bf16(p)) => {
+                let packed = self
+                    .amx
+                    .as_ref()
+                    .expect("bf16 patches come with AMX weights");
+                // SAFETY: `p` holds the rows `r0..r0 + m` rounded up to 32, of `padded_k`
+                // values (built by `in_patches`); the output as below.
+                unsafe {
+                    let d = dst.0.add(r0 * oc + ooff + cols.start);
+                    let out = amx::Out {
+                        ptr: d,
+                        ldd: oc,
+                        accumulate: read_dst,
+                        beta,
+                    };
+                    amx::gemm_bf16(m, cols.end - cols.start, p, packed, cols.start, out);
+                    self.epilogue(d, oc, m, cols, epilogue);
+                }
+                return;
+            }
+            // SAFETY: pointwise: input row r is output row r, and `r * x.c + xoff + cin`
+            // stays inside `x.data` for r < rows (checked in `run`).
+            None => (
+                unsafe { x.data.as_ptr().add(r0 * x.c + xoff) },
+                x.c,
+                self.cin,
+            ),
+        };
+        let n = cols.end - cols.start;
+        // SAFETY: the output rows `r0..r0 + m` (stride `oc`) and channels
+        // `ooff + cols` lie inside the output buffer; `lhs` holds `m` rows of `k` floats at
+        // stride `lhs_rs`; the weights are `k x cout`, read at columns `cols`. The output
+        // does not overlap the inputs.
+        unsafe {
+            let d = dst.0.add(r0 * oc + ooff + cols.start);
+            if let Some(packed) = &self.amx {
+                // Column ranges start at multiples of 16 (see `run`); AMX was checked
+                // available when the weights were packed.
+                let out = amx::Out {
+                    ptr: d,
+                    ldd: oc,
+                    accumulate: read_dst,
+                    beta,
+                };
+                amx::gemm(m, n, lhs, lhs_rs, packed, cols.start, out);
+            } else {
+                gemm::gemm(
+                    m,
+                    n,
+                    k,
+                    d,
+                    1,
+                    oc as isize,
+                    read_dst,
+                    lhs,
+                    1,
+                    lhs_rs as isize,
+                    self.w.as_ptr().add(cols.start),
+                    1,
+                    self.cout as isize,
+                    1.0,
+                    beta,
+                    false,
+                    false,
+                    false,
+                    Parallelism::None,
+                );
+            }
+            self.epilogue(d, oc, m, cols, epilogue);
+        }
+    }
+
+    /// Bias and activation over output rows `0..m` (stride `oc`) from `d`, channels `cols`.
+    ///
+    /// # Safety
+    /// `d` points to `m` rows of at least `cols.len()` floats at stride `oc` that no other
+    /// thread touches meanwhile.
+    pub(super) unsafe fn epilogue(
+        &self,
+        d: *mut f32,
+        oc: usize,
+        m: usize,
+        cols: std::ops::Range<usize>,
+        epilogue: Epilogue,
+    ) {
+        let n = cols.end - cols.start;
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            let b = &self.b[cols.clone()];
+            for r in 0..m {
+                let row = std::slice::from_raw_parts_mut(d.add(r * oc), n);
+                match epilogue {
+                    Epilogue::BiasRelu => {
+                        for (v, b) in row.iter_mut().zip(b) {
+                            *v = (*v + b).max(0.0);
+                        }
+                    }
+                    Epilogue::Bias => {
+                        for (v, b) in row.iter_mut().zip(b) {
+                            *v += b;
+                        }
+                    }
+                    Epilogue::Residual { scale, relu } => {
+                        for (v, b) in row.iter_mut().zip(b) {
+                            *v += b * scale;
+                            if relu {
+                                *v = v.max(0.0);
+                            }
+                        }
+                    }
+                    Epilogue::BiasPrelu => {
+                        // Branch-free (max + slope * min), so that the loop vectorizes; the
+                        // same value as `if t > 0 { t } else { a * t }`.
+                        let a = &self.prelu[cols.clone()];
+                        for ((v, b), a) in row.iter_mut().zip(b).zip(a) {
+                            let t = *v + b;
+                            *v = t.max(0.0) + a * t.min(0.0);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// im2col: output rows `r0..r0 + m` of this convolution's patch matrix (each row a
+    /// `kh x kw x cin` patch, ordered as the weight rows) gathered from channels
+    /// `xoff..xoff + cin` of `x` into `dst` (`m` rows of `k` floats), zero outside the image.
+    pub(super) fn im2col(
+        &self,
+        x: &Buf,
+        xoff: usize,
+        r0: usize,
+        m: usize,
+        oh_ow: (usize, usize),
+        dst: &mut [f32],
+    ) {
+        let k = self.kh * self.kw * self.cin;
+        self.gather(x, xoff, r0, m, oh_ow, (dst, k, 0.0), copy_run);
+    }
+
+    /// The one im2col gather behind [`Conv::im2col`] (f32 rows) and [`Conv::im2col_bf16`]
+    /// (bf16 rows padded to the AMX kernel's depth): `sink` is `(rows, row length, zero)`,
+    /// row values past `k` are zero, `put` stores a run of input values into a run of a row.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    pub(super) fn gather<T: Copy>(
+        &self,
+        x: &Buf,
+        xoff: usize,
+        r0: usize,
+        m: usize,
+        oh_ow: (usize, usize),
+        sink: (&mut [T], usize, T),
+        put: impl Fn(&mut [T], &[f32]),
+    ) {
+        let (dst, row_len, zero) = sink;
+        let (oh, ow) = oh_ow;
+        let (cin, k) = (self.cin, self.kh * self.kw * self.cin);
+        let contiguous = xoff == 0 && cin == x.c;
+        for (i, row) in dst.chunks_exact_mut(row_len).take(m).enumerate() {
+            let r = r0 + i;
+            let img = r / (oh * ow);
+            let oy = (r / ow) % oh;
+            let ox = r % ow;
+            row[k..].fill(zero);
+            for dy in 0..self.kh {
+                let iy = (oy * self.stride + dy) as isize - self.pad[0] as isize;
+                let ix0 = (ox * self.stride) as isize - self.pad[1] as isize;
+                // Whole input row inside the image and the channels contiguous: the kw
+                // segments of this kernel row are one contiguous run of the input.
+                if contiguous
+                    && iy >= 0
+                    && (iy as usize) < x.h
+                    && ix0 >= 0
+                    && ix0 as usize + self.kw <= x.w
+                {
+                    let src = ((img * x.h + iy as usize) * x.w + ix0 as usize) * x.c;
+                    let run = self.kw * cin;
+                    put(&mut row[dy * run..(dy + 1) * run], &x.data[src..src + run]);
+                    continue;
+                }
+                for dx in 0..self.kw {
+                    let ix = (ox * self.stride + dx) as isize - self.pad[1] as isize;
+                    let seg = &mut row[(dy * self.kw + dx) * cin..][..cin];
+                    if iy < 0 || ix < 0 || iy >= x.h as isize || ix >= x.w as isize {
+                        seg.fill(zero);
+                    } else {
+                        let src = ((img * x.h + iy as usize) * x.w + ix as usize) * x.c + xoff;
+                        put(seg, &x.data[src..src + cin]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `dst.copy_from_slice(src)`, without a `memmove` call for the short runs of a few-channel
+/// im2col (3 to 48 floats per kernel row in MTCNN, where the calls took longer than the copies).
+#[inline]
+pub(super) fn copy_run(dst: &mut [f32], src: &[f32]) {
+    const LANES: usize = 16;
+    if dst.len() >= 8 * LANES {
+        dst.copy_from_slice(src);
+        return;
+    }
+    let mut d = dst.chunks_exact_mut(LANES);
+    let mut s = src.chunks_exact(LANES);
+    for (d, s) in (&mut d).zip(&mut s) {
+        let v: [f32; LANES] = s.try_into().expect("chunk of LANES");
+        d.copy_from_slice(&v);
+    }
+    for (d, s) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *d = *s;
+    }
+}
