@@ -60,8 +60,11 @@ impl std::fmt::Debug for AnnIndex {
     }
 }
 
-fn err(what: &str, e: impl std::fmt::Display) -> GalleryError {
-    GalleryError::Invalid(format!("approximate index: {what}: {e}"))
+fn err(what: &str, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> GalleryError {
+    GalleryError::Ann {
+        what: what.into(),
+        source: e.into(),
+    }
 }
 
 impl AnnIndex {

@@ -114,6 +114,15 @@ pub enum GalleryError {
         #[source]
         source: std::io::Error,
     },
+    /// The approximate (HNSW) index failed.
+    #[error("approximate index: {what}")]
+    Ann {
+        /// The step (create, insert, search, save, load).
+        what: String,
+        /// usearch's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The face pipeline failed (a photo, the weights, the network).
     #[error(transparent)]
     Facenet(#[from] facenet::Error),

@@ -115,6 +115,16 @@ pub enum Error {
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
 
+    /// A text file (pairs, learning-rate schedule) does not parse.
+    #[error("{path}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Where and why.
+        #[source]
+        source: ParseError,
+    },
+
     /// An argument is out of its valid range.
     #[error("invalid {field}: {reason}")]
     InvalidArgument {
@@ -131,6 +141,26 @@ impl Error {
         Self::Io {
             path: path.into(),
             source,
+        }
+    }
+}
+
+/// Why a line of a text file does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {reason}")]
+pub struct ParseError {
+    /// 1-based line number (0: the file as a whole).
+    pub line: usize,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl ParseError {
+    /// An error at `line`.
+    pub fn at(line: usize, reason: impl Into<String>) -> Self {
+        Self {
+            line,
+            reason: reason.into(),
         }
     }
 }

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ParseError, Result};
 
 /// One image of a pair: person and 1-based image number.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -62,40 +62,45 @@ impl Pairs {
     /// Reads a pairs file.
     pub fn read(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        Self::parse(&text).map_err(|(line, reason)| Error::BadImage {
+        Self::parse(&text).map_err(|source| Error::Parse {
             path: path.into(),
-            reason: format!("line {line}: {reason}"),
+            source,
         })
     }
 
     /// Parses pairs text; errors carry the 1-based line number.
-    pub fn parse(text: &str) -> std::result::Result<Self, (usize, String)> {
+    pub fn parse(text: &str) -> std::result::Result<Self, ParseError> {
         let mut lines = text
             .lines()
             .enumerate()
             .map(|(i, l)| (i + 1, l.trim()))
             .filter(|(_, l)| !l.is_empty());
-        let (hl, header) = lines.next().ok_or((1, "empty pairs file".to_string()))?;
+        let (hl, header) = lines.next().ok_or(ParseError::at(1, "empty pairs file"))?;
         let nums: Vec<usize> = header
             .split_whitespace()
             .map(|t| {
                 t.parse()
-                    .map_err(|_| (hl, format!("header `{header}` is not numeric")))
+                    .map_err(|_| ParseError::at(hl, format!("header `{header}` is not numeric")))
             })
             .collect::<std::result::Result<_, _>>()?;
         let (num_folds, per_half) = match nums.as_slice() {
             [n] => (1, *n),
             [f, n] => (*f, *n),
-            _ => return Err((hl, format!("header `{header}`: expected `folds n` or `n`"))),
+            _ => {
+                return Err(ParseError::at(
+                    hl,
+                    format!("header `{header}`: expected `folds n` or `n`"),
+                ));
+            }
         };
         if num_folds == 0 || per_half == 0 {
-            return Err((hl, "header counts must be positive".into()));
+            return Err(ParseError::at(hl, "header counts must be positive"));
         }
         let mut pairs = Vec::with_capacity(num_folds * per_half * 2);
         for fold in 0..num_folds {
             for same in [true, false] {
                 for _ in 0..per_half {
-                    let (ln, l) = lines.next().ok_or((
+                    let (ln, l) = lines.next().ok_or(ParseError::at(
                         0,
                         format!(
                             "file ends early: header promises {num_folds} folds of {per_half} same + {per_half} different pairs"
@@ -106,7 +111,7 @@ impl Pairs {
             }
         }
         if let Some((ln, l)) = lines.next() {
-            return Err((ln, format!("unexpected extra line `{l}`")));
+            return Err(ParseError::at(ln, format!("unexpected extra line `{l}`")));
         }
         Ok(Self { pairs, num_folds })
     }
@@ -137,11 +142,11 @@ fn parse_line(
     l: &str,
     same: bool,
     fold: usize,
-) -> std::result::Result<Pair, (usize, String)> {
+) -> std::result::Result<Pair, ParseError> {
     let t: Vec<&str> = l.split_whitespace().collect();
     let num = |s: &str| {
         s.parse::<u32>()
-            .map_err(|_| (ln, format!("`{s}` is not an image number in `{l}`")))
+            .map_err(|_| ParseError::at(ln, format!("`{s}` is not an image number in `{l}`")))
     };
     match (same, t.as_slice()) {
         (true, [name, i, j]) => Ok(Pair {
@@ -168,11 +173,11 @@ fn parse_line(
             same,
             fold,
         }),
-        (true, _) => Err((
+        (true, _) => Err(ParseError::at(
             ln,
             format!("expected a same-person line `name i j`, got `{l}`"),
         )),
-        (false, _) => Err((
+        (false, _) => Err(ParseError::at(
             ln,
             format!("expected a different-person line `name1 i name2 j`, got `{l}`"),
         )),
@@ -214,13 +219,13 @@ mod tests {
     #[test]
     fn errors_name_the_line() {
         let e = Pairs::parse("1 1\nA 1\nB 1 C 1\n").unwrap_err();
-        assert_eq!(e.0, 2);
+        assert_eq!(e.line, 2);
         let e = Pairs::parse("1 1\nA 1 x\nB 1 C 1\n").unwrap_err();
-        assert!(e.1.contains("`x`"));
+        assert!(e.reason.contains("`x`"));
         let e = Pairs::parse("1 2\nA 1 2\n").unwrap_err();
-        assert!(e.1.contains("ends early"));
+        assert!(e.reason.contains("ends early"));
         let e = Pairs::parse("1 1\nA 1 2\nB 1 C 1\nextra\n").unwrap_err();
-        assert_eq!(e.0, 4);
+        assert_eq!(e.line, 4);
         assert!(Pairs::parse("").is_err());
     }
 

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ParseError, Result};
 
 /// A piecewise-constant schedule.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,28 +22,27 @@ impl LearningRateSchedule {
     }
 
     /// Parses the text of a schedule file.
-    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+    pub fn parse(text: &str) -> std::result::Result<Self, ParseError> {
         let mut steps = Vec::new();
         for (i, line) in text.lines().enumerate() {
             let line = line.split('#').next().unwrap_or("").trim();
             if line.is_empty() {
                 continue;
             }
-            let (e, lr) = line
-                .split_once(':')
-                .ok_or_else(|| format!("line {}: expected `epoch: rate`, got `{line}`", i + 1))?;
-            let e: usize = e
-                .trim()
-                .parse()
-                .map_err(|_| format!("line {}: `{}` is not an epoch number", i + 1, e.trim()))?;
+            let (e, lr) = line.split_once(':').ok_or_else(|| {
+                ParseError::at(i + 1, format!("expected `epoch: rate`, got `{line}`"))
+            })?;
+            let e: usize = e.trim().parse().map_err(|_| {
+                ParseError::at(i + 1, format!("`{}` is not an epoch number", e.trim()))
+            })?;
             let lr: f64 = lr
                 .trim()
                 .parse()
-                .map_err(|_| format!("line {}: `{}` is not a rate", i + 1, lr.trim()))?;
+                .map_err(|_| ParseError::at(i + 1, format!("`{}` is not a rate", lr.trim())))?;
             steps.push((e, lr));
         }
         if steps.is_empty() {
-            return Err("no `epoch: rate` line".into());
+            return Err(ParseError::at(0, "no `epoch: rate` line"));
         }
         steps.sort_by_key(|s| s.0);
         Ok(Self { steps })
@@ -52,9 +51,9 @@ impl LearningRateSchedule {
     /// Reads a schedule file.
     pub fn read(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        Self::parse(&text).map_err(|reason| Error::BadImage {
+        Self::parse(&text).map_err(|source| Error::Parse {
             path: path.into(),
-            reason,
+            source,
         })
     }
 
@@ -83,6 +82,7 @@ mod tests {
         assert!(
             LearningRateSchedule::parse("0 0.1")
                 .unwrap_err()
+                .to_string()
                 .contains("line 1")
         );
         assert!(LearningRateSchedule::parse("").is_err());
