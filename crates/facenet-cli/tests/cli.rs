@@ -690,7 +690,7 @@ fn train_without_data_is_a_clear_error() {
 }
 
 #[test]
-fn calibrate_stores_a_threshold_that_identify_uses() {
+fn calibrate_stores_thresholds_that_verify_and_identify_use() {
     let dir = tempfile::tempdir().unwrap();
     let data = crops_dataset(dir.path());
     let g = dir.path().join("g.db");
@@ -709,11 +709,34 @@ fn calibrate_stores_a_threshold_that_identify_uses() {
     );
     // Best accuracy separates them (shared/reference: same <= 1.259 < 1.291 <= different).
     assert!(text.contains("accuracy 1.0000"), "{text}");
-    let out = bin()
-        .args(["identify", "--aligned", "--gallery"])
-        .arg(&g)
-        .arg(crop("madonna_1.png"))
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).contains("calibrated"));
+    let run = |args: &[&str]| {
+        let out = bin().args(args).arg("--gallery").arg(&g).output().unwrap();
+        assert!(out.status.code() != Some(1), "{}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let m1 = crop("madonna_1.png").display().to_string();
+    let m2 = crop("madonna_2.png").display().to_string();
+    run(&["enroll", "madonna", &m1, "--aligned"]);
+    // 1:1 uses the calibrated threshold...
+    let text = run(&["verify", &m2, "--as", "madonna", "--aligned"]);
+    assert!(text.contains("calibrated"), "{text}");
+    // ... 1:N derives its own from the target rate, the gallery's size and the impostor
+    // distances of these photos.
+    let text = run(&["identify", "--json", &m2, "--aligned"]);
+    let v: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(v["threshold_source"], "target-fir", "{text}");
+    assert!(v["expected_fir"].as_f64().unwrap() <= 0.0101, "{text}");
+    let text = run(&["gallery", "fir", "0.001"]);
+    assert!(text.contains("0.001"), "{text}");
+    let strict: serde_json::Value = serde_json::from_str(
+        run(&["identify", "--json", &m2, "--aligned"])
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        strict["threshold"].as_f64() < v["threshold"].as_f64(),
+        "{strict} vs {v}"
+    );
 }

@@ -30,7 +30,7 @@
 //! gallery.enroll_files("madonna", &[first("train/madonna")?], FaceChoice::Unambiguous)?;
 //! gallery.enroll_files("ben", &[first("train/ben_afflek")?], FaceChoice::Unambiguous)?;
 //!
-//! let searcher = gallery.searcher(None)?; // threshold: the gallery's, else 1.115 (L2)
+//! let searcher = gallery.searcher(None, None)?; // threshold for 1 % false identifications
 //! let photo = gallery.pipeline().load(&first("val/madonna")?)?;
 //! let faces = gallery.identify(&searcher, &photo, 1)?;
 //! assert_eq!(faces[0].identity, "madonna");
@@ -50,10 +50,11 @@ use serde::{Deserialize, Serialize};
 
 pub use ann::{ANN_MIN_FACES, AnnConfig, AnnIndex};
 pub use recognizer::{
-    Calibration, ClusteredFace, DEFAULT_THRESHOLD, Enrolment, Identification, LabelledResult,
-    Recognizer, Searcher, Threshold, ThresholdSource, Verification, cluster_folder,
+    Calibration, ClusteredFace, DEFAULT_FIR, DEFAULT_THRESHOLD, DEFAULT_VERIFY_FAR, Enrolment,
+    Identification, LabelledResult, Recognizer, Searcher, Threshold, ThresholdSource, Verification,
+    cluster_folder,
 };
-pub use search::{Match, SearchIndex};
+pub use search::{GalleryRule, Match, SearchIndex};
 pub use sqlite::SqliteGallery;
 
 /// Errors of the gallery.
@@ -196,10 +197,11 @@ pub trait GalleryStore: Send + Sync + std::fmt::Debug {
     fn remove(&self, identity: &str) -> Result<usize>;
     /// Renames an identity.
     fn rename(&self, old: &str, new: &str) -> Result<()>;
-    /// The calibrated decision threshold (L2 between unit embeddings), if one is stored.
-    fn threshold(&self) -> Result<Option<f32>>;
-    /// Stores (or with `None` clears) the calibrated threshold.
-    fn set_threshold(&self, threshold: Option<f32>) -> Result<()>;
+    /// The gallery's decision settings.
+    fn settings(&self) -> Result<Settings>;
+    /// Replaces the gallery's decision settings (checked first: a threshold in (0, 2], a
+    /// rate in (0, 1)).
+    fn set_settings(&self, settings: &Settings) -> Result<()>;
 
     /// Refuses `model` if the gallery holds embeddings of another.
     fn check_model(&self, model: &ModelInfo) -> Result<()> {
@@ -210,6 +212,32 @@ pub trait GalleryStore: Send + Sync + std::fmt::Debug {
                 given: model.short(),
                 given_dim: model.dim,
             }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A gallery's own decision settings; each absent one falls back to the library's default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    /// The 1:1 (verification) threshold calibrated on the user's photos
+    /// (`facenet calibrate --store`), L2 between unit embeddings.
+    pub threshold: Option<f32>,
+    /// The false-identification rate identification aims at in this gallery.
+    pub target_fir: Option<f64>,
+    /// Impostor distances measured on the user's own labelled photos (`facenet calibrate
+    /// --store`), used instead of the table shipped for the weights.
+    pub impostor: Option<facenet::eval::openset::ImpostorTable>,
+}
+
+impl Settings {
+    /// Refuses out-of-range values.
+    pub fn check(&self) -> Result<()> {
+        check_threshold(self.threshold)?;
+        match self.target_fir {
+            Some(f) if !(f > 0.0 && f < 1.0) => Err(GalleryError::Invalid(format!(
+                "target false-identification rate {f}: a rate lies in (0, 1)"
+            ))),
             _ => Ok(()),
         }
     }

@@ -12,12 +12,14 @@ use std::sync::Arc;
 
 use facenet::Distance;
 use facenet::eval::Evaluation;
+use facenet::eval::openset::{ImpostorTable, expected_fir};
 use facenet::image::RgbImage;
 use facenet::pipeline::{Face, FaceChoice, FacePipeline};
 use serde::Serialize;
 
+use crate::search::GalleryRule;
 use crate::{
-    AnnConfig, GalleryError, GalleryStore, Match, ModelInfo, NewFace, Result, SearchIndex,
+    AnnConfig, GalleryError, GalleryStore, Match, ModelInfo, NewFace, Result, SearchIndex, Settings,
 };
 
 /// Default decision threshold, L2 distance between unit embeddings (0..2), for the Keras
@@ -26,15 +28,29 @@ use crate::{
 /// for its own x/255 input and is far too strict here.
 pub const DEFAULT_THRESHOLD: f32 = 1.115;
 
+/// The default target of identification: at most 1 % of strangers named as someone, whatever
+/// the gallery's size.
+pub const DEFAULT_FIR: f64 = 0.01;
+
+/// The default per-pair false accept rate of verification (1:1): FaceNet reports VAL at this
+/// rate. 1.115, the best-accuracy threshold on LFW's balanced pairs, accepts 1 % of impostor
+/// pairs, loose for checks such as "is this the account holder".
+pub const DEFAULT_VERIFY_FAR: f64 = 1e-3;
+
 /// Where a decision threshold came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ThresholdSource {
     /// Given with the request (a flag, a query parameter, an argument).
     Explicit,
-    /// The gallery's calibrated threshold (`facenet calibrate --store`).
+    /// The gallery's calibrated 1:1 threshold (`facenet calibrate --store`).
     Calibrated,
-    /// [`DEFAULT_THRESHOLD`].
+    /// Derived from the impostor table for a per-pair false accept rate (verification).
+    TargetFar,
+    /// Derived from the impostor table and the gallery's size for a false-identification rate
+    /// (identification).
+    TargetFir,
+    /// [`DEFAULT_THRESHOLD`]: no impostor table for these weights.
     Default,
 }
 
@@ -46,27 +62,98 @@ pub struct Threshold {
     pub value: f32,
     /// Where it came from.
     pub source: ThresholdSource,
+    /// The rate it was derived for: the false-identification rate (identification) or the
+    /// per-pair false accept rate (verification).
+    pub target: Option<f64>,
+    /// Gallery entries a stranger is compared with (identification).
+    pub comparisons: Option<usize>,
+    /// The per-pair false accept rate at this threshold, by the impostor table.
+    pub far: Option<f64>,
+    /// The expected share of strangers named as someone at this threshold and gallery size:
+    /// `1 - (1 - far)^comparisons`.
+    pub expected_fir: Option<f64>,
 }
 
 impl Threshold {
-    /// The rule: an explicit value, else the gallery's calibrated one, else the default.
-    pub fn resolve(explicit: Option<f32>, store: &dyn GalleryStore) -> Result<Self> {
+    fn fixed(value: f32, source: ThresholdSource) -> Self {
+        Self {
+            value,
+            source,
+            target: None,
+            comparisons: None,
+            far: None,
+            expected_fir: None,
+        }
+    }
+
+    /// The 1:1 rule: explicit, else the gallery's calibrated threshold, else the one for
+    /// [`DEFAULT_VERIFY_FAR`] by the impostor table, else [`DEFAULT_THRESHOLD`].
+    pub fn for_verification(
+        explicit: Option<f32>,
+        settings: &Settings,
+        table: Option<&ImpostorTable>,
+    ) -> Result<Self> {
         if let Some(value) = explicit {
             crate::check_threshold(Some(value))?;
-            return Ok(Self {
-                value,
-                source: ThresholdSource::Explicit,
-            });
+            return Ok(Self::fixed(value, ThresholdSource::Explicit));
         }
-        Ok(match store.threshold()? {
-            Some(value) => Self {
-                value,
-                source: ThresholdSource::Calibrated,
-            },
-            None => Self {
-                value: DEFAULT_THRESHOLD,
-                source: ThresholdSource::Default,
-            },
+        if let Some(value) = settings.threshold {
+            return Ok(Self::fixed(value, ThresholdSource::Calibrated));
+        }
+        Ok(match table {
+            Some(t) => {
+                let value = t.threshold_for_far(DEFAULT_VERIFY_FAR);
+                Self {
+                    target: Some(DEFAULT_VERIFY_FAR),
+                    far: Some(t.far(value)),
+                    ..Self::fixed(value, ThresholdSource::TargetFar)
+                }
+            }
+            None => Self::fixed(DEFAULT_THRESHOLD, ThresholdSource::Default),
+        })
+    }
+
+    /// The 1:N rule: explicit, else derived for the target false-identification rate (`fir`,
+    /// else the gallery's, else [`DEFAULT_FIR`]) from the impostor table and the number of
+    /// gallery entries a stranger is compared with, else [`DEFAULT_THRESHOLD`].
+    pub fn for_identification(
+        explicit: Option<f32>,
+        fir: Option<f64>,
+        settings: &Settings,
+        table: Option<&ImpostorTable>,
+        comparisons: usize,
+    ) -> Result<Self> {
+        let with_rates = |t: Self| match table {
+            Some(tab) => {
+                let far = tab.far(t.value);
+                Self {
+                    comparisons: Some(comparisons),
+                    far: Some(far),
+                    expected_fir: Some(expected_fir(far, comparisons)),
+                    ..t
+                }
+            }
+            None => t,
+        };
+        if let Some(value) = explicit {
+            crate::check_threshold(Some(value))?;
+            return Ok(with_rates(Self::fixed(value, ThresholdSource::Explicit)));
+        }
+        let target = fir.or(settings.target_fir).unwrap_or(DEFAULT_FIR);
+        Settings {
+            target_fir: Some(target),
+            ..Default::default()
+        }
+        .check()?;
+        Ok(match table {
+            Some(tab) => {
+                let value = tab.threshold_for_fir(target, comparisons);
+                with_rates(Self {
+                    target: Some(target),
+                    ..Self::fixed(value, ThresholdSource::TargetFir)
+                })
+            }
+            None => Self::fixed(DEFAULT_THRESHOLD, ThresholdSource::Default),
         })
     }
 
@@ -76,11 +163,24 @@ impl Threshold {
     }
 
     /// The source in words.
-    pub fn describe(&self) -> &'static str {
+    pub fn describe(&self) -> String {
+        let pct = |f: f64| format!("{:.3} %", 100.0 * f);
         match self.source {
-            ThresholdSource::Explicit => "given",
-            ThresholdSource::Calibrated => "the gallery's calibrated threshold",
-            ThresholdSource::Default => "default, best accuracy on LFW",
+            ThresholdSource::Explicit => "given".into(),
+            ThresholdSource::Calibrated => "the gallery's calibrated threshold".into(),
+            ThresholdSource::TargetFar => format!(
+                "per-pair false accept rate {} by the impostor table",
+                self.target.unwrap_or(0.0)
+            ),
+            ThresholdSource::TargetFir => format!(
+                "derived for at most {} of strangers named as someone among {} gallery entries; expected {}",
+                pct(self.target.unwrap_or(0.0)),
+                self.comparisons.unwrap_or(0),
+                pct(self.expected_fir.unwrap_or(0.0)),
+            ),
+            ThresholdSource::Default => {
+                "default, best accuracy on LFW (no impostor table for these weights)".into()
+            }
         }
     }
 }
@@ -112,6 +212,9 @@ pub struct Identification {
     pub threshold: f32,
     /// Where the threshold came from.
     pub threshold_source: ThresholdSource,
+    /// The share of strangers expected to be named as someone at this threshold and gallery
+    /// size (by the impostor table).
+    pub expected_fir: Option<f64>,
     /// How much farther the second-best identity is.
     pub margin: Option<f32>,
     /// The best identities, nearest first.
@@ -156,6 +259,10 @@ pub struct Calibration {
     pub skipped: Vec<PathBuf>,
     /// Accuracy, thresholds and rates over all pairs.
     pub evaluation: Evaluation,
+    /// The impostor distances of these photos (every different-person pair), which
+    /// identification can use instead of the table shipped for the weights.
+    #[serde(skip)]
+    pub impostor: ImpostorTable,
 }
 
 /// A gallery ready to search: every face in one matrix (and an HNSW graph for large ones),
@@ -198,6 +305,7 @@ impl Searcher {
             distance: best.map(|b| b.distance),
             threshold: self.threshold.value,
             threshold_source: self.threshold.source,
+            expected_fir: self.threshold.expected_fir,
             margin: match (m.first(), m.get(1)) {
                 (Some(a), Some(b)) => Some(b.distance - a.distance),
                 _ => None,
@@ -213,6 +321,7 @@ pub struct Recognizer {
     pipeline: Arc<FacePipeline>,
     store: Arc<dyn GalleryStore>,
     model: ModelInfo,
+    rule: GalleryRule,
 }
 
 impl Recognizer {
@@ -227,7 +336,16 @@ impl Recognizer {
             pipeline,
             store,
             model,
+            rule: GalleryRule::Centroid,
         }
+    }
+
+    /// How identification compares a probe with a person's several photos: their centroid
+    /// (the default: on LFW with 3 photos per person it names 82.8 % of probes correctly at
+    /// 1 % false identifications, the nearest photo 75.9 %), or the nearest photo.
+    pub fn with_rule(mut self, rule: GalleryRule) -> Self {
+        self.rule = rule;
+        self
     }
 
     /// The model of the pipeline's embeddings.
@@ -245,9 +363,21 @@ impl Recognizer {
         self.store.as_ref()
     }
 
-    /// The threshold rule ([`Threshold::resolve`]) on this gallery.
-    pub fn threshold(&self, explicit: Option<f32>) -> Result<Threshold> {
-        Threshold::resolve(explicit, self.store.as_ref())
+    /// The impostor table in force: the gallery's own (`calibrate --store`, for these
+    /// weights), else the one shipped for the weights, if any.
+    pub fn impostor_table(&self, settings: &Settings) -> Option<ImpostorTable> {
+        settings
+            .impostor
+            .clone()
+            .filter(|t| t.fingerprint == self.model.fingerprint)
+            .or_else(|| facenet::eval::openset::bundled_table(&self.model.fingerprint))
+    }
+
+    /// The 1:1 threshold ([`Threshold::for_verification`]) on this gallery.
+    pub fn verify_threshold(&self, explicit: Option<f32>) -> Result<Threshold> {
+        let settings = self.store.settings()?;
+        let table = self.impostor_table(&settings);
+        Threshold::for_verification(explicit, &settings, table.as_ref())
     }
 
     /// Enrols `identity` from photos (`(label, image)`), one face each chosen by `choice`, in
@@ -292,12 +422,15 @@ impl Recognizer {
         self.enroll(identity, &imgs, choice)
     }
 
-    /// The gallery ready to search, with the threshold (`explicit`, else the rule). From
+    /// The gallery ready to search, with the identification threshold (`explicit`, else
+    /// derived for the target false-identification rate `fir`, see
+    /// [`Threshold::for_identification`]; a stranger is compared with every gallery entry: one
+    /// per identity under the centroid rule, every face under the nearest-sample rule). From
     /// [`crate::ANN_MIN_FACES`] faces on, an HNSW graph is used, saved beside the gallery
     /// where the store keeps files and reused while its faces are unchanged.
-    pub fn searcher(&self, explicit: Option<f32>) -> Result<Searcher> {
+    pub fn searcher(&self, explicit: Option<f32>, fir: Option<f64>) -> Result<Searcher> {
         self.store.check_model(&self.model)?;
-        let mut index = SearchIndex::new(&self.store.faces(None)?)?;
+        let mut index = SearchIndex::with_rule(&self.store.faces(None)?, self.rule)?;
         if index.len() >= crate::ANN_MIN_FACES {
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
             match self.store.ann_path() {
@@ -307,10 +440,11 @@ impl Recognizer {
                 None => index.build_ann(AnnConfig::default(), threads)?,
             }
         }
-        Ok(Searcher {
-            index,
-            threshold: self.threshold(explicit)?,
-        })
+        let settings = self.store.settings()?;
+        let table = self.impostor_table(&settings);
+        let threshold =
+            Threshold::for_identification(explicit, fir, &settings, table.as_ref(), index.len())?;
+        Ok(Searcher { index, threshold })
     }
 
     /// Every face of a photo, identified against `searcher` (build it once for many photos).
@@ -341,7 +475,7 @@ impl Recognizer {
         let Ok(face) = self.pipeline.face(img, FaceChoice::Primary)? else {
             return Ok(None);
         };
-        let threshold = self.threshold(explicit)?;
+        let threshold = self.verify_threshold(explicit)?;
         let best = enrolled
             .search(&face.embedding, 1)?
             .into_iter()
@@ -377,7 +511,16 @@ impl Recognizer {
             .map(|f| &f.0)
             .collect::<std::collections::BTreeSet<_>>()
             .len();
+        let (names, embs): (Vec<String>, Vec<Vec<f32>>) = faces.iter().cloned().unzip();
+        let impostor = ImpostorTable::from_labelled(
+            &embs,
+            &names,
+            &self.model.fingerprint,
+            &format!("{} labelled photos (facenet calibrate)", faces.len()),
+            (0.3, 1.6, 0.005),
+        );
         Ok(Calibration {
+            impostor,
             faces: faces.len(),
             people,
             positives,

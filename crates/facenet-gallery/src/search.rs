@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ann::{AnnConfig, AnnIndex};
 use crate::{FaceRecord, GalleryError, Result};
+pub use facenet::eval::openset::GalleryRule;
 
 /// One identity's best match.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,6 +41,7 @@ pub struct SearchIndex {
     /// Gallery row ids, when built from stored faces (keys a saved graph).
     ids: Vec<i64>,
     ann: Option<Arc<AnnIndex>>,
+    rule: GalleryRule,
 }
 
 impl SearchIndex {
@@ -51,6 +53,45 @@ impl SearchIndex {
         }
         idx.ids = faces.iter().map(|f| f.id).collect();
         Ok(idx)
+    }
+
+    /// Builds the index under a rule: every face ([`GalleryRule::NearestSample`], as
+    /// [`SearchIndex::new`]) or one point per identity, the normalized mean of its unit
+    /// embeddings ([`GalleryRule::Centroid`]; a match's `source` then says how many faces).
+    pub fn with_rule(faces: &[FaceRecord], rule: GalleryRule) -> Result<Self> {
+        if rule == GalleryRule::NearestSample {
+            return Self::new(faces);
+        }
+        let mut sums: std::collections::BTreeMap<&str, (Vec<f32>, usize)> = Default::default();
+        for f in faces {
+            let (sum, n) = sums
+                .entry(f.identity.as_str())
+                .or_insert_with(|| (vec![0.0; f.embedding.len()], 0));
+            if sum.len() != f.embedding.len() {
+                return Err(GalleryError::Invalid(format!(
+                    "{}: embedding has {} values, the identity's others {}",
+                    f.source,
+                    f.embedding.len(),
+                    sum.len()
+                )));
+            }
+            sum.iter_mut().zip(&f.embedding).for_each(|(a, b)| *a += b);
+            *n += 1;
+        }
+        let mut idx = Self::default();
+        for (name, (sum, n)) in sums {
+            let c = facenet::embed::l2_normalize(&sum);
+            idx.push(name, &c, &format!("centroid of {n} face(s)"))?;
+        }
+        // The saved graph's key: any change of faces changes the centroids.
+        idx.ids = faces.iter().map(|f| f.id).collect();
+        idx.rule = rule;
+        Ok(idx)
+    }
+
+    /// The rule the index was built under.
+    pub fn rule(&self) -> GalleryRule {
+        self.rule
     }
 
     /// Embedding length (0 while empty).
@@ -152,6 +193,7 @@ impl SearchIndex {
             "dim": self.dim,
             "ids": fnv1a(&self.ids),
             "config": config,
+            "rule": self.rule,
         });
         let saved: Option<serde_json::Value> = std::fs::read(&key_path)
             .ok()

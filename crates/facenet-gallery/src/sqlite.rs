@@ -8,8 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::{
-    FaceRecord, GalleryError, GalleryStore, ModelInfo, NewFace, Result, check_faces,
-    check_threshold,
+    FaceRecord, GalleryError, GalleryStore, ModelInfo, NewFace, Result, Settings, check_faces,
 };
 
 const SCHEMA_VERSION: &str = "1";
@@ -377,29 +376,64 @@ impl GalleryStore for SqliteGallery {
         tx.commit().map_err(err)
     }
 
-    fn threshold(&self) -> Result<Option<f32>> {
-        match self.setting("threshold")? {
-            None => Ok(None),
-            Some(v) => v.parse().map(Some).map_err(|_| GalleryError::Corrupt {
-                path: self.path.clone(),
-                reason: format!("the stored threshold `{v}` is not a number"),
-            }),
-        }
+    fn settings(&self) -> Result<Settings> {
+        let corrupt = |key: &str, v: &str| GalleryError::Corrupt {
+            path: self.path.clone(),
+            reason: format!(
+                "the stored {key} `{}` is unreadable",
+                v.chars().take(40).collect::<String>()
+            ),
+        };
+        let threshold = match self.setting("threshold")? {
+            Some(v) => Some(v.parse().map_err(|_| corrupt("threshold", &v))?),
+            None => None,
+        };
+        let target_fir = match self.setting("target_fir")? {
+            Some(v) => Some(v.parse().map_err(|_| corrupt("target_fir", &v))?),
+            None => None,
+        };
+        let impostor = match self.setting("impostor_table")? {
+            Some(v) => Some(serde_json::from_str(&v).map_err(|_| corrupt("impostor_table", &v))?),
+            None => None,
+        };
+        Ok(Settings {
+            threshold,
+            target_fir,
+            impostor,
+        })
     }
 
-    fn set_threshold(&self, threshold: Option<f32>) -> Result<()> {
-        check_threshold(threshold)?;
-        let conn = self.conn();
-        match threshold {
-            Some(t) => conn.execute(
-                "INSERT INTO meta(key, value) VALUES ('threshold', ?1)
-                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                [t.to_string()],
-            ),
-            None => conn.execute("DELETE FROM meta WHERE key = 'threshold'", []),
+    fn set_settings(&self, settings: &Settings) -> Result<()> {
+        settings.check()?;
+        let impostor = match &settings.impostor {
+            Some(t) => Some(serde_json::to_string(t).map_err(|e| {
+                GalleryError::Invalid(format!("cannot encode the impostor table: {e}"))
+            })?),
+            None => None,
+        };
+        let values = [
+            ("threshold", settings.threshold.map(|t| t.to_string())),
+            ("target_fir", settings.target_fir.map(|f| f.to_string())),
+            ("impostor_table", impostor),
+        ];
+        let mut conn = self.conn();
+        let err = |source| GalleryError::Sqlite {
+            path: self.path.clone(),
+            source,
+        };
+        let tx = conn.transaction().map_err(err)?;
+        for (key, value) in values {
+            match value {
+                Some(v) => tx.execute(
+                    "INSERT INTO meta(key, value) VALUES (?1, ?2)
+                     ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    params![key, v],
+                ),
+                None => tx.execute("DELETE FROM meta WHERE key = ?1", [key]),
+            }
+            .map_err(err)?;
         }
-        .map_err(|e| self.err(e))?;
-        Ok(())
+        tx.commit().map_err(err)
     }
 }
 

@@ -109,7 +109,7 @@ fn sideways_phone_photos_are_recognised_as_upright() {
     .unwrap();
     r.enroll_files("ben", &[first("train/ben_afflek")], FaceChoice::Unambiguous)
         .unwrap();
-    let searcher = r.searcher(None).unwrap();
+    let searcher = r.searcher(None, None).unwrap();
     let upright = p.load(&first("val/madonna")).unwrap();
     let base = r.identify(&searcher, &upright, 1).unwrap();
     assert_eq!(base[0].identity, "madonna");
@@ -129,21 +129,49 @@ fn sideways_phone_photos_are_recognised_as_upright() {
     }
 }
 
-/// The threshold rule: explicit, else the gallery's calibrated one, else the default; and an
-/// enrolment with one faceless photo stores nothing.
+/// The threshold rules: verification takes the explicit value, else the gallery's calibrated
+/// one, else the one for a per-pair FAR of 1e-3 by the shipped impostor table; identification
+/// derives its threshold from the target FIR and the gallery's size. And an enrolment with one
+/// faceless photo stores nothing.
 #[test]
-fn threshold_rule_and_all_or_nothing_enrolment() {
+fn threshold_rules_and_all_or_nothing_enrolment() {
     let p = pipeline();
     let r = recognizer(&p);
-    assert_eq!(r.threshold(None).unwrap().source, ThresholdSource::Default);
-    r.store().set_threshold(Some(0.9)).unwrap();
-    let t = r.threshold(None).unwrap();
+    let v = r.verify_threshold(None).unwrap();
+    assert_eq!(v.source, ThresholdSource::TargetFar);
+    assert!((0.9..1.05).contains(&v.value), "{v:?}");
+    assert!((v.far.unwrap() - 1e-3).abs() < 2e-4, "{v:?}");
+    let mut s = r.store().settings().unwrap();
+    s.threshold = Some(0.9);
+    r.store().set_settings(&s).unwrap();
+    let t = r.verify_threshold(None).unwrap();
     assert_eq!((t.value, t.source), (0.9, ThresholdSource::Calibrated));
-    let t = r.threshold(Some(0.5)).unwrap();
+    let t = r.verify_threshold(Some(0.5)).unwrap();
     assert_eq!((t.value, t.source), (0.5, ThresholdSource::Explicit));
-    assert!(r.threshold(Some(3.0)).is_err());
-    assert!(r.store().set_threshold(Some(-1.0)).is_err());
+    assert!(r.verify_threshold(Some(3.0)).is_err());
+    s.threshold = Some(-1.0);
+    assert!(r.store().set_settings(&s).is_err());
 
+    // Identification: the threshold falls as the gallery grows, and keeps the expected FIR.
+    r.enroll_files(
+        "madonna",
+        &[first("train/madonna")],
+        FaceChoice::Unambiguous,
+    )
+    .unwrap();
+    let one = r.searcher(None, None).unwrap().threshold();
+    assert_eq!(one.source, ThresholdSource::TargetFir);
+    assert!((one.expected_fir.unwrap() - 0.01).abs() < 1e-3, "{one:?}");
+    r.enroll_files("ben", &[first("train/ben_afflek")], FaceChoice::Unambiguous)
+        .unwrap();
+    let two = r.searcher(None, None).unwrap().threshold();
+    assert!(two.value < one.value, "{two:?} vs {one:?}");
+    assert_eq!(two.comparisons, Some(2));
+    let strict = r.searcher(None, Some(1e-3)).unwrap().threshold();
+    assert!(strict.value < two.value);
+    assert!(r.searcher(None, Some(1.5)).is_err());
+
+    let r = recognizer(&p);
     let blank = RgbImage::from_pixel(120, 120, image::Rgb([128, 128, 128]));
     let good = p.load(&first("train/madonna")).unwrap();
     let err = r

@@ -113,6 +113,84 @@ pub fn roc(path: &Path, e: &Evaluation, metric: Distance) -> Result<()> {
     Ok(())
 }
 
+/// Open-set identification: DIR against FIR (log scale) as the threshold moves, the points
+/// at each target FIR marked, and the thresholds an impostor table derives for them.
+pub fn open_set(path: &Path, r: &facenet::eval::openset::OpenSetReport) -> Result<()> {
+    fonts();
+    let root = BitMapBackend::new(path, (800, 600)).into_drawing_area();
+    root.fill(&WHITE).map_err(err(path))?;
+    let min_fir = 1e-4;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!(
+                "Open-set identification: {} identities, {} strangers",
+                r.identities, r.strangers
+            ),
+            ("sans-serif", 22),
+        )
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(60)
+        .build_cartesian_2d((min_fir..1.0f64).log_scale(), 0.0f64..1.0)
+        .map_err(err(path))?;
+    chart
+        .configure_mesh()
+        .x_desc("false identification rate: strangers named as someone (log scale)")
+        .y_desc("detection and identification rate")
+        .label_style(("sans-serif", 15))
+        .draw()
+        .map_err(err(path))?;
+    let pts: Vec<(f64, f64)> = r
+        .curve
+        .iter()
+        .filter(|p| p.fir > 0.0)
+        .map(|p| (p.fir.max(min_fir), p.dir))
+        .collect();
+    chart
+        .draw_series(LineSeries::new(pts, BLUE.stroke_width(2)))
+        .map_err(err(path))?
+        .label(format!(
+            "{:?}, {} photo(s) per person",
+            r.rule, r.per_person
+        ))
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(2)));
+    let marks = |rows: &[(f64, facenet::eval::openset::OpenSetPoint)]| -> Vec<(f64, f64)> {
+        rows.iter()
+            .map(|(_, p)| (p.fir.max(min_fir), p.dir))
+            .collect()
+    };
+    chart
+        .draw_series(
+            marks(&r.at_fir)
+                .into_iter()
+                .map(|m| Circle::new(m, 5, RED.filled())),
+        )
+        .map_err(err(path))?
+        .label("threshold set on these strangers (FIR 1e-1, 1e-2, 1e-3)")
+        .legend(|(x, y)| Circle::new((x + 10, y), 5, RED.filled()));
+    if !r.derived.is_empty() {
+        chart
+            .draw_series(
+                marks(&r.derived)
+                    .into_iter()
+                    .map(|m| TriangleMarker::new(m, 7, GREEN.filled())),
+            )
+            .map_err(err(path))?
+            .label("threshold derived from the impostor table and the gallery's size")
+            .legend(|(x, y)| TriangleMarker::new((x + 10, y), 6, GREEN.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .label_font(("sans-serif", 15))
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err(path))?;
+    root.present().map_err(err(path))?;
+    Ok(())
+}
+
 fn short_unit(metric: Distance) -> &'static str {
     match metric {
         Distance::L2 => "L2",

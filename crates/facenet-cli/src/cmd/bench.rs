@@ -5,10 +5,8 @@
 //! `[B, 3, 160, 160]` tensor is timed: no decoding, standardization or normalization.
 
 use std::process::Command;
-use std::time::Instant;
 
 use anyhow::{Context, bail};
-use burn::tensor::{Distribution, Tensor};
 use facenet::bench::peak_rss_mib;
 use facenet::model::Preset;
 use facenet::{Device, Embedder, Engine};
@@ -53,54 +51,39 @@ pub struct TrainArgs {
     pub worker: Option<Preset>,
 }
 
+/// Runs this executable with `args` (a benchmark worker in a fresh process, so that its peak
+/// memory is its own); returns its standard output.
+fn run_worker(args: &[String]) -> anyhow::Result<String> {
+    let exe = std::env::current_exe().context("locating this executable")?;
+    let out = Command::new(&exe)
+        .args(args)
+        .output()
+        .context("running the benchmark worker")?;
+    if !out.status.success() {
+        bail!(
+            "benchmark worker `{}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 fn train_bench(args: &TrainArgs, device: Device) -> anyhow::Result<()> {
     let Some(model) = args.worker else {
-        let exe = std::env::current_exe().context("locating this executable")?;
         for m in &args.models {
-            let out = Command::new(&exe)
-                .args(["bench", "train", "--worker", m.name()])
-                .args([
-                    "--triplets",
-                    &args.triplets.to_string(),
-                    "--steps",
-                    &args.steps.to_string(),
-                ])
-                .output()
-                .context("running the benchmark worker")?;
-            if !out.status.success() {
-                bail!(
-                    "benchmark worker for {} failed: {}",
-                    m.name(),
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            print!("{}", String::from_utf8_lossy(&out.stdout));
+            let worker = format!("bench train --worker {}", m.name());
+            let rest = format!(" --triplets {} --steps {}", args.triplets, args.steps);
+            let argv: Vec<String> = (worker + &rest).split(' ').map(String::from).collect();
+            print!("{}", run_worker(&argv)?);
         }
         return Ok(());
     };
-    let cfg = model.config();
-    let dev = device.autodiff();
-    let mut net = Some(cfg.init(&dev));
-    let mut optim = burn::optim::AdamConfig::new().init();
-    let t = args.triplets.max(1);
-    let size = cfg.image_size;
-    let mut times = Vec::new();
-    for i in 0..=args.steps {
-        let x = Tensor::<4>::random([3 * t, 3, size, size], Distribution::Normal(0.0, 1.0), &dev);
-        let start = Instant::now();
-        let (next, _) =
-            facenet::train::triplet_step(net.take().context("network")?, &mut optim, x, 0.2, 1e-4)?;
-        if i > 0 {
-            times.push(start.elapsed().as_secs_f64());
-        }
-        net = Some(next);
-    }
-    times.sort_by(f64::total_cmp);
+    let s = facenet::train::trainer::time_triplet_steps(model, args.triplets, args.steps, &device)?;
     println!(
-        "train model={} batch={} s_per_step={:.2} peak_rss_mib={:.0}",
+        "train model={} batch={} s_per_step={s:.2} peak_rss_mib={:.0}",
         model.name(),
-        3 * t,
-        times[times.len() / 2],
+        3 * args.triplets.max(1),
         peak_rss_mib()
     );
     Ok(())
@@ -255,7 +238,6 @@ pub fn run(bench: Bench, device: Device) -> anyhow::Result<()> {
 }
 
 fn parent(args: &EmbedArgs) -> anyhow::Result<()> {
-    let exe = std::env::current_exe().context("locating this executable")?;
     let cfg = args.model.config();
     let macs = cfg.multiply_adds();
     let threads = rayon::current_num_threads();
@@ -269,38 +251,24 @@ fn parent(args: &EmbedArgs) -> anyhow::Result<()> {
         2.0 * macs as f64 / 1e9,
     );
     let peak = facenet::bench::peak::measure(threads);
-    println!(
-        "# FP32 peak: {:.0} GFLOP/s measured ({} FMA loop on {threads} threads; {:.2} GHz \
-         effective = {:.0} GFLOP/s / ({threads} cores x {} flop/cycle); /proc/cpuinfo says \
-         {})",
-        peak.gflops,
-        peak.isa,
-        peak.ghz(threads),
-        peak.gflops,
-        peak.flop_per_cycle,
-        peak.cpuinfo_mhz
-            .map_or("nothing".to_string(), |m| format!("{m:.0} MHz")),
-    );
+    println!("# {peak}");
     let mut rows = Vec::new();
     for &b in &args.batch {
-        let mut cmd = Command::new(&exe);
-        cmd.args(["bench", "embed", "--worker", &b.to_string()])
-            .args(["--runs", &args.runs.to_string()])
-            .args(["--min-run-s", &args.min_run_s.to_string()])
-            .args(["--model", args.model.name()])
-            .args(["--engine", args.engine.name()])
-            .args(["--precision", args.weights.precision.name()]);
+        let mut argv: Vec<String> = format!(
+            "bench embed --worker {b} --runs {} --min-run-s {} --model {} --engine {} --precision {}",
+            args.runs,
+            args.min_run_s,
+            args.model.name(),
+            args.engine.name(),
+            args.weights.precision.name()
+        )
+        .split(' ')
+        .map(String::from)
+        .collect();
         if let Some(w) = &args.weights.weights {
-            cmd.arg("--weights").arg(w);
+            argv.extend(["--weights".into(), w.display().to_string()]);
         }
-        let out = cmd.output().context("running the benchmark worker")?;
-        if !out.status.success() {
-            bail!(
-                "benchmark worker for batch {b} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let text = String::from_utf8_lossy(&out.stdout);
+        let text = run_worker(&argv)?;
         for line in text.lines() {
             println!("{line}");
             if let Some(ips) = field(line, "img_per_s") {
@@ -346,18 +314,9 @@ fn worker(args: &EmbedArgs, batch: usize, device: Device) -> anyhow::Result<()> 
         .with_precision(args.weights.precision)
         .context("--precision")?;
     let size = 160.min(args.model.config().image_size);
-    let input = Tensor::<4>::random(
-        [batch, 3, size, size],
-        Distribution::Normal(0.0, 1.0),
-        &device,
-    );
-    let rates = (0..args.runs.max(1)).count();
-    let median = facenet::bench::median_rate(args.runs, args.min_run_s, batch, || {
-        embedder
-            .forward_raw(input.clone())
-            .map(|out| std::hint::black_box(out).len())
-            .map(drop)
-    })?;
+    let median =
+        facenet::bench::embed_throughput(&embedder, batch, size, (args.runs, args.min_run_s))?;
+    let rates = args.runs.max(1);
     println!(
         "embed batch={batch} img_per_s={median:.2} peak_rss_mib={:.0} precision={}",
         peak_rss_mib(),

@@ -67,10 +67,14 @@ pub fn run(args: Args, device: facenet::Device) -> anyhow::Result<()> {
             Which::Far => e.threshold_at_far,
             Which::Accuracy => e.best_threshold,
         } as f32;
-        r.store().set_threshold(Some(t))?;
+        let mut s = r.store().settings()?;
+        s.threshold = Some(t);
+        s.impostor = Some(c.impostor.clone());
+        r.store().set_settings(&s)?;
         println!(
-            "stored {t:.3} as the default threshold of {}",
-            args.gallery.path().display()
+            "stored {t:.3} as the 1:1 threshold of {}, and these photos' {} different-person distances for deriving identification thresholds",
+            args.gallery.path().display(),
+            c.negatives
         );
     }
     Ok(())

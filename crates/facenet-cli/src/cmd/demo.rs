@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use facenet::pipeline::FacePipeline;
 use facenet::{Device, Embedder};
-use facenet_gallery::{Recognizer, SqliteGallery};
+use facenet_gallery::{Recognizer, SqliteGallery, Threshold};
 
 use crate::common::DetectorArg;
 
@@ -21,7 +21,8 @@ pub struct Args {
     /// Photos enrolled per person from train/ (0 = all, the default; 1 = one-shot).
     #[arg(long, default_value_t = 0)]
     pub enroll: usize,
-    /// Unknown above this L2 distance (unit embeddings, 0..2). Default: 1.115.
+    /// Unknown above this L2 distance (unit embeddings, 0..2). Default: derived for 1 % of
+    /// strangers named as someone in a gallery of this size.
     #[arg(long)]
     pub threshold: Option<f32>,
     /// Contact sheet PNG of the val faces with their predictions.
@@ -47,7 +48,7 @@ fn one_run(
     root: &Path,
     per_person: usize,
     threshold: Option<f32>,
-) -> anyhow::Result<(Vec<Row>, usize, usize)> {
+) -> anyhow::Result<(Vec<Row>, usize, usize, Threshold)> {
     let r = Recognizer::new(pipeline.clone(), Arc::new(SqliteGallery::in_memory()?));
     for p in r.enroll_folder(&root.join("train"), per_person)? {
         eprintln!("enroll: no face in {}, skipped", p.display());
@@ -56,7 +57,7 @@ fn one_run(
     if people == 0 {
         bail!("nobody enrolled from {}", root.join("train").display());
     }
-    let searcher = r.searcher(threshold)?;
+    let searcher = r.searcher(threshold, None)?;
     let mut rows = Vec::new();
     for res in r.identify_folder(&searcher, &root.join("val"))? {
         let (Some(id), Some(face)) = (res.identification, res.crop) else {
@@ -80,14 +81,16 @@ fn one_run(
             face,
         });
     }
-    Ok((rows, people, searcher.len()))
+    let faces = r.store().faces(None)?.len();
+    Ok((rows, people, faces, searcher.threshold()))
 }
 
 /// Right predictions, and right nearest identities.
 fn correct(rows: &[Row]) -> (usize, usize) {
+    let count = |f: &dyn Fn(&Row) -> bool| rows.iter().filter(|r| f(r)).count();
     (
-        rows.iter().filter(|r| r.truth == r.predicted).count(),
-        rows.iter().filter(|r| r.truth == r.nearest).count(),
+        count(&|r| r.truth == r.predicted),
+        count(&|r| r.truth == r.nearest),
     )
 }
 
@@ -103,15 +106,16 @@ pub fn run(args: Args, device: Device) -> anyhow::Result<()> {
     }
     .open(&device)?;
     let pipeline = Arc::new(FacePipeline::new(embedder, Some(detector)));
-    let (rows, people, faces) = one_run(&pipeline, &root, args.enroll, args.threshold)?;
-    let t = args.threshold.unwrap_or(facenet_gallery::DEFAULT_THRESHOLD);
+    let (rows, people, faces, t) = one_run(&pipeline, &root, args.enroll, args.threshold)?;
     println!(
-        "enrolled {people} people from {faces} photo(s) ({} per person); threshold {t:.2} (L2 between unit embeddings)",
+        "enrolled {people} people from {faces} photo(s) ({} per person); threshold {:.3} (L2 between unit embeddings; {})",
         if args.enroll == 0 {
             "all".to_string()
         } else {
             args.enroll.to_string()
         },
+        t.value,
+        t.describe()
     );
     println!(
         "{:<44} {:<15} {:<15} {:>8}",
@@ -138,12 +142,14 @@ pub fn run(args: Args, device: Device) -> anyhow::Result<()> {
         pct(nearest, n)
     );
     if args.enroll != 1 {
-        let (one, _, _) = one_run(&pipeline, &root, 1, args.threshold)?;
-        let (ok1, _) = correct(&one);
+        let (one, _, _, t1) = one_run(&pipeline, &root, 1, args.threshold)?;
+        let (ok1, near1) = correct(&one);
+        let n1 = one.len();
         println!(
-            "one-shot (one train/ photo per person): {ok1}/{} = {:.1} %",
-            one.len(),
-            pct(ok1, one.len())
+            "one-shot (one train/ photo per person, threshold {:.3}): {ok1}/{n1} = {:.1} %; nearest identity: {near1}/{n1} = {:.1} %",
+            t1.value,
+            pct(ok1, n1),
+            pct(near1, n1)
         );
     }
     let tiles: Vec<_> = rows

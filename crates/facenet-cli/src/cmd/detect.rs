@@ -48,20 +48,7 @@ pub fn run(args: Args, device: Device) -> anyhow::Result<()> {
         } else {
             writeln!(out, "{}: {} face(s)", display(path), faces.len())?;
             for (i, f) in faces.iter().enumerate() {
-                let b = f.bbox;
-                writeln!(
-                    out,
-                    "  #{i} box [{:.1}, {:.1}, {:.1}, {:.1}] score {:.4} eyes ({:.0},{:.0}) ({:.0},{:.0})",
-                    b[0],
-                    b[1],
-                    b[2],
-                    b[3],
-                    f.score,
-                    f.landmarks[0][0],
-                    f.landmarks[0][1],
-                    f.landmarks[1][0],
-                    f.landmarks[1][1]
-                )?;
+                writeln!(out, "  #{i} {f}")?;
             }
         }
         if let Some(dir) = &args.annotate {

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use facenet::align::{AlignConfig, AlignMethod, FaceSelection};
 use facenet::eval::Pairs;
+use facenet::eval::openset::{self, GalleryRule, ImpostorTable};
 use facenet::eval::protocol::{self, Progress, ProtocolConfig};
 use facenet::pipeline::DetectorPool;
 use facenet::{Device, Distance, Standardization};
@@ -15,11 +16,29 @@ use crate::common::{DetectorArg, WeightsArg, bar};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Pairs file (`pairs.txt`: folds of same / different pairs; or View 1 files).
-    #[arg(long)]
-    pub pairs: PathBuf,
+    #[arg(long, required_unless_present = "open_set")]
+    pub pairs: Option<PathBuf>,
     /// Image folder (`person/person_0001.jpg`).
     #[arg(long)]
     pub images: PathBuf,
+    /// Open-set identification instead of pairs: people with two or more photos enrol their
+    /// first --per-person photos, their other photos are probes, people with one photo are
+    /// strangers; prints DIR at FIR 1e-1, 1e-2, 1e-3 (and open_set.png with --out).
+    #[arg(long)]
+    pub open_set: bool,
+    /// Open set: photos enrolled per person (0 = all but one).
+    #[arg(long, default_value_t = 1)]
+    pub per_person: usize,
+    /// Open set: 0 keeps file order; another seed shuffles each person's photos first.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Open set: compare with the centroid of a person's photos (as `identify` does), or with
+    /// the nearest one.
+    #[arg(long, value_enum, default_value = "centroid")]
+    pub rule: GalleryRule,
+    /// Open set: also count every cross-person pair and write the impostor table to FILE.
+    #[arg(long)]
+    pub impostor_table: Option<PathBuf>,
     /// The images are already aligned face crops: skip detection.
     #[arg(long)]
     pub aligned: bool,
@@ -83,11 +102,6 @@ impl Progress for Bar {
 }
 
 pub fn run(args: Args, device: Device) -> anyhow::Result<()> {
-    let pairs = Pairs::read(&args.pairs)?;
-    let pairs = match args.folds {
-        Some(k) => pairs.first_folds(k),
-        None => pairs,
-    };
     let mut embedder = args.weights.open(&device)?.with_batch_size(args.batch);
     if let Some(s) = args.preprocess {
         embedder = embedder.with_standardization(s);
@@ -122,6 +136,14 @@ pub fn run(args: Args, device: Device) -> anyhow::Result<()> {
         ),
     };
     let pb = Bar(bar(0, "{bar:40} {pos}/{len} {msg} {elapsed} (eta {eta})"));
+    let Some(pairs_file) = &args.pairs else {
+        return open_set(&args, &cfg, &embedder, pool.as_ref(), &pb);
+    };
+    let pairs = Pairs::read(pairs_file)?;
+    let pairs = match args.folds {
+        Some(k) => pairs.first_folds(k),
+        None => pairs,
+    };
     let r = protocol::run(&pairs, &cfg, &embedder, pool.as_ref(), &pb)?;
     pb.0.finish_and_clear();
     if r.images_cached == r.images_embedded {
@@ -133,36 +155,11 @@ pub fn run(args: Args, device: Device) -> anyhow::Result<()> {
             r.images_cached
         );
     }
+    print!("{r}");
     let e = &r.evaluation;
-    let skipped = match r.pairs_skipped {
-        0 => String::new(),
-        n => format!(", {n} skipped"),
-    };
-    println!(
-        "pairs        {} ({} folds{skipped})",
-        r.pairs_used, r.num_folds
-    );
-    println!("accuracy     {:.4} ± {:.4}", e.accuracy, e.accuracy_std);
-    println!(
-        "VAL@FAR={:<6} {:.4} ± {:.4} (FAR {:.5})",
-        args.far, e.val, e.val_std, e.far
-    );
-    println!("AUC          {:.4}", e.auc);
-    println!("EER          {:.4}", e.eer);
-    println!(
-        "threshold    {:.3} (best accuracy {:.4} over all pairs); {:.3} for FAR {} (TAR {:.4})",
-        e.best_threshold, e.best_accuracy, e.threshold_at_far, args.far, e.tar_at_far
-    );
-    println!("unit         {}", r.unit);
-    if !r.no_face_fallbacks.is_empty() {
-        println!(
-            "no face found in {} image(s): their centre was used",
-            r.no_face_fallbacks.len()
-        );
-    }
     if let Some(out) = &args.out {
         let mut report = serde_json::to_value(&r)?;
-        report["pairs_file"] = args.pairs.display().to_string().into();
+        report["pairs_file"] = pairs_file.display().to_string().into();
         report["images"] = args.images.display().to_string().into();
         report["metric"] = serde_json::to_value(args.metric)?;
         facenet::files::write_json_atomic(&out.join("report.json"), &report)?;
@@ -176,6 +173,47 @@ pub fn run(args: Args, device: Device) -> anyhow::Result<()> {
             args.metric,
         )
         .context("plotting distances")?;
+        println!("report       {}", out.display());
+    }
+    Ok(())
+}
+
+/// `--open-set`: embeds every photo (cached), then the open-set table.
+fn open_set(
+    args: &Args,
+    cfg: &ProtocolConfig,
+    embedder: &facenet::Embedder,
+    pool: Option<&DetectorPool>,
+    pb: &Bar,
+) -> anyhow::Result<()> {
+    let (people, vecs): (Vec<String>, Vec<Vec<f32>>) =
+        protocol::embed_folder(cfg, embedder, pool, pb)?
+            .into_iter()
+            .unzip();
+    pb.0.finish_and_clear();
+    let fp = &embedder.metadata().fingerprint;
+    let table = match &args.impostor_table {
+        Some(out) => {
+            let source = format!("every cross-person pair of {}", args.images.display());
+            let t = ImpostorTable::from_labelled(&vecs, &people, fp, &source, (0.3, 1.6, 0.005));
+            facenet::files::write_json_atomic(out, &t)?;
+            println!("impostor table: {} pairs -> {}", t.pairs, out.display());
+            Some(t)
+        }
+        None => facenet::eval::openset::bundled_table(fp),
+    };
+    let firs = [1e-1, 1e-2, 1e-3];
+    let r = openset::evaluate(
+        &people,
+        &vecs,
+        (args.per_person, args.seed, args.rule),
+        &firs,
+        table.as_ref(),
+    );
+    print!("{r}");
+    if let Some(out) = &args.out {
+        facenet::files::write_json_atomic(&out.join("open_set.json"), &r)?;
+        facenet_plot::open_set(&out.join("open_set.png"), &r)?;
         println!("report       {}", out.display());
     }
     Ok(())

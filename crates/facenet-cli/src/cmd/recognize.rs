@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use facenet::Device;
-use facenet_gallery::DEFAULT_THRESHOLD;
 use facenet_gallery::cluster::Method;
+use facenet_gallery::{DEFAULT_THRESHOLD, GalleryRule};
 
 use crate::common::{FaceArgs, GalleryArgs, PipelineArgs, display};
 
@@ -48,9 +48,9 @@ pub struct VerifyArgs {
     #[arg(long = "as")]
     pub name: String,
     /// Accept when the L2 distance (unit embeddings, 0..2) is below this. Default: the gallery's
-    /// calibrated threshold (`facenet calibrate --store`), else 1.115, the best-accuracy
-    /// threshold on the 6,000 LFW pairs for this model with prewhiten input (the course
-    /// notebook's 0.7 belongs to its x/255 input).
+    /// calibrated threshold (`facenet calibrate --store`), else the one that accepts 0.1 % of
+    /// impostor pairs (0.985 for the Keras model with prewhiten input; the course notebook's
+    /// 0.7 belongs to its x/255 input).
     #[arg(long)]
     pub threshold: Option<f32>,
     #[command(flatten)]
@@ -85,10 +85,18 @@ pub struct IdentifyArgs {
     /// Photos.
     #[arg(required = true)]
     pub photos: Vec<PathBuf>,
-    /// Above this L2 distance (unit embeddings, 0..2) a face is `unknown`. Default: the
-    /// gallery's calibrated threshold, else 1.115 (best accuracy on LFW for this model).
-    #[arg(long)]
+    /// Above this L2 distance (unit embeddings, 0..2) a face is `unknown`. Default: derived
+    /// for --fir from the gallery's size and the model's impostor distances.
+    #[arg(long, conflicts_with = "fir")]
     pub threshold: Option<f32>,
+    /// Target false-identification rate: the share of strangers (people not enrolled) that may
+    /// be named as someone. Default: the gallery's (`facenet gallery fir`), else 0.01.
+    #[arg(long)]
+    pub fir: Option<f64>,
+    /// How a probe is compared with a person's photos: their centroid (default) or the
+    /// nearest one.
+    #[arg(long, value_enum, default_value = "centroid")]
+    pub rule: GalleryRule,
     /// Also list the next best identities.
     #[arg(long, default_value_t = 1)]
     pub top: usize,
@@ -103,7 +111,8 @@ pub struct IdentifyArgs {
 
 pub fn identify(args: IdentifyArgs, device: Device) -> anyhow::Result<()> {
     let r = args.gallery.recognizer(&args.pipeline, false, &device)?;
-    let searcher = r.searcher(args.threshold)?;
+    let r = r.with_rule(args.rule);
+    let searcher = r.searcher(args.threshold, args.fir)?;
     let t = searcher.threshold();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -118,12 +127,10 @@ pub fn identify(args: IdentifyArgs, device: Device) -> anyhow::Result<()> {
     for photo in &args.photos {
         let ids = r.identify(&searcher, &r.pipeline().load(photo)?, args.top)?;
         let path = display(photo);
-        if ids.is_empty() {
-            if args.json {
-                writeln!(out, "{}", serde_json::json!({"path": path, "faces": 0}))?;
-            } else {
-                writeln!(out, "{path}: no face found")?;
-            }
+        match (ids.is_empty(), args.json) {
+            (true, true) => writeln!(out, "{}", serde_json::json!({"path": path, "faces": 0}))?,
+            (true, false) => writeln!(out, "{path}: no face found")?,
+            _ => {}
         }
         for id in ids {
             if args.json {
@@ -190,6 +197,11 @@ pub enum GalleryAction {
         /// Input file.
         file: PathBuf,
     },
+    /// Show, or set, the false-identification rate `identify` aims at in this gallery.
+    Fir {
+        /// The rate, in (0, 1): 0.01 names at most 1 % of strangers as someone.
+        rate: Option<f64>,
+    },
 }
 
 pub fn gallery(cmd: GalleryCmd) -> anyhow::Result<()> {
@@ -227,6 +239,15 @@ pub fn gallery(cmd: GalleryCmd) -> anyhow::Result<()> {
             let e: facenet_gallery::Export = serde_json::from_slice(&bytes)
                 .with_context(|| format!("{}: not a facenet gallery export", file.display()))?;
             println!("imported {} face(s)", e.import_into(g.as_ref())?);
+        }
+        GalleryAction::Fir { rate } => {
+            let mut s = g.settings()?;
+            if rate.is_some() {
+                s.target_fir = rate;
+                g.set_settings(&s)?;
+            }
+            let fir = s.target_fir.unwrap_or(facenet_gallery::DEFAULT_FIR);
+            println!("target false-identification rate: {fir}");
         }
     }
     Ok(())

@@ -62,3 +62,21 @@ pub fn median_ms<E>(runs: usize, mut f: impl FnMut() -> Result<(), E>) -> Result
     times.sort_by(f64::total_cmp);
     Ok(times[times.len() / 2])
 }
+
+/// Images per second of the embedding network's forward pass on a ready random
+/// `[batch, 3, size, size]` input (the span ONNX Runtime's benchmark times): the median of
+/// `runs` runs of at least `min_run_s` seconds, after a warm-up ([`median_rate`]).
+pub fn embed_throughput(
+    embedder: &crate::Embedder,
+    batch: usize,
+    size: usize,
+    (runs, min_run_s): (usize, f64),
+) -> crate::Result<f64> {
+    let dist = burn::tensor::Distribution::Normal(0.0, 1.0);
+    let input = burn::tensor::Tensor::<4>::random([batch, 3, size, size], dist, embedder.device());
+    median_rate(runs, min_run_s, batch, || {
+        embedder
+            .forward_raw(input.clone())
+            .map(|out| drop(std::hint::black_box(out)))
+    })
+}

@@ -18,12 +18,33 @@ pub struct Peak {
     pub flop_per_cycle: f64,
     /// The first `cpu MHz` of /proc/cpuinfo, if any.
     pub cpuinfo_mhz: Option<f64>,
+    /// Threads the loop ran on.
+    pub threads: usize,
 }
 
 impl Peak {
     /// The clock that explains the measurement.
     pub fn ghz(&self, threads: usize) -> f64 {
         self.gflops / (threads as f64 * self.flop_per_cycle)
+    }
+}
+
+impl std::fmt::Display for Peak {
+    /// One line: the peak, how it was measured, and the clock that explains it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let t = self.threads;
+        write!(
+            f,
+            "FP32 peak: {:.0} GFLOP/s measured ({} FMA loop on {t} threads; {:.2} GHz effective = \
+             {:.0} GFLOP/s / ({t} cores x {} flop/cycle); /proc/cpuinfo says {})",
+            self.gflops,
+            self.isa,
+            self.ghz(t),
+            self.gflops,
+            self.flop_per_cycle,
+            self.cpuinfo_mhz
+                .map_or("nothing".to_string(), |m| format!("{m:.0} MHz")),
+        )
     }
 }
 
@@ -48,6 +69,7 @@ pub fn measure(threads: usize) -> Peak {
     let flop = threads as f64 * iters as f64 * 12.0 * lanes as f64 * 2.0;
     Peak {
         gflops: flop / secs / 1e9,
+        threads,
         isa,
         flop_per_cycle: 2.0 * lanes as f64 * 2.0,
         cpuinfo_mhz: std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| {

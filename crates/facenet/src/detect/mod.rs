@@ -95,6 +95,18 @@ impl Detection {
     }
 }
 
+impl std::fmt::Display for Detection {
+    /// `box [x1, y1, x2, y2] score s eyes (x,y) (x,y)`, as `facenet detect` prints it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (b, l) = (self.bbox, self.landmarks);
+        write!(
+            f,
+            "box [{:.1}, {:.1}, {:.1}, {:.1}] score {:.4} eyes ({:.0},{:.0}) ({:.0},{:.0})",
+            b[0], b[1], b[2], b[3], self.score, l[0][0], l[0][1], l[1][0], l[1][1]
+        )
+    }
+}
+
 /// Boxes handed from one stage to the next, for inspection and tests.
 #[derive(Debug, Clone, Default)]
 pub struct Trace {

@@ -7,6 +7,7 @@
 //! ```
 
 pub mod metrics;
+pub mod openset;
 pub mod pairs;
 pub mod pca;
 pub mod protocol;

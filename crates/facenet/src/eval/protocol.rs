@@ -67,6 +67,41 @@ pub struct ProtocolReport {
     pub distances: Vec<(f64, bool)>,
 }
 
+impl std::fmt::Display for ProtocolReport {
+    /// The figures as `facenet evaluate` prints them.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let e = &self.evaluation;
+        let skipped = match self.pairs_skipped {
+            0 => String::new(),
+            n => format!(", {n} skipped"),
+        };
+        writeln!(
+            f,
+            "pairs        {} ({} folds{skipped})",
+            self.pairs_used, self.num_folds
+        )?;
+        writeln!(f, "accuracy     {:.4} ± {:.4}", e.accuracy, e.accuracy_std)?;
+        writeln!(
+            f,
+            "VAL@FAR={:<6} {:.4} ± {:.4} (FAR {:.5})",
+            e.far_target, e.val, e.val_std, e.far
+        )?;
+        writeln!(f, "AUC          {:.4}", e.auc)?;
+        writeln!(f, "EER          {:.4}", e.eer)?;
+        writeln!(
+            f,
+            "threshold    {:.3} (best accuracy {:.4} over all pairs); {:.3} for FAR {} (TAR {:.4})",
+            e.best_threshold, e.best_accuracy, e.threshold_at_far, e.far_target, e.tar_at_far
+        )?;
+        writeln!(f, "unit         {}", self.unit)?;
+        if !self.no_face_fallbacks.is_empty() {
+            let n = self.no_face_fallbacks.len();
+            writeln!(f, "no face found in {n} image(s): their centre was used")?;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct CacheFile {
     settings: serde_json::Value,
@@ -131,6 +166,62 @@ pub fn run(
         });
     }
 
+    let emb = embed_images(&files, cfg, embedder, pool, progress)?;
+    let cache = &emb.embeddings;
+    let distances: Vec<(f64, bool)> = used
+        .iter()
+        .map(|p| {
+            let d = cfg.metric.between(&cache[&p.a.stem()], &cache[&p.b.stem()]);
+            (d as f64, p.same)
+        })
+        .collect();
+    let dist: Vec<f64> = distances.iter().map(|d| d.0).collect();
+    let same: Vec<bool> = distances.iter().map(|d| d.1).collect();
+    let folds: Vec<usize> = used.iter().map(|p| p.fold).collect();
+    let evaluation = metrics::evaluate(
+        &dist,
+        &same,
+        &folds,
+        &metrics::grid(cfg.metric.max()),
+        cfg.far,
+    );
+    Ok(ProtocolReport {
+        pairs_used: used.len(),
+        pairs_skipped: pairs.pairs.len() - used.len(),
+        num_folds: pairs.num_folds,
+        images_embedded: files.len(),
+        images_cached: emb.cached,
+        no_face_fallbacks: emb.fallbacks,
+        unit: cfg.metric.unit().into(),
+        settings: emb.settings,
+        evaluation,
+        distances,
+    })
+}
+
+/// Embeddings of image files, keyed as the caller keys them.
+#[derive(Debug, Clone)]
+pub struct Embedded {
+    /// Unit embedding per key.
+    pub embeddings: BTreeMap<String, Vec<f32>>,
+    /// How many came from the cache.
+    pub cached: usize,
+    /// Keys of images where no face was found (their central region was used).
+    pub fallbacks: Vec<String>,
+    /// The settings that key the cache.
+    pub settings: serde_json::Value,
+}
+
+/// Detects, aligns and embeds every image of `files` (key -> path) as `cfg` says, through the
+/// embedding cache of `cfg.cache` (keyed by the weights' fingerprint, the settings and the
+/// image folder): a rerun embeds only what is new.
+pub fn embed_images(
+    files: &BTreeMap<String, PathBuf>,
+    cfg: &ProtocolConfig,
+    embedder: &Embedder,
+    pool: Option<&DetectorPool>,
+    progress: &dyn Progress,
+) -> Result<Embedded> {
     let mut settings = serde_json::json!({
         "fingerprint": embedder.metadata().fingerprint,
         "preprocess": embedder.standardization().name(),
@@ -190,36 +281,41 @@ pub fn run(
             )?;
         }
     }
-
-    let distances: Vec<(f64, bool)> = used
-        .iter()
-        .map(|p| {
-            let d = cfg.metric.between(&cache[&p.a.stem()], &cache[&p.b.stem()]);
-            (d as f64, p.same)
-        })
-        .collect();
-    let dist: Vec<f64> = distances.iter().map(|d| d.0).collect();
-    let same: Vec<bool> = distances.iter().map(|d| d.1).collect();
-    let folds: Vec<usize> = used.iter().map(|p| p.fold).collect();
-    let evaluation = metrics::evaluate(
-        &dist,
-        &same,
-        &folds,
-        &metrics::grid(cfg.metric.max()),
-        cfg.far,
-    );
-    Ok(ProtocolReport {
-        pairs_used: used.len(),
-        pairs_skipped: pairs.pairs.len() - used.len(),
-        num_folds: pairs.num_folds,
-        images_embedded: files.len(),
-        images_cached: cached,
-        no_face_fallbacks: fallbacks,
-        unit: cfg.metric.unit().into(),
+    cache.retain(|k, _| files.contains_key(k));
+    Ok(Embedded {
+        embeddings: cache,
+        cached,
+        fallbacks,
         settings,
-        evaluation,
-        distances,
     })
+}
+
+/// Every photo of a labelled `person/photo` folder embedded through [`embed_images`] (its
+/// cache): `(person, embedding)` in file order. Keys are the file stems where they are unique
+/// (LFW's are, so the pairs protocol's cache serves), else `person/stem`.
+pub fn embed_folder(
+    cfg: &ProtocolConfig,
+    embedder: &Embedder,
+    pool: Option<&DetectorPool>,
+    progress: &dyn Progress,
+) -> Result<Vec<(String, Vec<f32>)>> {
+    let files = crate::files::dataset_files(&cfg.images)?;
+    let stem = |p: &std::path::Path| {
+        p.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let stems: std::collections::BTreeSet<String> = files.iter().map(|f| stem(&f.1)).collect();
+    let key = |(p, f): &(String, PathBuf)| match stems.len() == files.len() {
+        true => stem(f),
+        false => format!("{p}/{}", stem(f)),
+    };
+    let map = files.iter().map(|f| (key(f), f.1.clone())).collect();
+    let mut emb = embed_images(&map, cfg, embedder, pool, progress)?.embeddings;
+    Ok(files
+        .iter()
+        .map(|f| (f.0.clone(), emb.remove(&key(f)).unwrap_or_default()))
+        .collect())
 }
 
 /// Detects, aligns (on the pool) and embeds; returns embeddings in `todo` order and the

@@ -363,6 +363,38 @@ pub fn triplet_step(
     ))
 }
 
+/// Median seconds of a [`triplet_step`] of `preset` (random weights, random input, Adam) on
+/// `3 * triplets` images, over `steps` steps after one warm-up step.
+pub fn time_triplet_steps(
+    preset: Preset,
+    triplets: usize,
+    steps: usize,
+    device: &Device,
+) -> Result<f64> {
+    let cfg = preset.config();
+    let dev = device.clone().autodiff();
+    let mut net = Some(cfg.init(&dev));
+    let mut optim = AdamConfig::new().init();
+    let (t, size) = (triplets.max(1), cfg.image_size);
+    let mut times = Vec::new();
+    for i in 0..=steps.max(1) {
+        let dist = burn::tensor::Distribution::Normal(0.0, 1.0);
+        let x = Tensor::<4>::random([3 * t, 3, size, size], dist, &dev);
+        let start = Instant::now();
+        let current = net.take().ok_or_else(|| Error::Training {
+            what: "the network was lost by a failed step".into(),
+            source: None,
+        })?;
+        let (next, _) = triplet_step(current, &mut optim, x, 0.2, 1e-4)?;
+        if i > 0 {
+            times.push(start.elapsed().as_secs_f64());
+        }
+        net = Some(next);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
 /// A training run in progress.
 pub struct Trainer {
     cfg: TrainConfig,
