@@ -12,6 +12,8 @@ use std::sync::Once;
 
 use facenet::Distance;
 use facenet::eval::Evaluation;
+use plotters::coord::combinators::LogCoord;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
@@ -57,50 +59,39 @@ fn err<E: std::fmt::Debug>(path: &Path) -> impl Fn(E) -> PlotError + '_ {
     }
 }
 
-/// ROC curve with a log-scale FAR axis, the threshold at the target FAR marked.
-pub fn roc(path: &Path, e: &Evaluation, metric: Distance) -> Result<()> {
+/// The smallest rate a log-scale rate axis shows.
+const MIN_RATE: f64 = 1e-4;
+
+/// A chart of a rate on a log axis (`MIN_RATE` to 1) against a rate from 0 to 1.
+type RateChart<'a, 'b> =
+    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<LogCoord<f64>, RangedCoordf64>>;
+
+/// Draws an 800x600 [`RateChart`] with its caption and axis names, lets `draw` add the series,
+/// then the legend (lower right).
+fn rate_plot(
+    path: &Path,
+    caption: &str,
+    (x_desc, y_desc): (&str, &str),
+    draw: impl FnOnce(&mut RateChart<'_, '_>) -> Result<()>,
+) -> Result<()> {
     fonts();
     let root = BitMapBackend::new(path, (800, 600)).into_drawing_area();
     root.fill(&WHITE).map_err(err(path))?;
-    let min_far = 1e-4;
     let mut chart = ChartBuilder::on(&root)
-        .caption(
-            format!(
-                "ROC  (AUC {:.4}, EER {:.4}, accuracy {:.4})",
-                e.auc, e.eer, e.accuracy
-            ),
-            ("sans-serif", 22),
-        )
+        .caption(caption, ("sans-serif", 22))
         .margin(15)
         .x_label_area_size(45)
         .y_label_area_size(60)
-        .build_cartesian_2d((min_far..1.0f64).log_scale(), 0.0f64..1.0)
+        .build_cartesian_2d((MIN_RATE..1.0f64).log_scale(), 0.0f64..1.0)
         .map_err(err(path))?;
     chart
         .configure_mesh()
-        .x_desc("false accept rate (log scale)")
-        .y_desc("true accept rate")
+        .x_desc(x_desc)
+        .y_desc(y_desc)
         .label_style(("sans-serif", 15))
         .draw()
         .map_err(err(path))?;
-    let pts: Vec<(f64, f64)> = e.roc.iter().map(|p| (p.far.max(min_far), p.tar)).collect();
-    chart
-        .draw_series(LineSeries::new(pts, BLUE.stroke_width(2)))
-        .map_err(err(path))?
-        .label("ROC over all pairs")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(2)));
-    let mark = (e.far_target.max(min_far), e.tar_at_far);
-    chart
-        .draw_series(std::iter::once(Circle::new(mark, 6, RED.filled())))
-        .map_err(err(path))?
-        .label(format!(
-            "threshold {:.3} ({}): TAR {:.4} at FAR {}",
-            e.threshold_at_far,
-            short_unit(metric),
-            e.tar_at_far,
-            e.far_target
-        ))
-        .legend(|(x, y)| Circle::new((x + 10, y), 5, RED.filled()));
+    draw(&mut chart)?;
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::LowerRight)
@@ -109,86 +100,94 @@ pub fn roc(path: &Path, e: &Evaluation, metric: Distance) -> Result<()> {
         .border_style(BLACK)
         .draw()
         .map_err(err(path))?;
-    root.present().map_err(err(path))?;
-    Ok(())
+    root.present().map_err(err(path))
+}
+
+/// ROC curve with a log-scale FAR axis, the threshold at the target FAR marked.
+pub fn roc(path: &Path, e: &Evaluation, metric: Distance) -> Result<()> {
+    let caption = format!(
+        "ROC  (AUC {:.4}, EER {:.4}, accuracy {:.4})",
+        e.auc, e.eer, e.accuracy
+    );
+    let axes = ("false accept rate (log scale)", "true accept rate");
+    rate_plot(path, &caption, axes, |chart| {
+        let min_far = MIN_RATE;
+        let pts: Vec<(f64, f64)> = e.roc.iter().map(|p| (p.far.max(min_far), p.tar)).collect();
+        chart
+            .draw_series(LineSeries::new(pts, BLUE.stroke_width(2)))
+            .map_err(err(path))?
+            .label("ROC over all pairs")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(2)));
+        let mark = (e.far_target.max(min_far), e.tar_at_far);
+        chart
+            .draw_series(std::iter::once(Circle::new(mark, 6, RED.filled())))
+            .map_err(err(path))?
+            .label(format!(
+                "threshold {:.3} ({}): TAR {:.4} at FAR {}",
+                e.threshold_at_far,
+                short_unit(metric),
+                e.tar_at_far,
+                e.far_target
+            ))
+            .legend(|(x, y)| Circle::new((x + 10, y), 5, RED.filled()));
+        Ok(())
+    })
 }
 
 /// Open-set identification: DIR against FIR (log scale) as the threshold moves, the points
 /// at each target FIR marked, and the thresholds an impostor table derives for them.
 pub fn open_set(path: &Path, r: &facenet::eval::openset::OpenSetReport) -> Result<()> {
-    fonts();
-    let root = BitMapBackend::new(path, (800, 600)).into_drawing_area();
-    root.fill(&WHITE).map_err(err(path))?;
-    let min_fir = 1e-4;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            format!(
-                "Open-set identification: {} identities, {} strangers",
-                r.identities, r.strangers
-            ),
-            ("sans-serif", 22),
-        )
-        .margin(15)
-        .x_label_area_size(45)
-        .y_label_area_size(60)
-        .build_cartesian_2d((min_fir..1.0f64).log_scale(), 0.0f64..1.0)
-        .map_err(err(path))?;
-    chart
-        .configure_mesh()
-        .x_desc("false identification rate: strangers named as someone (log scale)")
-        .y_desc("detection and identification rate")
-        .label_style(("sans-serif", 15))
-        .draw()
-        .map_err(err(path))?;
-    let pts: Vec<(f64, f64)> = r
-        .curve
-        .iter()
-        .filter(|p| p.fir > 0.0)
-        .map(|p| (p.fir.max(min_fir), p.dir))
-        .collect();
-    chart
-        .draw_series(LineSeries::new(pts, BLUE.stroke_width(2)))
-        .map_err(err(path))?
-        .label(format!(
-            "{:?}, {} photo(s) per person",
-            r.rule, r.per_person
-        ))
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(2)));
-    let marks = |rows: &[(f64, facenet::eval::openset::OpenSetPoint)]| -> Vec<(f64, f64)> {
-        rows.iter()
-            .map(|(_, p)| (p.fir.max(min_fir), p.dir))
-            .collect()
-    };
-    chart
-        .draw_series(
-            marks(&r.at_fir)
-                .into_iter()
-                .map(|m| Circle::new(m, 5, RED.filled())),
-        )
-        .map_err(err(path))?
-        .label("threshold set on these strangers (FIR 1e-1, 1e-2, 1e-3)")
-        .legend(|(x, y)| Circle::new((x + 10, y), 5, RED.filled()));
-    if !r.derived.is_empty() {
+    let caption = format!(
+        "Open-set identification: {} identities, {} strangers",
+        r.identities, r.strangers
+    );
+    let axes = (
+        "false identification rate: strangers named as someone (log scale)",
+        "detection and identification rate",
+    );
+    rate_plot(path, &caption, axes, |chart| {
+        let min_fir = MIN_RATE;
+        let pts: Vec<(f64, f64)> = r
+            .curve
+            .iter()
+            .filter(|p| p.fir > 0.0)
+            .map(|p| (p.fir.max(min_fir), p.dir))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(pts, BLUE.stroke_width(2)))
+            .map_err(err(path))?
+            .label(format!(
+                "{:?}, {} photo(s) per person",
+                r.rule, r.per_person
+            ))
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(2)));
+        let marks = |rows: &[(f64, facenet::eval::openset::OpenSetPoint)]| -> Vec<(f64, f64)> {
+            rows.iter()
+                .map(|(_, p)| (p.fir.max(min_fir), p.dir))
+                .collect()
+        };
         chart
             .draw_series(
-                marks(&r.derived)
+                marks(&r.at_fir)
                     .into_iter()
-                    .map(|m| TriangleMarker::new(m, 7, GREEN.filled())),
+                    .map(|m| Circle::new(m, 5, RED.filled())),
             )
             .map_err(err(path))?
-            .label("threshold derived from the impostor table and the gallery's size")
-            .legend(|(x, y)| TriangleMarker::new((x + 10, y), 6, GREEN.filled()));
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .label_font(("sans-serif", 15))
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err(path))?;
-    root.present().map_err(err(path))?;
-    Ok(())
+            .label("threshold set on these strangers (FIR 1e-1, 1e-2, 1e-3)")
+            .legend(|(x, y)| Circle::new((x + 10, y), 5, RED.filled()));
+        if !r.derived.is_empty() {
+            chart
+                .draw_series(
+                    marks(&r.derived)
+                        .into_iter()
+                        .map(|m| TriangleMarker::new(m, 7, GREEN.filled())),
+                )
+                .map_err(err(path))?
+                .label("threshold derived from the impostor table and the gallery's size")
+                .legend(|(x, y)| TriangleMarker::new((x + 10, y), 6, GREEN.filled()));
+        }
+        Ok(())
+    })
 }
 
 fn short_unit(metric: Distance) -> &'static str {
