@@ -564,6 +564,32 @@ mod tests {
         );
     }
 
+    /// One store shared by threads (as a service's handlers share it): concurrent enrolments
+    /// into the same and into different identities lose nothing and create no duplicate.
+    #[test]
+    fn one_store_shared_by_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = std::sync::Arc::new(SqliteGallery::open(&dir.path().join("g.db")).unwrap());
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let g = g.clone();
+                s.spawn(move || {
+                    for k in 0..10 {
+                        let name = if k % 2 == 0 { "shared" } else { "own" };
+                        let name = format!("{name}{}", if k % 2 == 0 { 0 } else { t });
+                        g.enroll(&name, &[face(1.0, 0.0, &format!("{t}-{k}"))], &model())
+                            .unwrap();
+                        g.faces(None).unwrap();
+                    }
+                });
+            }
+        });
+        let ids = g.identities().unwrap();
+        assert_eq!(ids.len(), 5, "{ids:?}");
+        assert!(ids.contains(&("shared0".into(), 20)), "{ids:?}");
+        assert_eq!(ids.iter().map(|i| i.1).sum::<usize>(), 40);
+    }
+
     #[test]
     fn two_connections_share_the_file() {
         let dir = tempfile::tempdir().unwrap();

@@ -188,3 +188,14 @@ fn threshold_rules_and_all_or_nothing_enrolment() {
     );
     assert!(r.store().identities().unwrap().is_empty());
 }
+
+/// What a service shares between its handlers can be shared: the recognizer, the pipeline and
+/// the store are `Send + Sync`.
+#[test]
+fn recognizer_is_shareable_between_threads() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Recognizer>();
+    shareable::<FacePipeline>();
+    shareable::<SqliteGallery>();
+    shareable::<facenet_gallery::Searcher>();
+}
