@@ -594,23 +594,29 @@ impl Recognizer {
     /// Enrols the first `per_person` photos of each person of a labelled folder (all with
     /// 0), the primary face of each; photos without a face are skipped and returned.
     pub fn enroll_folder(&self, dir: &Path, per_person: usize) -> Result<Vec<PathBuf>> {
-        let mut by_person: std::collections::BTreeMap<String, Vec<(String, RgbImage)>> =
-            Default::default();
+        self.store.check_model(&self.model)?;
+        let mut by_person: std::collections::BTreeMap<String, Vec<NewFace>> = Default::default();
         let mut skipped = Vec::new();
         for (person, path) in facenet::files::dataset_files(dir)? {
             let list = by_person.entry(person).or_default();
             if per_person > 0 && list.len() >= per_person {
                 continue;
             }
-            let img = self.pipeline.load(&path)?;
-            match self.pipeline.face(&img, FaceChoice::Primary)? {
-                Ok(_) => list.push((path.display().to_string(), img)),
+            match self
+                .pipeline
+                .face(&self.pipeline.load(&path)?, FaceChoice::Primary)?
+            {
+                Ok(face) => list.push(NewFace {
+                    embedding: face.embedding,
+                    source: path.display().to_string(),
+                    bbox: face.detection.map(|d| d.bbox),
+                }),
                 Err(_) => skipped.push(path),
             }
         }
-        for (person, photos) in by_person {
-            if !photos.is_empty() {
-                self.enroll(&person, &photos, FaceChoice::Primary)?;
+        for (person, faces) in by_person {
+            if !faces.is_empty() {
+                self.store.enroll(&person, &faces, &self.model)?;
             }
         }
         Ok(skipped)

@@ -304,9 +304,14 @@ pub fn evaluate(
 /// `facenet evaluate --open-set --images lfw/ --impostor-table` over LFW; `None` for other
 /// weights.
 pub fn bundled_table(fingerprint: &str) -> Option<ImpostorTable> {
-    static KERAS: &str = include_str!("../../data/impostor-keras-128.json");
-    let t: ImpostorTable = serde_json::from_str(KERAS).ok()?;
-    (t.fingerprint == fingerprint).then_some(t)
+    static KERAS: std::sync::OnceLock<Option<ImpostorTable>> = std::sync::OnceLock::new();
+    KERAS
+        .get_or_init(|| {
+            serde_json::from_str(include_str!("../../data/impostor-keras-128.json")).ok()
+        })
+        .as_ref()
+        .filter(|t| t.fingerprint == fingerprint)
+        .cloned()
 }
 
 /// Distances of impostor pairs (two images of different people) counted by threshold: the
