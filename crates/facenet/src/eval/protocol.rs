@@ -154,40 +154,11 @@ pub fn run(
             ),
         });
     }
-    let used: Vec<&Pair> = pairs
-        .pairs
-        .iter()
-        .filter(|p| files.contains_key(&p.a.stem()) && files.contains_key(&p.b.stem()))
-        .collect();
-    if used.is_empty() {
-        return Err(Error::InvalidArgument {
-            field: "pairs",
-            reason: "no pair left to evaluate (all have missing images)".into(),
-        });
-    }
-
     let emb = embed_images(&files, cfg, embedder, pool, progress)?;
-    let cache = &emb.embeddings;
-    let distances: Vec<(f64, bool)> = used
-        .iter()
-        .map(|p| {
-            let d = cfg.metric.between(&cache[&p.a.stem()], &cache[&p.b.stem()]);
-            (d as f64, p.same)
-        })
-        .collect();
-    let dist: Vec<f64> = distances.iter().map(|d| d.0).collect();
-    let same: Vec<bool> = distances.iter().map(|d| d.1).collect();
-    let folds: Vec<usize> = used.iter().map(|p| p.fold).collect();
-    let evaluation = metrics::evaluate(
-        &dist,
-        &same,
-        &folds,
-        &metrics::grid(cfg.metric.max()),
-        cfg.far,
-    );
+    let (evaluation, distances) = score_pairs(pairs, &emb.embeddings, cfg.metric, cfg.far)?;
     Ok(ProtocolReport {
-        pairs_used: used.len(),
-        pairs_skipped: pairs.pairs.len() - used.len(),
+        pairs_used: distances.len(),
+        pairs_skipped: pairs.pairs.len() - distances.len(),
         num_folds: pairs.num_folds,
         images_embedded: files.len(),
         images_cached: emb.cached,
@@ -197,6 +168,42 @@ pub fn run(
         evaluation,
         distances,
     })
+}
+
+/// Scores the pairs whose two images have an embedding in `emb` (keyed by image stem): the
+/// evaluation by the pairs file's folds, and each scored pair's distance and label. No pair
+/// to score is an error.
+pub fn score_pairs(
+    pairs: &Pairs,
+    emb: &BTreeMap<String, Vec<f32>>,
+    metric: Distance,
+    far: f64,
+) -> Result<(Evaluation, Vec<(f64, bool)>)> {
+    let used: Vec<&Pair> = pairs
+        .pairs
+        .iter()
+        .filter(|p| emb.contains_key(&p.a.stem()) && emb.contains_key(&p.b.stem()))
+        .collect();
+    if used.is_empty() {
+        return Err(Error::InvalidArgument {
+            field: "pairs",
+            reason: "no pair left to evaluate (none has both images)".into(),
+        });
+    }
+    let distances: Vec<(f64, bool)> = used
+        .iter()
+        .map(|p| {
+            (
+                metric.between(&emb[&p.a.stem()], &emb[&p.b.stem()]) as f64,
+                p.same,
+            )
+        })
+        .collect();
+    let dist: Vec<f64> = distances.iter().map(|d| d.0).collect();
+    let same: Vec<bool> = distances.iter().map(|d| d.1).collect();
+    let folds: Vec<usize> = used.iter().map(|p| p.fold).collect();
+    let e = metrics::evaluate(&dist, &same, &folds, &metrics::grid(metric.max()), far);
+    Ok((e, distances))
 }
 
 /// Embeddings of image files, keyed as the caller keys them.

@@ -784,12 +784,7 @@ impl Trainer {
                 emb.insert(key.clone(), v);
             }
         }
-        let used: Vec<_> = pairs
-            .pairs
-            .iter()
-            .filter(|p| emb.contains_key(&p.a.stem()) && emb.contains_key(&p.b.stem()))
-            .collect();
-        if used.is_empty() {
+        if emb.is_empty() {
             return Err(Error::InvalidArgument {
                 field: "val_images",
                 reason: format!(
@@ -798,19 +793,7 @@ impl Trainer {
                 ),
             });
         }
-        let d: Vec<f64> = used
-            .iter()
-            .map(|p| Distance::L2.between(&emb[&p.a.stem()], &emb[&p.b.stem()]) as f64)
-            .collect();
-        let same: Vec<bool> = used.iter().map(|p| p.same).collect();
-        let folds: Vec<usize> = used.iter().map(|p| p.fold).collect();
-        let e = crate::eval::metrics::evaluate(
-            &d,
-            &same,
-            &folds,
-            &crate::eval::metrics::grid(2.0),
-            1e-3,
-        );
+        let (e, _) = crate::eval::protocol::score_pairs(pairs, &emb, Distance::L2, 1e-3)?;
         Ok((e.accuracy, e.val))
     }
 }
