@@ -234,12 +234,18 @@ impl Settings {
     /// Refuses out-of-range values.
     pub fn check(&self) -> Result<()> {
         check_threshold(self.threshold)?;
-        match self.target_fir {
-            Some(f) if !(f > 0.0 && f < 1.0) => Err(GalleryError::Invalid(format!(
-                "target false-identification rate {f}: a rate lies in (0, 1)"
-            ))),
-            _ => Ok(()),
-        }
+        self.target_fir.map_or(Ok(()), check_rate)
+    }
+}
+
+/// Checks a target false-identification rate: in (0, 1).
+pub fn check_rate(f: f64) -> Result<()> {
+    if f > 0.0 && f < 1.0 {
+        Ok(())
+    } else {
+        Err(GalleryError::Invalid(format!(
+            "target false-identification rate {f}: a rate lies in (0, 1)"
+        )))
     }
 }
 

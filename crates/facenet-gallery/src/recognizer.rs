@@ -140,11 +140,7 @@ impl Threshold {
             return Ok(with_rates(Self::fixed(value, ThresholdSource::Explicit)));
         }
         let target = fir.or(settings.target_fir).unwrap_or(DEFAULT_FIR);
-        Settings {
-            target_fir: Some(target),
-            ..Default::default()
-        }
-        .check()?;
+        crate::check_rate(target)?;
         Ok(match table {
             Some(tab) => {
                 let value = tab.threshold_for_fir(target, comparisons);
@@ -219,13 +215,6 @@ pub struct Identification {
     pub margin: Option<f32>,
     /// The best identities, nearest first.
     pub candidates: Vec<Match>,
-}
-
-impl Identification {
-    /// Whether the face was named as an enrolled identity.
-    pub fn is_known(&self) -> bool {
-        self.distance.is_some_and(|d| d < self.threshold)
-    }
 }
 
 /// The result of a 1:1 check against an enrolled identity.
@@ -395,11 +384,7 @@ impl Recognizer {
             let face = self.pipeline.face(img, choice)?.map_err(|why| {
                 GalleryError::Invalid(format!("{label}: {}", why.describe(choice)))
             })?;
-            new.push(NewFace {
-                embedding: face.embedding,
-                source: label.clone(),
-                bbox: face.detection.map(|d| d.bbox),
-            });
+            new.push(new_face(label.clone(), face));
         }
         let faces = self.store.enroll(identity, &new, &self.model)?;
         Ok(Enrolment {
@@ -531,6 +516,15 @@ impl Recognizer {
     }
 }
 
+/// A face of the pipeline as the store keeps it.
+fn new_face(source: String, face: Face) -> NewFace {
+    NewFace {
+        embedding: face.embedding,
+        source,
+        bbox: face.detection.map(|d| d.bbox),
+    }
+}
+
 /// Embeds every face of the photos below `dir` and groups them by identity without labels:
 /// `(path, face index, box, embedding)` per face, and a cluster label per face.
 pub fn cluster_folder(
@@ -606,11 +600,7 @@ impl Recognizer {
                 .pipeline
                 .face(&self.pipeline.load(&path)?, FaceChoice::Primary)?
             {
-                Ok(face) => list.push(NewFace {
-                    embedding: face.embedding,
-                    source: path.display().to_string(),
-                    bbox: face.detection.map(|d| d.bbox),
-                }),
+                Ok(face) => list.push(new_face(path.display().to_string(), face)),
                 Err(_) => skipped.push(path),
             }
         }

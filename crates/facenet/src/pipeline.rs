@@ -199,10 +199,11 @@ impl FacePipeline {
         if faces.is_empty() {
             return Ok(Vec::new());
         }
-        let crops: Vec<RgbImage> = faces.iter().map(|f| f.1.clone()).collect();
+        let (detections, crops): (Vec<_>, Vec<_>) = faces.into_iter().unzip();
         let embs = self.embedder.embed(&crops)?;
-        Ok(faces
+        Ok(detections
             .into_iter()
+            .zip(crops)
             .zip(embs)
             .map(|((detection, crop), e)| Face {
                 detection,

@@ -439,11 +439,6 @@ impl ImpostorTable {
     pub fn threshold_for_fir(&self, fir: f64, comparisons: usize) -> f32 {
         self.threshold_for_far(per_comparison_far(fir, comparisons))
     }
-
-    /// The smallest per-pair false accept rate the table can tell apart from zero.
-    pub fn resolution(&self) -> f64 {
-        1.0 / self.pairs.max(1) as f64
-    }
 }
 
 /// The per-comparison false accept rate that keeps the chance of a stranger falling under the

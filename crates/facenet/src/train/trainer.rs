@@ -381,10 +381,7 @@ pub fn time_triplet_steps(
         let dist = burn::tensor::Distribution::Normal(0.0, 1.0);
         let x = Tensor::<4>::random([3 * t, 3, size, size], dist, &dev);
         let start = Instant::now();
-        let current = net.take().ok_or_else(|| Error::Training {
-            what: "the network was lost by a failed step".into(),
-            source: None,
-        })?;
+        let current = net.take().ok_or_else(lost)?;
         let (next, _) = triplet_step(current, &mut optim, x, 0.2, 1e-4)?;
         if i > 0 {
             times.push(start.elapsed().as_secs_f64());
@@ -406,7 +403,8 @@ pub struct Trainer {
     rng: Rng,
     centers: CenterLoss,
     start: usize,
-    val: Option<(Pairs, PathBuf)>,
+    /// Validation pairs and their aligned faces (read once), keyed by image stem.
+    val: Option<(Pairs, Vec<(String, image::RgbImage)>)>,
     device: Device,
 }
 
@@ -416,6 +414,15 @@ impl std::fmt::Debug for Trainer {
             .field("run_dir", &self.run_dir)
             .field("start", &self.start)
             .finish_non_exhaustive()
+    }
+}
+
+/// The network is moved out of the trainer for each optimizer step; a step that failed took
+/// it with it.
+fn lost() -> Error {
+    Error::Training {
+        what: "the network was lost by an earlier failed step".into(),
+        source: None,
     }
 }
 
@@ -522,7 +529,25 @@ impl Trainer {
         let data = Dataset::load(&cfg.data, size + slack, loading)?;
         let head = LinearConfig::new(cfg.network.embedding_dim, data.classes.len()).init(&device);
         let val = match (&cfg.val_pairs, &cfg.val_images) {
-            (Some(p), Some(d)) => Some((Pairs::read(p)?, d.clone())),
+            (Some(p), Some(dir)) => {
+                let pairs = Pairs::read(p)?;
+                let mut faces = Vec::new();
+                for img in pairs.images() {
+                    let Some(p) = img.find(dir) else { continue };
+                    let face = crate::image::load_face(&p)?;
+                    faces.push((img.stem(), crate::image::resize_square(&face, size)));
+                }
+                if faces.is_empty() {
+                    return Err(Error::InvalidArgument {
+                        field: "val_images",
+                        reason: format!(
+                            "{}: none of the validation pairs' images found",
+                            dir.display()
+                        ),
+                    });
+                }
+                Some((pairs, faces))
+            }
             _ => None,
         };
         Ok(Self {
@@ -614,10 +639,20 @@ impl Trainer {
     }
 
     fn net(&self) -> Result<&InceptionResnetV1> {
-        self.net.as_ref().ok_or_else(|| Error::Training {
-            what: "the network was lost by an earlier failed step".into(),
-            source: None,
-        })
+        self.net.as_ref().ok_or_else(lost)
+    }
+
+    /// Unit embeddings of faces by an inference copy of the current network.
+    fn embed(&self, imgs: &[image::RgbImage]) -> Result<Vec<Vec<f32>>> {
+        let plain = self.net()?.valid();
+        let dev = self.device.clone().without_autodiff();
+        let mut emb = Vec::with_capacity(imgs.len());
+        for chunk in imgs.chunks(64) {
+            emb.extend(rows(l2_normalize_rows(
+                plain.forward(batch_tensor(chunk, &dev)),
+            ))?);
+        }
+        Ok(emb)
     }
 
     fn triplet(&mut self, step: usize, lr: f64) -> Result<serde_json::Value> {
@@ -635,14 +670,7 @@ impl Trainer {
             .map(|&(c, i)| view(&self.data.images[c][i], size, cfg.augment, &mut self.rng))
             .collect();
         let labels: Vec<usize> = picks.iter().map(|p| p.0).collect();
-        let plain = self.net()?.valid();
-        let plain_device = self.device.clone().without_autodiff();
-        let mut emb = Vec::with_capacity(imgs.len());
-        for chunk in imgs.chunks(64) {
-            emb.extend(rows(l2_normalize_rows(
-                plain.forward(batch_tensor(chunk, &plain_device)),
-            ))?);
-        }
+        let emb = self.embed(&imgs)?;
         let mut triplets = select_triplets(&emb, &labels, cfg.alpha, cfg.selection, &mut self.rng);
         let found = triplets.len();
         self.rng.shuffle(&mut triplets);
@@ -660,10 +688,7 @@ impl Trainer {
             .collect();
         let t = triplets.len();
         let alpha = cfg.alpha;
-        let net = self.net.take().ok_or_else(|| Error::Training {
-            what: "the network was lost by an earlier failed step".into(),
-            source: None,
-        })?;
+        let net = self.net.take().ok_or_else(lost)?;
         let (net, r) = triplet_step(
             net,
             &mut self.optim,
@@ -695,10 +720,6 @@ impl Trainer {
             .map(|&(c, i)| view(&self.data.images[c][i], size, cfg.augment, &mut self.rng))
             .collect();
         let labels: Vec<usize> = picks.iter().map(|p| p.0).collect();
-        let lost = || Error::Training {
-            what: "the network was lost by an earlier failed step".into(),
-            source: None,
-        };
         let model = Classifier {
             net: self.net.take().ok_or_else(lost)?,
             head: self.head.take().ok_or_else(lost)?,
@@ -761,38 +782,15 @@ impl Trainer {
 
     /// Accuracy (by the file's folds) and VAL@FAR=1e-3 on the aligned validation pairs.
     fn validate(&self) -> Result<(f64, f64)> {
-        let Some((pairs, dir)) = &self.val else {
+        let Some((pairs, faces)) = &self.val else {
             return Ok((0.0, 0.0));
         };
-        let size = self.cfg.network.image_size as u32;
-        let plain = self.net()?.valid();
-        let dev = self.device.clone().without_autodiff();
-        let mut emb = std::collections::BTreeMap::new();
-        let mut keys = Vec::new();
-        let mut imgs = Vec::new();
-        for img in &pairs.images() {
-            let Some(p) = img.find(dir) else { continue };
-            keys.push(img.stem());
-            imgs.push(crate::image::resize_square(
-                &crate::image::load_face(&p)?,
-                size,
-            ));
-        }
-        for (k, chunk) in keys.chunks(64).zip(imgs.chunks(64)) {
-            let e = rows(l2_normalize_rows(plain.forward(batch_tensor(chunk, &dev))))?;
-            for (key, v) in k.iter().zip(e) {
-                emb.insert(key.clone(), v);
-            }
-        }
-        if emb.is_empty() {
-            return Err(Error::InvalidArgument {
-                field: "val_images",
-                reason: format!(
-                    "{}: none of the validation pairs' images found",
-                    dir.display()
-                ),
-            });
-        }
+        let imgs: Vec<image::RgbImage> = faces.iter().map(|f| f.1.clone()).collect();
+        let emb: std::collections::BTreeMap<String, Vec<f32>> = faces
+            .iter()
+            .map(|f| f.0.clone())
+            .zip(self.embed(&imgs)?)
+            .collect();
         let (e, _) = crate::eval::protocol::score_pairs(pairs, &emb, Distance::L2, 1e-3)?;
         Ok((e.accuracy, e.val))
     }
