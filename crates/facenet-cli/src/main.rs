@@ -61,6 +61,10 @@ enum Command {
     Demo(cmd::demo::Args),
     /// Plot the first two principal components of the embeddings of a few people's faces.
     Project(cmd::project::Args),
+    /// Run the HTTP recognition service: JSON API, web page at /, OpenAPI docs at /docs.
+    Serve(cmd::serve::ServeArgs),
+    /// Create, list and revoke the service's API keys.
+    Keys(cmd::serve::KeysArgs),
     /// Measure speed and memory.
     #[command(subcommand)]
     Bench(cmd::bench::Bench),
@@ -77,10 +81,18 @@ fn main() -> ExitCode {
     }
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("FACENET_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_env("FACENET_LOG").unwrap_or_else(|_| {
+                // The service logs one line per request.
+                let serving = std::env::args().nth(1).is_some_and(|a| a == "serve");
+                tracing_subscriber::EnvFilter::new(if serving {
+                    "warn,facenet_serve=info,tower_http=info"
+                } else {
+                    "warn"
+                })
+            }),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     match run(cli) {
@@ -128,5 +140,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => cmd::demo::run(args, device()?),
         Command::Project(args) => cmd::project::run(args, device()?),
         Command::Bench(b) => cmd::bench::run(b, device()?),
+        Command::Serve(args) => cmd::serve::serve(args, device()?),
+        Command::Keys(args) => cmd::serve::keys(args),
     }
 }

@@ -45,17 +45,19 @@ pub mod recognizer;
 pub mod search;
 pub mod sqlite;
 pub mod synthetic;
+pub mod tenants;
 
 use serde::{Deserialize, Serialize};
 
 pub use ann::{ANN_MIN_FACES, AnnConfig, AnnIndex};
 pub use recognizer::{
     Calibration, ClusteredFace, DEFAULT_FIR, DEFAULT_THRESHOLD, DEFAULT_VERIFY_FAR, Enrolment,
-    Identification, LabelledResult, Recognizer, Searcher, Threshold, ThresholdSource, Verification,
-    cluster_folder,
+    Identification, LabelledResult, PairVerification, PhotoEnrolment, Recognizer, Searcher,
+    Threshold, ThresholdSource, UNKNOWN, Verification, cluster_folder,
 };
 pub use search::{GalleryRule, Match, SearchIndex};
 pub use sqlite::SqliteGallery;
+pub use tenants::{ApiKey, DEFAULT_GALLERY, Role, Tenants};
 
 /// Errors of the gallery.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +97,9 @@ pub enum GalleryError {
     /// No identity of that name.
     #[error("no identity named `{0}` in the gallery")]
     UnknownIdentity(String),
+    /// No face of that id in the gallery.
+    #[error("no face with id {0} in the gallery")]
+    UnknownFace(i64),
     /// The name is taken.
     #[error("an identity named `{0}` already exists")]
     NameTaken(String),
@@ -187,14 +192,19 @@ pub trait GalleryStore: Send + Sync + std::fmt::Debug {
     }
     /// The model whose embeddings the gallery holds (None while empty of faces).
     fn model(&self) -> Result<Option<ModelInfo>>;
-    /// Adds faces to an identity (created if new) in one transaction: all or nothing.
-    fn enroll(&self, identity: &str, faces: &[NewFace], model: &ModelInfo) -> Result<usize>;
+    /// Adds faces to an identity (created if new) in one transaction: all or nothing. Returns
+    /// the new faces' ids.
+    fn enroll(&self, identity: &str, faces: &[NewFace], model: &ModelInfo) -> Result<Vec<i64>>;
+    /// Creates an identity without faces; an existing name is refused.
+    fn create_identity(&self, identity: &str) -> Result<()>;
     /// Identities with their number of faces, by name.
     fn identities(&self) -> Result<Vec<(String, usize)>>;
     /// Faces of one identity, or of all.
     fn faces(&self, identity: Option<&str>) -> Result<Vec<FaceRecord>>;
     /// Removes an identity and its faces; returns the number of faces removed.
     fn remove(&self, identity: &str) -> Result<usize>;
+    /// Removes one face by id; returns it.
+    fn remove_face(&self, id: i64) -> Result<FaceRecord>;
     /// Renames an identity.
     fn rename(&self, old: &str, new: &str) -> Result<()>;
     /// The gallery's decision settings.
@@ -318,7 +328,7 @@ impl Export {
         }
         let mut n = 0;
         for (name, faces) in by_name {
-            n += store.enroll(&name, &faces, &model)?;
+            n += store.enroll(&name, &faces, &model)?.len();
         }
         Ok(n)
     }

@@ -37,6 +37,9 @@ pub const DEFAULT_FIR: f64 = 0.01;
 /// pairs, loose for checks such as "is this the account holder".
 pub const DEFAULT_VERIFY_FAR: f64 = 1e-3;
 
+/// The name given to a face that matches no one within the threshold.
+pub const UNKNOWN: &str = "unknown";
+
 /// Where a decision threshold came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -188,6 +191,34 @@ pub struct Enrolment {
     pub identity: String,
     /// Faces stored.
     pub faces: usize,
+    /// Their ids in the store.
+    pub ids: Vec<i64>,
+}
+
+/// Two photos compared ([`Recognizer::verify_photos`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct PairVerification {
+    /// L2 distance between the unit embeddings (0..2).
+    pub distance: f32,
+    /// The threshold that decided, with its source.
+    pub threshold: Threshold,
+    /// `distance <= threshold`.
+    pub verified: bool,
+    /// The faces' boxes.
+    pub bboxes: [Option<[f32; 4]>; 2],
+}
+
+/// What became of one photo of [`Recognizer::enroll_each`].
+#[derive(Debug, Clone, Serialize)]
+pub struct PhotoEnrolment {
+    /// The photo's label.
+    pub label: String,
+    /// The stored face's id, or `None` when the photo was refused.
+    pub face_id: Option<i64>,
+    /// The face's box in the photo.
+    pub bbox: Option<[f32; 4]>,
+    /// Why the photo was refused (no face, several comparable faces, undecodable...).
+    pub error: Option<String>,
 }
 
 /// One face of a photo, identified.
@@ -289,7 +320,7 @@ impl Searcher {
             score: f.detection.map(|d| d.score),
             identity: match best {
                 Some(b) if known => b.identity.clone(),
-                _ => "unknown".into(),
+                _ => UNKNOWN.into(),
             },
             distance: best.map(|b| b.distance),
             threshold: self.threshold.value,
@@ -386,11 +417,51 @@ impl Recognizer {
             })?;
             new.push(new_face(label.clone(), face));
         }
-        let faces = self.store.enroll(identity, &new, &self.model)?;
+        let ids = self.store.enroll(identity, &new, &self.model)?;
         Ok(Enrolment {
             identity: identity.into(),
-            faces,
+            faces: ids.len(),
+            ids,
         })
+    }
+
+    /// Enrols `identity` from a batch of photos, each judged on its own: a photo without a
+    /// usable face (or one that failed to decode, `Err(reason)`) is reported and skipped,
+    /// the faces of the others are stored in one transaction. A result per photo, in order.
+    pub fn enroll_each(
+        &self,
+        identity: &str,
+        photos: Vec<(String, std::result::Result<RgbImage, String>)>,
+        choice: FaceChoice,
+    ) -> Result<Vec<PhotoEnrolment>> {
+        self.store.check_model(&self.model)?;
+        let mut results = Vec::with_capacity(photos.len());
+        let mut new = Vec::new();
+        for (label, img) in photos {
+            let face = match img {
+                Ok(img) => self
+                    .pipeline
+                    .face(&img, choice)?
+                    .map_err(|why| why.describe(choice)),
+                Err(e) => Err(e),
+            };
+            results.push(PhotoEnrolment {
+                bbox: face.as_ref().ok().and_then(|f| f.detection.map(|d| d.bbox)),
+                error: face.as_ref().err().cloned(),
+                face_id: None,
+                label: label.clone(),
+            });
+            if let Ok(face) = face {
+                new.push(new_face(label, face));
+            }
+        }
+        if !new.is_empty() {
+            let mut ids = self.store.enroll(identity, &new, &self.model)?.into_iter();
+            for r in results.iter_mut().filter(|r| r.error.is_none()) {
+                r.face_id = ids.next();
+            }
+        }
+        Ok(results)
     }
 
     /// [`Recognizer::enroll`] from image files (each read as the pipeline reads).
@@ -473,6 +544,34 @@ impl Recognizer {
             verified: threshold.accepts(best.distance),
             bbox: face.detection.map(|d| d.bbox),
         }))
+    }
+
+    /// Are the faces of two photos (the primary face of each) the same person? The 1:1
+    /// threshold of this gallery ([`Recognizer::verify_threshold`]) decides. A photo without
+    /// a face is an error naming it (`labels`).
+    pub fn verify_photos(
+        &self,
+        photos: [(&str, &RgbImage); 2],
+        explicit: Option<f32>,
+    ) -> Result<PairVerification> {
+        let mut faces = Vec::with_capacity(2);
+        for (label, img) in photos {
+            let face = self
+                .pipeline
+                .face(img, FaceChoice::Primary)?
+                .map_err(|why| {
+                    GalleryError::Invalid(format!("{label}: {}", why.describe(FaceChoice::Primary)))
+                })?;
+            faces.push(face);
+        }
+        let threshold = self.verify_threshold(explicit)?;
+        let distance = facenet::Distance::L2.between(&faces[0].embedding, &faces[1].embedding);
+        Ok(PairVerification {
+            distance,
+            threshold,
+            verified: threshold.accepts(distance),
+            bboxes: [0, 1].map(|i| faces[i].detection.map(|d| d.bbox)),
+        })
     }
 
     /// Thresholds from labelled photos (`(person, path)`, the primary face of each): the

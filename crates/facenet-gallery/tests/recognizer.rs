@@ -199,3 +199,52 @@ fn recognizer_is_shareable_between_threads() {
     shareable::<SqliteGallery>();
     shareable::<facenet_gallery::Searcher>();
 }
+
+/// Faces of concurrent callers are embedded in shared forward passes, with the same
+/// embeddings as alone (1e-5).
+#[test]
+fn batching_pipeline_shares_forward_passes() {
+    use facenet::batch::BatchConfig;
+    let (cache, cpu) = (cache_dir(), Device::flex());
+    let open = || Embedder::open(&cache.join("facenet_keras.safetensors"), &cpu).unwrap();
+    let plain = FacePipeline::new(open(), None);
+    let batched = FacePipeline::new(open(), None)
+        .with_batching(BatchConfig {
+            max_batch: 8,
+            max_wait: std::time::Duration::from_millis(300),
+            queue: 16,
+        })
+        .unwrap();
+    let p = pipeline();
+    let crops: Vec<RgbImage> = ["train/madonna", "train/ben_afflek", "train/mindy_kaling"]
+        .iter()
+        .map(|d| p.face_in_file(&first(d), FaceChoice::Primary).unwrap().crop)
+        .collect();
+    let barrier = std::sync::Barrier::new(6);
+    let got: Vec<(usize, Vec<f32>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..6)
+            .map(|t| {
+                let (batched, crops, barrier) = (&batched, &crops, &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    let f = batched.faces(&crops[t % 3]).unwrap();
+                    (t % 3, f[0].embedding.clone())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (i, e) in got {
+        let alone = &plain.faces(&crops[i]).unwrap()[0].embedding;
+        let diff = e
+            .iter()
+            .zip(alone)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(diff < 1e-5, "crop {i}: {diff}");
+    }
+    let stats = batched.batch_stats().unwrap();
+    assert_eq!(stats.faces, 6);
+    assert!(stats.batches < 6, "{stats:?}");
+    assert_eq!(stats.queued, 0);
+}

@@ -34,6 +34,17 @@ pub enum Error {
         reason: String,
     },
 
+    /// The embedding queue is full: the caller should retry later (a service answers 503).
+    #[error("busy: {queued} embedding requests are already waiting; retry shortly")]
+    Busy {
+        /// Requests waiting when this one was refused.
+        queued: usize,
+    },
+
+    /// The embedding worker stopped (the process is shutting down, or it panicked).
+    #[error("the embedding worker has stopped")]
+    WorkerGone,
+
     /// A weights file is malformed or does not fit the model.
     #[error("{path}: {reason}")]
     Weights {

@@ -16,6 +16,7 @@
 #![deny(missing_docs)]
 
 pub mod align;
+pub mod batch;
 pub mod bench;
 pub mod detect;
 pub mod draw;

@@ -11,12 +11,13 @@
 //! [`DetectorPool`] runs detection and alignment over many photos on all cores.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use image::RgbImage;
 
 use crate::align::{AlignConfig, AlignMethod, FaceSelection, align, confident, select};
+use crate::batch::{BatchConfig, BatchSnapshot, Batcher};
 use crate::detect::{Detection, Detector};
 use crate::embed::Embedder;
 use crate::error::{Error, Result};
@@ -77,7 +78,8 @@ impl NoFace {
 /// Detect -> select -> align -> embed.
 #[derive(Debug)]
 pub struct FacePipeline {
-    embedder: Embedder,
+    embedder: Arc<Embedder>,
+    batcher: Option<Batcher>,
     detector: Option<Detector>,
     align: AlignConfig,
 }
@@ -86,10 +88,33 @@ impl FacePipeline {
     /// A pipeline over photos (`Some(detector)`) or over aligned face crops (`None`).
     pub fn new(embedder: Embedder, detector: Option<Detector>) -> Self {
         Self {
-            embedder,
+            embedder: Arc::new(embedder),
+            batcher: None,
             detector,
             align: AlignConfig::default(),
         }
+    }
+
+    /// Embeds on a worker thread that batches the faces of concurrent callers
+    /// ([`crate::batch`]); a full queue makes calls fail with [`Error::Busy`].
+    pub fn with_batching(mut self, config: BatchConfig) -> Result<Self> {
+        self.batcher = Some(Batcher::start(self.embedder.clone(), config)?);
+        Ok(self)
+    }
+
+    /// Runs the networks once on a blank image, so that the first request does not pay for
+    /// their buffers.
+    pub fn warm_up(&self) {
+        let blank = RgbImage::new(self.align.size, self.align.size);
+        if let Some(det) = &self.detector {
+            let _ = det.detect(&blank);
+        }
+        let _ = self.embed_faces(vec![(None, blank)]);
+    }
+
+    /// The batching counters, when batching.
+    pub fn batch_stats(&self) -> Option<BatchSnapshot> {
+        self.batcher.as_ref().map(Batcher::stats)
     }
 
     /// Replaces the alignment settings (default: crop, margin 32, 160x160).
@@ -200,7 +225,13 @@ impl FacePipeline {
             return Ok(Vec::new());
         }
         let (detections, crops): (Vec<_>, Vec<_>) = faces.into_iter().unzip();
-        let embs = self.embedder.embed(&crops)?;
+        let (crops, embs) = match &self.batcher {
+            Some(b) => b.embed(crops)?,
+            None => {
+                let embs = self.embedder.embed(&crops)?;
+                (crops, embs)
+            }
+        };
         Ok(detections
             .into_iter()
             .zip(crops)

@@ -27,6 +27,9 @@ pub enum Bench {
     /// Training step (triplet loss, forward + backward + Adam): `train model=M batch=B
     /// s_per_step=X peak_rss_mib=Y`, one process per model.
     Train(TrainArgs),
+    /// The HTTP service under concurrent clients (`/embed`, `/identify`): requests/s, faces/s,
+    /// p50/p99 latency, shed load, against the library alone on the same photos.
+    Serve(crate::cmd::serve::BenchArgs),
 }
 
 /// Arguments of `facenet bench train`.
@@ -234,6 +237,7 @@ pub fn run(bench: Bench, device: Device) -> anyhow::Result<()> {
         Bench::Detect(args) => detect_bench(&args, device),
         Bench::Search(args) => search_bench(&args),
         Bench::Train(args) => train_bench(&args, device),
+        Bench::Serve(args) => crate::cmd::serve::bench(args, device),
     }
 }
 

@@ -9,4 +9,5 @@ pub mod fetch;
 pub mod import;
 pub mod project;
 pub mod recognize;
+pub mod serve;
 pub mod train;

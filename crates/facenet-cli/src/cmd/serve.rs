@@ -1,0 +1,119 @@
+//! `facenet serve`, `facenet keys` and `facenet bench serve`: arguments, then the service crate.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use facenet::Device;
+use facenet_gallery::SqliteGallery;
+
+use crate::common::{GalleryArgs, PipelineArgs};
+
+/// Arguments of `facenet serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    config: facenet_serve::ServeConfig,
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+    #[command(flatten)]
+    gallery: GalleryArgs,
+}
+
+pub fn serve(args: ServeArgs, device: Device) -> anyhow::Result<()> {
+    let path = args.gallery.path();
+    let store = SqliteGallery::open(&path)
+        .with_context(|| format!("opening the gallery store {}", path.display()))?;
+    let pipeline = args.pipeline.open(&device)?;
+    facenet_serve::serve(args.config, pipeline, Arc::new(store)).context("facenet serve")
+}
+
+/// Arguments of `facenet keys`.
+#[derive(Debug, clap::Args)]
+pub struct KeysArgs {
+    /// The store (the SQLite file `facenet serve --gallery` serves). Default: $FACENET_GALLERY,
+    /// else gallery.db in the user data folder.
+    #[arg(long, env = "FACENET_GALLERY")]
+    store: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: facenet_serve::keys::KeysCmd,
+}
+
+pub fn keys(args: KeysArgs) -> anyhow::Result<()> {
+    let path = GalleryArgs {
+        gallery: args.store,
+    }
+    .path();
+    let store = SqliteGallery::open(&path)
+        .with_context(|| format!("opening the gallery store {}", path.display()))?;
+    print!("{}", facenet_serve::keys::run(args.cmd, &store)?);
+    Ok(())
+}
+
+/// Arguments of `facenet bench serve`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Concurrent clients, comma separated: one run per value and route.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,256")]
+    clients: Vec<usize>,
+    /// Requests per run (at least two per client).
+    #[arg(long, default_value_t = 160)]
+    requests: usize,
+    /// Longest one run may take, seconds.
+    #[arg(long, default_value_t = 120)]
+    max_time_s: u64,
+    /// Sample dataset (`train/PERSON/*.jpg` are enrolled, `val/*/*.jpg` are sent). Default:
+    /// the one `facenet fetch` downloads.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    #[command(flatten)]
+    config: facenet_serve::ServeConfig,
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+}
+
+pub fn bench(args: BenchArgs, device: Device) -> anyhow::Result<()> {
+    let data = args
+        .data
+        .unwrap_or_else(|| facenet::paths::cache_dir().join("5-celebrity-faces-dataset"));
+    let read = |p: &PathBuf| -> anyhow::Result<(String, Vec<u8>)> {
+        let name = p
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        Ok((
+            name,
+            std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+        ))
+    };
+    let photos = facenet::files::walk_images(&data.join("val"))?
+        .iter()
+        .map(read)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut enrol = Vec::new();
+    for f in facenet::files::walk_images(&data.join("train"))? {
+        let person = f.parent().and_then(|d| d.file_name()).unwrap_or_default();
+        let (name, bytes) = read(&f)?;
+        enrol.push((person.to_string_lossy().into_owned(), name, bytes));
+    }
+    anyhow::ensure!(
+        !photos.is_empty(),
+        "no photos under {}",
+        data.join("val").display()
+    );
+    let bench = facenet_serve::bench::ServeBench {
+        photos,
+        enrol,
+        clients: args.clients,
+        requests: args.requests,
+        max_time: Duration::from_secs(args.max_time_s),
+        config: args.config,
+    };
+    print!(
+        "{}",
+        facenet_serve::bench::serve_bench(args.pipeline.open(&device)?, &bench)?
+    );
+    Ok(())
+}

@@ -1,0 +1,294 @@
+//! `facenet bench serve`: concurrent clients against a running service, and the same photos
+//! through the library directly (detection, then the network at batch 8), in one run.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// One load run.
+#[derive(Debug, Clone)]
+pub struct Load {
+    /// Base URL, e.g. `http://127.0.0.1:8080`.
+    pub url: String,
+    /// The `x-api-key`.
+    pub key: String,
+    /// `/api/v1/embed` or `/api/v1/identify`.
+    pub route: String,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Requests in all (bounded).
+    pub requests: usize,
+    /// Longest the run may take.
+    pub max_time: Duration,
+}
+
+/// What a load run measured.
+#[derive(Debug, Clone, Default)]
+pub struct LoadReport {
+    /// The route.
+    pub route: String,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Requests answered 2xx.
+    pub ok: usize,
+    /// Requests shed by design (429, 503).
+    pub shed: usize,
+    /// Other failures (4xx, 5xx, connection errors).
+    pub errors: usize,
+    /// Faces in the 2xx answers.
+    pub faces: usize,
+    /// Wall time, seconds.
+    pub seconds: f64,
+    /// Median latency of 2xx answers, ms.
+    pub p50_ms: f64,
+    /// 99th percentile latency of 2xx answers, ms.
+    pub p99_ms: f64,
+    /// Median latency of shed answers, ms (how fast load is refused).
+    pub shed_p50_ms: f64,
+}
+
+impl LoadReport {
+    /// 2xx answers per second.
+    pub fn requests_per_s(&self) -> f64 {
+        self.ok as f64 / self.seconds.max(1e-9)
+    }
+
+    /// Faces per second in 2xx answers.
+    pub fn faces_per_s(&self) -> f64 {
+        self.faces as f64 / self.seconds.max(1e-9)
+    }
+}
+
+fn percentile(v: &mut [f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * q).round() as usize]
+}
+
+/// Runs `load.clients` clients, each sending photos (one per request, in turn) until
+/// `load.requests` requests are sent or `load.max_time` has passed.
+pub async fn run(load: &Load, photos: &[(String, Vec<u8>)]) -> LoadReport {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(load.clients)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("an HTTP client without TLS builds");
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let deadline = start + load.max_time;
+    let mut tasks = Vec::new();
+    for _ in 0..load.clients.max(1) {
+        let (client, next, photos) = (client.clone(), next.clone(), photos.to_vec());
+        let url = format!("{}{}", load.url.trim_end_matches('/'), load.route);
+        let (key, total) = (load.key.clone(), load.requests);
+        tasks.push(tokio::spawn(async move {
+            let mut r = (Vec::new(), Vec::new(), 0usize, 0usize);
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total || Instant::now() >= deadline {
+                    return r;
+                }
+                let (name, bytes) = &photos[i % photos.len()];
+                let part = reqwest::multipart::Part::bytes(bytes.clone()).file_name(name.clone());
+                let form = reqwest::multipart::Form::new().part("file", part);
+                let t = Instant::now();
+                let resp = client
+                    .post(&url)
+                    .header(crate::API_KEY_HEADER, &key)
+                    .multipart(form)
+                    .send()
+                    .await;
+                let ms = t.elapsed().as_secs_f64() * 1e3;
+                match resp {
+                    Ok(resp) if resp.status().is_success() => {
+                        let faces = resp
+                            .json::<serde_json::Value>()
+                            .await
+                            .ok()
+                            .and_then(|v| v["images"][0]["faces"].as_array().map(Vec::len))
+                            .unwrap_or(0);
+                        r.0.push(ms);
+                        r.2 += faces;
+                    }
+                    Ok(resp) if matches!(resp.status().as_u16(), 429 | 503) => r.1.push(ms),
+                    _ => r.3 += 1,
+                }
+            }
+        }));
+    }
+    let (mut ok, mut shed, mut faces, mut errors) = (Vec::new(), Vec::new(), 0, 0);
+    for t in tasks {
+        match t.await {
+            Ok((o, s, f, e)) => {
+                ok.extend(o);
+                shed.extend(s);
+                faces += f;
+                errors += e;
+            }
+            Err(_) => errors += 1,
+        }
+    }
+    LoadReport {
+        route: load.route.clone(),
+        clients: load.clients,
+        ok: ok.len(),
+        shed: shed.len(),
+        errors,
+        faces,
+        seconds: start.elapsed().as_secs_f64(),
+        p50_ms: percentile(&mut ok, 0.5),
+        p99_ms: percentile(&mut ok, 0.99),
+        shed_p50_ms: percentile(&mut shed, 0.5),
+    }
+}
+
+/// The table `facenet bench serve` prints.
+pub fn table(direct_faces_per_s: f64, reports: &[LoadReport]) -> String {
+    let mut out = format!(
+        "{:<18} {:>7} {:>6} {:>6} {:>6} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7}\n",
+        "route",
+        "clients",
+        "ok",
+        "shed",
+        "errors",
+        "req/s",
+        "faces/s",
+        "p50 ms",
+        "p99 ms",
+        "shed p50",
+        "vs lib"
+    );
+    for r in reports {
+        out.push_str(&format!(
+            "{:<18} {:>7} {:>6} {:>6} {:>6} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>6.2}x\n",
+            r.route.trim_start_matches("/api/v1"),
+            r.clients,
+            r.ok,
+            r.shed,
+            r.errors,
+            r.requests_per_s(),
+            r.faces_per_s(),
+            r.p50_ms,
+            r.p99_ms,
+            r.shed_p50_ms,
+            r.faces_per_s() / direct_faces_per_s.max(1e-9)
+        ));
+    }
+    out.push_str(&format!(
+        "vs lib: faces/s over the library's {direct_faces_per_s:.1} faces/s on the same photos \
+         (detection and alignment, then the network at batch 8), measured in this run\n"
+    ));
+    out
+}
+
+/// What `facenet bench serve` runs.
+#[derive(Debug, Clone)]
+pub struct ServeBench {
+    /// Photos sent by the clients (name, bytes).
+    pub photos: Vec<(String, Vec<u8>)>,
+    /// Photos enrolled first (subject, name, bytes), so that `/identify` searches a gallery.
+    pub enrol: Vec<(String, String, Vec<u8>)>,
+    /// Concurrent clients, one run per value and route.
+    pub clients: Vec<usize>,
+    /// Requests per run (at least two per client).
+    pub requests: usize,
+    /// Longest one run may take.
+    pub max_time: Duration,
+    /// The service's settings (its listen address is replaced by a free loopback port).
+    pub config: crate::ServeConfig,
+}
+
+/// Faces per second of the library alone on `photos`: detection and alignment of each, then
+/// the network at batch 8 over all crops.
+pub fn direct_faces_per_s(
+    pipeline: &facenet::pipeline::FacePipeline,
+    photos: &[(String, Vec<u8>)],
+) -> Result<f64, facenet::Error> {
+    let start = Instant::now();
+    let mut crops = Vec::new();
+    for (name, bytes) in photos {
+        let img = pipeline.decode(bytes, std::path::Path::new(name))?;
+        if let Some(det) = pipeline.detector() {
+            for d in det.detect(&img)? {
+                crops.push(facenet::align::align(&img, &d, pipeline.align_config())?);
+            }
+        }
+    }
+    for chunk in crops.chunks(8) {
+        pipeline.embedder().embed(chunk)?;
+    }
+    Ok(crops.len() as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Starts the service in this process on a free loopback port over an in-memory store,
+/// enrols `bench.enrol`, measures the library alone, then runs the clients against `/embed`
+/// and `/identify`, and a single client after the largest run (does it recover?). Returns
+/// the table.
+pub fn serve_bench(
+    pipeline: facenet::pipeline::FacePipeline,
+    bench: &ServeBench,
+) -> Result<String, crate::ServeError> {
+    use facenet_gallery::tenants::create_key;
+    let store = Arc::new(facenet_gallery::SqliteGallery::in_memory()?);
+    let (_, key) = create_key(
+        store.as_ref(),
+        "bench",
+        facenet_gallery::Role::Write,
+        "bench",
+    )?;
+    let mut config = bench.config.clone();
+    config.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let state = crate::AppState::new(pipeline, store, config)?;
+    state.pipeline().warm_up();
+    direct_faces_per_s(state.pipeline(), &bench.photos)?; // warm-up of every shape
+    let direct = direct_faces_per_s(state.pipeline(), &bench.photos)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        tokio::spawn(axum::serve(listener, crate::router(state)).into_future());
+        let client = reqwest::Client::new();
+        for (subject, name, bytes) in &bench.enrol {
+            let part = reqwest::multipart::Part::bytes(bytes.clone()).file_name(name.clone());
+            let resp = client
+                .post(format!("{url}/api/v1/subjects/{subject}/faces"))
+                .header(crate::API_KEY_HEADER, &key)
+                .multipart(reqwest::multipart::Form::new().part("file", part))
+                .send()
+                .await;
+            if !resp.is_ok_and(|r| r.status().is_success()) {
+                tracing::warn!("bench: enrolling {name} as {subject} failed");
+            }
+        }
+        let mut reports = Vec::new();
+        for route in ["/api/v1/embed", "/api/v1/identify"] {
+            for &clients in &bench.clients {
+                let load = Load {
+                    url: url.clone(),
+                    key: key.clone(),
+                    route: route.into(),
+                    clients,
+                    requests: bench.requests.max(2 * clients),
+                    max_time: bench.max_time,
+                };
+                reports.push(run(&load, &bench.photos).await);
+            }
+            let after = Load {
+                url: url.clone(),
+                key: key.clone(),
+                route: route.into(),
+                clients: 1,
+                requests: 8,
+                max_time: bench.max_time,
+            };
+            let mut recovered = run(&after, &bench.photos).await;
+            recovered.route = format!("{route} (after)");
+            reports.push(recovered);
+        }
+        Ok(table(direct, &reports))
+    })
+}

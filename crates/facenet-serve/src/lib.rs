@@ -1,0 +1,334 @@
+//! `facenet serve`: the face pipeline and galleries of the library as an HTTP service.
+//!
+//! - JSON API under `/api/v1` (detect, embed, verify, identify, subjects and faces), images as
+//!   multipart `file` parts or JSON base64, errors as `{"error", "detail"}`;
+//! - API keys ([`facenet_gallery::tenants`]): each key opens one gallery of the store, `read`
+//!   or `write`;
+//! - the network on a worker thread that batches the faces of concurrent requests
+//!   ([`facenet::batch`]); a bounded number of requests in progress, beyond which the answer
+//!   is 503 with `Retry-After` at once;
+//! - `/healthz`, `/readyz`, `/metrics` (Prometheus), `/openapi.json`, `/docs` (Swagger UI) and
+//!   a web page at `/`.
+//!
+//! ```text
+//! facenet keys create --gallery acme --role write
+//! facenet serve --listen 127.0.0.1:8080
+//! curl -H "x-api-key: $KEY" -F file=@photo.jpg http://127.0.0.1:8080/api/v1/identify
+//! ```
+//!
+//! Every flow is the library's ([`facenet_gallery::Recognizer`], [`facenet::pipeline`]); this
+//! crate translates HTTP to calls and results to JSON.
+#![deny(missing_docs)]
+
+pub mod api;
+pub mod bench;
+pub mod error;
+pub mod input;
+pub mod keys;
+pub mod metrics;
+mod page;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Request, State};
+use axum::http::{HeaderName, StatusCode, request::Parts};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use facenet::batch::BatchConfig;
+use facenet::pipeline::FacePipeline;
+use facenet_gallery::{ApiKey, Recognizer, Role, Tenants};
+use tokio::sync::Semaphore;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+
+pub use error::{ApiError, ErrorBody};
+
+/// Settings of the service.
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
+pub struct ServeConfig {
+    /// Address to listen on (port 0: any free port; the address is printed).
+    #[cfg_attr(feature = "clap", arg(long, default_value = "127.0.0.1:8080"))]
+    pub listen: SocketAddr,
+    /// Largest request body, MiB (larger: 413).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 10))]
+    pub body_limit_mib: usize,
+    /// Longest a request may take, seconds (longer: 504).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 30))]
+    pub timeout_s: u64,
+    /// Most requests in progress at once; one more is answered 503 with Retry-After.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 64))]
+    pub queue: usize,
+    /// Most faces per forward pass of the network, gathered across requests.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 16))]
+    pub batch: usize,
+    /// Longest wait for more faces once a batch has begun, milliseconds.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 3))]
+    pub batch_wait_ms: u64,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            body_limit_mib: 10,
+            timeout_s: 30,
+            queue: 64,
+            batch: 16,
+            batch_wait_ms: 3,
+        }
+    }
+}
+
+/// Errors of starting or running the service.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The runtime or the server failed.
+    #[error("the server failed")]
+    Io(#[from] std::io::Error),
+    /// The pipeline could not be set up.
+    #[error(transparent)]
+    Facenet(#[from] facenet::Error),
+    /// A gallery or key operation failed.
+    #[error(transparent)]
+    Gallery(#[from] facenet_gallery::GalleryError),
+}
+
+/// What every handler shares.
+#[derive(Debug)]
+pub struct AppState {
+    pipeline: Arc<FacePipeline>,
+    tenants: Arc<dyn Tenants>,
+    permits: Arc<Semaphore>,
+    config: ServeConfig,
+    metrics: metrics::Metrics,
+    ready: AtomicBool,
+}
+
+impl AppState {
+    /// State over a pipeline (batching is switched on here) and a store.
+    pub fn new(
+        pipeline: FacePipeline,
+        tenants: Arc<dyn Tenants>,
+        config: ServeConfig,
+    ) -> Result<Arc<Self>, ServeError> {
+        let pipeline = pipeline.with_batching(BatchConfig {
+            max_batch: config.batch.max(1),
+            max_wait: Duration::from_millis(config.batch_wait_ms),
+            queue: config.queue.max(1),
+        })?;
+        Ok(Arc::new(Self {
+            pipeline: Arc::new(pipeline),
+            tenants,
+            permits: Arc::new(Semaphore::new(config.queue.max(1))),
+            config,
+            metrics: metrics::Metrics::default(),
+            ready: AtomicBool::new(false),
+        }))
+    }
+
+    /// Runs blocking work (decoding, the network, the store) on the blocking pool, holding one
+    /// of the `queue` permits; without a free permit, 503 at once.
+    pub async fn work<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let permit = self.permits.clone().try_acquire_owned().map_err(|_| {
+            ApiError::busy(format!(
+                "{} requests are in progress, the most this server takes (--queue); retry shortly",
+                self.config.queue
+            ))
+        })?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            f()
+        })
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the request's worker failed: {e}"),
+            )
+        })?
+    }
+
+    /// Requests in progress now.
+    pub fn in_progress(&self) -> usize {
+        self.config.queue.max(1) - self.permits.available_permits()
+    }
+
+    /// The face pipeline.
+    pub fn pipeline(&self) -> &Arc<FacePipeline> {
+        &self.pipeline
+    }
+}
+
+/// The caller, from its `x-api-key`: its key and a recognizer over its gallery.
+#[derive(Debug)]
+pub struct Tenant {
+    /// The key (without secret).
+    pub key: ApiKey,
+    /// The recognizer over the key's gallery.
+    pub recognizer: Recognizer,
+}
+
+impl Tenant {
+    /// Refuses a read key (403) for `what`.
+    pub fn require_write(&self, what: &str) -> Result<(), ApiError> {
+        if self.key.role == Role::Write {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("this key's role is `read`: {what} needs a `write` key"),
+            ))
+        }
+    }
+}
+
+/// The header that carries the key.
+pub const API_KEY_HEADER: &str = "x-api-key";
+
+impl FromRequestParts<Arc<AppState>> for Tenant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        let unauthorized = |d: &str| ApiError::new(StatusCode::UNAUTHORIZED, d);
+        let presented = parts
+            .headers
+            .get(API_KEY_HEADER)
+            .ok_or_else(|| {
+                unauthorized(
+                    "missing x-api-key header: create a key with \
+                     `facenet keys create --gallery NAME --role read`",
+                )
+            })?
+            .to_str()
+            .map_err(|_| unauthorized("x-api-key header: not a valid key"))?
+            .trim()
+            .to_string();
+        let tenants = state.tenants.clone();
+        let pipeline = state.pipeline.clone();
+        tokio::task::spawn_blocking(move || {
+            let key = facenet_gallery::tenants::authenticate(tenants.as_ref(), &presented)?
+                .ok_or_else(|| unauthorized("x-api-key header: not a valid key"))?;
+            let store = tenants.gallery(&key.gallery)?;
+            Ok(Tenant {
+                key,
+                recognizer: Recognizer::new(pipeline, store),
+            })
+        })
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    }
+}
+
+/// The whole application: API, docs, metrics, page, with request ids, tracing, metrics,
+/// timeout and body limit.
+pub fn router(state: Arc<AppState>) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    let limit = state.config.body_limit_mib.saturating_mul(1 << 20);
+    api::routes(state.clone())
+        .merge(page::routes())
+        .layer(middleware::from_fn_with_state(state.clone(), timeout))
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(state, metrics::record))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request| {
+                    let id = req
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    tracing::info_span!("request", id, method = %req.method(), uri = %req.uri().path())
+                })
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+        )
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+async fn timeout(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let limit = Duration::from_secs(state.config.timeout_s.max(1));
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => axum::response::IntoResponse::into_response(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "the request took longer than {} s (--timeout-s)",
+                limit.as_secs()
+            ),
+        )),
+    }
+}
+
+/// Runs the service until SIGINT or SIGTERM, then drains the requests in progress. Prints
+/// `listening on http://ADDR` on stdout once it accepts connections.
+pub fn serve(
+    config: ServeConfig,
+    pipeline: FacePipeline,
+    tenants: Arc<dyn Tenants>,
+) -> Result<(), ServeError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let addr = config.listen;
+        let state = AppState::new(pipeline, tenants, config)?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        let local = listener.local_addr()?;
+        println!("listening on http://{local}");
+        tracing::info!(%local, "listening");
+        let warm = state.clone();
+        tokio::task::spawn_blocking(move || {
+            warm.pipeline.warm_up();
+            warm.ready.store(true, Ordering::Release);
+        });
+        axum::serve(listener, router(state))
+            .with_graceful_shutdown(shutdown_signal())
+            .await?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: finishing the requests in progress");
+}
