@@ -248,6 +248,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(page::routes())
         .layer(middleware::from_fn_with_state(state.clone(), timeout))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(limit, read_body))
+        .layer(middleware::from_fn_with_state(limit, refuse_oversized))
         .layer(middleware::from_fn_with_state(state, metrics::record))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(
@@ -260,9 +262,56 @@ pub fn router(state: Arc<AppState>) -> Router {
                         .unwrap_or("-");
                     tracing::info_span!("request", id, method = %req.method(), uri = %req.uri().path())
                 })
-                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO))
+                // Designed 503s are not failures; 500s are logged with their cause.
+                .on_failure(()),
         )
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// A body announced larger than the limit is refused before any of it is read (a chunked body
+/// is cut at the limit by the extractors).
+async fn refuse_oversized(State(limit): State<usize>, req: Request, next: Next) -> Response {
+    let announced = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match announced {
+        Some(n) if n > limit as u64 => axum::response::IntoResponse::into_response(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "request body of {n} bytes, over the limit of {limit} bytes (--body-limit-mib)"
+            ),
+        )),
+        _ => next.run(req).await,
+    }
+}
+
+/// Reads the whole body (up to the limit) before the handler runs, so that a request refused
+/// early (401, 403, 404) still has its upload read and the client its answer, instead of a
+/// connection closed under a client that is still sending.
+async fn read_body(State(limit): State<usize>, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => {
+            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                .await
+        }
+        Err(e) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            let err = if too_large {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("request body over the limit of {limit} bytes (--body-limit-mib)"),
+                )
+            } else {
+                ApiError::bad_request(format!("reading the request body: {e}"))
+            };
+            axum::response::IntoResponse::into_response(err)
+        }
+    }
 }
 
 async fn timeout(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
