@@ -183,7 +183,7 @@ impl SqliteGallery {
         // Foreign keys stay off while a migration rebuilds a table they point at.
         conn.execute_batch("PRAGMA foreign_keys=OFF;")
             .map_err(not_gallery)?;
-        {
+        let default = {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(not_gallery)?;
@@ -230,9 +230,12 @@ impl SqliteGallery {
                 [SCHEMA_VERSION],
             )
             .map_err(not_gallery)?;
-            gallery_id(&tx, DEFAULT_GALLERY, true).map_err(not_gallery)?;
+            let default = gallery_id(&tx, DEFAULT_GALLERY, true)
+                .map_err(not_gallery)?
+                .expect("created");
             tx.commit().map_err(not_gallery)?;
-        }
+            default
+        };
         conn.execute_batch("PRAGMA foreign_keys=ON;")
             .map_err(not_gallery)?;
         let db = Arc::new(Db {
@@ -242,10 +245,9 @@ impl SqliteGallery {
         });
         Ok(Self {
             db,
-            gallery: 1,
+            gallery: default,
             name: DEFAULT_GALLERY.into(),
-        }
-        .gallery(DEFAULT_GALLERY)?)
+        })
     }
 
     /// The connection. A panic while it was held cannot leave it half-written (every write is

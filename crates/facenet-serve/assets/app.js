@@ -200,10 +200,10 @@ $("enrol-form").addEventListener("submit", async (e) => {
   try {
     const blob = state.image ? await cropFace(f) : state.blob;
     const r = await api("POST", `/subjects/${encodeURIComponent(name)}/faces`, form(blob, "face.jpg"));
-    status(`enrolled ${r.enrolled} face as ${r.subject}`);
     $("enrol-form").hidden = true;
     await loadSubjects();
     await identify(state.blob, "photo.jpg");
+    status(`enrolled ${r.enrolled} face as ${r.subject}`);
   } catch (err) {
     status(err.message, true);
   }

@@ -200,6 +200,53 @@ pub struct ServeBench {
     pub config: crate::ServeConfig,
 }
 
+impl ServeBench {
+    /// A dataset of `train/PERSON/*` (enrolled) and `val/*/*` (sent) photos, as the sample
+    /// `facenet fetch` downloads; 1, 16 and 256 clients, 160 requests per run, 2 minutes at
+    /// most per run.
+    pub fn from_dataset(
+        dir: &std::path::Path,
+        config: crate::ServeConfig,
+    ) -> Result<Self, facenet::Error> {
+        let read = |p: &std::path::PathBuf| -> Result<(String, Vec<u8>), facenet::Error> {
+            let name = p
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            let bytes = std::fs::read(p).map_err(|source| facenet::Error::Io {
+                path: p.clone(),
+                source,
+            })?;
+            Ok((name, bytes))
+        };
+        let photos = facenet::files::walk_images(&dir.join("val"))?
+            .iter()
+            .map(read)
+            .collect::<Result<Vec<_>, _>>()?;
+        if photos.is_empty() {
+            return Err(facenet::Error::BadImage {
+                path: dir.join("val"),
+                reason: "no photos to send".into(),
+            });
+        }
+        let mut enrol = Vec::new();
+        for f in facenet::files::walk_images(&dir.join("train"))? {
+            let person = f.parent().and_then(|d| d.file_name()).unwrap_or_default();
+            let (name, bytes) = read(&f)?;
+            enrol.push((person.to_string_lossy().into_owned(), name, bytes));
+        }
+        Ok(Self {
+            photos,
+            enrol,
+            clients: vec![1, 16, 256],
+            requests: 160,
+            max_time: Duration::from_secs(120),
+            config,
+        })
+    }
+}
+
 /// Faces per second of the library alone on `photos`: detection and alignment of each, then
 /// the network at batch 8 over all crops.
 pub fn direct_faces_per_s(

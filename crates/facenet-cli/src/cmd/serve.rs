@@ -77,40 +77,9 @@ pub fn bench(args: BenchArgs, device: Device) -> anyhow::Result<()> {
     let data = args
         .data
         .unwrap_or_else(|| facenet::paths::cache_dir().join("5-celebrity-faces-dataset"));
-    let read = |p: &PathBuf| -> anyhow::Result<(String, Vec<u8>)> {
-        let name = p
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
-        Ok((
-            name,
-            std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
-        ))
-    };
-    let photos = facenet::files::walk_images(&data.join("val"))?
-        .iter()
-        .map(read)
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let mut enrol = Vec::new();
-    for f in facenet::files::walk_images(&data.join("train"))? {
-        let person = f.parent().and_then(|d| d.file_name()).unwrap_or_default();
-        let (name, bytes) = read(&f)?;
-        enrol.push((person.to_string_lossy().into_owned(), name, bytes));
-    }
-    anyhow::ensure!(
-        !photos.is_empty(),
-        "no photos under {}",
-        data.join("val").display()
-    );
-    let bench = facenet_serve::bench::ServeBench {
-        photos,
-        enrol,
-        clients: args.clients,
-        requests: args.requests,
-        max_time: Duration::from_secs(args.max_time_s),
-        config: args.config,
-    };
+    let mut bench = facenet_serve::bench::ServeBench::from_dataset(&data, args.config)?;
+    (bench.clients, bench.requests) = (args.clients, args.requests);
+    bench.max_time = Duration::from_secs(args.max_time_s);
     print!(
         "{}",
         facenet_serve::bench::serve_bench(args.pipeline.open(&device)?, &bench)?

@@ -1,0 +1,342 @@
+//! The gallery: `/subjects`, `/subjects/{name}/faces`, `/faces`.
+
+use std::path::Path as FsPath;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use facenet::pipeline::FaceChoice;
+use facenet_gallery::GalleryStore;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::Errors;
+use crate::error::ApiError;
+use crate::input::{Body, Images, ImagesForm, ImagesJson, Path, Query};
+use crate::{AppState, Tenant};
+
+/// Paging parameters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct PageParams {
+    /// Page number, from 1 (default 1).
+    pub page: Option<usize>,
+    /// Items per page, 1 to 1000 (default 100).
+    pub per_page: Option<usize>,
+    /// Only this subject's faces (`/faces`).
+    pub subject: Option<String>,
+}
+
+fn page_of<T>(items: Vec<T>, q: &PageParams) -> Result<(Vec<T>, usize, usize, usize), ApiError> {
+    let page = q.page.unwrap_or(1);
+    let per = q.per_page.unwrap_or(100);
+    if page == 0 || !(1..=1000).contains(&per) {
+        return Err(ApiError::bad_request(format!(
+            "page {page}, per_page {per}: pages count from 1, per_page is 1 to 1000"
+        )));
+    }
+    let total = items.len();
+    let list = items
+        .into_iter()
+        .skip((page - 1).saturating_mul(per))
+        .take(per)
+        .collect();
+    Ok((list, total, page, per))
+}
+
+/// A subject and its number of faces.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Subject {
+    /// Name.
+    pub name: String,
+    /// Enrolled faces.
+    pub faces: usize,
+}
+
+/// A page of subjects.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SubjectPage {
+    /// Subjects by name.
+    pub subjects: Vec<Subject>,
+    /// Subjects in the gallery.
+    pub total: usize,
+    /// This page.
+    pub page: usize,
+    /// Items per page.
+    pub per_page: usize,
+}
+
+/// The subjects of the key's gallery, by name.
+#[utoipa::path(get, path = "/api/v1/subjects", tag = "gallery", params(PageParams),
+    responses((status = 200, body = SubjectPage), Errors), security(("api_key" = [])))]
+pub(crate) async fn list_subjects(
+    State(s): State<Arc<AppState>>,
+    t: Tenant,
+    Query(q): Query<PageParams>,
+) -> Result<Json<SubjectPage>, ApiError> {
+    s.work(move || {
+        let all = t.recognizer.store().identities()?;
+        let (list, total, page, per_page) = page_of(all, &q)?;
+        Ok(Json(SubjectPage {
+            subjects: list
+                .into_iter()
+                .map(|(name, faces)| Subject { name, faces })
+                .collect(),
+            total,
+            page,
+            per_page,
+        }))
+    })
+    .await
+}
+
+/// A subject's name.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubjectName {
+    /// Name (not empty).
+    pub name: String,
+}
+
+fn store(t: &Tenant) -> &dyn GalleryStore {
+    t.recognizer.store()
+}
+
+/// Creates a subject without faces.
+#[utoipa::path(post, path = "/api/v1/subjects", tag = "gallery", request_body = SubjectName,
+    responses((status = 201, body = Subject), Errors), security(("api_key" = [])))]
+pub(crate) async fn create_subject(
+    State(s): State<Arc<AppState>>,
+    t: Tenant,
+    Body(b): Body<SubjectName>,
+) -> Result<Response, ApiError> {
+    t.require_write("creating a subject")?;
+    s.work(move || {
+        store(&t).create_identity(&b.name)?;
+        Ok((
+            StatusCode::CREATED,
+            Json(Subject {
+                name: b.name,
+                faces: 0,
+            }),
+        )
+            .into_response())
+    })
+    .await
+}
+
+/// Renames a subject.
+#[utoipa::path(put, path = "/api/v1/subjects/{name}", tag = "gallery",
+    params(("name" = String, Path, description = "The subject")), request_body = SubjectName,
+    responses((status = 200, body = Subject), Errors), security(("api_key" = [])))]
+pub(crate) async fn rename_subject(
+    State(s): State<Arc<AppState>>,
+    t: Tenant,
+    Path(name): Path<String>,
+    Body(b): Body<SubjectName>,
+) -> Result<Json<Subject>, ApiError> {
+    t.require_write("renaming a subject")?;
+    s.work(move || {
+        let st = store(&t);
+        st.rename(&name, &b.name)?;
+        let faces = st.faces(Some(&b.name))?.len();
+        Ok(Json(Subject {
+            name: b.name,
+            faces,
+        }))
+    })
+    .await
+}
+
+/// A removal.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Removed {
+    /// The subject.
+    pub subject: String,
+    /// Faces removed.
+    pub faces_removed: usize,
+}
+
+/// Deletes a subject and its faces.
+#[utoipa::path(delete, path = "/api/v1/subjects/{name}", tag = "gallery",
+    params(("name" = String, Path, description = "The subject")),
+    responses((status = 200, body = Removed), Errors), security(("api_key" = [])))]
+pub(crate) async fn delete_subject(
+    State(s): State<Arc<AppState>>,
+    t: Tenant,
+    Path(name): Path<String>,
+) -> Result<Json<Removed>, ApiError> {
+    t.require_write("deleting a subject")?;
+    s.work(move || {
+        let n = store(&t).remove(&name)?;
+        Ok(Json(Removed {
+            subject: name,
+            faces_removed: n,
+        }))
+    })
+    .await
+}
+
+/// What became of one image of an enrolment.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EnrolResult {
+    /// Position of the image in the request.
+    pub index: usize,
+    /// Its file name, or `images[i]`.
+    pub name: String,
+    /// The stored face's id (absent when refused).
+    pub face_id: Option<i64>,
+    /// The face enrolled, `[x1, y1, x2, y2]`.
+    #[serde(rename = "box")]
+    pub bbox: Option<Vec<f32>>,
+    /// Why the image was refused.
+    pub error: Option<String>,
+}
+
+/// An enrolment.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EnrolResponse {
+    /// The subject (created if new).
+    pub subject: String,
+    /// Faces stored by this request.
+    pub enrolled: usize,
+    /// One result per image, in order.
+    pub results: Vec<EnrolResult>,
+}
+
+/// Enrols the face of each image (the photo's main face) under a subject, created if new.
+/// Images without a usable face are reported and skipped; the others are stored in one
+/// transaction. 201 when at least one face was stored, 400 when none.
+#[utoipa::path(post, path = "/api/v1/subjects/{name}/faces", tag = "gallery",
+    params(("name" = String, Path, description = "The subject")),
+    request_body(content((ImagesForm = "multipart/form-data"), (ImagesJson = "application/json"))),
+    responses((status = 201, body = EnrolResponse), Errors), security(("api_key" = [])))]
+pub(crate) async fn add_faces(
+    State(s): State<Arc<AppState>>,
+    t: Tenant,
+    Path(name): Path<String>,
+    images: Images,
+) -> Result<Response, ApiError> {
+    t.require_write("enrolling")?;
+    let p = s.pipeline.clone();
+    s.work(move || {
+        let photos = images
+            .0
+            .iter()
+            .map(|u| {
+                let img = p
+                    .decode(&u.bytes, FsPath::new(&u.label))
+                    .map_err(|e| crate::error::chain(&e));
+                (u.label.clone(), img)
+            })
+            .collect();
+        let results = t
+            .recognizer
+            .enroll_each(&name, photos, FaceChoice::Primary)?;
+        let enrolled = results.iter().filter(|r| r.face_id.is_some()).count();
+        if enrolled == 0 {
+            let why: Vec<String> = results
+                .iter()
+                .filter_map(|r| r.error.as_ref().map(|e| format!("{}: {e}", r.label)))
+                .collect();
+            return Err(ApiError::bad_request(format!(
+                "no face enrolled: {}",
+                why.join("; ")
+            )));
+        }
+        let body = EnrolResponse {
+            subject: name,
+            enrolled,
+            results: results
+                .into_iter()
+                .enumerate()
+                .map(|(index, r)| EnrolResult {
+                    index,
+                    name: r.label,
+                    face_id: r.face_id,
+                    bbox: r.bbox.map(|b| b.to_vec()),
+                    error: r.error,
+                })
+                .collect(),
+        };
+        Ok((StatusCode::CREATED, Json(body)).into_response())
+    })
+    .await
+}
+
+/// A stored face.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StoredFace {
+    /// Id (for `DELETE /faces/{id}`).
+    pub id: i64,
+    /// Its subject.
+    pub subject: String,
+    /// The uploaded file's name.
+    pub source: String,
+    /// Its box in that photo.
+    #[serde(rename = "box")]
+    pub bbox: Option<Vec<f32>>,
+    /// Unix time of enrolment.
+    pub created: i64,
+}
+
+/// A page of faces.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FacePage {
+    /// Faces by subject, then id.
+    pub faces: Vec<StoredFace>,
+    /// Faces in the selection.
+    pub total: usize,
+    /// This page.
+    pub page: usize,
+    /// Items per page.
+    pub per_page: usize,
+}
+
+fn stored(f: facenet_gallery::FaceRecord) -> StoredFace {
+    StoredFace {
+        id: f.id,
+        subject: f.identity,
+        source: f.source,
+        bbox: f.bbox.map(|b| b.to_vec()),
+        created: f.created,
+    }
+}
+
+/// The faces of the gallery, or of one subject.
+#[utoipa::path(get, path = "/api/v1/faces", tag = "gallery", params(PageParams),
+    responses((status = 200, body = FacePage), Errors), security(("api_key" = [])))]
+pub(crate) async fn list_faces(
+    State(s): State<Arc<AppState>>,
+    t: Tenant,
+    Query(q): Query<PageParams>,
+) -> Result<Json<FacePage>, ApiError> {
+    s.work(move || {
+        let all = store(&t).faces(q.subject.as_deref())?;
+        let (list, total, page, per_page) = page_of(all, &q)?;
+        Ok(Json(FacePage {
+            faces: list.into_iter().map(stored).collect(),
+            total,
+            page,
+            per_page,
+        }))
+    })
+    .await
+}
+
+/// Deletes one face.
+#[utoipa::path(delete, path = "/api/v1/faces/{id}", tag = "gallery",
+    params(("id" = i64, Path, description = "The face's id")),
+    responses((status = 200, body = StoredFace), Errors), security(("api_key" = [])))]
+pub(crate) async fn delete_face(
+    State(s): State<Arc<AppState>>,
+    t: Tenant,
+    Path(id): Path<i64>,
+) -> Result<Json<StoredFace>, ApiError> {
+    t.require_write("deleting a face")?;
+    s.work(move || Ok(Json(stored(store(&t).remove_face(id)?))))
+        .await
+}
