@@ -119,6 +119,9 @@ pub struct GalleryArgs {
     /// folder (~/.local/share/facenet).
     #[arg(long, global = true, env = "FACENET_GALLERY")]
     pub gallery: Option<PathBuf>,
+    /// Which gallery of the file (the service keeps one per API key's gallery).
+    #[arg(long, global = true, env = "FACENET_GALLERY_NAME", default_value = facenet_gallery::DEFAULT_GALLERY)]
+    pub gallery_name: String,
 }
 
 impl GalleryArgs {
@@ -140,6 +143,7 @@ impl GalleryArgs {
         } else {
             SqliteGallery::open_existing(&p)
         };
+        let g = g.and_then(|g| g.gallery(&self.gallery_name));
         Ok(Arc::new(g.with_context(|| {
             format!("opening the gallery {}", p.display())
         })?))

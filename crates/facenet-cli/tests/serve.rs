@@ -18,6 +18,17 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_facenet"))
 }
 
+/// Runs `facenet ARGS` to success; its standard output.
+fn facenet(args: &[&std::ffi::OsStr]) -> String {
+    let out = bin().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "facenet {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 fn sample(rel: &str) -> PathBuf {
     let p = facenet::paths::cache_dir()
         .join("5-celebrity-faces-dataset")
@@ -91,18 +102,16 @@ impl Server {
 
     /// A new key for `gallery`, made by `facenet keys create` on the served store.
     fn key(&self, gallery: &str, role: &str) -> String {
-        let out = bin()
-            .args(["keys", "--store"])
-            .arg(&self.db)
-            .args(["create", "--gallery", gallery, "--role", role])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8(out.stdout).unwrap();
+        let text = facenet(&[
+            "keys".as_ref(),
+            "--store".as_ref(),
+            self.db.as_os_str(),
+            "create".as_ref(),
+            "--gallery".as_ref(),
+            gallery.as_ref(),
+            "--role".as_ref(),
+            role.as_ref(),
+        ]);
         text.lines().next().unwrap().to_string()
     }
 
@@ -790,27 +799,30 @@ fn serve_tenant_rules_for_every_endpoint() {
         json!([{"name": "ada", "faces": 1}, {"name": "zed", "faces": 0}])
     );
 
+    // The CLI reads a service gallery by name; the default gallery of the file is another.
+    let list = |name: &str| {
+        facenet(&[
+            "gallery".as_ref(),
+            "list".as_ref(),
+            "--gallery".as_ref(),
+            s.db.as_os_str(),
+            "--gallery-name".as_ref(),
+            name.as_ref(),
+        ])
+    };
+    assert!(list("acme").contains("ada"), "{}", list("acme"));
+    assert!(!list("default").contains("ada"), "{}", list("default"));
+
     // A revoked key stops working at once.
-    let list = bin()
-        .args(["keys", "--store"])
-        .arg(&s.db)
-        .arg("list")
-        .output()
-        .unwrap();
-    let listing = String::from_utf8(list.stdout).unwrap();
+    let store = ["keys".as_ref(), "--store".as_ref(), s.db.as_os_str()];
+    let listing = facenet(&[&store[..], &["list".as_ref()]].concat());
     assert!(
         !listing.contains(&acme_r[17..]),
         "keys list never shows a secret"
     );
     let id_r = &acme_r[4..16];
     assert!(listing.contains(id_r), "{listing}");
-    let out = bin()
-        .args(["keys", "--store"])
-        .arg(&s.db)
-        .args(["revoke", id_r])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    facenet(&[&store[..], &["revoke".as_ref(), id_r.as_ref()]].concat());
     expect(
         c.get(s.at("/api/v1/subjects")).key(&acme_r).send().unwrap(),
         StatusCode::UNAUTHORIZED,

@@ -43,6 +43,7 @@ pub struct KeysArgs {
 pub fn keys(args: KeysArgs) -> anyhow::Result<()> {
     let path = GalleryArgs {
         gallery: args.store,
+        gallery_name: String::new(),
     }
     .path();
     let store = SqliteGallery::open(&path)
