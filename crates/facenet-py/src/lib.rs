@@ -1,0 +1,505 @@
+//! `facenet._facenet`: the library's pipeline and gallery for Python. The Python package
+//! (`python/facenet`) wraps these in documented classes and coerces images; every flow here
+//! is one library call, run with the GIL released.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use facenet::detect::Detection;
+use facenet::image::RgbImage;
+use facenet::pipeline::{FaceChoice, FacePipeline};
+use facenet::{Device, Distance, Embedder, Precision, detect::Detector};
+use facenet_gallery::{GalleryError, Recognizer, Settings, SqliteGallery, Threshold};
+use numpy::ndarray::{Array2, Array3};
+use numpy::{
+    IntoPyArray, PyArray2, PyArray3, PyReadonlyArray1, PyReadonlyArray3, PyUntypedArrayMethods,
+};
+use pyo3::exceptions::PyException;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyType};
+
+/// Raises `facenet.<class>` (defined at module start) with `msg`.
+fn raise(py: Python<'_>, class: &str, msg: String) -> PyErr {
+    match py
+        .import("facenet._facenet")
+        .and_then(|m| m.getattr(class))
+        .and_then(|c| c.cast_into::<PyType>().map_err(PyErr::from))
+    {
+        Ok(cls) => PyErr::from_type(cls, msg),
+        Err(e) => e,
+    }
+}
+
+/// An error and its causes, `: `-joined.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        let t = inner.to_string();
+        if !s.contains(&t) {
+            s = format!("{s}: {t}");
+        }
+        src = inner.source();
+    }
+    s
+}
+
+fn class_of(e: &facenet::Error) -> &'static str {
+    use facenet::Error as E;
+    match e {
+        E::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => "NotFound",
+        E::Decode { .. } | E::BadImage { .. } | E::InvalidArgument { .. } => "InvalidInput",
+        _ => "Error",
+    }
+}
+
+fn fe(py: Python<'_>, e: facenet::Error) -> PyErr {
+    raise(py, class_of(&e), chain(&e))
+}
+
+fn ge(py: Python<'_>, e: GalleryError) -> PyErr {
+    let class = match &e {
+        GalleryError::Facenet(inner) => class_of(inner),
+        GalleryError::UnknownIdentity(_) | GalleryError::UnknownFace(_) => "UnknownSubject",
+        GalleryError::Invalid(_)
+        | GalleryError::NameTaken(_)
+        | GalleryError::ModelMismatch { .. } => "InvalidInput",
+        GalleryError::Missing(_) => "NotFound",
+        _ => "Error",
+    };
+    raise(py, class, chain(&e))
+}
+
+fn invalid(py: Python<'_>, msg: impl Into<String>) -> PyErr {
+    raise(py, "InvalidInput", msg.into())
+}
+
+/// An H x W x 3 uint8 array as an RGB image (copied: the computation then runs without the GIL).
+fn image(py: Python<'_>, a: &PyReadonlyArray3<'_, u8>, what: &str) -> PyResult<RgbImage> {
+    let shape = a.shape();
+    if shape[2] != 3 || shape[0] == 0 || shape[1] == 0 {
+        return Err(invalid(
+            py,
+            format!("{what}: expected an H x W x 3 RGB array, got shape {shape:?}"),
+        ));
+    }
+    let (h, w) = (shape[0] as u32, shape[1] as u32);
+    let data: Vec<u8> = a.as_array().iter().copied().collect();
+    RgbImage::from_raw(w, h, data).ok_or_else(|| invalid(py, format!("{what}: bad image buffer")))
+}
+
+fn array(py: Python<'_>, img: RgbImage) -> Bound<'_, PyArray3<u8>> {
+    let (w, h) = img.dimensions();
+    Array3::from_shape_vec((h as usize, w as usize, 3), img.into_raw())
+        .expect("RGB buffer has h * w * 3 bytes")
+        .into_pyarray(py)
+}
+
+fn rows(py: Python<'_>, v: Vec<Vec<f32>>, dim: usize) -> Bound<'_, PyArray2<f32>> {
+    let n = v.len();
+    Array2::from_shape_vec((n, dim), v.into_iter().flatten().collect())
+        .expect("every embedding has dim values")
+        .into_pyarray(py)
+}
+
+type FaceTuple = ([f32; 4], f32, [[f32; 2]; 5]);
+
+fn detection(d: &Detection) -> FaceTuple {
+    (d.bbox, d.score, d.landmarks)
+}
+
+/// Reads an image file as the CLI does (EXIF orientation applied, size guards).
+#[pyfunction]
+fn load(py: Python<'_>, path: PathBuf) -> PyResult<Bound<'_, PyArray3<u8>>> {
+    let img = py
+        .detach(|| facenet::image::load_rgb(&path))
+        .map_err(|e| fe(py, e))?;
+    Ok(array(py, img))
+}
+
+/// Decodes image bytes (JPEG, PNG, WebP, ...); `label` names them in errors.
+#[pyfunction]
+#[pyo3(signature = (data, label = "image bytes"))]
+fn decode<'py>(py: Python<'py>, data: &[u8], label: &str) -> PyResult<Bound<'py, PyArray3<u8>>> {
+    let img = py
+        .detach(|| facenet::image::decode_rgb(data, Path::new(label)))
+        .map_err(|e| fe(py, e))?;
+    Ok(array(py, img))
+}
+
+/// Downloads the weights and sample photos into the cache (once); returns the cache folder.
+#[pyfunction]
+fn fetch(py: Python<'_>) -> PyResult<PathBuf> {
+    let root = facenet_import::fetch::cache_dir();
+    py.detach(|| facenet_import::fetch::ensure(&root, &mut |line| eprintln!("fetch: {line}")))
+        .map_err(|e| raise(py, "Error", chain(&e)))?;
+    Ok(root)
+}
+
+/// The face pipeline: MTCNN detection, alignment, the embedding network.
+#[pyclass(frozen, module = "facenet._facenet")]
+struct Engine {
+    pipeline: Arc<FacePipeline>,
+}
+
+#[pymethods]
+impl Engine {
+    #[new]
+    #[pyo3(signature = (weights = None, mtcnn = None, precision = "f32"))]
+    fn new(
+        py: Python<'_>,
+        weights: Option<PathBuf>,
+        mtcnn: Option<PathBuf>,
+        precision: &str,
+    ) -> PyResult<Self> {
+        let cache = facenet::paths::cache_dir();
+        let weights = weights.unwrap_or_else(|| cache.join("facenet_keras.safetensors"));
+        let mtcnn = mtcnn.unwrap_or_else(|| cache.join("mtcnn.safetensors"));
+        for f in [&weights, &mtcnn] {
+            if !f.is_file() {
+                return Err(raise(
+                    py,
+                    "NotFound",
+                    format!("{}: not found; run facenet.fetch() once", f.display()),
+                ));
+            }
+        }
+        let precision = match precision {
+            "f32" => Precision::F32,
+            "bf16" => Precision::Bf16,
+            other => {
+                return Err(invalid(
+                    py,
+                    format!("precision `{other}`: use \"f32\" or \"bf16\""),
+                ));
+            }
+        };
+        let pipeline = py
+            .detach(|| -> facenet::Result<FacePipeline> {
+                let cpu = Device::flex();
+                let embedder = Embedder::open(&weights, &cpu)?.with_precision(precision)?;
+                let detector = Detector::open(&mtcnn, &cpu)?;
+                Ok(FacePipeline::new(embedder, Some(detector)))
+            })
+            .map_err(|e| fe(py, e))?;
+        Ok(Self {
+            pipeline: Arc::new(pipeline),
+        })
+    }
+
+    /// The weights' fingerprint (sha256 hex).
+    #[getter]
+    fn fingerprint(&self) -> String {
+        self.pipeline.embedder().metadata().fingerprint.clone()
+    }
+
+    /// Faces of an image, largest first: `(box, score, landmarks)`.
+    fn detect(&self, py: Python<'_>, img: PyReadonlyArray3<'_, u8>) -> PyResult<Vec<FaceTuple>> {
+        let img = image(py, &img, "image")?;
+        let det = self.pipeline.detector().expect("the engine has a detector");
+        let mut found = py.detach(|| det.detect(&img)).map_err(|e| fe(py, e))?;
+        found.sort_by(|a, b| b.area().total_cmp(&a.area()));
+        Ok(found.iter().map(detection).collect())
+    }
+
+    /// The aligned crop (160 x 160 x 3) of the face in `box`.
+    fn align<'py>(
+        &self,
+        py: Python<'py>,
+        img: PyReadonlyArray3<'_, u8>,
+        bbox: [f32; 4],
+    ) -> PyResult<Bound<'py, PyArray3<u8>>> {
+        let img = image(py, &img, "image")?;
+        let d = Detection {
+            bbox,
+            score: 1.0,
+            landmarks: [[0.0; 2]; 5],
+        };
+        let cfg = self.pipeline.align_config();
+        let crop = py
+            .detach(|| facenet::align::align(&img, &d, cfg))
+            .map_err(|e| fe(py, e))?;
+        Ok(array(py, crop))
+    }
+
+    /// Unit embeddings of face crops (any size; resized to 160 x 160): N x 128 float32.
+    fn embed<'py>(
+        &self,
+        py: Python<'py>,
+        crops: Vec<PyReadonlyArray3<'py, u8>>,
+    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        if crops.is_empty() {
+            return Err(invalid(py, "embed: no face crop given"));
+        }
+        let imgs = crops
+            .iter()
+            .enumerate()
+            .map(|(i, c)| image(py, c, &format!("crop {i}")))
+            .collect::<PyResult<Vec<_>>>()?;
+        let e = self.pipeline.embedder();
+        let out = py.detach(|| e.embed(&imgs)).map_err(|e| fe(py, e))?;
+        let dim = e.metadata().config.embedding_dim;
+        Ok(rows(
+            py,
+            out.into_iter().map(|e| e.normalized).collect(),
+            dim,
+        ))
+    }
+
+    /// Every face of an image, largest first: `(box, score, landmarks, crop, embedding)`.
+    #[allow(clippy::type_complexity)]
+    fn faces<'py>(
+        &self,
+        py: Python<'py>,
+        img: PyReadonlyArray3<'_, u8>,
+    ) -> PyResult<
+        Vec<(
+            [f32; 4],
+            f32,
+            [[f32; 2]; 5],
+            Bound<'py, PyArray3<u8>>,
+            Bound<'py, numpy::PyArray1<f32>>,
+        )>,
+    > {
+        let img = image(py, &img, "image")?;
+        let faces = py
+            .detach(|| self.pipeline.faces(&img))
+            .map_err(|e| fe(py, e))?;
+        Ok(faces
+            .into_iter()
+            .map(|f| {
+                let d = f.detection.expect("detected");
+                (
+                    d.bbox,
+                    d.score,
+                    d.landmarks,
+                    array(py, f.crop),
+                    f.embedding.into_pyarray(py),
+                )
+            })
+            .collect())
+    }
+
+    /// The 1:1 threshold: `explicit`, else the one for a false accept rate of 1e-3 (the
+    /// impostor table shipped for the weights), else 1.115. `(value, source, description)`.
+    #[pyo3(signature = (explicit = None))]
+    fn verify_threshold(
+        &self,
+        py: Python<'_>,
+        explicit: Option<f32>,
+    ) -> PyResult<(f32, String, String)> {
+        let fp = &self.pipeline.embedder().metadata().fingerprint;
+        let table = facenet::eval::openset::bundled_table(fp);
+        let t = Threshold::for_verification(explicit, &Settings::default(), table.as_ref())
+            .map_err(|e| ge(py, e))?;
+        Ok((t.value, source(&t), t.describe()))
+    }
+}
+
+fn source(t: &Threshold) -> String {
+    format!("{:?}", t.source)
+        .chars()
+        .enumerate()
+        .flat_map(|(i, c)| {
+            let lower = c.to_ascii_lowercase();
+            if c.is_uppercase() && i > 0 {
+                vec!['-', lower]
+            } else {
+                vec![lower]
+            }
+        })
+        .collect()
+}
+
+/// L2 distance between two vectors (unit embeddings: 0..2).
+#[pyfunction]
+fn distance(a: PyReadonlyArray1<'_, f32>, b: PyReadonlyArray1<'_, f32>) -> PyResult<f32> {
+    let (a, b) = (a.as_array(), b.as_array());
+    if a.len() != b.len() {
+        return Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "distance: vectors of {} and {} values",
+            a.len(),
+            b.len()
+        )));
+    }
+    let (a, b): (Vec<f32>, Vec<f32>) = (a.iter().copied().collect(), b.iter().copied().collect());
+    Ok(Distance::L2.between(&a, &b))
+}
+
+/// A gallery (SQLite file, or ":memory:") over an engine.
+#[pyclass(frozen, module = "facenet._facenet")]
+struct Gallery {
+    recognizer: Recognizer,
+}
+
+fn choice(py: Python<'_>, s: &str) -> PyResult<FaceChoice> {
+    Ok(match s {
+        "unambiguous" => FaceChoice::Unambiguous,
+        "primary" => FaceChoice::Primary,
+        "largest" => FaceChoice::Largest,
+        other => {
+            return Err(invalid(
+                py,
+                format!("face `{other}`: use \"unambiguous\", \"primary\" or \"largest\""),
+            ));
+        }
+    })
+}
+
+#[pymethods]
+impl Gallery {
+    #[new]
+    #[pyo3(signature = (path, engine, name = "default"))]
+    fn new(py: Python<'_>, path: &str, engine: &Engine, name: &str) -> PyResult<Self> {
+        let store = py
+            .detach(|| {
+                let s = if path == ":memory:" {
+                    SqliteGallery::in_memory()?
+                } else {
+                    SqliteGallery::open(Path::new(path))?
+                };
+                s.gallery(name)
+            })
+            .map_err(|e| ge(py, e))?;
+        Ok(Self {
+            recognizer: Recognizer::new(engine.pipeline.clone(), Arc::new(store)),
+        })
+    }
+
+    /// Enrols `name` from images (one face each, chosen by `face`), in one transaction;
+    /// returns the number of faces stored.
+    #[pyo3(signature = (name, images, face = "unambiguous"))]
+    fn enroll(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        images: Vec<PyReadonlyArray3<'_, u8>>,
+        face: &str,
+    ) -> PyResult<usize> {
+        let face = choice(py, face)?;
+        let photos = images
+            .iter()
+            .enumerate()
+            .map(|(i, a)| Ok((format!("image {i}"), image(py, a, &format!("image {i}"))?)))
+            .collect::<PyResult<Vec<_>>>()?;
+        let r = py
+            .detach(|| self.recognizer.enroll(name, &photos, face))
+            .map_err(|e| ge(py, e))?;
+        Ok(r.faces)
+    }
+
+    /// Every face of an image identified: a dict per face.
+    #[pyo3(signature = (img, top_k = 1, threshold = None, fir = None))]
+    fn identify<'py>(
+        &self,
+        py: Python<'py>,
+        img: PyReadonlyArray3<'_, u8>,
+        top_k: usize,
+        threshold: Option<f32>,
+        fir: Option<f64>,
+    ) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let img = image(py, &img, "image")?;
+        let found = py
+            .detach(|| {
+                let s = self.recognizer.searcher(threshold, fir)?;
+                self.recognizer.identify(&s, &img, top_k.max(1))
+            })
+            .map_err(|e| ge(py, e))?;
+        found
+            .into_iter()
+            .map(|i| {
+                let d = PyDict::new(py);
+                d.set_item("box", i.bbox)?;
+                d.set_item("score", i.score)?;
+                d.set_item("identity", &i.identity)?;
+                d.set_item("known", i.identity != facenet_gallery::UNKNOWN)?;
+                d.set_item("distance", i.distance)?;
+                d.set_item("threshold", i.threshold)?;
+                d.set_item(
+                    "threshold_source",
+                    format!("{:?}", i.threshold_source).to_lowercase(),
+                )?;
+                let c: Vec<(String, f32)> = i
+                    .candidates
+                    .into_iter()
+                    .map(|m| (m.identity, m.distance))
+                    .collect();
+                d.set_item("candidates", c)?;
+                Ok(d)
+            })
+            .collect()
+    }
+
+    /// Is the face of this image `name`? A dict, or None when the image has no face.
+    #[pyo3(signature = (img, name, threshold = None))]
+    fn verify<'py>(
+        &self,
+        py: Python<'py>,
+        img: PyReadonlyArray3<'_, u8>,
+        name: &str,
+        threshold: Option<f32>,
+    ) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let img = image(py, &img, "image")?;
+        let v = py
+            .detach(|| self.recognizer.verify(&img, name, threshold))
+            .map_err(|e| ge(py, e))?;
+        let Some(v) = v else { return Ok(None) };
+        let d = PyDict::new(py);
+        d.set_item("verified", v.verified)?;
+        d.set_item("distance", v.distance)?;
+        d.set_item("threshold", v.threshold.value)?;
+        d.set_item("threshold_source", source(&v.threshold))?;
+        d.set_item("identity", v.identity)?;
+        d.set_item("box", v.bbox)?;
+        Ok(Some(d))
+    }
+
+    /// `(name, number of faces)` of every subject, by name.
+    fn subjects(&self, py: Python<'_>) -> PyResult<Vec<(String, usize)>> {
+        py.detach(|| self.recognizer.store().identities())
+            .map_err(|e| ge(py, e))
+    }
+
+    /// Removes a subject and its faces; returns the number of faces removed.
+    fn remove(&self, py: Python<'_>, name: &str) -> PyResult<usize> {
+        py.detach(|| self.recognizer.store().remove(name))
+            .map_err(|e| ge(py, e))
+    }
+}
+
+const EXCEPTIONS: &std::ffi::CStr = c"
+class Error(Exception):
+    '''Base of facenet's errors.'''
+
+class InvalidInput(Error, ValueError):
+    '''Bad input: an undecodable image, a wrong shape or dtype, a face that is not there.'''
+
+class NotFound(Error, FileNotFoundError):
+    '''A file that is not there (an image, the weights: run facenet.fetch()).'''
+
+class UnknownSubject(Error, KeyError):
+    '''No subject of that name (or face of that id) in the gallery.'''
+    def __str__(self):
+        return str(self.args[0]) if self.args else ''
+";
+
+#[pymodule]
+fn _facenet(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    let globals = PyDict::new(py);
+    py.run(EXCEPTIONS, Some(&globals), None)?;
+    for name in ["Error", "InvalidInput", "NotFound", "UnknownSubject"] {
+        let cls = globals
+            .get_item(name)?
+            .ok_or_else(|| PyException::new_err(format!("{name} not defined")))?;
+        cls.setattr("__module__", "facenet")?;
+        m.add(name, cls)?;
+    }
+    m.add_class::<Engine>()?;
+    m.add_class::<Gallery>()?;
+    m.add_function(wrap_pyfunction!(load, m)?)?;
+    m.add_function(wrap_pyfunction!(decode, m)?)?;
+    m.add_function(wrap_pyfunction!(fetch, m)?)?;
+    m.add_function(wrap_pyfunction!(distance, m)?)?;
+    Ok(())
+}

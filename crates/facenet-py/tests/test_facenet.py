@@ -1,0 +1,176 @@
+"""The Python package on the real weights: parity with the Keras goldens and with the CLI,
+a face_recognition script run by changing its import, bad inputs, threads, the gallery."""
+
+import json
+import os
+import subprocess
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import facenet
+import facenet.face_recognition as face_recognition
+
+ROOT = Path(__file__).resolve().parents[3]
+SHARED = Path(os.environ.get("FACENET_SHARED", ROOT.parent / "shared"))
+CACHE = Path(os.environ.get("FACENET_HOME", Path.home() / ".cache" / "facenet"))
+SAMPLE = CACHE / "5-celebrity-faces-dataset"
+CLI = Path(os.environ.get("FACENET_BIN", ROOT / "target" / "release" / "facenet"))
+
+
+@pytest.fixture(scope="module")
+def net():
+    return facenet.FaceNet()
+
+
+def photos(split, person=None):
+    base = SAMPLE / split
+    people = [person] if person else sorted(p.name for p in base.iterdir())
+    return [(p, f) for p in people for f in sorted((base / p).iterdir())]
+
+
+def test_reference_crops_match_keras(net):
+    """Embeddings of the reference crops equal TensorFlow's (shared/reference) within 1e-4."""
+    ref = json.loads((SHARED / "reference" / "embeddings.json").read_text())
+    checked = 0
+    for entry in ref["crops"]:
+        want = np.asarray(entry["l2_prewhiten"], dtype=np.float32)
+        crop = facenet.load_image(SHARED / "reference" / "crops" / Path(entry["crop_file"]).name)
+        got = net.embed([crop])[0]
+        assert got.dtype == np.float32 and got.shape == (128,)
+        assert np.abs(got - want).max() < 1e-4, entry["crop_file"]
+        checked += 1
+    assert checked == 10
+
+
+def test_same_numbers_as_the_cli(net):
+    photo = photos("val", "madonna")[0][1]
+    out = subprocess.run([str(CLI), "embed", "--detect", str(photo)], check=True, capture_output=True, text=True).stdout
+    cli = json.loads(out.splitlines()[0])
+    ours = net.faces(str(photo))[0]
+    assert np.abs(ours.embedding - np.asarray(cli["embedding"], dtype=np.float32)).max() < 1e-6
+    # The same photo as bytes, as a PIL image and as an array: the same embedding.
+    data = photo.read_bytes()
+    assert np.array_equal(net.faces(data)[0].embedding, ours.embedding)
+    arr = facenet.load_image(photo)
+    assert np.array_equal(net.faces(arr)[0].embedding, ours.embedding)
+    PIL = pytest.importorskip("PIL.Image")
+    assert np.abs(net.faces(PIL.open(photo))[0].embedding - ours.embedding).max() < 0.02
+
+
+def test_detect_align_embed_compose_like_faces(net):
+    photo = photos("val", "ben_afflek")[0][1]
+    found = net.detect(photo)
+    assert found and len(found[0].landmarks) == 5 and 0.9 < found[0].score <= 1
+    crop = net.align(photo, found[0])
+    assert crop.shape == (160, 160, 3) and crop.dtype == np.uint8
+    emb = net.embed([crop])
+    assert emb.shape == (1, 128) and abs(np.linalg.norm(emb[0]) - 1) < 1e-5
+    assert np.abs(emb[0] - net.faces(photo)[0].embedding).max() < 1e-6
+    assert net.embed(np.stack([crop, crop])).shape == (2, 128)
+
+
+def test_verify_in_deepfaces_shape(net):
+    # Two of the sample's photos of her that are close (0.885); others span decades (up to 1.3).
+    a, b = photos("val", "madonna")[1:3]
+    same = net.verify(a[1], b[1])
+    other = net.verify(a[1], photos("val", "ben_afflek")[0][1])
+    for r in (same, other):
+        assert set(r) >= {"verified", "distance", "threshold", "model", "distance_metric", "facial_areas"}
+        assert r["distance_metric"] == "euclidean_l2" and set(r["facial_areas"]) == {"img1", "img2"}
+    assert same["verified"] and not other["verified"]
+    assert same["distance"] < same["threshold"] < other["distance"]
+    assert net.verify(a[1], b[1], threshold=0.1)["verified"] is False
+
+
+def test_face_recognition_script_runs_by_changing_the_import():
+    """face_recognition's recipe: known encodings (every train photo), then for each val photo
+    the locations, encodings and the best match under tolerance 0.6."""
+    known_names, known = [], []
+    for person, f in photos("train"):
+        image = face_recognition.load_image_file(f)
+        known.append(face_recognition.face_encodings(image)[0])
+        known_names.append(person)
+    right = 0
+    val = photos("val")
+    for person, f in val:
+        image = face_recognition.load_image_file(f)
+        locations = face_recognition.face_locations(image)
+        encodings = face_recognition.face_encodings(image, locations)
+        assert len(locations) == len(encodings) >= 1
+        top, r, bottom, left = locations[0]
+        assert top < bottom and left < r
+        distances = face_recognition.face_distance(known, encodings[0])
+        matches = face_recognition.compare_faces(known, encodings[0])
+        best = int(np.argmin(distances))
+        if matches[best] and known_names[best] == person:
+            right += 1
+    print(f"face_recognition recipe: {right}/{len(val)} val photos named right")
+    assert right >= len(val) - 3, f"{right}/{len(val)}"
+    # The scale: 0.6 is the L2 anchor.
+    assert abs(face_recognition.scale() * face_recognition.anchor() - 0.6) < 1e-6
+    marks = face_recognition.face_landmarks(face_recognition.load_image_file(val[0][1]))
+    assert set(marks[0]) >= {"left_eye", "right_eye", "nose_tip", "top_lip", "bottom_lip"}
+
+
+def test_bad_inputs_raise_the_right_exceptions(net, tmp_path):
+    with pytest.raises(ValueError, match="dtype float"):
+        net.faces(np.zeros((50, 50, 3), dtype=np.float32))
+    with pytest.raises(ValueError, match="shape"):
+        net.faces(np.zeros((50, 50, 4), dtype=np.uint8))
+    with pytest.raises(ValueError, match="empty"):
+        net.faces(np.zeros((0, 0, 3), dtype=np.uint8))
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    with pytest.raises(facenet.InvalidInput, match="notes.txt"):
+        net.faces(text)
+    with pytest.raises(FileNotFoundError):
+        net.faces(tmp_path / "missing.jpg")
+    with pytest.raises(facenet.Error):
+        net.faces(b"\x89PNG not really")
+    with pytest.raises(ValueError):
+        net.embed([])
+    with pytest.raises(TypeError if False else ValueError):
+        net.faces(object())
+    assert issubclass(facenet.InvalidInput, facenet.Error) and issubclass(facenet.NotFound, FileNotFoundError)
+
+
+def test_threads_embed_in_parallel_with_the_same_results(net):
+    crops = [net.faces(f)[0].crop for _, f in photos("val")[:6]]
+    alone = net.embed(crops)
+    results = [None] * 4
+
+    def work(i):
+        results[i] = net.embed(crops)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for r in results:
+        assert np.abs(r - alone).max() < 1e-6
+
+
+def test_gallery_enrol_identify_verify(net, tmp_path):
+    g = facenet.Gallery(str(tmp_path / "people.db"), net)
+    for person in ("madonna", "ben_afflek"):
+        assert g.enroll(person, [f for _, f in photos("train", person)[:3]]) == 3
+    assert g.subjects() == [("ben_afflek", 3), ("madonna", 3)]
+    probe = photos("val", "madonna")[0][1]
+    faces = g.identify(probe, top_k=2)
+    assert faces[0]["identity"] == "madonna" and faces[0]["known"]
+    assert len(faces[0]["candidates"]) == 2
+    assert g.identify(probe, threshold=0.1)[0]["identity"] == "unknown"
+    v = g.verify(probe, "madonna")
+    assert v["verified"] and v["distance"] < v["threshold"]
+    with pytest.raises(facenet.UnknownSubject):
+        g.verify(probe, "nobody")
+    assert g.remove("ben_afflek") == 3
+    assert g.subjects() == [("madonna", 3)]
+    # The CLI reads the same file.
+    out = subprocess.run([str(CLI), "gallery", "list", "--gallery", str(tmp_path / "people.db")],
+                         check=True, capture_output=True, text=True).stdout
+    assert "madonna" in out
