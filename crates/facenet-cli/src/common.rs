@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use facenet::detect::Detector;
 use facenet::pipeline::{FaceChoice, FacePipeline};
 use facenet::{Device, Embedder, Precision, Standardization};
-use facenet_gallery::{GalleryStore, Recognizer, SqliteGallery};
+use facenet_gallery::{GalleryStore, Recognizer};
 
 /// `--weights` and `--precision`: the embedding network.
 #[derive(Debug, Clone, clap::Args)]
@@ -138,15 +138,9 @@ impl GalleryArgs {
     /// Opens the gallery, creating it (`create`) or requiring it to exist.
     pub fn open(&self, create: bool) -> anyhow::Result<Arc<dyn GalleryStore>> {
         let p = self.path();
-        let g = if create {
-            SqliteGallery::open(&p)
-        } else {
-            SqliteGallery::open_existing(&p)
-        };
-        let g = g.and_then(|g| g.gallery(&self.gallery_name));
-        Ok(Arc::new(g.with_context(|| {
-            format!("opening the gallery {}", p.display())
-        })?))
+        facenet_gallery::open_store(&p.to_string_lossy(), create)
+            .and_then(|store| store.gallery(&self.gallery_name))
+            .with_context(|| format!("opening the gallery {}", p.display()))
     }
 
     /// A recognizer over this gallery.

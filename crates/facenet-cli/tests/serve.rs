@@ -46,14 +46,23 @@ fn photo(dir: &str, n: usize) -> PathBuf {
 struct Server {
     child: Child,
     url: String,
-    db: PathBuf,
+    /// The store: an SQLite file or a PostgreSQL URL.
+    db: std::ffi::OsString,
     _dir: tempfile::TempDir,
 }
 
 impl Server {
     fn start(extra: &[&str]) -> Self {
+        Self::start_on(None, extra)
+    }
+
+    /// A server on the store `db` (default: a new SQLite file).
+    fn start_on(db: Option<&str>, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("gallery.db");
+        let db = db.map_or_else(
+            || dir.path().join("gallery.db").into_os_string(),
+            Into::into,
+        );
         let mut child = bin()
             .args(["serve", "--listen", "127.0.0.1:0", "--gallery"])
             .arg(&db)
@@ -113,6 +122,19 @@ impl Server {
             role.as_ref(),
         ]);
         text.lines().next().unwrap().to_string()
+    }
+
+    /// Enrols photos under `subject` through the API (201 expected); the answer.
+    fn enrol(&self, key: &str, subject: &str, photos: &[&Path]) -> Value {
+        expect(
+            client()
+                .post(self.at(&format!("/api/v1/subjects/{subject}/faces")))
+                .key(key)
+                .multipart(files(photos))
+                .send()
+                .unwrap(),
+            StatusCode::CREATED,
+        )
     }
 
     fn stop(&mut self) -> std::process::ExitStatus {
@@ -315,14 +337,7 @@ fn serve_enrol_identify_verify_and_every_error_path() {
 
     // Batch enrolment, multipart: two photos of one person.
     let madonna = [photo("train/madonna", 0), photo("train/madonna", 1)];
-    let body = expect(
-        c.post(s.at("/api/v1/subjects/madonna/faces"))
-            .key(&w)
-            .multipart(files(&[&madonna[0], &madonna[1]]))
-            .send()
-            .unwrap(),
-        StatusCode::CREATED,
-    );
+    let body = s.enrol(&w, "madonna", &[&madonna[0], &madonna[1]]);
     assert_eq!(body["enrolled"], 2);
     assert!(body["results"][1]["face_id"].as_i64().is_some(), "{body}");
     // JSON base64 (a data URL too), with one undecodable image reported and skipped.
@@ -700,14 +715,7 @@ fn serve_tenant_rules_for_every_endpoint() {
     );
     let c = client();
     let ada = photo("train/madonna", 0);
-    expect(
-        c.post(s.at("/api/v1/subjects/ada/faces"))
-            .key(&acme_w)
-            .multipart(files(&[&ada]))
-            .send()
-            .unwrap(),
-        StatusCode::CREATED,
-    );
+    s.enrol(&acme_w, "ada", &[&ada]);
     let id = expect(
         c.get(s.at("/api/v1/faces")).key(&acme_w).send().unwrap(),
         StatusCode::OK,
@@ -905,6 +913,49 @@ fn serve_batches_sheds_overload_and_recovers() {
     );
 }
 
+/// Two service instances on one PostgreSQL gallery: a key made through one works on the other,
+/// a face enrolled through one is found by the other at once, deletions likewise.
+#[test]
+#[ignore = "needs PostgreSQL with pgvector (FACENET_TEST_PG); .ci/run starts one and runs `cargo test -- --ignored postgres_`"]
+fn serve_postgres_two_instances_share_one_gallery() {
+    let admin = std::env::var("FACENET_TEST_PG")
+        .expect("FACENET_TEST_PG=postgres://... (.ci/run starts one)");
+    // One gallery of this process's own on the shared test database.
+    let url = admin;
+    let a = Server::start_on(Some(&url), &[]);
+    let b = Server::start_on(Some(&url), &[]);
+    let gallery = format!("g{}", std::process::id());
+    let key = a.key(&gallery, "write");
+    let c = client();
+    let probe = photo("val/madonna", 0);
+    a.enrol(
+        &key,
+        "madonna",
+        &[&photo("train/madonna", 0), &photo("train/madonna", 1)],
+    );
+    let r = expect(
+        c.post(b.at("/api/v1/identify"))
+            .key(&key)
+            .multipart(files(&[&probe]))
+            .send()
+            .unwrap(),
+        StatusCode::OK,
+    );
+    assert_eq!(r["images"][0]["faces"][0]["subject"], "madonna", "{r}");
+    expect(
+        c.delete(b.at("/api/v1/subjects/madonna"))
+            .key(&key)
+            .send()
+            .unwrap(),
+        StatusCode::OK,
+    );
+    let r = expect(
+        c.get(a.at("/api/v1/subjects")).key(&key).send().unwrap(),
+        StatusCode::OK,
+    );
+    assert_eq!(r["total"], 0, "{r}");
+}
+
 /// SIGTERM lets the requests in progress finish, then the process exits 0.
 #[test]
 fn serve_drains_in_flight_requests_on_sigterm() {
@@ -939,15 +990,7 @@ fn serve_openapi_holds_under_schemathesis() {
     let st = std::env::var("SCHEMATHESIS").unwrap_or_else(|_| "schemathesis".into());
     let s = Server::start(&[]);
     let key = s.key("acme", "write");
-    let c = client();
-    expect(
-        c.post(s.at("/api/v1/subjects/ada/faces"))
-            .key(&key)
-            .multipart(files(&[&photo("train/madonna", 0)]))
-            .send()
-            .unwrap(),
-        StatusCode::CREATED,
-    );
+    s.enrol(&key, "ada", &[&photo("train/madonna", 0)]);
     let examples = std::env::var("SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| "25".into());
     let out = Command::new(&st)
         .args(["run", &s.at("/openapi.json")])
@@ -974,16 +1017,10 @@ fn serve_web_page_in_a_real_browser() {
     let s = Server::start(&[]);
     let key = s.key("acme", "write");
     let c = client();
-    expect(
-        c.post(s.at("/api/v1/subjects/madonna/faces"))
-            .key(&key)
-            .multipart(files(&[
-                &photo("train/madonna", 0),
-                &photo("train/madonna", 1),
-            ]))
-            .send()
-            .unwrap(),
-        StatusCode::CREATED,
+    s.enrol(
+        &key,
+        "madonna",
+        &[&photo("train/madonna", 0), &photo("train/madonna", 1)],
     );
     let driver_port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

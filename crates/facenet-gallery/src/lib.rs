@@ -41,9 +41,13 @@
 
 pub mod ann;
 pub mod cluster;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod recognizer;
 pub mod search;
 pub mod sqlite;
+#[cfg(test)]
+mod store_tests;
 pub mod synthetic;
 pub mod tenants;
 
@@ -57,6 +61,23 @@ pub use recognizer::{
 };
 pub use search::{GalleryRule, Match, SearchIndex};
 pub use sqlite::SqliteGallery;
+
+/// Opens a store by location: a `postgres://` URL (with the `postgres` feature), else an
+/// SQLite file (created if `create`, else required to exist).
+pub fn open_store(location: &str, create: bool) -> Result<std::sync::Arc<dyn Tenants>> {
+    #[cfg(feature = "postgres")]
+    if postgres::is_url(location) {
+        return Ok(std::sync::Arc::new(postgres::PostgresGallery::connect(
+            location,
+        )?));
+    }
+    let path = std::path::Path::new(location);
+    Ok(std::sync::Arc::new(if create {
+        SqliteGallery::open(path)?
+    } else {
+        SqliteGallery::open_existing(path)?
+    }))
+}
 pub use tenants::{ApiKey, DEFAULT_GALLERY, Role, Tenants};
 
 /// Errors of the gallery.
@@ -119,6 +140,15 @@ pub enum GalleryError {
         /// The underlying error.
         #[source]
         source: std::io::Error,
+    },
+    /// The database server failed or could not be reached.
+    #[error("gallery {location}")]
+    Server {
+        /// The server and database (without password).
+        location: String,
+        /// The client's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The approximate (HNSW) index failed.
     #[error("approximate index: {what}")]

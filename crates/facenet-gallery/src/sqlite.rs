@@ -727,93 +727,23 @@ impl Tenants for SqliteGallery {
 mod tests {
     use super::*;
 
-    fn model() -> ModelInfo {
-        ModelInfo {
-            fingerprint: "abc123".into(),
-            dim: 2,
-        }
-    }
+    use crate::store_tests::{face, model};
 
-    fn face(x: f32, y: f32, src: &str) -> NewFace {
-        NewFace {
-            embedding: vec![x, y],
-            source: src.into(),
-            bbox: Some([1.0, 2.0, 3.0, 4.0]),
-        }
-    }
-
+    /// Every store test, on a file (two handles = two processes) and in memory.
     #[test]
-    fn enroll_list_show_rename_remove() {
-        let g = SqliteGallery::in_memory().unwrap();
-        assert_eq!(g.model().unwrap(), None);
-        g.enroll("ada", &[face(1.0, 0.0, "a.jpg")], &model())
-            .unwrap();
-        g.enroll("ada", &[face(0.8, 0.6, "b.jpg")], &model())
-            .unwrap();
-        g.enroll("bob", &[face(0.0, 1.0, "c.jpg")], &model())
-            .unwrap();
-        assert_eq!(g.model().unwrap(), Some(model()));
-        assert_eq!(
-            g.identities().unwrap(),
-            vec![("ada".into(), 2), ("bob".into(), 1)]
-        );
-        let f = g.faces(Some("ada")).unwrap();
-        assert_eq!(f[1].embedding, vec![0.8, 0.6]);
-        assert_eq!(f[0].bbox, Some([1.0, 2.0, 3.0, 4.0]));
-        g.rename("bob", "robert").unwrap();
-        assert!(matches!(
-            g.rename("ada", "robert"),
-            Err(GalleryError::NameTaken(_))
-        ));
-        assert!(matches!(
-            g.faces(Some("bob")),
-            Err(GalleryError::UnknownIdentity(_))
-        ));
-        assert_eq!(g.remove("ada").unwrap(), 2);
-        assert!(matches!(
-            g.remove("ada"),
-            Err(GalleryError::UnknownIdentity(_))
-        ));
-        assert_eq!(g.faces(None).unwrap().len(), 1);
-    }
-
-    #[test]
-    fn other_model_is_refused() {
-        let g = SqliteGallery::in_memory().unwrap();
-        g.enroll("ada", &[face(1.0, 0.0, "a.jpg")], &model())
-            .unwrap();
-        let other = ModelInfo {
-            fingerprint: "fff".into(),
-            dim: 2,
-        };
-        let e = g
-            .enroll("ada", &[face(1.0, 0.0, "x.jpg")], &other)
-            .unwrap_err();
-        assert!(matches!(e, GalleryError::ModelMismatch { .. }), "{e}");
-        assert!(e.to_string().contains("abc123"));
-    }
-
-    #[test]
-    fn failed_enrolment_writes_nothing() {
-        let g = SqliteGallery::in_memory().unwrap();
-        g.enroll("ada", &[face(1.0, 0.0, "a.jpg")], &model())
-            .unwrap();
-        // The second face has the wrong length: the whole call is refused, the new identity
-        // and the first (valid) face are not written.
-        let bad = NewFace {
-            embedding: vec![1.0, 2.0, 3.0],
-            source: "bad.jpg".into(),
-            bbox: None,
-        };
-        assert!(
-            g.enroll("carl", &[face(0.0, 1.0, "ok.jpg"), bad], &model())
-                .is_err()
-        );
-        assert_eq!(g.identities().unwrap(), vec![("ada".into(), 1)]);
-        assert!(
-            g.enroll("  ", &[face(0.0, 1.0, "x.jpg")], &model())
-                .is_err()
-        );
+    fn sqlite_passes_the_store_tests() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = std::sync::atomic::AtomicUsize::new(0);
+        crate::store_tests::all(&|| {
+            let path = dir.path().join(format!(
+                "g{}.db",
+                n.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ));
+            Box::new(move || Arc::new(SqliteGallery::open(&path).unwrap()))
+        });
+        crate::store_tests::enroll_list_show_rename_remove(&|| {
+            Arc::new(SqliteGallery::in_memory().unwrap())
+        });
     }
 
     #[test]
@@ -848,71 +778,6 @@ mod tests {
             e.contains("junk.db") && e.contains("not a facenet gallery"),
             "{e}"
         );
-    }
-
-    /// One store shared by threads (as a service's handlers share it): concurrent enrolments
-    /// into the same and into different identities lose nothing and create no duplicate.
-    #[test]
-    fn one_store_shared_by_threads() {
-        let dir = tempfile::tempdir().unwrap();
-        let g = std::sync::Arc::new(SqliteGallery::open(&dir.path().join("g.db")).unwrap());
-        std::thread::scope(|s| {
-            for t in 0..4 {
-                let g = g.clone();
-                s.spawn(move || {
-                    for k in 0..10 {
-                        let name = if k % 2 == 0 { "shared" } else { "own" };
-                        let name = format!("{name}{}", if k % 2 == 0 { 0 } else { t });
-                        g.enroll(&name, &[face(1.0, 0.0, &format!("{t}-{k}"))], &model())
-                            .unwrap();
-                        g.faces(None).unwrap();
-                    }
-                });
-            }
-        });
-        let ids = g.identities().unwrap();
-        assert_eq!(ids.len(), 5, "{ids:?}");
-        assert!(ids.contains(&("shared0".into(), 20)), "{ids:?}");
-        assert_eq!(ids.iter().map(|i| i.1).sum::<usize>(), 40);
-    }
-
-    /// Galleries of one file see nothing of each other: names, faces, settings, face ids.
-    #[test]
-    fn galleries_of_one_file_are_separate() {
-        let store = SqliteGallery::in_memory().unwrap();
-        let a = store.gallery("acme").unwrap();
-        let b = store.gallery("globex").unwrap();
-        a.enroll("ada", &[face(1.0, 0.0, "a.jpg")], &model())
-            .unwrap();
-        b.enroll("ada", &[face(0.0, 1.0, "b.jpg")], &model())
-            .unwrap();
-        b.create_identity("bob").unwrap();
-        assert!(matches!(
-            b.create_identity("bob"),
-            Err(GalleryError::NameTaken(_))
-        ));
-        assert_eq!(a.identities().unwrap(), vec![("ada".into(), 1)]);
-        assert_eq!(
-            b.identities().unwrap(),
-            vec![("ada".into(), 1), ("bob".into(), 0)]
-        );
-        assert!(store.identities().unwrap().is_empty());
-        a.set_settings(&Settings {
-            threshold: Some(0.9),
-            ..Default::default()
-        })
-        .unwrap();
-        assert_eq!(b.settings().unwrap().threshold, None);
-        // A face id of gallery A is unknown to gallery B.
-        let id = a.faces(None).unwrap()[0].id;
-        assert!(matches!(
-            b.remove_face(id),
-            Err(GalleryError::UnknownFace(_))
-        ));
-        assert_eq!(a.remove_face(id).unwrap().source, "a.jpg");
-        assert_eq!(a.identities().unwrap(), vec![("ada".into(), 0)]);
-        assert_eq!(b.faces(None).unwrap().len(), 1);
-        assert!(store.gallery("../etc").is_err());
     }
 
     /// A schema-1 file (one gallery per file) opens as the default gallery of a schema-2 store,
@@ -966,18 +831,5 @@ mod tests {
         drop(c);
         let e = SqliteGallery::open(&path).unwrap_err().to_string();
         assert!(e.contains("schema version 9"), "{e}");
-    }
-
-    #[test]
-    fn two_connections_share_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("g.db");
-        let a = SqliteGallery::open(&path).unwrap();
-        let b = SqliteGallery::open(&path).unwrap();
-        a.enroll("ada", &[face(1.0, 0.0, "a.jpg")], &model())
-            .unwrap();
-        b.enroll("bob", &[face(0.0, 1.0, "b.jpg")], &model())
-            .unwrap();
-        assert_eq!(a.identities().unwrap().len(), 2);
     }
 }

@@ -326,7 +326,7 @@ fn distance(a: PyReadonlyArray1<'_, f32>, b: PyReadonlyArray1<'_, f32>) -> PyRes
     Ok(Distance::L2.between(&a, &b))
 }
 
-/// A gallery (SQLite file, or ":memory:") over an engine.
+/// A gallery (SQLite file, ":memory:", or a `postgres://` URL) over an engine.
 #[pyclass(frozen, module = "facenet._facenet")]
 struct Gallery {
     recognizer: Recognizer,
@@ -353,16 +353,15 @@ impl Gallery {
     fn new(py: Python<'_>, path: &str, engine: &Engine, name: &str) -> PyResult<Self> {
         let store = py
             .detach(|| {
-                let s = if path == ":memory:" {
-                    SqliteGallery::in_memory()?
+                if path == ":memory:" {
+                    Ok(Arc::new(SqliteGallery::in_memory()?.gallery(name)?) as Arc<_>)
                 } else {
-                    SqliteGallery::open(Path::new(path))?
-                };
-                s.gallery(name)
+                    facenet_gallery::open_store(path, true)?.gallery(name)
+                }
             })
             .map_err(|e| ge(py, e))?;
         Ok(Self {
-            recognizer: Recognizer::new(engine.pipeline.clone(), Arc::new(store)),
+            recognizer: Recognizer::new(engine.pipeline.clone(), store),
         })
     }
 

@@ -174,3 +174,18 @@ def test_gallery_enrol_identify_verify(net, tmp_path):
     out = subprocess.run([str(CLI), "gallery", "list", "--gallery", str(tmp_path / "people.db")],
                          check=True, capture_output=True, text=True).stdout
     assert "madonna" in out
+
+
+@pytest.mark.skipif(not os.environ.get("FACENET_TEST_PG"), reason="needs FACENET_TEST_PG (a PostgreSQL with pgvector; .ci/run starts one)")
+def test_gallery_on_postgres(net):
+    """The same gallery API on PostgreSQL: a gallery of this process's own on the test server."""
+    name = f"py{os.getpid()}"
+    g = facenet.Gallery(os.environ["FACENET_TEST_PG"], net, name)
+    assert g.enroll("madonna", [f for _, f in photos("train", "madonna")[:2]]) == 2
+    probe = photos("val", "madonna")[0][1]
+    assert g.identify(probe)[0]["identity"] == "madonna"
+    # A second handle (another process would do the same) sees it at once.
+    assert facenet.Gallery(os.environ["FACENET_TEST_PG"], net, name).subjects() == [("madonna", 2)]
+    assert g.remove("madonna") == 2
+    with pytest.raises(facenet.Error, match="127.0.0.1:1"):
+        facenet.Gallery("postgres://nobody@127.0.0.1:1/none", net)

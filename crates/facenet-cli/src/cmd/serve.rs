@@ -1,12 +1,10 @@
 //! `facenet serve`, `facenet keys` and `facenet bench serve`: arguments, then the service crate.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use facenet::Device;
-use facenet_gallery::SqliteGallery;
 
 use crate::common::{GalleryArgs, PipelineArgs};
 
@@ -23,10 +21,10 @@ pub struct ServeArgs {
 
 pub fn serve(args: ServeArgs, device: Device) -> anyhow::Result<()> {
     let path = args.gallery.path();
-    let store = SqliteGallery::open(&path)
+    let store = facenet_gallery::open_store(&path.to_string_lossy(), true)
         .with_context(|| format!("opening the gallery store {}", path.display()))?;
     let pipeline = args.pipeline.open(&device)?;
-    facenet_serve::serve(args.config, pipeline, Arc::new(store)).context("facenet serve")
+    facenet_serve::serve(args.config, pipeline, store).context("facenet serve")
 }
 
 /// Arguments of `facenet keys`.
@@ -46,9 +44,9 @@ pub fn keys(args: KeysArgs) -> anyhow::Result<()> {
         gallery_name: String::new(),
     }
     .path();
-    let store = SqliteGallery::open(&path)
+    let store = facenet_gallery::open_store(&path.to_string_lossy(), true)
         .with_context(|| format!("opening the gallery store {}", path.display()))?;
-    print!("{}", facenet_serve::keys::run(args.cmd, &store)?);
+    print!("{}", facenet_serve::keys::run(args.cmd, store.as_ref())?);
     Ok(())
 }
 

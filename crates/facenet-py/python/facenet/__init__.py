@@ -221,7 +221,8 @@ class FaceNet:
 
 class Gallery:
     """Enrolled people, persisted in SQLite (the CLI's gallery files; ``":memory:"`` for a
-    throwaway one), with verification and identification.
+    throwaway one) or in PostgreSQL with pgvector (``"postgres://user@host:port/db"``), with
+    verification and identification.
 
     >>> g = facenet.Gallery("people.db", net)
     >>> g.enroll("ada", ["ada1.jpg", "ada2.jpg"])
@@ -229,8 +230,6 @@ class Gallery:
     """
 
     def __init__(self, path: str, net: Optional[FaceNet] = None, name: str = "default"):
-        if str(path).startswith(("postgres://", "postgresql://")):
-            raise InvalidInput(f"{path}: PostgreSQL galleries are not supported by this build; use an SQLite file")
         self.net = net or FaceNet()
         self._gallery = _facenet.Gallery(os.fspath(path), self.net._engine, name)
 

@@ -1,0 +1,688 @@
+//! The PostgreSQL + pgvector store: `postgres://user@host:port/db`. Many service instances
+//! share one database; every write is a transaction, and every read goes to the database (no
+//! per-instance cache), so a face enrolled through one instance is seen by the others at once.
+//!
+//! The schema lives in versioned migrations (`migrations/postgres/NNN_*.sql`), applied when a
+//! store is opened under an advisory lock (two instances starting at once apply them once); a
+//! database whose schema is newer than this build knows is refused. Embeddings are pgvector
+//! `vector` values. Connections come from a bounded pool (deadpool-postgres).
+//!
+//! The store's trait is synchronous: calls run on a small runtime of the store's own. Call it
+//! from plain threads or from `spawn_blocking`, not from async code directly.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use pgvector::Vector;
+use tokio_postgres::{NoTls, Row};
+
+use crate::tenants::{ApiKey, DEFAULT_GALLERY, Role, Tenants, check_gallery_name};
+use crate::{
+    FaceRecord, GalleryError, GalleryStore, ModelInfo, NewFace, Result, Settings, check_faces,
+};
+
+/// The migrations, in order; the schema version is their count.
+const MIGRATIONS: [&str; 1] = [include_str!("../migrations/postgres/001_init.sql")];
+
+/// Most connections one store holds.
+pub const POOL_SIZE: usize = 16;
+
+struct Inner {
+    pool: Pool,
+    rt: Option<tokio::runtime::Runtime>,
+    location: String,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PostgreSQL store {}", self.location)
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The store may be dropped inside another runtime (a service shutting down).
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// One gallery of a PostgreSQL store.
+#[derive(Debug, Clone)]
+pub struct PostgresGallery {
+    inner: Arc<Inner>,
+    gallery: i64,
+    name: String,
+}
+
+/// Is `location` a PostgreSQL URL?
+pub fn is_url(location: &str) -> bool {
+    location.starts_with("postgres://") || location.starts_with("postgresql://")
+}
+
+fn db_err(location: &str, e: impl std::error::Error + Send + Sync + 'static) -> GalleryError {
+    GalleryError::Server {
+        location: location.into(),
+        source: Box::new(e),
+    }
+}
+
+impl PostgresGallery {
+    /// Connects (a bounded pool), applies the migrations, opens the default gallery. A wrong
+    /// URL or a server that does not answer is an error naming the host.
+    pub fn connect(url: &str) -> Result<Self> {
+        let config = tokio_postgres::Config::from_str(url).map_err(|e| {
+            GalleryError::Invalid(format!("gallery URL: not a PostgreSQL URL ({e})"))
+        })?;
+        let location = describe(&config);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("facenet-postgres")
+            .enable_all()
+            .build()
+            .map_err(|e| GalleryError::Io {
+                path: location.clone(),
+                source: e,
+            })?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(std::time::Duration::from_secs(30)))
+            .create_timeout(Some(std::time::Duration::from_secs(10)))
+            .build()
+            .map_err(|e| db_err(&location, e))?;
+        let inner = Arc::new(Inner {
+            pool,
+            rt: Some(rt),
+            location,
+        });
+        let store = Self {
+            inner,
+            gallery: 0,
+            name: String::new(),
+        };
+        store.migrate()?;
+        store.open_gallery(DEFAULT_GALLERY)
+    }
+
+    /// Another gallery of the same database (created, empty, if new).
+    pub fn open_gallery(&self, name: &str) -> Result<Self> {
+        check_gallery_name(name)?;
+        let id = self.run(|c| async move {
+            let row = c
+                .query_one(
+                    "INSERT INTO galleries(name, created) VALUES ($1, $2)
+                     ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING id",
+                    &[&name, &crate::sqlite::now()],
+                )
+                .await?;
+            Ok(row.get::<_, i64>(0))
+        })?;
+        Ok(Self {
+            inner: self.inner.clone(),
+            gallery: id,
+            name: name.into(),
+        })
+    }
+
+    /// Runs `f` with a pooled connection on the store's runtime.
+    fn run<T, F, Fut>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(deadpool_postgres::Object) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, Failure>>,
+    {
+        let location = &self.inner.location;
+        let rt = self
+            .inner
+            .rt
+            .as_ref()
+            .expect("runtime lives as long as the store");
+        rt.block_on(async {
+            let client = self
+                .inner
+                .pool
+                .get()
+                .await
+                .map_err(|e| GalleryError::Server {
+                    location: location.clone(),
+                    source: Box::new(e),
+                })?;
+            f(client).await.map_err(|e| match e {
+                Failure::Db(e) => db_err(location, e),
+                Failure::Gallery(g) => g,
+            })
+        })
+    }
+
+    fn migrate(&self) -> Result<()> {
+        let known = MIGRATIONS.len() as i32;
+        let location = self.inner.location.clone();
+        self.run(|mut c| async move {
+            let tx = c.transaction().await?;
+            // One instance migrates at a time; the others wait, then find the work done.
+            tx.execute("SELECT pg_advisory_xact_lock(7219640401)", &[]).await?;
+            tx.batch_execute(
+                "CREATE TABLE IF NOT EXISTS facenet_schema (version INTEGER NOT NULL)",
+            )
+            .await?;
+            let version: Option<i32> = tx
+                .query_opt("SELECT version FROM facenet_schema", &[])
+                .await?
+                .map(|r| r.get(0));
+            let version = version.unwrap_or(0);
+            if version > known {
+                return Err(Failure::Gallery(GalleryError::Corrupt {
+                    path: location,
+                    reason: format!(
+                        "schema version {version}, this facenet knows up to {known}: use a newer facenet"
+                    ),
+                }));
+            }
+            for sql in &MIGRATIONS[version as usize..] {
+                tx.batch_execute(sql).await?;
+            }
+            tx.execute("DELETE FROM facenet_schema", &[]).await?;
+            tx.execute("INSERT INTO facenet_schema(version) VALUES ($1)", &[&known])
+                .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+}
+
+/// A database error, or a gallery error decided inside a transaction.
+enum Failure {
+    Db(tokio_postgres::Error),
+    Gallery(GalleryError),
+}
+
+impl From<tokio_postgres::Error> for Failure {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Failure::Db(e)
+    }
+}
+
+impl From<GalleryError> for Failure {
+    fn from(e: GalleryError) -> Self {
+        Failure::Gallery(e)
+    }
+}
+
+/// `postgres://user@host:port/db`, without the password.
+fn describe(c: &tokio_postgres::Config) -> String {
+    let host = c
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(h) => h.clone(),
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let port = c.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "postgres://{}@{host}:{port}/{}",
+        c.get_user().unwrap_or(""),
+        c.get_dbname().unwrap_or("")
+    )
+}
+
+fn check_name(name: &str) -> Result<()> {
+    if name.trim().is_empty() {
+        return Err(GalleryError::Invalid(
+            "an identity name must not be empty".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn face(r: &Row) -> FaceRecord {
+    let coords: [Option<f32>; 4] = [r.get(4), r.get(5), r.get(6), r.get(7)];
+    let bbox = match coords {
+        [Some(a), Some(b), Some(c), Some(d)] => Some([a, b, c, d]),
+        _ => None,
+    };
+    FaceRecord {
+        id: r.get(0),
+        identity: r.get(1),
+        embedding: r.get::<_, Vector>(2).to_vec(),
+        source: r.get(3),
+        bbox,
+        created: r.get(8),
+    }
+}
+
+const FACE_COLUMNS: &str = "f.id, s.name, f.embedding, f.source, f.x1, f.y1, f.x2, f.y2, f.created";
+
+async fn subject_id(
+    c: &impl deadpool_postgres::GenericClient,
+    gallery: i64,
+    name: &str,
+) -> std::result::Result<Option<i64>, Failure> {
+    Ok(c.query_opt(
+        "SELECT id FROM subjects WHERE gallery_id = $1 AND name = $2",
+        &[&gallery, &name],
+    )
+    .await?
+    .map(|r| r.get(0)))
+}
+
+impl GalleryStore for PostgresGallery {
+    fn location(&self) -> String {
+        if self.name == DEFAULT_GALLERY {
+            self.inner.location.clone()
+        } else {
+            format!("{} (gallery {})", self.inner.location, self.name)
+        }
+    }
+
+    fn model(&self) -> Result<Option<ModelInfo>> {
+        let g = self.gallery;
+        self.run(|c| async move {
+            let r = c
+                .query_one(
+                    "SELECT model_fingerprint, model_dim FROM galleries WHERE id = $1",
+                    &[&g],
+                )
+                .await?;
+            let fp: Option<String> = r.get(0);
+            let dim: Option<i32> = r.get(1);
+            Ok(fp.zip(dim).map(|(fingerprint, dim)| ModelInfo {
+                fingerprint,
+                dim: dim as usize,
+            }))
+        })
+    }
+
+    fn enroll(&self, identity: &str, faces: &[NewFace], model: &ModelInfo) -> Result<Vec<i64>> {
+        check_name(identity)?;
+        check_faces(faces, model)?;
+        let g = self.gallery;
+        self.run(|mut c| async move {
+            let tx = c.transaction().await?;
+            // The gallery row is locked: concurrent enrolments into it run one after the
+            // other, so the model check and the subject's creation cannot race.
+            let r = tx
+                .query_one(
+                    "SELECT model_fingerprint, model_dim FROM galleries WHERE id = $1 FOR UPDATE",
+                    &[&g],
+                )
+                .await?;
+            let (fp, dim): (Option<String>, Option<i32>) = (r.get(0), r.get(1));
+            if let (Some(fp), Some(dim)) = (fp, dim)
+                && (fp != model.fingerprint || dim as usize != model.dim)
+            {
+                return Err(Failure::Gallery(GalleryError::ModelMismatch {
+                    gallery: fp.chars().take(12).collect(),
+                    gallery_dim: dim as usize,
+                    given: model.short(),
+                    given_dim: model.dim,
+                }));
+            }
+            tx.execute(
+                "UPDATE galleries SET model_fingerprint = $2, model_dim = $3 WHERE id = $1",
+                &[&g, &model.fingerprint, &(model.dim as i32)],
+            )
+            .await?;
+            let now = crate::sqlite::now();
+            tx.execute(
+                "INSERT INTO subjects(gallery_id, name, created) VALUES ($1, $2, $3)
+                 ON CONFLICT (gallery_id, name) DO NOTHING",
+                &[&g, &identity, &now],
+            )
+            .await?;
+            let sid = subject_id(&tx, g, identity).await?.expect("inserted");
+            let mut ids = Vec::with_capacity(faces.len());
+            for f in faces {
+                let b = f.bbox;
+                let row = tx
+                    .query_one(
+                        "INSERT INTO faces(subject_id, gallery_id, embedding, fingerprint, source, x1, y1, x2, y2, created)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+                        &[
+                            &sid,
+                            &g,
+                            &Vector::from(f.embedding.clone()),
+                            &model.fingerprint,
+                            &f.source,
+                            &b.map(|b| b[0]),
+                            &b.map(|b| b[1]),
+                            &b.map(|b| b[2]),
+                            &b.map(|b| b[3]),
+                            &now,
+                        ],
+                    )
+                    .await?;
+                ids.push(row.get(0));
+            }
+            tx.commit().await?;
+            Ok(ids)
+        })
+    }
+
+    fn create_identity(&self, identity: &str) -> Result<()> {
+        check_name(identity)?;
+        let g = self.gallery;
+        self.run(|c| async move {
+            let n = c
+                .execute(
+                    "INSERT INTO subjects(gallery_id, name, created) VALUES ($1, $2, $3)
+                     ON CONFLICT (gallery_id, name) DO NOTHING",
+                    &[&g, &identity, &crate::sqlite::now()],
+                )
+                .await?;
+            if n == 0 {
+                return Err(Failure::Gallery(GalleryError::NameTaken(identity.into())));
+            }
+            Ok(())
+        })
+    }
+
+    fn identities(&self) -> Result<Vec<(String, usize)>> {
+        let g = self.gallery;
+        self.run(|c| async move {
+            let rows = c
+                .query(
+                    "SELECT s.name, COUNT(f.id) FROM subjects s LEFT JOIN faces f ON f.subject_id = s.id
+                     WHERE s.gallery_id = $1 GROUP BY s.id, s.name ORDER BY s.name",
+                    &[&g],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1) as usize))
+                .collect())
+        })
+    }
+
+    fn faces(&self, identity: Option<&str>) -> Result<Vec<FaceRecord>> {
+        let g = self.gallery;
+        self.run(|c| async move {
+            if let Some(name) = identity
+                && subject_id(&c, g, name).await?.is_none()
+            {
+                return Err(Failure::Gallery(GalleryError::UnknownIdentity(name.into())));
+            }
+            let rows = c
+                .query(
+                    &format!(
+                        "SELECT {FACE_COLUMNS} FROM faces f JOIN subjects s ON s.id = f.subject_id
+                         WHERE s.gallery_id = $1 AND ($2::TEXT IS NULL OR s.name = $2)
+                         ORDER BY s.name, f.id"
+                    ),
+                    &[&g, &identity],
+                )
+                .await?;
+            Ok(rows.iter().map(face).collect())
+        })
+    }
+
+    fn remove(&self, identity: &str) -> Result<usize> {
+        let g = self.gallery;
+        self.run(|mut c| async move {
+            let tx = c.transaction().await?;
+            let sid = subject_id(&tx, g, identity)
+                .await?
+                .ok_or_else(|| GalleryError::UnknownIdentity(identity.into()))?;
+            let n = tx
+                .execute("DELETE FROM faces WHERE subject_id = $1", &[&sid])
+                .await?;
+            tx.execute("DELETE FROM subjects WHERE id = $1", &[&sid])
+                .await?;
+            tx.commit().await?;
+            Ok(n as usize)
+        })
+    }
+
+    fn remove_face(&self, id: i64) -> Result<FaceRecord> {
+        let g = self.gallery;
+        self.run(|mut c| async move {
+            let tx = c.transaction().await?;
+            let row = tx
+                .query_opt(
+                    &format!(
+                        "SELECT {FACE_COLUMNS} FROM faces f JOIN subjects s ON s.id = f.subject_id
+                         WHERE f.id = $1 AND s.gallery_id = $2"
+                    ),
+                    &[&id, &g],
+                )
+                .await?
+                .ok_or(GalleryError::UnknownFace(id))?;
+            tx.execute("DELETE FROM faces WHERE id = $1", &[&id])
+                .await?;
+            tx.commit().await?;
+            Ok(face(&row))
+        })
+    }
+
+    fn rename(&self, old: &str, new: &str) -> Result<()> {
+        check_name(new)?;
+        let g = self.gallery;
+        self.run(|mut c| async move {
+            let tx = c.transaction().await?;
+            let sid = subject_id(&tx, g, old)
+                .await?
+                .ok_or_else(|| GalleryError::UnknownIdentity(old.into()))?;
+            if subject_id(&tx, g, new).await?.is_some() {
+                return Err(Failure::Gallery(GalleryError::NameTaken(new.into())));
+            }
+            tx.execute("UPDATE subjects SET name = $1 WHERE id = $2", &[&new, &sid])
+                .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn settings(&self) -> Result<Settings> {
+        let g = self.gallery;
+        let text = self.run(|c| async move {
+            let r = c
+                .query_one("SELECT settings FROM galleries WHERE id = $1", &[&g])
+                .await?;
+            Ok(r.get::<_, String>(0))
+        })?;
+        serde_json::from_str(&text).map_err(|e| GalleryError::Corrupt {
+            path: GalleryStore::location(self),
+            reason: format!("the stored settings are unreadable: {e}"),
+        })
+    }
+
+    fn set_settings(&self, settings: &Settings) -> Result<()> {
+        settings.check()?;
+        let text = serde_json::to_string(settings)
+            .map_err(|e| GalleryError::Invalid(format!("cannot encode the settings: {e}")))?;
+        let g = self.gallery;
+        self.run(|c| async move {
+            c.execute(
+                "UPDATE galleries SET settings = $2 WHERE id = $1",
+                &[&g, &text],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+}
+
+fn key(r: &Row) -> std::result::Result<(ApiKey, String), Failure> {
+    Ok((
+        ApiKey {
+            id: r.get(0),
+            gallery: r.get(1),
+            role: Role::parse(r.get(2))?,
+            label: r.get(3),
+            created: r.get(4),
+        },
+        r.get(5),
+    ))
+}
+
+const KEY_COLUMNS: &str = "k.id, g.name, k.role, k.label, k.created, k.hash";
+
+impl Tenants for PostgresGallery {
+    fn location(&self) -> String {
+        self.inner.location.clone()
+    }
+
+    fn gallery(&self, name: &str) -> Result<Arc<dyn GalleryStore>> {
+        Ok(Arc::new(self.open_gallery(name)?))
+    }
+
+    fn galleries(&self) -> Result<Vec<String>> {
+        self.run(|c| async move {
+            let rows = c
+                .query("SELECT name FROM galleries ORDER BY name", &[])
+                .await?;
+            Ok(rows.iter().map(|r| r.get(0)).collect())
+        })
+    }
+
+    fn insert_key(&self, k: &ApiKey, hash: &str) -> Result<()> {
+        let g = self.open_gallery(&k.gallery)?.gallery;
+        self.run(|c| async move {
+            c.execute(
+                "INSERT INTO api_keys(id, hash, gallery_id, role, label, created)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[&k.id, &hash, &g, &k.role.as_str(), &k.label, &k.created],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn key(&self, id: &str) -> Result<Option<(ApiKey, String)>> {
+        self.run(|c| async move {
+            let row = c
+                .query_opt(
+                    &format!(
+                        "SELECT {KEY_COLUMNS} FROM api_keys k JOIN galleries g ON g.id = k.gallery_id
+                         WHERE k.id = $1"
+                    ),
+                    &[&id],
+                )
+                .await?;
+            row.as_ref().map(key).transpose()
+        })
+    }
+
+    fn keys(&self) -> Result<Vec<ApiKey>> {
+        self.run(|c| async move {
+            let rows = c
+                .query(
+                    &format!(
+                        "SELECT {KEY_COLUMNS} FROM api_keys k JOIN galleries g ON g.id = k.gallery_id
+                         ORDER BY g.name, k.id"
+                    ),
+                    &[],
+                )
+                .await?;
+            rows.iter().map(|r| key(r).map(|k| k.0)).collect()
+        })
+    }
+
+    fn revoke_key(&self, id: &str) -> Result<bool> {
+        self.run(|c| async move {
+            Ok(c.execute("DELETE FROM api_keys WHERE id = $1", &[&id])
+                .await?
+                > 0)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store_tests;
+    use std::error::Error as _;
+
+    const NEEDS: &str = "FACENET_TEST_PG=postgres://USER@HOST:PORT/DB of a PostgreSQL with pgvector \
+                         whose user may create databases (.ci/run starts one)";
+
+    /// A new empty database on the test server; its URL.
+    fn fresh_db() -> String {
+        let admin = std::env::var("FACENET_TEST_PG").expect(NEEDS);
+        let mut r = [0u8; 6];
+        getrandom::fill(&mut r).unwrap();
+        let name: String = r.iter().map(|b| format!("{b:02x}")).collect();
+        let name = format!("facenet_test_{name}");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (c, conn) = tokio_postgres::connect(&admin, NoTls).await.expect(NEEDS);
+            tokio::spawn(conn);
+            c.batch_execute(&format!("CREATE DATABASE {name}"))
+                .await
+                .unwrap();
+        });
+        let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+        format!("{base}/{name}")
+    }
+
+    #[test]
+    #[ignore = "needs PostgreSQL with pgvector (FACENET_TEST_PG); .ci/run starts one and runs `cargo test -- --ignored postgres_`"]
+    fn postgres_passes_the_store_tests() {
+        store_tests::all(&|| {
+            let url = fresh_db();
+            Box::new(move || Arc::new(PostgresGallery::connect(&url).unwrap()))
+        });
+    }
+
+    /// Embeddings go through pgvector and come back bit for bit; the schema is applied once
+    /// by concurrent instances; a newer schema is refused; a wrong host is named.
+    #[test]
+    #[ignore = "needs PostgreSQL with pgvector (FACENET_TEST_PG); .ci/run starts one and runs `cargo test -- --ignored postgres_`"]
+    fn postgres_schema_embeddings_and_errors() {
+        let url = fresh_db();
+        let instances: Vec<PostgresGallery> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| PostgresGallery::connect(&url).unwrap()))
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let v: Vec<f32> = (0..128).map(|i| ((i as f32) * 0.37).sin() / 8.0).collect();
+        let m = ModelInfo {
+            fingerprint: "f".repeat(64),
+            dim: 128,
+        };
+        let new = NewFace {
+            embedding: v.clone(),
+            source: "x.jpg".into(),
+            bbox: None,
+        };
+        instances[0].enroll("ada", &[new], &m).unwrap();
+        let back = instances[3].faces(Some("ada")).unwrap();
+        assert_eq!(back[0].embedding, v, "bit for bit");
+        assert_eq!(back[0].bbox, None);
+        instances[1]
+            .run(|c| async move {
+                c.execute("UPDATE facenet_schema SET version = 99", &[])
+                    .await?;
+                Ok(())
+            })
+            .unwrap();
+        let e = PostgresGallery::connect(&url).unwrap_err().to_string();
+        assert!(e.contains("schema version 99"), "{e}");
+        let e = PostgresGallery::connect("postgres://facenet@127.0.0.1:1/nothing").unwrap_err();
+        let text = format!(
+            "{e}: {}",
+            e.source().map(|s| s.to_string()).unwrap_or_default()
+        );
+        assert!(text.contains("127.0.0.1:1"), "{text}");
+        let e = PostgresGallery::connect("postgres://nohost.invalid/db").unwrap_err();
+        let text = format!(
+            "{e}: {}",
+            e.source().map(|s| s.to_string()).unwrap_or_default()
+        );
+        assert!(text.contains("nohost.invalid"), "{text}");
+    }
+}
