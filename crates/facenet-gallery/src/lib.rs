@@ -243,6 +243,24 @@ pub trait GalleryStore: Send + Sync + std::fmt::Debug {
     /// rate in (0, 1)).
     fn set_settings(&self, settings: &Settings) -> Result<()>;
 
+    /// Searches in the store itself, where it can (a database server): the best `k` identities
+    /// for `probe` under `rule`, exact. `None`: the caller searches in its own process.
+    fn search(
+        &self,
+        _probe: &[f32],
+        _k: usize,
+        _rule: search::GalleryRule,
+    ) -> Result<Option<Vec<search::Match>>> {
+        Ok(None)
+    }
+
+    /// How many gallery entries [`GalleryStore::search`] compares a probe with under `rule`
+    /// (identities with faces under the centroid rule, faces under nearest-sample); `None`
+    /// when the store does not search itself.
+    fn entries(&self, _rule: search::GalleryRule) -> Result<Option<usize>> {
+        Ok(None)
+    }
+
     /// Refuses `model` if the gallery holds embeddings of another.
     fn check_model(&self, model: &ModelInfo) -> Result<()> {
         match self.model()? {

@@ -17,6 +17,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use pgvector::Vector;
 use tokio_postgres::{NoTls, Row};
 
+use crate::search::{GalleryRule, Match};
 use crate::tenants::{ApiKey, DEFAULT_GALLERY, Role, Tenants, check_gallery_name};
 use crate::{
     FaceRecord, GalleryError, GalleryStore, ModelInfo, NewFace, Result, Settings, check_faces,
@@ -482,6 +483,56 @@ impl GalleryStore for PostgresGallery {
         })
     }
 
+    fn search(&self, probe: &[f32], k: usize, rule: GalleryRule) -> Result<Option<Vec<Match>>> {
+        let g = self.gallery;
+        let q = Vector::from(probe.to_vec());
+        let limit = k.max(1) as i64;
+        self.run(|c| async move {
+            // Exact, in the database: the subject's centroid (normalized mean of its unit
+            // embeddings), or its nearest face.
+            let sql = match rule {
+                GalleryRule::Centroid => {
+                    "SELECT s.name, l2_normalize(avg(f.embedding)) <-> $1 AS d,
+                            'centroid of ' || COUNT(*) || ' face(s)'
+                     FROM faces f JOIN subjects s ON s.id = f.subject_id
+                     WHERE f.gallery_id = $2 GROUP BY s.name ORDER BY d, s.name LIMIT $3"
+                }
+                GalleryRule::NearestSample => {
+                    "SELECT name, d, source FROM (
+                         SELECT DISTINCT ON (s.name) s.name, f.embedding <-> $1 AS d, f.source
+                         FROM faces f JOIN subjects s ON s.id = f.subject_id
+                         WHERE f.gallery_id = $2 ORDER BY s.name, d, f.id) best
+                     ORDER BY d, name LIMIT $3"
+                }
+            };
+            let rows = c.query(sql, &[&q, &g, &limit]).await?;
+            Ok(Some(
+                rows.iter()
+                    .map(|r| Match {
+                        identity: r.get(0),
+                        distance: r.get::<_, f64>(1) as f32,
+                        source: r.get(2),
+                    })
+                    .collect(),
+            ))
+        })
+    }
+
+    fn entries(&self, rule: GalleryRule) -> Result<Option<usize>> {
+        let g = self.gallery;
+        self.run(|c| async move {
+            let sql = match rule {
+                GalleryRule::Centroid => {
+                    "SELECT COUNT(DISTINCT subject_id) FROM faces WHERE gallery_id = $1"
+                }
+                GalleryRule::NearestSample => "SELECT COUNT(*) FROM faces WHERE gallery_id = $1",
+            };
+            Ok(Some(
+                c.query_one(sql, &[&g]).await?.get::<_, i64>(0) as usize
+            ))
+        })
+    }
+
     fn settings(&self) -> Result<Settings> {
         let g = self.gallery;
         let text = self.run(|c| async move {
@@ -635,6 +686,50 @@ mod tests {
             let url = fresh_db();
             Box::new(move || Arc::new(PostgresGallery::connect(&url).unwrap()))
         });
+    }
+
+    /// Search in the database agrees with the in-process exact search, under both rules:
+    /// the same identities in the same order, distances within 1e-4 (the in-process search
+    /// takes `sqrt(2 - 2 a.b)` in f32, which loses digits for near-identical vectors).
+    #[test]
+    #[ignore = "needs PostgreSQL with pgvector (FACENET_TEST_PG); .ci/run starts one and runs `cargo test -- --ignored postgres_`"]
+    fn postgres_search_agrees_with_exact_search() {
+        let g = PostgresGallery::connect(&fresh_db()).unwrap();
+        let m = ModelInfo {
+            fingerprint: "a".repeat(64),
+            dim: 16,
+        };
+        let unit = |seed: usize| -> Vec<f32> {
+            let v: Vec<f32> = (0..16)
+                .map(|i| ((seed * 31 + i * 7) as f32 * 0.731).sin())
+                .collect();
+            facenet::embed::l2_normalize(&v)
+        };
+        for person in 0..8 {
+            let faces: Vec<NewFace> = (0..1 + person % 3)
+                .map(|j| NewFace {
+                    embedding: unit(person * 10 + j),
+                    source: format!("p{person}-{j}.jpg"),
+                    bbox: None,
+                })
+                .collect();
+            g.enroll(&format!("person{person}"), &faces, &m).unwrap();
+        }
+        let all = g.faces(None).unwrap();
+        for rule in [GalleryRule::Centroid, GalleryRule::NearestSample] {
+            let index = crate::SearchIndex::with_rule(&all, rule).unwrap();
+            assert_eq!(g.entries(rule).unwrap(), Some(index.len()));
+            for probe in 0..10 {
+                let q = unit(1000 + probe);
+                let want = index.search_exact(&q, 3).unwrap();
+                let got = g.search(&q, 3, rule).unwrap().unwrap();
+                assert_eq!(got.len(), 3);
+                for (a, b) in got.iter().zip(&want) {
+                    assert_eq!(a.identity, b.identity, "{rule:?} probe {probe}");
+                    assert!((a.distance - b.distance).abs() < 1e-4, "{a:?} {b:?}");
+                }
+            }
+        }
     }
 
     /// Embeddings go through pgvector and come back bit for bit; the schema is applied once

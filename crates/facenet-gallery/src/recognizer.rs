@@ -289,8 +289,17 @@ pub struct Calibration {
 /// with the threshold to apply. Built once for many queries.
 #[derive(Debug)]
 pub struct Searcher {
-    index: SearchIndex,
+    backend: Backend,
     threshold: Threshold,
+}
+
+/// Where a [`Searcher`] looks.
+#[derive(Debug)]
+enum Backend {
+    /// The gallery's faces (or centroids) in this process.
+    Index(SearchIndex),
+    /// The store searches itself (a database server), comparing with this many entries.
+    Store(Arc<dyn GalleryStore>, GalleryRule, usize),
 }
 
 impl Searcher {
@@ -299,19 +308,29 @@ impl Searcher {
         self.threshold
     }
 
-    /// Number of enrolled faces.
+    /// Number of gallery entries a probe is compared with (faces, or identities under the
+    /// centroid rule).
     pub fn len(&self) -> usize {
-        self.index.len()
+        match &self.backend {
+            Backend::Index(i) => i.len(),
+            Backend::Store(_, _, n) => *n,
+        }
     }
 
     /// Whether the gallery has no face.
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.len() == 0
     }
 
     /// Identifies one embedding: the best `top_k` identities, `unknown` above the threshold.
     pub fn identify(&self, face: usize, f: &Face, top_k: usize) -> Result<Identification> {
-        let m = self.index.search(&f.embedding, top_k.max(2))?;
+        let k = top_k.max(2);
+        let m = match &self.backend {
+            Backend::Index(i) => i.search(&f.embedding, k)?,
+            Backend::Store(store, rule, _) => store
+                .search(&f.embedding, k, *rule)?
+                .ok_or_else(|| GalleryError::Invalid("the store no longer searches".into()))?,
+        };
         let best = m.first();
         let known = best.is_some_and(|b| self.threshold.accepts(b.distance));
         Ok(Identification {
@@ -486,6 +505,16 @@ impl Recognizer {
     /// where the store keeps files and reused while its faces are unchanged.
     pub fn searcher(&self, explicit: Option<f32>, fir: Option<f64>) -> Result<Searcher> {
         self.store.check_model(&self.model)?;
+        let settings = self.store.settings()?;
+        let table = self.impostor_table(&settings);
+        if let Some(n) = self.store.entries(self.rule)? {
+            let threshold =
+                Threshold::for_identification(explicit, fir, &settings, table.as_ref(), n)?;
+            return Ok(Searcher {
+                backend: Backend::Store(self.store.clone(), self.rule, n),
+                threshold,
+            });
+        }
         let mut index = SearchIndex::with_rule(&self.store.faces(None)?, self.rule)?;
         if index.len() >= crate::ANN_MIN_FACES {
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -496,11 +525,12 @@ impl Recognizer {
                 None => index.build_ann(AnnConfig::default(), threads)?,
             }
         }
-        let settings = self.store.settings()?;
-        let table = self.impostor_table(&settings);
         let threshold =
             Threshold::for_identification(explicit, fir, &settings, table.as_ref(), index.len())?;
-        Ok(Searcher { index, threshold })
+        Ok(Searcher {
+            backend: Backend::Index(index),
+            threshold,
+        })
     }
 
     /// Every face of a photo, identified against `searcher` (build it once for many photos).
