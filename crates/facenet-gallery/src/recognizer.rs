@@ -57,6 +57,20 @@ pub enum ThresholdSource {
     Default,
 }
 
+impl ThresholdSource {
+    /// The name every front reports (`explicit`, `calibrated`, `target-far`, `target-fir`,
+    /// `default`; the serde name).
+    pub fn name(self) -> &'static str {
+        match self {
+            ThresholdSource::Explicit => "explicit",
+            ThresholdSource::Calibrated => "calibrated",
+            ThresholdSource::TargetFar => "target-far",
+            ThresholdSource::TargetFir => "target-fir",
+            ThresholdSource::Default => "default",
+        }
+    }
+}
+
 /// A decision threshold with its source. Unit: L2 distance between unit embeddings (0..2);
 /// a distance below it means "the same person".
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]

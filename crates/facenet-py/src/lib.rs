@@ -292,23 +292,8 @@ impl Engine {
         let table = facenet::eval::openset::bundled_table(fp);
         let t = Threshold::for_verification(explicit, &Settings::default(), table.as_ref())
             .map_err(|e| ge(py, e))?;
-        Ok((t.value, source(&t), t.describe()))
+        Ok((t.value, t.source.name().into(), t.describe()))
     }
-}
-
-fn source(t: &Threshold) -> String {
-    format!("{:?}", t.source)
-        .chars()
-        .enumerate()
-        .flat_map(|(i, c)| {
-            let lower = c.to_ascii_lowercase();
-            if c.is_uppercase() && i > 0 {
-                vec!['-', lower]
-            } else {
-                vec![lower]
-            }
-        })
-        .collect()
 }
 
 /// L2 distance between two vectors (unit embeddings: 0..2).
@@ -414,10 +399,7 @@ impl Gallery {
                 d.set_item("known", i.identity != facenet_gallery::UNKNOWN)?;
                 d.set_item("distance", i.distance)?;
                 d.set_item("threshold", i.threshold)?;
-                d.set_item(
-                    "threshold_source",
-                    format!("{:?}", i.threshold_source).to_lowercase(),
-                )?;
+                d.set_item("threshold_source", i.threshold_source.name())?;
                 let c: Vec<(String, f32)> = i
                     .candidates
                     .into_iter()
@@ -447,7 +429,7 @@ impl Gallery {
         d.set_item("verified", v.verified)?;
         d.set_item("distance", v.distance)?;
         d.set_item("threshold", v.threshold.value)?;
-        d.set_item("threshold_source", source(&v.threshold))?;
+        d.set_item("threshold_source", v.threshold.source.name())?;
         d.set_item("identity", v.identity)?;
         d.set_item("box", v.bbox)?;
         Ok(Some(d))

@@ -180,13 +180,6 @@ fn model_name(t: &Tenant) -> String {
     format!("facenet/{}", t.recognizer.model().short())
 }
 
-fn source_name(t: &Threshold) -> String {
-    serde_json::to_value(t.source)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
-}
-
 /// Are two photos the same person, or is a photo the enrolled subject?
 #[utoipa::path(post, path = "/api/v1/verify", tag = "recognition", params(VerifyParams),
     request_body(content((ImagesForm = "multipart/form-data"), (ImagesJson = "application/json"))),
@@ -221,7 +214,7 @@ pub(crate) async fn verify(
             distance_metric: "euclidean_l2".into(),
             unit: UNIT.into(),
             threshold: threshold.value,
-            threshold_source: source_name(&threshold),
+            threshold_source: threshold.source.name().into(),
             threshold_detail: threshold.describe(),
             model,
             subject,
@@ -385,7 +378,7 @@ pub(crate) async fn identify(
         }
         Ok(Json(IdentifyResponse {
             threshold: th.value,
-            threshold_source: source_name(&th),
+            threshold_source: th.source.name().into(),
             threshold_detail: th.describe(),
             expected_fir: th.expected_fir,
             unit: UNIT.into(),
