@@ -140,7 +140,12 @@ impl GalleryArgs {
         let p = self.path();
         facenet_gallery::open_store(&p.to_string_lossy(), create)
             .and_then(|store| store.gallery(&self.gallery_name))
-            .with_context(|| format!("opening the gallery {}", p.display()))
+            .with_context(|| {
+                format!(
+                    "opening the gallery {}",
+                    facenet_gallery::redact(&p.to_string_lossy())
+                )
+            })
     }
 
     /// A recognizer over this gallery.

@@ -534,6 +534,19 @@ fn gallery_maintenance_and_export_import() {
     );
     let list = String::from_utf8(gallery_run(&g2, &[&o("gallery"), &o("list")]).stdout).unwrap();
     assert!(list.contains("ben\t1") && list.contains("b\t1"), "{list}");
+    // The export carries the settings; an index is a PostgreSQL gallery's, and SQLite says so.
+    let text = std::fs::read_to_string(&export).unwrap();
+    assert!(
+        text.contains("\"identities\"") && text.contains("\"settings\""),
+        "{text}"
+    );
+    let out = gallery_run(&g2, &[&o("gallery"), &o("index")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("only a PostgreSQL gallery keeps a search index"),
+        "{}",
+        stderr(&out)
+    );
     // A corrupt database file is named.
     let bad = dir.path().join("bad.db");
     std::fs::write(&bad, vec![7u8; 4096]).unwrap();

@@ -956,6 +956,112 @@ fn serve_postgres_two_instances_share_one_gallery() {
     assert_eq!(r["total"], 0, "{r}");
 }
 
+/// Two instances on one PostgreSQL gallery; the first is killed (SIGKILL) while batch
+/// enrolments stream into it. The second keeps answering, every enrolment the first
+/// acknowledged is there with all its faces, and no subject is half-written (each request
+/// enrols 3 faces under a subject of its own, in one transaction: 3 or nothing).
+#[test]
+#[ignore = "needs PostgreSQL with pgvector (FACENET_TEST_PG); .ci/run starts one and runs `cargo test -- --ignored postgres_`"]
+fn serve_postgres_instance_killed_during_enrolment_loses_nothing_acknowledged() {
+    let url = std::env::var("FACENET_TEST_PG")
+        .expect("FACENET_TEST_PG=postgres://... (.ci/run starts one)");
+    let mut a = Server::start_on(Some(&url), &[]);
+    let b = Server::start_on(Some(&url), &[]);
+    let gallery = format!("kill{}", std::process::id());
+    let key = a.key(&gallery, "write");
+    let photos: Vec<PathBuf> = (0..3).map(|i| photo("train/madonna", i)).collect();
+    let acked = std::sync::Mutex::new(Vec::<(String, Vec<i64>)>::new());
+    let c = client();
+    let a_url = a.at("/api/v1/subjects");
+    let a_pid = a.child.id() as i32;
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            let refs: Vec<&Path> = photos.iter().map(PathBuf::as_path).collect();
+            // Bounded: 60 requests at most; stops at the first failure (the kill).
+            for i in 0..60 {
+                let subject = format!("p{i}");
+                let r = c
+                    .post(format!("{a_url}/{subject}/faces"))
+                    .key(&key)
+                    .multipart(files(&refs))
+                    .send();
+                let Ok(r) = r else { break };
+                let (status, body) = answer(r);
+                assert_eq!(status, StatusCode::CREATED, "{body}");
+                let ids = body["results"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r["face_id"].as_i64().unwrap())
+                    .collect();
+                acked.lock().unwrap().push((subject, ids));
+            }
+        });
+        // Kill once two enrolments are acknowledged, a varying moment into the next one.
+        let start = Instant::now();
+        while acked.lock().unwrap().len() < 2 {
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "no enrolment in 120 s"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        std::thread::sleep(Duration::from_millis(u64::from(ns % 400)));
+        // SAFETY: sending a signal to our own child process.
+        unsafe {
+            libc::kill(a_pid, libc::SIGKILL);
+        }
+        writer.join().unwrap();
+    });
+    a.child.wait().unwrap();
+    let acked = acked.into_inner().unwrap();
+    let r = expect(
+        c.get(b.at("/api/v1/faces?per_page=1000"))
+            .key(&key)
+            .send()
+            .unwrap(),
+        StatusCode::OK,
+    );
+    let mut by_subject: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
+    for f in r["faces"].as_array().unwrap() {
+        by_subject
+            .entry(f["subject"].as_str().unwrap().to_string())
+            .or_default()
+            .push(f["id"].as_i64().unwrap());
+    }
+    for (subject, ids) in &by_subject {
+        assert_eq!(ids.len(), 3, "{subject} half-written: {ids:?}");
+    }
+    for (subject, ids) in &acked {
+        assert_eq!(
+            by_subject.get(subject),
+            Some(ids),
+            "acknowledged {subject} lost"
+        );
+    }
+    // At most the one request in flight may have committed without its answer arriving.
+    assert!(
+        by_subject.len() <= acked.len() + 1,
+        "{} subjects, {} acknowledged",
+        by_subject.len(),
+        acked.len()
+    );
+    let r = expect(
+        c.post(b.at("/api/v1/identify"))
+            .key(&key)
+            .multipart(files(&[&photo("val/madonna", 0)]))
+            .send()
+            .unwrap(),
+        StatusCode::OK,
+    );
+    let named = r["images"][0]["faces"][0]["subject"].as_str().unwrap_or("");
+    assert!(by_subject.contains_key(named), "{r}");
+}
+
 /// SIGTERM lets the requests in progress finish, then the process exits 0.
 #[test]
 fn serve_drains_in_flight_requests_on_sigterm() {

@@ -261,6 +261,27 @@ pub trait GalleryStore: Send + Sync + std::fmt::Debug {
         Ok(None)
     }
 
+    /// Adds identities (with their faces, sources, boxes and enrolment times as given) in one
+    /// transaction: all or nothing. Existing identities keep their faces and gain these.
+    /// Returns how many faces were added. Used by [`Export::import_into`].
+    fn import(&self, batch: &ImportBatch) -> Result<usize>;
+
+    /// Builds (`Some`) or drops (`None`) the store's own HNSW index over the gallery's faces
+    /// and identity centroids. Only a database store keeps one; a SQLite gallery builds its
+    /// graph in memory when it is large enough ([`ANN_MIN_FACES`]).
+    fn set_index(&self, _params: Option<HnswParams>) -> Result<()> {
+        Err(GalleryError::Invalid(format!(
+            "{}: only a PostgreSQL gallery keeps a search index in the database; a SQLite \
+             gallery builds its HNSW graph in memory from {ANN_MIN_FACES} faces on",
+            self.location()
+        )))
+    }
+
+    /// The store's own HNSW index, if it has one.
+    fn index(&self) -> Result<Option<HnswParams>> {
+        Ok(None)
+    }
+
     /// Refuses `model` if the gallery holds embeddings of another.
     fn check_model(&self, model: &ModelInfo) -> Result<()> {
         match self.model()? {
@@ -339,45 +360,179 @@ pub fn check_threshold(t: Option<f32>) -> Result<()> {
     }
 }
 
-/// Export format of `facenet gallery export` / `import`.
+/// The parameters of a database store's HNSW index (`facenet gallery index`), as pgvector
+/// names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HnswParams {
+    /// Links per node (HNSW's M).
+    pub m: u32,
+    /// Candidate list size while building.
+    pub ef_construction: u32,
+    /// Candidate list size while searching (`hnsw.ef_search`).
+    pub ef_search: u32,
+}
+
+impl Default for HnswParams {
+    /// M = 16, ef_construction = 64 (pgvector's defaults), ef_search = 100: recall@1 against
+    /// exact search is measured by `facenet bench search --gallery postgres://...` (README).
+    fn default() -> Self {
+        Self {
+            m: 16,
+            ef_construction: 64,
+            ef_search: 100,
+        }
+    }
+}
+
+impl HnswParams {
+    /// Refuses what pgvector would: M in 2..=100, ef_construction in 4..=1000 and at least
+    /// 2 M, ef_search in 1..=1000.
+    pub fn check(&self) -> Result<()> {
+        let bad = |what: String| Err(GalleryError::Invalid(what));
+        if !(2..=100).contains(&self.m) {
+            return bad(format!("HNSW m {}: must lie in 2..=100", self.m));
+        }
+        if !(4..=1000).contains(&self.ef_construction) || self.ef_construction < 2 * self.m {
+            return bad(format!(
+                "HNSW ef_construction {}: must lie in 4..=1000 and be at least 2 m ({})",
+                self.ef_construction,
+                2 * self.m
+            ));
+        }
+        if !(1..=1000).contains(&self.ef_search) {
+            return bad(format!(
+                "HNSW ef_search {}: must lie in 1..=1000",
+                self.ef_search
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What [`GalleryStore::import`] adds: identities in name order, each with its faces and
+/// their enrolment times (Unix seconds), under one model.
+#[derive(Debug, Clone, Default)]
+pub struct ImportBatch {
+    /// The model of every face (None only when no identity has faces).
+    pub model: Option<ModelInfo>,
+    /// Identity, its faces, and each face's time of enrolment.
+    pub identities: Vec<(String, Vec<NewFace>, Vec<i64>)>,
+}
+
+/// The format name of [`Export`] files.
+pub const EXPORT_FORMAT: &str = "facenet-gallery/1";
+
+/// A gallery location for messages: a URL's password replaced by `***`.
+pub fn redact(location: &str) -> String {
+    let Some((scheme, rest)) = location.split_once("://") else {
+        return location.to_string();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{host}{path}")
+        }
+        _ => location.to_string(),
+    }
+}
+
+/// Export format of `facenet gallery export` / `import`: every identity (also those without
+/// faces), every face with its embedding (bit for bit: JSON numbers written as the shortest
+/// text that reads back to the same `f32`), source, box and time of enrolment, and the
+/// gallery's settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Export {
     /// Always `facenet-gallery/1`.
     pub format: String,
     /// The model of the embeddings.
     pub model: Option<ModelInfo>,
+    /// Every identity by name, with or without faces (absent in older exports: then the
+    /// faces' identities).
+    #[serde(default)]
+    pub identities: Vec<String>,
     /// Every face.
     pub faces: Vec<FaceRecord>,
+    /// The gallery's own settings (absent in older exports).
+    #[serde(default)]
+    pub settings: Settings,
 }
 
 impl Export {
-    /// Every face of a store, with its model.
+    /// Every identity and face of a store, with its model and settings.
     pub fn of(store: &dyn GalleryStore) -> Result<Self> {
         Ok(Self {
-            format: "facenet-gallery/1".into(),
+            format: EXPORT_FORMAT.into(),
             model: store.model()?,
+            identities: store.identities()?.into_iter().map(|(n, _)| n).collect(),
             faces: store.faces(None)?,
+            settings: store.settings()?,
         })
     }
 
-    /// Adds the faces to `store` (one transaction per identity; the model must match the
-    /// store's); returns how many were added.
+    /// Adds everything to `store` in one transaction (the model must match the store's; an
+    /// existing identity gains the faces). The settings are taken too when the store has none
+    /// of its own. Returns how many faces were added.
     pub fn import_into(self, store: &dyn GalleryStore) -> Result<usize> {
-        let Some(model) = self.model else {
-            return Ok(0);
-        };
-        let mut by_name: std::collections::BTreeMap<String, Vec<NewFace>> = Default::default();
+        if self.format != EXPORT_FORMAT {
+            return Err(GalleryError::Invalid(format!(
+                "format `{}`: this facenet reads `{EXPORT_FORMAT}` exports",
+                self.format.chars().take(40).collect::<String>()
+            )));
+        }
+        if self.model.is_none() && !self.faces.is_empty() {
+            return Err(GalleryError::Invalid(
+                "model: the export has faces but does not name their model".into(),
+            ));
+        }
+        if let Some(m) = &self.model {
+            let faces: Vec<NewFace> = self
+                .faces
+                .iter()
+                .map(|f| NewFace {
+                    embedding: f.embedding.clone(),
+                    source: f.source.clone(),
+                    bbox: f.bbox,
+                })
+                .collect();
+            check_faces(&faces, m)?;
+        }
+        let mut by_name: std::collections::BTreeMap<String, (Vec<NewFace>, Vec<i64>)> = self
+            .identities
+            .into_iter()
+            .map(|n| (n, Default::default()))
+            .collect();
         for f in self.faces {
-            by_name.entry(f.identity).or_default().push(NewFace {
+            let e = by_name.entry(f.identity).or_default();
+            e.0.push(NewFace {
                 embedding: f.embedding,
                 source: f.source,
                 bbox: f.bbox,
             });
+            e.1.push(f.created);
         }
-        let mut n = 0;
-        for (name, faces) in by_name {
-            n += store.enroll(&name, &faces, &model)?.len();
+        let batch = ImportBatch {
+            model: self.model,
+            identities: by_name.into_iter().map(|(n, (f, t))| (n, f, t)).collect(),
+        };
+        let n = store.import(&batch)?;
+        if self.settings != Settings::default() && store.settings()? == Settings::default() {
+            store.set_settings(&self.settings)?;
         }
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redact_hides_passwords_only() {
+        use super::redact;
+        assert_eq!(
+            redact("postgres://ann:s3cr:et@db.example:5432/faces"),
+            "postgres://ann:***@db.example:5432/faces"
+        );
+        assert_eq!(redact("postgres://ann@db/faces"), "postgres://ann@db/faces");
+        assert_eq!(redact("/home/ann/gallery.db"), "/home/ann/gallery.db");
     }
 }

@@ -20,11 +20,15 @@ use tokio_postgres::{NoTls, Row};
 use crate::search::{GalleryRule, Match};
 use crate::tenants::{ApiKey, DEFAULT_GALLERY, Role, Tenants, check_gallery_name};
 use crate::{
-    FaceRecord, GalleryError, GalleryStore, ModelInfo, NewFace, Result, Settings, check_faces,
+    FaceRecord, GalleryError, GalleryStore, HnswParams, ImportBatch, ModelInfo, NewFace, Result,
+    Settings, check_faces,
 };
 
 /// The migrations, in order; the schema version is their count.
-const MIGRATIONS: [&str; 1] = [include_str!("../migrations/postgres/001_init.sql")];
+const MIGRATIONS: [&str; 2] = [
+    include_str!("../migrations/postgres/001_init.sql"),
+    include_str!("../migrations/postgres/002_centroids_hnsw.sql"),
+];
 
 /// Most connections one store holds.
 pub const POOL_SIZE: usize = 16;
@@ -200,6 +204,26 @@ impl PostgresGallery {
     }
 }
 
+impl PostgresGallery {
+    /// Deletes this gallery with its subjects, faces, keys and indexes (benchmarks clean up
+    /// with it).
+    pub fn delete_gallery(self) -> Result<()> {
+        let g = self.gallery;
+        self.run(|mut c| async move {
+            let tx = c.transaction().await?;
+            let [faces, subjects] = index_names(g);
+            tx.batch_execute(&format!(
+                "DROP INDEX IF EXISTS {faces}; DROP INDEX IF EXISTS {subjects}"
+            ))
+            .await?;
+            tx.execute("DELETE FROM galleries WHERE id = $1", &[&g])
+                .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+}
+
 /// A database error, or a gallery error decided inside a transaction.
 enum Failure {
     Db(tokio_postgres::Error),
@@ -277,6 +301,210 @@ async fn subject_id(
     .map(|r| r.get(0)))
 }
 
+/// Locks the gallery's row for the rest of the transaction: writes to one gallery run one
+/// after the other, so the model check, a subject's creation and its centroid cannot race.
+/// Returns the gallery's model.
+async fn lock_gallery(
+    tx: &deadpool_postgres::Transaction<'_>,
+    gallery: i64,
+) -> std::result::Result<(Option<String>, Option<i32>), Failure> {
+    let r = tx
+        .query_one(
+            "SELECT model_fingerprint, model_dim FROM galleries WHERE id = $1 FOR UPDATE",
+            &[&gallery],
+        )
+        .await?;
+    Ok((r.get(0), r.get(1)))
+}
+
+/// Recomputes a subject's centroid from its faces (NULL when it has none).
+async fn update_centroid(
+    tx: &deadpool_postgres::Transaction<'_>,
+    subject: i64,
+) -> std::result::Result<(), Failure> {
+    tx.execute(
+        "UPDATE subjects SET centroid =
+           (SELECT l2_normalize(avg(embedding)) FROM faces WHERE subject_id = $1)
+         WHERE id = $1",
+        &[&subject],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Adds faces to a subject (created if new) inside `tx`, each enrolled at `times[i]`, after
+/// the model check; updates the subject's centroid. Returns the new faces' ids.
+async fn enroll_tx(
+    tx: &deadpool_postgres::Transaction<'_>,
+    g: i64,
+    identity: &str,
+    faces: &[NewFace],
+    times: &[i64],
+    model: &ModelInfo,
+) -> std::result::Result<Vec<i64>, Failure> {
+    let (fp, dim) = lock_gallery(tx, g).await?;
+    if let (Some(fp), Some(dim)) = (fp, dim)
+        && (fp != model.fingerprint || dim as usize != model.dim)
+    {
+        return Err(Failure::Gallery(GalleryError::ModelMismatch {
+            gallery: fp.chars().take(12).collect(),
+            gallery_dim: dim as usize,
+            given: model.short(),
+            given_dim: model.dim,
+        }));
+    }
+    tx.execute(
+        "UPDATE galleries SET model_fingerprint = $2, model_dim = $3 WHERE id = $1",
+        &[&g, &model.fingerprint, &(model.dim as i32)],
+    )
+    .await?;
+    tx.execute(
+        "INSERT INTO subjects(gallery_id, name, created) VALUES ($1, $2, $3)
+         ON CONFLICT (gallery_id, name) DO NOTHING",
+        &[&g, &identity, &crate::sqlite::now()],
+    )
+    .await?;
+    let sid = subject_id(tx, g, identity).await?.expect("inserted");
+    let mut ids = Vec::with_capacity(faces.len());
+    for (f, created) in faces.iter().zip(times) {
+        let b = f.bbox;
+        let row = tx
+            .query_one(
+                "INSERT INTO faces(subject_id, gallery_id, embedding, fingerprint, source, x1, y1, x2, y2, created)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+                &[
+                    &sid,
+                    &g,
+                    &Vector::from(f.embedding.clone()),
+                    &model.fingerprint,
+                    &f.source,
+                    &b.map(|b| b[0]),
+                    &b.map(|b| b[1]),
+                    &b.map(|b| b[2]),
+                    &b.map(|b| b[3]),
+                    created,
+                ],
+            )
+            .await?;
+        ids.push(row.get(0));
+    }
+    update_centroid(tx, sid).await?;
+    Ok(ids)
+}
+
+fn params(text: &str) -> std::result::Result<HnswParams, Failure> {
+    serde_json::from_str(text).map_err(|e| {
+        Failure::Gallery(GalleryError::Invalid(format!(
+            "the stored HNSW parameters `{text}` are unreadable: {e}"
+        )))
+    })
+}
+
+fn matches(rows: &[Row]) -> Vec<Match> {
+    rows.iter()
+        .map(|r| Match {
+            identity: r.get(0),
+            distance: r.get::<_, f64>(1) as f32,
+            source: r.get(2),
+        })
+        .collect()
+}
+
+/// Exact search in the database: every subject's centroid, or every face with the best per
+/// subject kept.
+async fn search_exact(
+    tx: &deadpool_postgres::Transaction<'_>,
+    g: i64,
+    q: &Vector,
+    k: usize,
+    rule: GalleryRule,
+) -> std::result::Result<Vec<Match>, Failure> {
+    let sql = match rule {
+        GalleryRule::Centroid => {
+            "SELECT s.name, s.d,
+                    'centroid of ' || (SELECT COUNT(*) FROM faces WHERE subject_id = s.id) || ' face(s)'
+             FROM (SELECT id, name, centroid <-> $1 AS d FROM subjects
+                   WHERE gallery_id = $2 AND centroid IS NOT NULL
+                   ORDER BY d, name LIMIT $3) s
+             ORDER BY s.d, s.name"
+        }
+        GalleryRule::NearestSample => {
+            "SELECT name, d, source FROM (
+                 SELECT DISTINCT ON (s.name) s.name, f.embedding <-> $1 AS d, f.source
+                 FROM faces f JOIN subjects s ON s.id = f.subject_id
+                 WHERE f.gallery_id = $2 ORDER BY s.name, d, f.id) best
+             ORDER BY d, name LIMIT $3"
+        }
+    };
+    Ok(matches(&tx.query(sql, &[q, &g, &(k as i64)]).await?))
+}
+
+/// Search through the gallery's HNSW indexes (partial indexes of this gallery alone, so
+/// other galleries never crowd its candidates out). pgvector's iterative scan keeps reading
+/// the graph until the query's LIMIT is met; the nearest-sample rule reads 10 faces per
+/// subject asked for, keeps the best face of each subject, and reads more while it has
+/// fewer than `k` subjects. `None`: still short of `k` after that (a few subjects with very
+/// many faces): the caller searches exactly.
+async fn search_hnsw(
+    tx: &deadpool_postgres::Transaction<'_>,
+    g: i64,
+    q: &Vector,
+    k: usize,
+    rule: GalleryRule,
+    p: HnswParams,
+    dim: i32,
+) -> std::result::Result<Option<Vec<Match>>, Failure> {
+    tx.batch_execute(&format!(
+        "SET LOCAL hnsw.ef_search = {}; SET LOCAL hnsw.iterative_scan = relaxed_order",
+        p.ef_search
+    ))
+    .await?;
+    // The gallery id is written into the text (an integer of ours) so that the planner can
+    // match the partial index's predicate.
+    if rule == GalleryRule::Centroid {
+        let sql = format!(
+            "SELECT s.name, s.d,
+                    'centroid of ' || (SELECT COUNT(*) FROM faces WHERE subject_id = s.id) || ' face(s)'
+             FROM (SELECT id, name, centroid::vector({dim}) <-> $1 AS d FROM subjects
+                   WHERE gallery_id = {g}
+                   ORDER BY centroid::vector({dim}) <-> $1 LIMIT $2) s
+             ORDER BY s.d, s.name"
+        );
+        return Ok(Some(matches(&tx.query(&sql, &[q, &(k as i64)]).await?)));
+    }
+    let sql = format!(
+        "SELECT s.name, f.d, f.source FROM (
+             SELECT id, subject_id, source, embedding::vector({dim}) <-> $1 AS d FROM faces
+             WHERE gallery_id = {g}
+             ORDER BY embedding::vector({dim}) <-> $1 LIMIT $2) f
+         JOIN subjects s ON s.id = f.subject_id
+         ORDER BY f.d, f.id"
+    );
+    let mut limit = 10 * k;
+    for _ in 0..3 {
+        let rows = tx.query(&sql, &[q, &(limit as i64)]).await?;
+        let mut seen = std::collections::HashSet::new();
+        let best: Vec<Match> = matches(&rows)
+            .into_iter()
+            .filter(|m| seen.insert(m.identity.clone()))
+            .take(k)
+            .collect();
+        if best.len() == k || rows.len() < limit {
+            return Ok(Some(best));
+        }
+        limit *= 4;
+    }
+    Ok(None)
+}
+
+/// Index names of a gallery: its faces' and its subjects' centroids'.
+fn index_names(gallery: i64) -> [String; 2] {
+    [
+        format!("faces_hnsw_{gallery}"),
+        format!("subjects_hnsw_{gallery}"),
+    ]
+}
+
 impl GalleryStore for PostgresGallery {
     fn location(&self) -> String {
         if self.name == DEFAULT_GALLERY {
@@ -310,63 +538,42 @@ impl GalleryStore for PostgresGallery {
         let g = self.gallery;
         self.run(|mut c| async move {
             let tx = c.transaction().await?;
-            // The gallery row is locked: concurrent enrolments into it run one after the
-            // other, so the model check and the subject's creation cannot race.
-            let r = tx
-                .query_one(
-                    "SELECT model_fingerprint, model_dim FROM galleries WHERE id = $1 FOR UPDATE",
-                    &[&g],
-                )
-                .await?;
-            let (fp, dim): (Option<String>, Option<i32>) = (r.get(0), r.get(1));
-            if let (Some(fp), Some(dim)) = (fp, dim)
-                && (fp != model.fingerprint || dim as usize != model.dim)
-            {
-                return Err(Failure::Gallery(GalleryError::ModelMismatch {
-                    gallery: fp.chars().take(12).collect(),
-                    gallery_dim: dim as usize,
-                    given: model.short(),
-                    given_dim: model.dim,
-                }));
-            }
-            tx.execute(
-                "UPDATE galleries SET model_fingerprint = $2, model_dim = $3 WHERE id = $1",
-                &[&g, &model.fingerprint, &(model.dim as i32)],
-            )
-            .await?;
-            let now = crate::sqlite::now();
-            tx.execute(
-                "INSERT INTO subjects(gallery_id, name, created) VALUES ($1, $2, $3)
-                 ON CONFLICT (gallery_id, name) DO NOTHING",
-                &[&g, &identity, &now],
-            )
-            .await?;
-            let sid = subject_id(&tx, g, identity).await?.expect("inserted");
-            let mut ids = Vec::with_capacity(faces.len());
-            for f in faces {
-                let b = f.bbox;
-                let row = tx
-                    .query_one(
-                        "INSERT INTO faces(subject_id, gallery_id, embedding, fingerprint, source, x1, y1, x2, y2, created)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
-                        &[
-                            &sid,
-                            &g,
-                            &Vector::from(f.embedding.clone()),
-                            &model.fingerprint,
-                            &f.source,
-                            &b.map(|b| b[0]),
-                            &b.map(|b| b[1]),
-                            &b.map(|b| b[2]),
-                            &b.map(|b| b[3]),
-                            &now,
-                        ],
-                    )
-                    .await?;
-                ids.push(row.get(0));
-            }
+            let times = vec![crate::sqlite::now(); faces.len()];
+            let ids = enroll_tx(&tx, g, identity, faces, &times, model).await?;
             tx.commit().await?;
             Ok(ids)
+        })
+    }
+
+    fn import(&self, batch: &ImportBatch) -> Result<usize> {
+        for (name, faces, _) in &batch.identities {
+            check_name(name)?;
+            if let Some(m) = &batch.model {
+                check_faces(faces, m)?;
+            }
+        }
+        let g = self.gallery;
+        self.run(|mut c| async move {
+            let tx = c.transaction().await?;
+            lock_gallery(&tx, g).await?;
+            let mut n = 0;
+            for (name, faces, times) in &batch.identities {
+                match &batch.model {
+                    Some(m) if !faces.is_empty() => {
+                        n += enroll_tx(&tx, g, name, faces, times, m).await?.len();
+                    }
+                    _ => {
+                        tx.execute(
+                            "INSERT INTO subjects(gallery_id, name, created) VALUES ($1, $2, $3)
+                             ON CONFLICT (gallery_id, name) DO NOTHING",
+                            &[&g, name, &crate::sqlite::now()],
+                        )
+                        .await?;
+                    }
+                }
+            }
+            tx.commit().await?;
+            Ok(n)
         })
     }
 
@@ -448,10 +655,12 @@ impl GalleryStore for PostgresGallery {
         let g = self.gallery;
         self.run(|mut c| async move {
             let tx = c.transaction().await?;
+            lock_gallery(&tx, g).await?;
             let row = tx
                 .query_opt(
                     &format!(
-                        "SELECT {FACE_COLUMNS} FROM faces f JOIN subjects s ON s.id = f.subject_id
+                        "SELECT {FACE_COLUMNS}, f.subject_id FROM faces f
+                         JOIN subjects s ON s.id = f.subject_id
                          WHERE f.id = $1 AND s.gallery_id = $2"
                     ),
                     &[&id, &g],
@@ -460,6 +669,7 @@ impl GalleryStore for PostgresGallery {
                 .ok_or(GalleryError::UnknownFace(id))?;
             tx.execute("DELETE FROM faces WHERE id = $1", &[&id])
                 .await?;
+            update_centroid(&tx, row.get(9)).await?;
             tx.commit().await?;
             Ok(face(&row))
         })
@@ -486,35 +696,26 @@ impl GalleryStore for PostgresGallery {
     fn search(&self, probe: &[f32], k: usize, rule: GalleryRule) -> Result<Option<Vec<Match>>> {
         let g = self.gallery;
         let q = Vector::from(probe.to_vec());
-        let limit = k.max(1) as i64;
-        self.run(|c| async move {
-            // Exact, in the database: the subject's centroid (normalized mean of its unit
-            // embeddings), or its nearest face.
-            let sql = match rule {
-                GalleryRule::Centroid => {
-                    "SELECT s.name, l2_normalize(avg(f.embedding)) <-> $1 AS d,
-                            'centroid of ' || COUNT(*) || ' face(s)'
-                     FROM faces f JOIN subjects s ON s.id = f.subject_id
-                     WHERE f.gallery_id = $2 GROUP BY s.name ORDER BY d, s.name LIMIT $3"
-                }
-                GalleryRule::NearestSample => {
-                    "SELECT name, d, source FROM (
-                         SELECT DISTINCT ON (s.name) s.name, f.embedding <-> $1 AS d, f.source
-                         FROM faces f JOIN subjects s ON s.id = f.subject_id
-                         WHERE f.gallery_id = $2 ORDER BY s.name, d, f.id) best
-                     ORDER BY d, name LIMIT $3"
-                }
+        let k = k.max(1);
+        self.run(|mut c| async move {
+            let r = c
+                .query_one("SELECT hnsw, model_dim FROM galleries WHERE id = $1", &[&g])
+                .await?;
+            let index = match (r.get::<_, Option<String>>(0), r.get::<_, Option<i32>>(1)) {
+                (Some(p), Some(dim)) => Some((params(&p)?, dim)),
+                _ => None,
             };
-            let rows = c.query(sql, &[&q, &g, &limit]).await?;
-            Ok(Some(
-                rows.iter()
-                    .map(|r| Match {
-                        identity: r.get(0),
-                        distance: r.get::<_, f64>(1) as f32,
-                        source: r.get(2),
-                    })
-                    .collect(),
-            ))
+            let tx = c.transaction().await?;
+            let found = match index {
+                Some((p, dim)) => search_hnsw(&tx, g, &q, k, rule, p, dim).await?,
+                None => None,
+            };
+            let found = match found {
+                Some(m) => m,
+                None => search_exact(&tx, g, &q, k, rule).await?,
+            };
+            tx.commit().await?;
+            Ok(Some(found))
         })
     }
 
@@ -530,6 +731,70 @@ impl GalleryStore for PostgresGallery {
             Ok(Some(
                 c.query_one(sql, &[&g]).await?.get::<_, i64>(0) as usize
             ))
+        })
+    }
+
+    fn set_index(&self, p: Option<HnswParams>) -> Result<()> {
+        if let Some(p) = &p {
+            p.check()?;
+        }
+        let g = self.gallery;
+        let location = GalleryStore::location(self);
+        self.run(|mut c| async move {
+            let tx = c.transaction().await?;
+            // Enrolments into this gallery wait for the build (they lock the same row);
+            // CREATE INDEX holds writes to the faces table meanwhile.
+            let (_, dim) = lock_gallery(&tx, g).await?;
+            let [faces, subjects] = index_names(g);
+            tx.batch_execute(&format!(
+                "DROP INDEX IF EXISTS {faces}; DROP INDEX IF EXISTS {subjects}"
+            ))
+            .await?;
+            let stored = match p {
+                None => None,
+                Some(p) => {
+                    let Some(dim) = dim else {
+                        return Err(Failure::Gallery(GalleryError::Invalid(format!(
+                            "{location}: the gallery has no faces yet; enrol some first (the \
+                             index needs their dimension)"
+                        ))));
+                    };
+                    let with = format!(
+                        "WITH (m = {}, ef_construction = {})",
+                        p.m, p.ef_construction
+                    );
+                    tx.batch_execute(&format!(
+                        "SET LOCAL maintenance_work_mem = '512MB';
+                         CREATE INDEX {faces} ON faces
+                           USING hnsw ((embedding::vector({dim})) vector_l2_ops) {with}
+                           WHERE gallery_id = {g};
+                         CREATE INDEX {subjects} ON subjects
+                           USING hnsw ((centroid::vector({dim})) vector_l2_ops) {with}
+                           WHERE gallery_id = {g};"
+                    ))
+                    .await?;
+                    Some(serde_json::to_string(&p).expect("plain numbers"))
+                }
+            };
+            tx.execute(
+                "UPDATE galleries SET hnsw = $2 WHERE id = $1",
+                &[&g, &stored],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn index(&self) -> Result<Option<HnswParams>> {
+        let g = self.gallery;
+        self.run(|c| async move {
+            let r = c
+                .query_one("SELECT hnsw FROM galleries WHERE id = $1", &[&g])
+                .await?;
+            r.get::<_, Option<String>>(0)
+                .map(|t| params(&t))
+                .transpose()
         })
     }
 
@@ -694,7 +959,8 @@ mod tests {
     #[test]
     #[ignore = "needs PostgreSQL with pgvector (FACENET_TEST_PG); .ci/run starts one and runs `cargo test -- --ignored postgres_`"]
     fn postgres_search_agrees_with_exact_search() {
-        let g = PostgresGallery::connect(&fresh_db()).unwrap();
+        let url = fresh_db();
+        let g = PostgresGallery::connect(&url).unwrap();
         let m = ModelInfo {
             fingerprint: "a".repeat(64),
             dim: 16,
@@ -715,7 +981,22 @@ mod tests {
                 .collect();
             g.enroll(&format!("person{person}"), &faces, &m).unwrap();
         }
+        // A removed face leaves its subject's centroid; a schema-1 database (no stored
+        // centroids) gets them when migrated.
+        let third = g.faces(Some("person2")).unwrap()[2].id;
+        g.remove_face(third).unwrap();
+        g.run(|c| async move {
+            c.batch_execute(
+                "ALTER TABLE subjects DROP COLUMN centroid; ALTER TABLE galleries DROP COLUMN hnsw;
+                 UPDATE facenet_schema SET version = 1",
+            )
+            .await?;
+            Ok(())
+        })
+        .unwrap();
+        let g = PostgresGallery::connect(&url).unwrap();
         let all = g.faces(None).unwrap();
+        assert_eq!(all.len(), 14);
         for rule in [GalleryRule::Centroid, GalleryRule::NearestSample] {
             let index = crate::SearchIndex::with_rule(&all, rule).unwrap();
             assert_eq!(g.entries(rule).unwrap(), Some(index.len()));
@@ -730,6 +1011,194 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The HNSW indexes: the planner uses them, recall@1 against exact search is measured
+    /// on 3000 face-like embeddings (both rules, at least 0.95), another gallery's faces are
+    /// never candidates, faces enrolled after the build are found, and dropping them returns
+    /// the gallery to exact search.
+    #[test]
+    #[ignore = "needs PostgreSQL with pgvector (FACENET_TEST_PG); .ci/run starts one and runs `cargo test -- --ignored postgres_`"]
+    fn postgres_hnsw_index_recall_plan_and_isolation() {
+        let store = PostgresGallery::connect(&fresh_db()).unwrap();
+        let other = store.open_gallery("other").unwrap();
+        // The other gallery holds copies of the probes themselves: were its faces candidates,
+        // they would win every search.
+        let fl = crate::synthetic::face_like(300, 10, 40, 128, 11);
+        let m = ModelInfo {
+            fingerprint: format!("{:064x}", 0x5e17_u64),
+            dim: 128,
+        };
+        let copies: Vec<NewFace> = fl
+            .queries
+            .chunks_exact(128)
+            .map(|q| NewFace {
+                embedding: q.to_vec(),
+                source: "other".into(),
+                bbox: None,
+            })
+            .collect();
+        other.enroll("intruder", &copies, &m).unwrap();
+        other.set_index(Some(HnswParams::default())).unwrap();
+        assert_eq!(store.index().unwrap(), None);
+        let r = crate::synthetic::store_search_bench(
+            &store,
+            3000,
+            40,
+            Some(HnswParams::default()),
+            &|_| {},
+        )
+        .unwrap();
+        let (_, _, recall) = r.hnsw.unwrap();
+        assert!(
+            recall[0] >= 0.95 && recall[1] >= 0.95,
+            "recall@1 {recall:?}"
+        );
+        assert_eq!(store.index().unwrap(), Some(HnswParams::default()));
+        for q in fl.queries.chunks_exact(128) {
+            for rule in [GalleryRule::Centroid, GalleryRule::NearestSample] {
+                let got = store.search(q, 5, rule).unwrap().unwrap();
+                assert_eq!(got.len(), 5, "{rule:?}");
+                assert!(got.iter().all(|m| m.identity != "intruder"), "{got:?}");
+            }
+        }
+        // The plan reads the partial index of this gallery.
+        let g = store.gallery;
+        let plan: Vec<String> = store
+            .run(|mut c| async move {
+                let tx = c.transaction().await?;
+                tx.batch_execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+                    .await?;
+                let rows = tx
+                    .query(
+                        &format!(
+                            "EXPLAIN SELECT id FROM faces WHERE gallery_id = {g}
+                             ORDER BY embedding::vector(128) <-> $1 LIMIT 10"
+                        ),
+                        &[&Vector::from(vec![0.1f32; 128])],
+                    )
+                    .await?;
+                Ok(rows.iter().map(|r| r.get(0)).collect())
+            })
+            .unwrap();
+        assert!(
+            plan.iter().any(|l| l.contains(&format!("faces_hnsw_{g}"))),
+            "{plan:#?}"
+        );
+        // A face enrolled after the build is in the index at once.
+        let probe = l2(&[0.3; 128]);
+        let new = NewFace {
+            embedding: probe.clone(),
+            source: "late.jpg".into(),
+            bbox: None,
+        };
+        store.enroll("latecomer", &[new], &m).unwrap();
+        for rule in [GalleryRule::Centroid, GalleryRule::NearestSample] {
+            let top = &store.search(&probe, 1, rule).unwrap().unwrap()[0];
+            assert_eq!(top.identity, "latecomer");
+            assert!(top.distance < 1e-3, "{top:?}");
+        }
+        let e = PostgresGallery::connect(&fresh_db())
+            .unwrap()
+            .set_index(Some(HnswParams::default()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no faces yet"), "{e}");
+        let bad = HnswParams {
+            m: 40,
+            ef_construction: 50,
+            ef_search: 10,
+        };
+        let e = store.set_index(Some(bad)).unwrap_err().to_string();
+        assert!(e.contains("ef_construction 50"), "{e}");
+        store.set_index(None).unwrap();
+        assert_eq!(store.index().unwrap(), None);
+        let left: i64 = store
+            .run(|c| async move {
+                Ok(c.query_one(
+                    "SELECT COUNT(*) FROM pg_indexes WHERE indexname LIKE 'faces_hnsw_%'",
+                    &[],
+                )
+                .await?
+                .get(0))
+            })
+            .unwrap();
+        assert_eq!(left, 1, "only the other gallery's index is left");
+        other.delete_gallery().unwrap();
+        assert_eq!(
+            store.galleries().unwrap(),
+            vec![DEFAULT_GALLERY.to_string()]
+        );
+    }
+
+    /// An export from SQLite imported into PostgreSQL and exported again, then imported into
+    /// a new SQLite gallery: every identity (one without faces too), every face (embedding bit
+    /// for bit, source, box, time of enrolment) and the settings come through unchanged. An
+    /// import under another model adds nothing.
+    #[test]
+    #[ignore = "needs PostgreSQL with pgvector (FACENET_TEST_PG); .ci/run starts one and runs `cargo test -- --ignored postgres_`"]
+    fn postgres_export_import_round_trips_bit_exactly() {
+        use crate::{Export, SqliteGallery};
+        let src = SqliteGallery::in_memory().unwrap();
+        let m = ModelInfo {
+            fingerprint: "c".repeat(64),
+            dim: 128,
+        };
+        let fl = crate::synthetic::face_like(4, 3, 0, 128, 5);
+        for (i, row) in fl.gallery.chunks_exact(128).enumerate() {
+            let new = NewFace {
+                // Values that need all of an f32's digits.
+                embedding: row.iter().map(|v| v * (1.0 + f32::EPSILON)).collect(),
+                source: format!("photos/p{}/{i}.jpg", fl.labels[i]),
+                bbox: (i % 2 == 0).then_some([1.5, 2.25, 100.125, 200.0625]),
+            };
+            src.enroll(&format!("person {}", fl.labels[i]), &[new], &m)
+                .unwrap();
+        }
+        src.create_identity("nobody yet").unwrap();
+        src.set_settings(&Settings {
+            threshold: Some(0.8123),
+            target_fir: Some(0.005),
+            impostor: None,
+        })
+        .unwrap();
+        let strip = |mut e: Export| {
+            e.faces.iter_mut().for_each(|f| f.id = 0);
+            e
+        };
+        let first = Export::of(&src).unwrap();
+        let text = serde_json::to_string(&first).unwrap();
+        let pg = PostgresGallery::connect(&fresh_db()).unwrap();
+        let back: Export = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.import_into(&pg).unwrap(), 12);
+        let second = Export::of(&pg).unwrap();
+        assert_eq!(strip(second.clone()), strip(first.clone()));
+        let dst = SqliteGallery::in_memory().unwrap();
+        let text = serde_json::to_string(&second).unwrap();
+        serde_json::from_str::<Export>(&text)
+            .unwrap()
+            .import_into(&dst)
+            .unwrap();
+        assert_eq!(strip(Export::of(&dst).unwrap()), strip(first.clone()));
+        // Under another model nothing is added, not even the identities.
+        let other = pg.open_gallery("other").unwrap();
+        let m2 = ModelInfo {
+            fingerprint: "d".repeat(64),
+            dim: 128,
+        };
+        let one = NewFace {
+            embedding: l2(&[1.0; 128]),
+            source: "x".into(),
+            bbox: None,
+        };
+        other.enroll("x", &[one], &m2).unwrap();
+        let e = first.import_into(&other).unwrap_err();
+        assert!(matches!(e, GalleryError::ModelMismatch { .. }), "{e}");
+        assert_eq!(other.identities().unwrap(), vec![("x".to_string(), 1)]);
+    }
+
+    fn l2(v: &[f32]) -> Vec<f32> {
+        facenet::embed::l2_normalize(v)
     }
 
     /// Embeddings go through pgvector and come back bit for bit; the schema is applied once

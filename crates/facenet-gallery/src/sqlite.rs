@@ -13,7 +13,8 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 
 use crate::tenants::{ApiKey, DEFAULT_GALLERY, Role, Tenants, check_gallery_name};
 use crate::{
-    FaceRecord, GalleryError, GalleryStore, ModelInfo, NewFace, Result, Settings, check_faces,
+    FaceRecord, GalleryError, GalleryStore, ImportBatch, ModelInfo, NewFace, Result, Settings,
+    check_faces,
 };
 
 const SCHEMA_VERSION: &str = "2";
@@ -285,6 +286,81 @@ impl SqliteGallery {
         Ok(out)
     }
 
+    /// Adds faces to an identity (created if new) inside `tx`, after the model check; each
+    /// face enrolled at `times[i]`.
+    fn enroll_tx(
+        &self,
+        tx: &Transaction<'_>,
+        identity: &str,
+        faces: &[NewFace],
+        times: &[i64],
+        model: &ModelInfo,
+    ) -> Result<Vec<i64>> {
+        check_name(identity)?;
+        check_faces(faces, model)?;
+        let err = |e| self.err(e);
+        let get = |k: &str| -> rusqlite::Result<Option<String>> {
+            tx.query_row(
+                "SELECT value FROM gallery_meta WHERE gallery_id = ?1 AND key = ?2",
+                params![self.gallery, k],
+                |r| r.get(0),
+            )
+            .optional()
+        };
+        if let (Some(fp), Some(dim)) = (
+            get("model_fingerprint").map_err(err)?,
+            get("model_dim").map_err(err)?,
+        ) && (fp != model.fingerprint || dim != model.dim.to_string())
+        {
+            return Err(GalleryError::ModelMismatch {
+                gallery: fp.chars().take(12).collect(),
+                gallery_dim: dim.parse().unwrap_or(0),
+                given: model.short(),
+                given_dim: model.dim,
+            });
+        }
+        for (k, v) in [
+            ("model_fingerprint", model.fingerprint.clone()),
+            ("model_dim", model.dim.to_string()),
+        ] {
+            tx.execute(
+                "INSERT INTO gallery_meta(gallery_id, key, value) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(gallery_id, key) DO UPDATE SET value = excluded.value",
+                params![self.gallery, k, v],
+            )
+            .map_err(err)?;
+        }
+        tx.execute(
+            "INSERT OR IGNORE INTO identities(gallery_id, name, created) VALUES (?1, ?2, ?3)",
+            params![self.gallery, identity, now()],
+        )
+        .map_err(err)?;
+        let id = self.identity_id(tx, identity)?.expect("inserted");
+        let mut ids = Vec::with_capacity(faces.len());
+        for (f, created) in faces.iter().zip(times) {
+            let b = f.bbox.map(|b| b.map(|v| v as f64));
+            tx.execute(
+                "INSERT INTO faces(identity_id, embedding, dim, fingerprint, source, x1, y1, x2, y2, created)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    id,
+                    to_blob(&f.embedding),
+                    model.dim as i64,
+                    model.fingerprint,
+                    f.source,
+                    b.map(|b| b[0]),
+                    b.map(|b| b[1]),
+                    b.map(|b| b[2]),
+                    b.map(|b| b[3]),
+                    created
+                ],
+            )
+            .map_err(err)?;
+            ids.push(tx.last_insert_rowid());
+        }
+        Ok(ids)
+    }
+
     fn identity_id(&self, conn: &Connection, name: &str) -> Result<Option<i64>> {
         conn.query_row(
             "SELECT id FROM identities WHERE gallery_id = ?1 AND name = ?2",
@@ -385,72 +461,32 @@ impl GalleryStore for SqliteGallery {
     }
 
     fn enroll(&self, identity: &str, faces: &[NewFace], model: &ModelInfo) -> Result<Vec<i64>> {
-        check_name(identity)?;
-        check_faces(faces, model)?;
-        let err = |e| self.err(e);
         // IMMEDIATE: the write lock is taken before the model is read, so two processes
         // cannot both find the gallery empty and store different models.
+        let times = vec![now(); faces.len()];
+        self.write(|tx| self.enroll_tx(tx, identity, faces, &times, model))
+    }
+
+    fn import(&self, batch: &ImportBatch) -> Result<usize> {
         self.write(|tx| {
-            let get = |k: &str| -> rusqlite::Result<Option<String>> {
-                tx.query_row(
-                    "SELECT value FROM gallery_meta WHERE gallery_id = ?1 AND key = ?2",
-                    params![self.gallery, k],
-                    |r| r.get(0),
-                )
-                .optional()
-            };
-            if let (Some(fp), Some(dim)) = (
-                get("model_fingerprint").map_err(err)?,
-                get("model_dim").map_err(err)?,
-            ) && (fp != model.fingerprint || dim != model.dim.to_string())
-            {
-                return Err(GalleryError::ModelMismatch {
-                    gallery: fp.chars().take(12).collect(),
-                    gallery_dim: dim.parse().unwrap_or(0),
-                    given: model.short(),
-                    given_dim: model.dim,
-                });
+            let mut n = 0;
+            for (name, faces, times) in &batch.identities {
+                match &batch.model {
+                    Some(m) if !faces.is_empty() => {
+                        n += self.enroll_tx(tx, name, faces, times, m)?.len();
+                    }
+                    _ => {
+                        check_name(name)?;
+                        tx.execute(
+                            "INSERT OR IGNORE INTO identities(gallery_id, name, created)
+                             VALUES (?1, ?2, ?3)",
+                            params![self.gallery, name, now()],
+                        )
+                        .map_err(|e| self.err(e))?;
+                    }
+                }
             }
-            for (k, v) in [
-                ("model_fingerprint", model.fingerprint.clone()),
-                ("model_dim", model.dim.to_string()),
-            ] {
-                tx.execute(
-                    "INSERT INTO gallery_meta(gallery_id, key, value) VALUES (?1, ?2, ?3)
-                     ON CONFLICT(gallery_id, key) DO UPDATE SET value = excluded.value",
-                    params![self.gallery, k, v],
-                )
-                .map_err(err)?;
-            }
-            tx.execute(
-                "INSERT OR IGNORE INTO identities(gallery_id, name, created) VALUES (?1, ?2, ?3)",
-                params![self.gallery, identity, now()],
-            )
-            .map_err(err)?;
-            let id = self.identity_id(tx, identity)?.expect("inserted");
-            let mut ids = Vec::with_capacity(faces.len());
-            for f in faces {
-                let b = f.bbox.map(|b| b.map(|v| v as f64));
-                tx.execute(
-                    "INSERT INTO faces(identity_id, embedding, dim, fingerprint, source, x1, y1, x2, y2, created)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                    params![
-                        id,
-                        to_blob(&f.embedding),
-                        model.dim as i64,
-                        model.fingerprint,
-                        f.source,
-                        b.map(|b| b[0]),
-                        b.map(|b| b[1]),
-                        b.map(|b| b[2]),
-                        b.map(|b| b[3]),
-                        now()
-                    ],
-                )
-                .map_err(err)?;
-                ids.push(tx.last_insert_rowid());
-            }
-            Ok(ids)
+            Ok(n)
         })
     }
 

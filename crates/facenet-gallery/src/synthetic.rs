@@ -176,3 +176,120 @@ pub fn search_bench(
         hnsw: Some((ann_ms, build_s, hits as f64 / qs.len() as f64)),
     })
 }
+
+/// What [`store_search_bench`] measured on one store and gallery size; per rule, in the order
+/// centroid, nearest sample.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreSearchBench {
+    /// Faces stored.
+    pub faces: usize,
+    /// Seconds to store them (transactions of 500 identities).
+    pub load_s: f64,
+    /// Exact search in the store, per query.
+    pub exact_ms: [f64; 2],
+    /// With an index: its build time, search per query, and recall@1 against exact search
+    /// (the same identity under the centroid rule, the same face under nearest-sample).
+    pub hnsw: Option<(f64, [f64; 2], [f64; 2])>,
+}
+
+/// Times search inside a store that searches itself (a database): stores `n` face-like
+/// unit vectors (10 per identity) into `store` (an empty gallery), times exact search under
+/// both rules over `queries` queries, then, with `hnsw`, builds the store's index and times
+/// search through it, with recall@1 against the exact answers. `progress` hears each step.
+pub fn store_search_bench(
+    store: &dyn crate::GalleryStore,
+    n: usize,
+    queries: usize,
+    hnsw: Option<crate::HnswParams>,
+    progress: &dyn Fn(&str),
+) -> crate::Result<StoreSearchBench> {
+    use crate::{GalleryRule, ImportBatch, ModelInfo, NewFace};
+    use std::time::Instant;
+    let dim = 128;
+    let g = face_like(n.div_ceil(10), 10, queries.max(1), dim, 11);
+    let model = ModelInfo {
+        fingerprint: format!("{:064x}", 0x5e17_u64),
+        dim,
+    };
+    let t = Instant::now();
+    let rows: Vec<&[f32]> = g.gallery.chunks_exact(dim).take(n).collect();
+    let mut start = 0;
+    while start < rows.len() {
+        let mut batch = ImportBatch {
+            model: Some(model.clone()),
+            identities: Vec::new(),
+        };
+        let mut i = start;
+        while i < rows.len() && batch.identities.len() < 500 {
+            let label = g.labels[i];
+            let mut faces = Vec::new();
+            while i < rows.len() && g.labels[i] == label {
+                faces.push(NewFace {
+                    embedding: rows[i].to_vec(),
+                    source: i.to_string(),
+                    bbox: None,
+                });
+                i += 1;
+            }
+            let times = vec![0; faces.len()];
+            batch.identities.push((format!("id{label}"), faces, times));
+        }
+        store.import(&batch)?;
+        start = i;
+        progress(&format!("stored {start}/{n} faces"));
+    }
+    let load_s = t.elapsed().as_secs_f64();
+    let qs: Vec<&[f32]> = g.queries.chunks_exact(dim).collect();
+    let rules = [GalleryRule::Centroid, GalleryRule::NearestSample];
+    let run = |rule| -> crate::Result<(f64, Vec<crate::Match>)> {
+        let t = Instant::now();
+        let mut top = Vec::with_capacity(qs.len());
+        for q in &qs {
+            let m = store.search(q, 5, rule)?.ok_or_else(|| {
+                crate::GalleryError::Invalid(format!(
+                    "{}: this store does not search itself",
+                    store.location()
+                ))
+            })?;
+            top.extend(m.into_iter().next());
+        }
+        Ok((t.elapsed().as_secs_f64() * 1000.0 / qs.len() as f64, top))
+    };
+    let mut exact_ms = [0.0; 2];
+    let mut exact = Vec::new();
+    for (i, rule) in rules.into_iter().enumerate() {
+        let (ms, top) = run(rule)?;
+        exact_ms[i] = ms;
+        exact.push(top);
+        progress(&format!("exact search ({rule:?}) {ms:.2} ms per query"));
+    }
+    let Some(params) = hnsw else {
+        return Ok(StoreSearchBench {
+            faces: n,
+            load_s,
+            exact_ms,
+            hnsw: None,
+        });
+    };
+    let t = Instant::now();
+    store.set_index(Some(params))?;
+    let build_s = t.elapsed().as_secs_f64();
+    progress(&format!("HNSW index built in {build_s:.1} s"));
+    let (mut ms, mut recall) = ([0.0; 2], [0.0; 2]);
+    for (i, rule) in rules.into_iter().enumerate() {
+        let (t, top) = run(rule)?;
+        ms[i] = t;
+        let same = exact[i]
+            .iter()
+            .zip(&top)
+            .filter(|(e, a)| e.identity == a.identity && e.source == a.source)
+            .count();
+        recall[i] = same as f64 / qs.len() as f64;
+    }
+    Ok(StoreSearchBench {
+        faces: n,
+        load_s,
+        exact_ms,
+        hnsw: Some((build_s, ms, recall)),
+    })
+}

@@ -104,6 +104,14 @@ pub struct SearchArgs {
     /// Queries per size.
     #[arg(long, default_value_t = 200)]
     pub queries: usize,
+    /// Search inside this PostgreSQL database instead (postgres://USER@HOST:PORT/DB): each
+    /// size in a scratch gallery, deleted afterwards; exact search under both rules, then the
+    /// HNSW index at the --ann-sizes.
+    #[arg(long)]
+    pub store: Option<String>,
+    /// The index's ef_search with --store.
+    #[arg(long, default_value_t = facenet_gallery::HnswParams::default().ef_search)]
+    pub ef_search: u32,
 }
 
 /// Face-like synthetic galleries (10 faces per identity, see `facenet_gallery::synthetic`):
@@ -113,6 +121,9 @@ fn search_bench(args: &SearchArgs) -> anyhow::Result<()> {
     let mut sizes: Vec<usize> = args.sizes.iter().chain(&args.ann_sizes).copied().collect();
     sizes.sort_unstable();
     sizes.dedup();
+    if let Some(url) = &args.store {
+        return store_search_bench(args, url, &sizes);
+    }
     for n in sizes {
         let hnsw = args.ann_sizes.contains(&n);
         let r = facenet_gallery::synthetic::search_bench(n, args.queries, hnsw, threads)?;
@@ -126,6 +137,48 @@ fn search_bench(args: &SearchArgs) -> anyhow::Result<()> {
                  build_threads={threads} recall_at_1={recall:.4} speedup={:.1}",
                 r.exact_ms / ms
             );
+        }
+    }
+    Ok(())
+}
+
+/// `bench search --store`: search inside a PostgreSQL database, a scratch gallery per size.
+fn store_search_bench(args: &SearchArgs, url: &str, sizes: &[usize]) -> anyhow::Result<()> {
+    let store = facenet_gallery::postgres::PostgresGallery::connect(url)
+        .context("connecting to the benchmark's database")?;
+    for &n in sizes {
+        let name = format!("bench-search-{n}-{}", std::process::id());
+        let g = store.open_gallery(&name)?;
+        let hnsw = args
+            .ann_sizes
+            .contains(&n)
+            .then_some(facenet_gallery::HnswParams {
+                ef_search: args.ef_search,
+                ..Default::default()
+            });
+        let r =
+            facenet_gallery::synthetic::store_search_bench(&g, n, args.queries, hnsw, &|step| {
+                eprintln!("n={n}: {step}")
+            });
+        g.delete_gallery()?;
+        let r = r?;
+        let rules = ["centroid", "nearest"];
+        for (i, rule) in rules.iter().enumerate() {
+            println!(
+                "search n={n} dim=128 store=postgres rule={rule} kind=exact ms_per_query={:.3} \
+                 load_s={:.1}",
+                r.exact_ms[i], r.load_s
+            );
+            if let Some((build_s, ms, recall)) = r.hnsw {
+                println!(
+                    "search n={n} dim=128 store=postgres rule={rule} kind=hnsw ms_per_query={:.3} \
+                     build_s={build_s:.1} ef_search={} recall_at_1={:.4} speedup={:.1}",
+                    ms[i],
+                    args.ef_search,
+                    recall[i],
+                    r.exact_ms[i] / ms[i]
+                );
+            }
         }
     }
     Ok(())

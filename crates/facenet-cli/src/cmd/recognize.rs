@@ -197,6 +197,22 @@ pub enum GalleryAction {
         /// Input file.
         file: PathBuf,
     },
+    /// Build (or rebuild) a PostgreSQL gallery's HNSW index for large galleries, or drop it.
+    /// SQLite galleries need none: they build their graph in memory from 50000 faces on.
+    Index {
+        /// Links per node (HNSW's M): more raise recall and memory.
+        #[arg(long, default_value_t = facenet_gallery::HnswParams::default().m)]
+        m: u32,
+        /// Candidate list while building: more raise recall and build time.
+        #[arg(long, default_value_t = facenet_gallery::HnswParams::default().ef_construction)]
+        ef_construction: u32,
+        /// Candidate list while searching: more raise recall and query time.
+        #[arg(long, default_value_t = facenet_gallery::HnswParams::default().ef_search)]
+        ef_search: u32,
+        /// Drop the index (searches become exact again).
+        #[arg(long)]
+        drop: bool,
+    },
     /// Show, or set, the false-identification rate `identify` aims at in this gallery.
     Fir {
         /// The rate, in (0, 1): 0.01 names at most 1 % of strangers as someone.
@@ -239,6 +255,35 @@ pub fn gallery(cmd: GalleryCmd) -> anyhow::Result<()> {
             let e: facenet_gallery::Export = serde_json::from_slice(&bytes)
                 .with_context(|| format!("{}: not a facenet gallery export", file.display()))?;
             println!("imported {} face(s)", e.import_into(g.as_ref())?);
+        }
+        GalleryAction::Index {
+            m,
+            ef_construction,
+            ef_search,
+            drop,
+        } => {
+            if drop {
+                g.set_index(None)?;
+                println!("dropped the HNSW index of {}", g.location());
+            } else {
+                let p = facenet_gallery::HnswParams {
+                    m,
+                    ef_construction,
+                    ef_search,
+                };
+                let faces = g.entries(facenet_gallery::GalleryRule::NearestSample)?;
+                let t = std::time::Instant::now();
+                if faces.unwrap_or(0) > 0 {
+                    eprintln!("building the HNSW index (writes to the gallery wait meanwhile)...");
+                }
+                g.set_index(Some(p))?;
+                println!(
+                    "HNSW index (m={m}, ef_construction={ef_construction}, ef_search={ef_search}) \
+                     over {} face(s) built in {:.1} s",
+                    faces.unwrap_or(0),
+                    t.elapsed().as_secs_f64()
+                );
+            }
         }
         GalleryAction::Fir { rate } => {
             let mut s = g.settings()?;

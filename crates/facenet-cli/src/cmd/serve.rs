@@ -21,8 +21,12 @@ pub struct ServeArgs {
 
 pub fn serve(args: ServeArgs, device: Device) -> anyhow::Result<()> {
     let path = args.gallery.path();
-    let store = facenet_gallery::open_store(&path.to_string_lossy(), true)
-        .with_context(|| format!("opening the gallery store {}", path.display()))?;
+    let store = facenet_gallery::open_store(&path.to_string_lossy(), true).with_context(|| {
+        format!(
+            "opening the gallery store {}",
+            facenet_gallery::redact(&path.to_string_lossy())
+        )
+    })?;
     let pipeline = args.pipeline.open(&device)?;
     facenet_serve::serve(args.config, pipeline, store).context("facenet serve")
 }
@@ -44,8 +48,12 @@ pub fn keys(args: KeysArgs) -> anyhow::Result<()> {
         gallery_name: String::new(),
     }
     .path();
-    let store = facenet_gallery::open_store(&path.to_string_lossy(), true)
-        .with_context(|| format!("opening the gallery store {}", path.display()))?;
+    let store = facenet_gallery::open_store(&path.to_string_lossy(), true).with_context(|| {
+        format!(
+            "opening the gallery store {}",
+            facenet_gallery::redact(&path.to_string_lossy())
+        )
+    })?;
     print!("{}", facenet_serve::keys::run(args.cmd, store.as_ref())?);
     Ok(())
 }
