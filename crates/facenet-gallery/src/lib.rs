@@ -350,6 +350,36 @@ pub fn check_faces(faces: &[NewFace], model: &ModelInfo) -> Result<()> {
     Ok(())
 }
 
+/// Longest identity name accepted, in bytes of UTF-8.
+pub const MAX_NAME_BYTES: usize = 256;
+
+/// Checks an identity (subject) name before it is stored: not blank, at most
+/// [`MAX_NAME_BYTES`], no control characters (they would rewrite terminals and log lines).
+/// Everything else (quotes, `../`, SQL, any script) is stored and returned verbatim: names are
+/// only ever bound as query parameters, never used as paths.
+pub fn check_identity_name(name: &str) -> Result<()> {
+    if name.trim().is_empty() {
+        return Err(GalleryError::Invalid(
+            "an identity name must not be empty".into(),
+        ));
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Err(GalleryError::Invalid(format!(
+            "identity name `{}...`: {} bytes, longer than the {MAX_NAME_BYTES} accepted",
+            name.chars().take(24).collect::<String>(),
+            name.len()
+        )));
+    }
+    if let Some((i, c)) = name.chars().enumerate().find(|(_, c)| c.is_control()) {
+        return Err(GalleryError::Invalid(format!(
+            "identity name {:?}: control character U+{:04X} at position {i}",
+            name.chars().take(40).collect::<String>(),
+            c as u32
+        )));
+    }
+    Ok(())
+}
+
 /// Checks a threshold before it is stored: an L2 distance between unit vectors, in (0, 2].
 pub fn check_threshold(t: Option<f32>) -> Result<()> {
     match t {

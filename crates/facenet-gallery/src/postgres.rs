@@ -21,7 +21,7 @@ use crate::search::{GalleryRule, Match};
 use crate::tenants::{ApiKey, DEFAULT_GALLERY, Role, Tenants, check_gallery_name};
 use crate::{
     FaceRecord, GalleryError, GalleryStore, HnswParams, ImportBatch, ModelInfo, NewFace, Result,
-    Settings, check_faces,
+    Settings, check_faces, check_identity_name,
 };
 
 /// The migrations, in order; the schema version is their count.
@@ -259,15 +259,6 @@ fn describe(c: &tokio_postgres::Config) -> String {
         c.get_user().unwrap_or(""),
         c.get_dbname().unwrap_or("")
     )
-}
-
-fn check_name(name: &str) -> Result<()> {
-    if name.trim().is_empty() {
-        return Err(GalleryError::Invalid(
-            "an identity name must not be empty".into(),
-        ));
-    }
-    Ok(())
 }
 
 fn face(r: &Row) -> FaceRecord {
@@ -533,7 +524,7 @@ impl GalleryStore for PostgresGallery {
     }
 
     fn enroll(&self, identity: &str, faces: &[NewFace], model: &ModelInfo) -> Result<Vec<i64>> {
-        check_name(identity)?;
+        check_identity_name(identity)?;
         check_faces(faces, model)?;
         let g = self.gallery;
         self.run(|mut c| async move {
@@ -547,7 +538,7 @@ impl GalleryStore for PostgresGallery {
 
     fn import(&self, batch: &ImportBatch) -> Result<usize> {
         for (name, faces, _) in &batch.identities {
-            check_name(name)?;
+            check_identity_name(name)?;
             if let Some(m) = &batch.model {
                 check_faces(faces, m)?;
             }
@@ -578,7 +569,7 @@ impl GalleryStore for PostgresGallery {
     }
 
     fn create_identity(&self, identity: &str) -> Result<()> {
-        check_name(identity)?;
+        check_identity_name(identity)?;
         let g = self.gallery;
         self.run(|c| async move {
             let n = c
@@ -676,7 +667,7 @@ impl GalleryStore for PostgresGallery {
     }
 
     fn rename(&self, old: &str, new: &str) -> Result<()> {
-        check_name(new)?;
+        check_identity_name(new)?;
         let g = self.gallery;
         self.run(|mut c| async move {
             let tx = c.transaction().await?;
@@ -740,48 +731,60 @@ impl GalleryStore for PostgresGallery {
         }
         let g = self.gallery;
         let location = GalleryStore::location(self);
-        self.run(|mut c| async move {
-            let tx = c.transaction().await?;
-            // Enrolments into this gallery wait for the build (they lock the same row);
-            // CREATE INDEX holds writes to the faces table meanwhile.
-            let (_, dim) = lock_gallery(&tx, g).await?;
+        self.run(|c| async move {
+            // CONCURRENTLY: enrolments into this and every other gallery go on during the
+            // build (a plain CREATE INDEX would hold writes to the faces table). It cannot run
+            // inside a transaction, so each statement is sent alone; an index left invalid by
+            // an interrupted build is dropped by the next call.
             let [faces, subjects] = index_names(g);
-            tx.batch_execute(&format!(
-                "DROP INDEX IF EXISTS {faces}; DROP INDEX IF EXISTS {subjects}"
-            ))
-            .await?;
-            let stored = match p {
-                None => None,
-                Some(p) => {
-                    let Some(dim) = dim else {
-                        return Err(Failure::Gallery(GalleryError::Invalid(format!(
-                            "{location}: the gallery has no faces yet; enrol some first (the \
-                             index needs their dimension)"
-                        ))));
-                    };
-                    let with = format!(
-                        "WITH (m = {}, ef_construction = {})",
-                        p.m, p.ef_construction
-                    );
-                    tx.batch_execute(&format!(
-                        "SET LOCAL maintenance_work_mem = '512MB';
-                         CREATE INDEX {faces} ON faces
-                           USING hnsw ((embedding::vector({dim})) vector_l2_ops) {with}
-                           WHERE gallery_id = {g};
-                         CREATE INDEX {subjects} ON subjects
-                           USING hnsw ((centroid::vector({dim})) vector_l2_ops) {with}
-                           WHERE gallery_id = {g};"
-                    ))
+            c.execute("UPDATE galleries SET hnsw = NULL WHERE id = $1", &[&g])
+                .await?;
+            for name in [&faces, &subjects] {
+                c.batch_execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {name}"))
                     .await?;
-                    Some(serde_json::to_string(&p).expect("plain numbers"))
-                }
+            }
+            let Some(p) = p else {
+                return Ok(());
             };
-            tx.execute(
+            let dim: Option<i32> = c
+                .query_one("SELECT model_dim FROM galleries WHERE id = $1", &[&g])
+                .await?
+                .get(0);
+            let Some(dim) = dim else {
+                return Err(Failure::Gallery(GalleryError::Invalid(format!(
+                    "{location}: the gallery has no faces yet; enrol some first (the index \
+                     needs their dimension)"
+                ))));
+            };
+            let with = format!(
+                "WITH (m = {}, ef_construction = {})",
+                p.m, p.ef_construction
+            );
+            c.batch_execute("SET maintenance_work_mem = '512MB'")
+                .await?;
+            let built = async {
+                c.batch_execute(&format!(
+                    "CREATE INDEX CONCURRENTLY {faces} ON faces
+                       USING hnsw ((embedding::vector({dim})) vector_l2_ops) {with}
+                       WHERE gallery_id = {g}"
+                ))
+                .await?;
+                c.batch_execute(&format!(
+                    "CREATE INDEX CONCURRENTLY {subjects} ON subjects
+                       USING hnsw ((centroid::vector({dim})) vector_l2_ops) {with}
+                       WHERE gallery_id = {g}"
+                ))
+                .await
+            }
+            .await;
+            c.batch_execute("RESET maintenance_work_mem").await?;
+            built?;
+            let stored = serde_json::to_string(&p).expect("plain numbers");
+            c.execute(
                 "UPDATE galleries SET hnsw = $2 WHERE id = $1",
                 &[&g, &stored],
             )
             .await?;
-            tx.commit().await?;
             Ok(())
         })
     }

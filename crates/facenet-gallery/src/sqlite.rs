@@ -14,7 +14,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 use crate::tenants::{ApiKey, DEFAULT_GALLERY, Role, Tenants, check_gallery_name};
 use crate::{
     FaceRecord, GalleryError, GalleryStore, ImportBatch, ModelInfo, NewFace, Result, Settings,
-    check_faces,
+    check_faces, check_identity_name,
 };
 
 const SCHEMA_VERSION: &str = "2";
@@ -171,9 +171,14 @@ impl SqliteGallery {
     }
 
     fn init(mut conn: Connection, path: String, file: Option<PathBuf>) -> Result<Self> {
-        let not_gallery = |e: rusqlite::Error| GalleryError::Corrupt {
-            path: path.clone(),
-            reason: format!("not a facenet gallery (SQLite says: {e})"),
+        let not_gallery = |e: rusqlite::Error| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
+                GalleryError::Corrupt {
+                    path: path.clone(),
+                    reason: format!("not a facenet gallery (SQLite says: {e})"),
+                }
+            }
+            _ => sqlite_error(path.clone(), e),
         };
         conn.busy_timeout(Duration::from_secs(10))
             .map_err(not_gallery)?;
@@ -258,10 +263,7 @@ impl SqliteGallery {
     }
 
     fn err(&self, source: rusqlite::Error) -> GalleryError {
-        GalleryError::Sqlite {
-            path: GalleryStore::location(self),
-            source,
-        }
+        sqlite_error(GalleryStore::location(self), source)
     }
 
     fn setting(&self, key: &str) -> Result<Option<String>> {
@@ -296,7 +298,7 @@ impl SqliteGallery {
         times: &[i64],
         model: &ModelInfo,
     ) -> Result<Vec<i64>> {
-        check_name(identity)?;
+        check_identity_name(identity)?;
         check_faces(faces, model)?;
         let err = |e| self.err(e);
         let get = |k: &str| -> rusqlite::Result<Option<String>> {
@@ -372,6 +374,22 @@ impl SqliteGallery {
     }
 }
 
+/// A SQLite error of the file at `path`; a full or failing disk says so.
+fn sqlite_error(path: String, source: rusqlite::Error) -> GalleryError {
+    match source.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::SystemIoFailure) => {
+            GalleryError::Io {
+                path,
+                source: std::io::Error::other(format!(
+                    "{source}: the disk is full or failing (nothing was written; the gallery \
+                     is as it was)"
+                )),
+            }
+        }
+        _ => GalleryError::Sqlite { path, source },
+    }
+}
+
 /// The id of a gallery, inserted first if `create`.
 fn gallery_id(conn: &Connection, name: &str, create: bool) -> rusqlite::Result<Option<i64>> {
     if create {
@@ -384,15 +402,6 @@ fn gallery_id(conn: &Connection, name: &str, create: bool) -> rusqlite::Result<O
         r.get(0)
     })
     .optional()
-}
-
-fn check_name(name: &str) -> Result<()> {
-    if name.trim().is_empty() {
-        return Err(GalleryError::Invalid(
-            "an identity name must not be empty".into(),
-        ));
-    }
-    Ok(())
 }
 
 fn to_blob(v: &[f32]) -> Vec<u8> {
@@ -476,7 +485,7 @@ impl GalleryStore for SqliteGallery {
                         n += self.enroll_tx(tx, name, faces, times, m)?.len();
                     }
                     _ => {
-                        check_name(name)?;
+                        check_identity_name(name)?;
                         tx.execute(
                             "INSERT OR IGNORE INTO identities(gallery_id, name, created)
                              VALUES (?1, ?2, ?3)",
@@ -491,7 +500,7 @@ impl GalleryStore for SqliteGallery {
     }
 
     fn create_identity(&self, identity: &str) -> Result<()> {
-        check_name(identity)?;
+        check_identity_name(identity)?;
         self.write(|tx| {
             if self.identity_id(tx, identity)?.is_some() {
                 return Err(GalleryError::NameTaken(identity.into()));
@@ -578,7 +587,7 @@ impl GalleryStore for SqliteGallery {
     }
 
     fn rename(&self, old: &str, new: &str) -> Result<()> {
-        check_name(new)?;
+        check_identity_name(new)?;
         self.write(|tx| {
             let id = self
                 .identity_id(tx, old)?

@@ -225,9 +225,59 @@ pub(crate) fn concurrent_handles_lose_nothing(open: Open<'_>) {
 }
 
 /// Runs every body above, each on a fresh store from `fresh` (which returns an opener).
+/// Names an attacker would try: stored and returned verbatim (never executed, never a path),
+/// or refused with the reason (control characters, over the length limit); the gallery is
+/// unharmed either way.
+pub(crate) fn hostile_names_verbatim_or_refused(open: Open<'_>) {
+    let g = default(open().as_ref());
+    let verbatim = [
+        "../../etc/passwd",
+        "Robert'); DROP TABLE faces; --",
+        "x' OR '1'='1",
+        "\"quoted\" \\ back\\slash",
+        "<script>alert(1)</script>",
+        "%s%n%x $(id) `id`",
+        "  padded  ",
+        "名前 🙂 Ωmega",
+        "/absolute/path.db",
+    ];
+    for (i, name) in verbatim.iter().enumerate() {
+        g.enroll(name, &[face(i as f32, 1.0, "x.jpg")], &model())
+            .unwrap();
+    }
+    let mut want: Vec<(String, usize)> = verbatim.iter().map(|n| (n.to_string(), 1)).collect();
+    want.sort();
+    assert_eq!(g.identities().unwrap(), want);
+    for name in verbatim {
+        assert_eq!(g.faces(Some(name)).unwrap()[0].identity, name);
+    }
+    g.rename("../../etc/passwd", "'; DELETE FROM identities; --")
+        .unwrap();
+    assert_eq!(g.identities().unwrap().len(), verbatim.len());
+    let long = "a".repeat(10 * 1024);
+    for (name, says) in [
+        ("bell\u{7}ring", "U+0007"),
+        ("two\nlines", "U+000A"),
+        ("esc\u{1b}[31mred", "U+001B"),
+        (long.as_str(), "bytes, longer than"),
+        ("   ", "must not be empty"),
+    ] {
+        let e = g
+            .enroll(name, &[face(0.0, 1.0, "y.jpg")], &model())
+            .unwrap_err();
+        assert!(
+            matches!(&e, GalleryError::Invalid(m) if m.contains(says)),
+            "{e}"
+        );
+        assert!(g.create_identity(name).is_err());
+        assert!(g.rename("x' OR '1'='1", name).is_err());
+    }
+    assert_eq!(g.identities().unwrap().len(), verbatim.len());
+}
+
 pub(crate) fn all(fresh: &dyn Fn() -> Box<dyn Fn() -> Arc<dyn Tenants>>) {
     type Body = fn(Open<'_>);
-    let bodies: [(&str, Body); 6] = [
+    let bodies: [(&str, Body); 7] = [
         (
             "enroll_list_show_rename_remove",
             enroll_list_show_rename_remove,
@@ -245,6 +295,10 @@ pub(crate) fn all(fresh: &dyn Fn() -> Box<dyn Fn() -> Arc<dyn Tenants>>) {
         (
             "concurrent_handles_lose_nothing",
             concurrent_handles_lose_nothing,
+        ),
+        (
+            "hostile_names_verbatim_or_refused",
+            hostile_names_verbatim_or_refused,
         ),
     ];
     for (name, body) in bodies {

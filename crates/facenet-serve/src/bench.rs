@@ -45,6 +45,10 @@ pub struct LoadReport {
     pub p99_ms: f64,
     /// Median latency of shed answers, ms (how fast load is refused).
     pub shed_p50_ms: f64,
+    /// Resident memory of the process (service and clients), MiB: before the run, then at a
+    /// quarter, half, three quarters and the end of it (a leak keeps rising; a working set
+    /// levels off).
+    pub rss_mib: Vec<f64>,
 }
 
 impl LoadReport {
@@ -76,11 +80,25 @@ pub async fn run(load: &Load, photos: &[(String, Vec<u8>)]) -> LoadReport {
         .build()
         .expect("an HTTP client without TLS builds");
     let next = Arc::new(AtomicUsize::new(0));
+    let photos: Arc<Vec<(String, Vec<u8>)>> = Arc::new(photos.to_vec());
     let start = Instant::now();
     let deadline = start + load.max_time;
+    // Resident memory once a second while the clients run.
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut samples = vec![facenet::bench::rss_mib()];
+            while !done.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                samples.push(facenet::bench::rss_mib());
+            }
+            samples
+        })
+    };
     let mut tasks = Vec::new();
     for _ in 0..load.clients.max(1) {
-        let (client, next, photos) = (client.clone(), next.clone(), photos.to_vec());
+        let (client, next, photos) = (client.clone(), next.clone(), photos.clone());
         let url = format!("{}{}", load.url.trim_end_matches('/'), load.route);
         let (key, total) = (load.key.clone(), load.requests);
         tasks.push(tokio::spawn(async move {
@@ -130,6 +148,15 @@ pub async fn run(load: &Load, photos: &[(String, Vec<u8>)]) -> LoadReport {
             Err(_) => errors += 1,
         }
     }
+    let seconds = start.elapsed().as_secs_f64();
+    done.store(true, Ordering::Relaxed);
+    let samples = sampler.await.unwrap_or_default();
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    let rss_mib = if samples.is_empty() {
+        Vec::new()
+    } else {
+        [0.0, 0.25, 0.5, 0.75, 1.0].map(at).to_vec()
+    };
     LoadReport {
         route: load.route.clone(),
         clients: load.clients,
@@ -137,17 +164,18 @@ pub async fn run(load: &Load, photos: &[(String, Vec<u8>)]) -> LoadReport {
         shed: shed.len(),
         errors,
         faces,
-        seconds: start.elapsed().as_secs_f64(),
+        seconds,
         p50_ms: percentile(&mut ok, 0.5),
         p99_ms: percentile(&mut ok, 0.99),
         shed_p50_ms: percentile(&mut shed, 0.5),
+        rss_mib,
     }
 }
 
 /// The table `facenet bench serve` prints.
 pub fn table(direct_faces_per_s: f64, reports: &[LoadReport]) -> String {
     let mut out = format!(
-        "{:<18} {:>7} {:>6} {:>6} {:>6} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7}\n",
+        "{:<18} {:>7} {:>6} {:>6} {:>6} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7}  {}\n",
         "route",
         "clients",
         "ok",
@@ -158,11 +186,12 @@ pub fn table(direct_faces_per_s: f64, reports: &[LoadReport]) -> String {
         "p50 ms",
         "p99 ms",
         "shed p50",
-        "vs lib"
+        "vs lib",
+        "RSS MiB (start, 1/4, 1/2, 3/4, end)"
     );
     for r in reports {
         out.push_str(&format!(
-            "{:<18} {:>7} {:>6} {:>6} {:>6} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>6.2}x\n",
+            "{:<18} {:>7} {:>6} {:>6} {:>6} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>6.2}x  {}\n",
             r.route.trim_start_matches("/api/v1"),
             r.clients,
             r.ok,
@@ -173,7 +202,12 @@ pub fn table(direct_faces_per_s: f64, reports: &[LoadReport]) -> String {
             r.p50_ms,
             r.p99_ms,
             r.shed_p50_ms,
-            r.faces_per_s() / direct_faces_per_s.max(1e-9)
+            r.faces_per_s() / direct_faces_per_s.max(1e-9),
+            r.rss_mib
+                .iter()
+                .map(|m| format!("{m:.0}"))
+                .collect::<Vec<_>>()
+                .join(" ")
         ));
     }
     out.push_str(&format!(
@@ -190,6 +224,8 @@ pub struct ServeBench {
     pub photos: Vec<(String, Vec<u8>)>,
     /// Photos enrolled first (subject, name, bytes), so that `/identify` searches a gallery.
     pub enrol: Vec<(String, String, Vec<u8>)>,
+    /// Routes, each run with every client count.
+    pub routes: Vec<String>,
     /// Concurrent clients, one run per value and route.
     pub clients: Vec<usize>,
     /// Requests per run (at least two per client).
@@ -239,6 +275,7 @@ impl ServeBench {
         Ok(Self {
             photos,
             enrol,
+            routes: vec!["/api/v1/embed".into(), "/api/v1/identify".into()],
             clients: vec![1, 16, 256],
             requests: 160,
             max_time: Duration::from_secs(120),
@@ -312,7 +349,8 @@ pub fn serve_bench(
             }
         }
         let mut reports = Vec::new();
-        for route in ["/api/v1/embed", "/api/v1/identify"] {
+        for route in &bench.routes {
+            let route = route.as_str();
             for &clients in &bench.clients {
                 let load = Load {
                     url: url.clone(),

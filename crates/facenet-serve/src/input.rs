@@ -45,6 +45,25 @@ pub struct Upload {
 #[derive(Debug)]
 pub struct Images(pub Vec<Upload>);
 
+impl Images {
+    fn pixels(&self) -> impl Iterator<Item = u64> + '_ {
+        self.0.iter().map(|u| {
+            facenet::image::header_dimensions(&u.bytes).map_or(0, |(w, h)| w as u64 * h as u64)
+        })
+    }
+
+    /// Pixels of the largest image (from the headers): what a route that decodes one image
+    /// at a time holds.
+    pub fn peak_pixels(&self) -> u64 {
+        self.pixels().max().unwrap_or(0)
+    }
+
+    /// Pixels of all the images: what a route that decodes them all before its work holds.
+    pub fn total_pixels(&self) -> u64 {
+        self.pixels().sum()
+    }
+}
+
 const HOW: &str = "send images as multipart/form-data parts named `file`, or as JSON \
                    {\"images\": [\"<base64>\", ...]}";
 

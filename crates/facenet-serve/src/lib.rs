@@ -69,6 +69,16 @@ pub struct ServeConfig {
     /// Longest wait for more faces once a batch has begun, milliseconds.
     #[cfg_attr(feature = "clap", arg(long, default_value_t = 3))]
     pub batch_wait_ms: u64,
+    /// Most requests decoding images and finding faces at once; more wait their turn (within
+    /// `--queue` and `--timeout-s`). Bounds the memory of the work in progress (some 20 MiB a
+    /// request); 16 keeps the network's batches full.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 16))]
+    pub workers: usize,
+    /// Most image pixels decoded at once over all requests, megapixels (3 bytes each: 512 is
+    /// 1.5 GiB). A request needing more than all of it: 413; while others hold it: 503. A
+    /// small compressed upload can decode to a huge image; this bounds the memory it takes.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 512))]
+    pub decode_budget_mp: u64,
 }
 
 impl Default for ServeConfig {
@@ -80,8 +90,15 @@ impl Default for ServeConfig {
             queue: 64,
             batch: 16,
             batch_wait_ms: 3,
+            workers: 16,
+            decode_budget_mp: 512,
         }
     }
+}
+
+/// Pixels in units of 1024 (rounded up), as the decode budget counts them.
+fn kilopixels(pixels: u64) -> u32 {
+    pixels.div_ceil(1024).min(u32::MAX as u64) as u32
 }
 
 /// Errors of starting or running the service.
@@ -113,6 +130,10 @@ pub struct AppState {
     pipeline: Arc<FacePipeline>,
     tenants: Arc<dyn Tenants>,
     permits: Arc<Semaphore>,
+    /// The decode budget, in units of 1024 pixels.
+    decode_budget: Arc<Semaphore>,
+    /// Image work in progress (`--workers`).
+    workers: Arc<Semaphore>,
     config: ServeConfig,
     metrics: metrics::Metrics,
     ready: AtomicBool,
@@ -134,6 +155,10 @@ impl AppState {
             pipeline: Arc::new(pipeline),
             tenants,
             permits: Arc::new(Semaphore::new(config.queue.max(1))),
+            decode_budget: Arc::new(Semaphore::new(kilopixels(
+                config.decode_budget_mp.clamp(1, 1 << 20) << 20,
+            ) as usize)),
+            workers: Arc::new(Semaphore::new(config.workers.max(1))),
             config,
             metrics: metrics::Metrics::default(),
             ready: AtomicBool::new(false),
@@ -146,23 +171,86 @@ impl AppState {
         &self,
         f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
-        let permit = self.permits.clone().try_acquire_owned().map_err(|_| {
-            ApiError::busy(format!(
-                "{} requests are in progress, the most this server takes (--queue); retry shortly",
-                self.config.queue
-            ))
-        })?;
-        tokio::task::spawn_blocking(move || {
+        let permit = self
+            .permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| self.full())?;
+        self.blocking(move || {
             let _permit = permit;
             f()
         })
         .await
-        .map_err(|e| {
+    }
+
+    fn full(&self) -> ApiError {
+        ApiError::busy(format!(
+            "{} requests are in progress, the most this server takes (--queue); retry shortly",
+            self.config.queue
+        ))
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        tokio::task::spawn_blocking(f).await.map_err(|e| {
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("the request's worker failed: {e}"),
             )
         })?
+    }
+
+    /// [`AppState::work`] for work that decodes images holding `pixels` at its peak: within
+    /// the `--queue` permits it waits for one of the `--workers`, then takes that much of the
+    /// decode budget (`--decode-budget-mp`): more than the whole budget is 413 at once, more
+    /// than is free now 503.
+    pub async fn work_decoding<T: Send + 'static>(
+        &self,
+        pixels: u64,
+        f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let need = kilopixels(pixels);
+        let budget = self.config.decode_budget_mp;
+        if need as u64 > kilopixels(budget.clamp(1, 1 << 20) << 20) as u64 {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the images of this request decode to {:.1} megapixels at once; this server \
+                     decodes at most {budget} (--decode-budget-mp): send fewer or smaller images",
+                    pixels as f64 / (1u64 << 20) as f64
+                ),
+            ));
+        }
+        let permit = self
+            .permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| self.full())?;
+        // Waiting for a worker holds only the request's body.
+        let worker = self
+            .workers
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
+        let held = self
+            .decode_budget
+            .clone()
+            .try_acquire_many_owned(need)
+            .map_err(|_| {
+                ApiError::busy(format!(
+                    "other requests are decoding images; this one needs {:.1} of the {budget} \
+                     megapixels decoded at once (--decode-budget-mp); retry shortly",
+                    pixels as f64 / (1u64 << 20) as f64
+                ))
+            })?;
+        self.blocking(move || {
+            let _held = (held, permit, worker);
+            f()
+        })
+        .await
     }
 
     /// Requests in progress now.

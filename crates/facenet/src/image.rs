@@ -109,6 +109,16 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
     decode_rgb(&bytes, path)
 }
 
+/// Width and height from an image's header, without decoding its pixels (`None` when the
+/// format is not recognised or the header is unreadable: decoding then gives the error).
+pub fn header_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
+    ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .ok()?
+        .into_dimensions()
+        .ok()
+}
+
 /// Decodes image bytes (any supported format, guessed from the content) as 8-bit RGB, upright:
 /// the EXIF orientation that phones write instead of rotating the pixels is applied. Empty,
 /// truncated, undecodable and oversized ([`MAX_PIXELS`], checked from the header before the

@@ -274,7 +274,7 @@ pub fn gallery(cmd: GalleryCmd) -> anyhow::Result<()> {
                 let faces = g.entries(facenet_gallery::GalleryRule::NearestSample)?;
                 let t = std::time::Instant::now();
                 if faces.unwrap_or(0) > 0 {
-                    eprintln!("building the HNSW index (writes to the gallery wait meanwhile)...");
+                    eprintln!("building the HNSW index (enrolments go on meanwhile)...");
                 }
                 g.set_index(Some(p))?;
                 println!(

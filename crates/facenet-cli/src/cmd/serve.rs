@@ -61,6 +61,9 @@ pub fn keys(args: KeysArgs) -> anyhow::Result<()> {
 /// Arguments of `facenet bench serve`.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
+    /// Routes, comma separated: `embed`, `identify`, `detect`.
+    #[arg(long, value_delimiter = ',', default_value = "embed,identify")]
+    routes: Vec<String>,
     /// Concurrent clients, comma separated: one run per value and route.
     #[arg(long, value_delimiter = ',', default_value = "1,16,256")]
     clients: Vec<usize>,
@@ -86,6 +89,11 @@ pub fn bench(args: BenchArgs, device: Device) -> anyhow::Result<()> {
         .unwrap_or_else(|| facenet::paths::cache_dir().join("5-celebrity-faces-dataset"));
     let mut bench = facenet_serve::bench::ServeBench::from_dataset(&data, args.config)?;
     (bench.clients, bench.requests) = (args.clients, args.requests);
+    bench.routes = args
+        .routes
+        .iter()
+        .map(|r| format!("/api/v1/{}", r.trim_start_matches('/')))
+        .collect();
     bench.max_time = Duration::from_secs(args.max_time_s);
     print!(
         "{}",

@@ -222,7 +222,7 @@ pub(crate) async fn add_faces(
 ) -> Result<Response, ApiError> {
     t.require_write("enrolling")?;
     let p = s.pipeline.clone();
-    s.work(move || {
+    s.work_decoding(images.total_pixels(), move || {
         let photos = images
             .0
             .iter()

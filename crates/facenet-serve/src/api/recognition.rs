@@ -80,7 +80,7 @@ pub(crate) async fn detect(
     images: Images,
 ) -> Result<Json<FacesResponse>, ApiError> {
     let p = s.pipeline.clone();
-    s.work(move || {
+    s.work_decoding(images.peak_pixels(), move || {
         let mut out = Vec::new();
         for (index, u) in images.0.iter().enumerate() {
             let img = decode(&p, u)?;
@@ -115,7 +115,7 @@ pub(crate) async fn embed(
     images: Images,
 ) -> Result<Json<FacesResponse>, ApiError> {
     let p = s.pipeline.clone();
-    s.work(move || {
+    s.work_decoding(images.peak_pixels(), move || {
         let mut out = Vec::new();
         for (index, u) in images.0.iter().enumerate() {
             let img = decode(&p, u)?;
@@ -205,7 +205,7 @@ pub(crate) async fn verify(
         }));
     }
     let p = s.pipeline.clone();
-    s.work(move || {
+    s.work_decoding(images.total_pixels(), move || {
         let model = model_name(&t);
         let r = &t.recognizer;
         let answer = |distance, threshold: Threshold, verified, subject, areas| VerifyResponse {
@@ -363,7 +363,7 @@ pub(crate) async fn identify(
         return Err(ApiError::bad_request(format!("top_k {top_k}: use 1 to 20")));
     }
     let p = s.pipeline.clone();
-    s.work(move || {
+    s.work_decoding(images.peak_pixels(), move || {
         let searcher = t.recognizer.searcher(q.threshold, q.fir)?;
         let th = searcher.threshold();
         let mut out = Vec::new();

@@ -11,11 +11,21 @@ use std::time::{Duration, Instant};
 
 /// Peak resident set size of this process (VmHWM), in MiB; 0 where /proc is absent.
 pub fn peak_rss_mib() -> f64 {
+    status_mib("VmHWM:")
+}
+
+/// Resident set size of this process now (VmRSS), in MiB; 0 where /proc is absent.
+pub fn rss_mib() -> f64 {
+    status_mib("VmRSS:")
+}
+
+/// A `kB` line of /proc/self/status, in MiB.
+fn status_mib(key: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .find_map(|l| l.strip_prefix(key))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         })
         .map(|kb| kb / 1024.0)
