@@ -515,18 +515,6 @@ impl Export {
                 "model: the export has faces but does not name their model".into(),
             ));
         }
-        if let Some(m) = &self.model {
-            let faces: Vec<NewFace> = self
-                .faces
-                .iter()
-                .map(|f| NewFace {
-                    embedding: f.embedding.clone(),
-                    source: f.source.clone(),
-                    bbox: f.bbox,
-                })
-                .collect();
-            check_faces(&faces, m)?;
-        }
         let mut by_name: std::collections::BTreeMap<String, (Vec<NewFace>, Vec<i64>)> = self
             .identities
             .into_iter()
@@ -540,6 +528,11 @@ impl Export {
                 bbox: f.bbox,
             });
             e.1.push(f.created);
+        }
+        if let Some(m) = &self.model {
+            for (faces, _) in by_name.values() {
+                check_faces(faces, m)?;
+            }
         }
         let batch = ImportBatch {
             model: self.model,

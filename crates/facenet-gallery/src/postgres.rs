@@ -208,17 +208,11 @@ impl PostgresGallery {
     /// Deletes this gallery with its subjects, faces, keys and indexes (benchmarks clean up
     /// with it).
     pub fn delete_gallery(self) -> Result<()> {
+        self.set_index(None)?;
         let g = self.gallery;
-        self.run(|mut c| async move {
-            let tx = c.transaction().await?;
-            let [faces, subjects] = index_names(g);
-            tx.batch_execute(&format!(
-                "DROP INDEX IF EXISTS {faces}; DROP INDEX IF EXISTS {subjects}"
-            ))
-            .await?;
-            tx.execute("DELETE FROM galleries WHERE id = $1", &[&g])
+        self.run(|c| async move {
+            c.execute("DELETE FROM galleries WHERE id = $1", &[&g])
                 .await?;
-            tx.commit().await?;
             Ok(())
         })
     }
@@ -404,7 +398,7 @@ fn matches(rows: &[Row]) -> Vec<Match> {
 /// Exact search in the database: every subject's centroid, or every face with the best per
 /// subject kept.
 async fn search_exact(
-    tx: &deadpool_postgres::Transaction<'_>,
+    c: &impl deadpool_postgres::GenericClient,
     g: i64,
     q: &Vector,
     k: usize,
@@ -427,7 +421,7 @@ async fn search_exact(
              ORDER BY d, name LIMIT $3"
         }
     };
-    Ok(matches(&tx.query(sql, &[q, &g, &(k as i64)]).await?))
+    Ok(matches(&c.query(sql, &[q, &g, &(k as i64)]).await?))
 }
 
 /// Search through the gallery's HNSW indexes (partial indexes of this gallery alone, so
@@ -696,16 +690,20 @@ impl GalleryStore for PostgresGallery {
                 (Some(p), Some(dim)) => Some((params(&p)?, dim)),
                 _ => None,
             };
-            let tx = c.transaction().await?;
+            // A transaction only for the index's SET LOCAL settings.
             let found = match index {
-                Some((p, dim)) => search_hnsw(&tx, g, &q, k, rule, p, dim).await?,
+                Some((p, dim)) => {
+                    let tx = c.transaction().await?;
+                    let found = search_hnsw(&tx, g, &q, k, rule, p, dim).await?;
+                    tx.commit().await?;
+                    found
+                }
                 None => None,
             };
             let found = match found {
                 Some(m) => m,
-                None => search_exact(&tx, g, &q, k, rule).await?,
+                None => search_exact(&c, g, &q, k, rule).await?,
             };
-            tx.commit().await?;
             Ok(Some(found))
         })
     }
