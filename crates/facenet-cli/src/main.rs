@@ -59,6 +59,8 @@ enum Command {
     /// Set up, then enrol one photo per person of the sample dataset, identify the others, and
     /// write a contact sheet.
     Demo(cmd::demo::Args),
+    /// The embedding network stage by stage: output shapes, parameters, multiply-adds.
+    Model(cmd::model::Args),
     /// Plot the first two principal components of the embeddings of a few people's faces.
     Project(cmd::project::Args),
     /// Run the HTTP recognition service: JSON API, web page at /, OpenAPI docs at /docs.
@@ -139,6 +141,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Evaluate(args) => cmd::evaluate::run(args, device()?),
         Command::Demo(args) => cmd::demo::run(args, device()?),
         Command::Project(args) => cmd::project::run(args, device()?),
+        Command::Model(args) => cmd::model::run(args),
         Command::Bench(b) => cmd::bench::run(b, device()?),
         Command::Serve(args) => cmd::serve::serve(args, device()?),
         Command::Keys(args) => cmd::serve::keys(args),

@@ -753,3 +753,51 @@ fn calibrate_stores_thresholds_that_verify_and_identify_use() {
         "{strict} vs {v}"
     );
 }
+
+#[test]
+fn model_table_adds_up_and_residuals_are_measured() {
+    let out = run(&[s(Path::new("model"))]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    // The totals of the published network: 1.417 G multiply-adds, every stored value.
+    assert!(
+        text.contains("| total | | | 22,822,560 | 100 | 1,416,974,176 | 100 |"),
+        "{text}"
+    );
+    assert!(
+        text.contains("| Mixed_7a |") && text.contains("1792 x 3 x 3"),
+        "{text}"
+    );
+    let out = run(&[
+        s(Path::new("model")),
+        s(Path::new("--size")),
+        s(Path::new("10")),
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--size 10"), "{}", stderr(&out));
+
+    // What each residual block adds, on the ten reference crops.
+    let out = run(&[
+        s(Path::new("model")),
+        s(Path::new("--residuals")),
+        s(&shared().join("reference/crops")),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<Vec<f64>> = text
+        .lines()
+        .filter(|l| l.starts_with("| Block"))
+        .map(|l| {
+            l.split('|')
+                .skip(2)
+                .filter_map(|c| c.trim().parse().ok())
+                .collect()
+        })
+        .collect();
+    assert_eq!(rows.len(), 21, "{text}");
+    for r in &rows[..20] {
+        // A scaled block adds a correction smaller than its input; leaving it out moves the
+        // embeddings by less than the decision threshold (1.115).
+        assert!(r[0] > 0.0 && r[0] < 1.0 && r[1] < 1.0, "{text}");
+    }
+}

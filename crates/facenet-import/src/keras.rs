@@ -50,6 +50,7 @@ pub fn read(path: &Path) -> Result<KerasModel> {
             std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
         ));
     }
+    let file_len = std::fs::metadata(path).map_or(0, |m| m.len());
     let file = Hdf5File::open(path).map_err(h5err("file"))?;
     let root = file.root_group().map_err(h5err("root group"))?;
     let root_attr = |name: &str| {
@@ -96,7 +97,20 @@ pub fn read(path: &Path) -> Result<KerasModel> {
             let ds_path = format!("/model_weights/{layer}/{full}");
             let ds = file.dataset(&ds_path).map_err(h5err(&ds_path))?;
             let shape: Vec<usize> = ds.shape().iter().map(|&d| d as usize).collect();
-            let n: usize = shape.iter().product();
+            // The header's shape is checked against the file before any allocation: even
+            // compressed (deflate packs at most 1032:1), a file of L bytes holds no more than
+            // 1032 L bytes of values.
+            let n = shape
+                .iter()
+                .try_fold(1usize, |a, &d| a.checked_mul(d))
+                .filter(|&n| (n as u64).saturating_mul(4) <= file_len.saturating_mul(1032))
+                .ok_or_else(|| ImportError::NotKeras {
+                    path: path.into(),
+                    reason: format!(
+                        "dataset {ds_path} claims shape {shape:?}: more values than a \
+                         {file_len}-byte file can hold (a damaged file?)"
+                    ),
+                })?;
             let mut data = vec![0f32; n];
             ds.read_into(&mut data).map_err(h5err(&ds_path))?;
             let weight = full.rsplit('/').next().unwrap_or(&full).to_string();

@@ -49,6 +49,10 @@ pub struct LoadReport {
     /// quarter, half, three quarters and the end of it (a leak keeps rising; a working set
     /// levels off).
     pub rss_mib: Vec<f64>,
+    /// Bytes the allocator has handed out and not had back (live allocations), MiB, at the
+    /// same moments: resident memory far above it is memory the allocator keeps after it
+    /// was freed, not memory in use.
+    pub heap_mib: Vec<f64>,
 }
 
 impl LoadReport {
@@ -88,10 +92,10 @@ pub async fn run(load: &Load, photos: &[(String, Vec<u8>)]) -> LoadReport {
     let sampler = {
         let done = done.clone();
         tokio::spawn(async move {
-            let mut samples = vec![facenet::bench::rss_mib()];
+            let mut samples = vec![(facenet::bench::rss_mib(), heap_in_use_mib())];
             while !done.load(Ordering::Relaxed) {
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                samples.push(facenet::bench::rss_mib());
+                samples.push((facenet::bench::rss_mib(), heap_in_use_mib()));
             }
             samples
         })
@@ -152,7 +156,7 @@ pub async fn run(load: &Load, photos: &[(String, Vec<u8>)]) -> LoadReport {
     done.store(true, Ordering::Relaxed);
     let samples = sampler.await.unwrap_or_default();
     let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
-    let rss_mib = if samples.is_empty() {
+    let quarters: Vec<(f64, f64)> = if samples.is_empty() {
         Vec::new()
     } else {
         [0.0, 0.25, 0.5, 0.75, 1.0].map(at).to_vec()
@@ -168,7 +172,23 @@ pub async fn run(load: &Load, photos: &[(String, Vec<u8>)]) -> LoadReport {
         p50_ms: percentile(&mut ok, 0.5),
         p99_ms: percentile(&mut ok, 0.99),
         shed_p50_ms: percentile(&mut shed, 0.5),
-        rss_mib,
+        rss_mib: quarters.iter().map(|q| q.0).collect(),
+        heap_mib: quarters.iter().map(|q| q.1).collect(),
+    }
+}
+
+/// Live heap allocations of this process, MiB (glibc's `mallinfo2`: bytes in use in the
+/// arenas plus mmapped blocks); 0 where the C library is not glibc.
+pub fn heap_in_use_mib() -> f64 {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 only reads the allocator's counters.
+        let m = unsafe { libc::mallinfo2() };
+        (m.uordblks + m.hblkhd) as f64 / (1024.0 * 1024.0)
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        0.0
     }
 }
 
@@ -187,7 +207,7 @@ pub fn table(direct_faces_per_s: f64, reports: &[LoadReport]) -> String {
         "p99 ms",
         "shed p50",
         "vs lib",
-        "RSS MiB (start, 1/4, 1/2, 3/4, end)"
+        "RSS / heap in use, MiB (start, 1/4, 1/2, 3/4, end)"
     );
     for r in reports {
         out.push_str(&format!(
@@ -205,7 +225,8 @@ pub fn table(direct_faces_per_s: f64, reports: &[LoadReport]) -> String {
             r.faces_per_s() / direct_faces_per_s.max(1e-9),
             r.rss_mib
                 .iter()
-                .map(|m| format!("{m:.0}"))
+                .zip(&r.heap_mib)
+                .map(|(m, h)| format!("{m:.0}/{h:.0}"))
                 .collect::<Vec<_>>()
                 .join(" ")
         ));
@@ -328,9 +349,7 @@ pub fn serve_bench(
     state.pipeline().warm_up();
     direct_faces_per_s(state.pipeline(), &bench.photos)?; // warm-up of every shape
     let direct = direct_faces_per_s(state.pipeline(), &bench.photos)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = crate::runtime(&bench.config)?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
         let url = format!("http://{}", listener.local_addr()?);

@@ -211,10 +211,15 @@ impl WeightsMetadata {
                 reason: format!("metadata format is `{format}`, expected `{FORMAT}`"),
             });
         }
-        let config = serde_json::from_str(&get("config")?).map_err(|source| Error::Json {
+        let config: InceptionResnetV1Config =
+            serde_json::from_str(&get("config")?).map_err(|source| Error::Json {
+                path: path.into(),
+                what: "metadata `config` is not a network config".into(),
+                source,
+            })?;
+        config.check().map_err(|reason| Error::Weights {
             path: path.into(),
-            what: "metadata `config` is not a network config".into(),
-            source,
+            reason: format!("metadata `config`: {reason}"),
         })?;
         let std_name = get("standardization")?;
         let standardization =

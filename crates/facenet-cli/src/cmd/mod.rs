@@ -7,6 +7,7 @@ pub mod embed;
 pub mod evaluate;
 pub mod fetch;
 pub mod import;
+pub mod model;
 pub mod project;
 pub mod recognize;
 pub mod serve;

@@ -96,7 +96,9 @@ impl Pairs {
         if num_folds == 0 || per_half == 0 {
             return Err(ParseError::at(hl, "header counts must be positive"));
         }
-        let mut pairs = Vec::with_capacity(num_folds * per_half * 2);
+        // The header's counts are only believed as far as the lines go: a damaged header
+        // must not reserve memory for pairs that are not there.
+        let mut pairs = Vec::with_capacity(text.lines().count());
         for fold in 0..num_folds {
             for same in [true, false] {
                 for _ in 0..per_half {

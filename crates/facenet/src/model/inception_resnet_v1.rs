@@ -135,6 +135,36 @@ impl InceptionResnetV1Config {
         75
     }
 
+    /// Checks that this configuration describes a network this code builds: embedding size 1
+    /// to 4096, input side from [`Self::min_input_size`] to 1024, at most 64 blocks per stage,
+    /// width divisor 1 to 64, dropout in [0, 1). Configurations read from files pass here
+    /// before a network is built from them.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        let min = Self::min_input_size();
+        if !(1..=4096).contains(&self.embedding_dim) {
+            return Err(format!(
+                "embedding_dim {}: use 1 to 4096",
+                self.embedding_dim
+            ));
+        }
+        if !(min..=1024).contains(&self.image_size) {
+            return Err(format!("image_size {}: use {min} to 1024", self.image_size));
+        }
+        if self.repeats.iter().any(|&r| r > 64) {
+            return Err(format!(
+                "repeats {:?}: at most 64 blocks per stage",
+                self.repeats
+            ));
+        }
+        if !(1..=64).contains(&self.width_divisor) {
+            return Err(format!("width_divisor {}: use 1 to 64", self.width_divisor));
+        }
+        if !(self.dropout.is_finite() && (0.0..1.0).contains(&self.dropout)) {
+            return Err(format!("dropout {}: use a rate in [0, 1)", self.dropout));
+        }
+        Ok(())
+    }
+
     fn ch(&self, c: usize) -> usize {
         (c / self.width_divisor).max(1)
     }
@@ -267,11 +297,16 @@ impl Block35 {
 
     /// Forward pass.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let up = self.up(x.clone());
+        scale_sum(x, up, self.scale, true)
+    }
+
+    /// The residual branch before its scale: the branches, concatenated, through the up 1x1.
+    pub fn up(&self, x: Tensor<4>) -> Tensor<4> {
         let x0 = self.branch0.forward(x.clone());
         let x1 = run_seq(&self.branch1, x.clone());
-        let x2 = run_seq(&self.branch2, x.clone());
-        let up = self.conv2d.forward(Tensor::cat(vec![x0, x1, x2], 1));
-        scale_sum(x, up, self.scale, true)
+        let x2 = run_seq(&self.branch2, x);
+        self.conv2d.forward(Tensor::cat(vec![x0, x1, x2], 1))
     }
 }
 
@@ -344,10 +379,15 @@ impl Block17 {
 
     /// Forward pass.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x0 = self.branch0.forward(x.clone());
-        let x1 = run_seq(&self.branch1, x.clone());
-        let up = self.conv2d.forward(Tensor::cat(vec![x0, x1], 1));
+        let up = self.up(x.clone());
         scale_sum(x, up, self.scale, true)
+    }
+
+    /// The residual branch before its scale.
+    pub fn up(&self, x: Tensor<4>) -> Tensor<4> {
+        let x0 = self.branch0.forward(x.clone());
+        let x1 = run_seq(&self.branch1, x);
+        self.conv2d.forward(Tensor::cat(vec![x0, x1], 1))
     }
 }
 
@@ -430,10 +470,15 @@ impl Block8 {
 
     /// Forward pass.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x0 = self.branch0.forward(x.clone());
-        let x1 = run_seq(&self.branch1, x.clone());
-        let up = self.conv2d.forward(Tensor::cat(vec![x0, x1], 1));
+        let up = self.up(x.clone());
         scale_sum(x, up, self.scale, self.activate)
+    }
+
+    /// The residual branch before its scale.
+    pub fn up(&self, x: Tensor<4>) -> Tensor<4> {
+        let x0 = self.branch0.forward(x.clone());
+        let x1 = run_seq(&self.branch1, x);
+        self.conv2d.forward(Tensor::cat(vec![x0, x1], 1))
     }
 }
 
@@ -546,41 +591,233 @@ impl InceptionResnetV1 {
         self.last_bn.forward(x)
     }
 
+    /// Names of the residual blocks in order (`Block35_1` ... `Block8_6`, Keras's names).
+    pub fn residual_block_names(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        for (kind, count) in [
+            ("Block35", self.repeat_1.len()),
+            ("Block17", self.repeat_2.len()),
+            ("Block8", self.repeat_3.len() + 1),
+        ] {
+            names.extend((1..=count).map(|i| format!("{kind}_{i}")));
+        }
+        names
+    }
+
+    /// [`InceptionResnetV1::forward`] with the residual block `skip` (an index into
+    /// [`InceptionResnetV1::residual_block_names`]) left out: its input passes on unchanged,
+    /// as if its residual branch gave zero.
+    pub fn forward_skipping(&self, x: Tensor<4>, skip: usize) -> Tensor<2> {
+        let mut k = 0;
+        let mut block = |x: Tensor<4>, f: &dyn Fn(Tensor<4>) -> Tensor<4>| {
+            k += 1;
+            if k - 1 == skip { x } else { f(x) }
+        };
+        let x = self.stem(x);
+        let x = self
+            .repeat_1
+            .iter()
+            .fold(x, |x, b| block(x, &|x| b.forward(x)));
+        let x = self.mixed_6a.forward(x);
+        let x = self
+            .repeat_2
+            .iter()
+            .fold(x, |x, b| block(x, &|x| b.forward(x)));
+        let x = self.mixed_7a.forward(x);
+        let x = self
+            .repeat_3
+            .iter()
+            .fold(x, |x, b| block(x, &|x| b.forward(x)));
+        let x = block(x, &|x| self.block8.forward(x));
+        let [b, c, _, _] = x.dims();
+        let x = adaptive_avg_pool2d(x, [1, 1]).reshape([b, c]);
+        self.last_bn.forward(self.last_linear.forward(x))
+    }
+
+    /// For each residual block, the size of what it adds against what it is given:
+    /// `|scale * up(x)| / |x|` (Frobenius norms over the batch), in block order.
+    pub fn residual_shares(&self, x: Tensor<4>) -> Vec<f64> {
+        let norm = |t: Tensor<4>| f64::from(t.powf_scalar(2.0).sum().into_scalar::<f32>()).sqrt();
+        let mut out = Vec::new();
+        let mut x = self.stem(x);
+        for b in &self.repeat_1 {
+            out.push(b.scale * norm(b.up(x.clone())) / norm(x.clone()));
+            x = b.forward(x);
+        }
+        let mut x = self.mixed_6a.forward(x);
+        for b in &self.repeat_2 {
+            out.push(b.scale * norm(b.up(x.clone())) / norm(x.clone()));
+            x = b.forward(x);
+        }
+        let mut x = self.mixed_7a.forward(x);
+        for b in self.repeat_3.iter().chain(std::iter::once(&self.block8)) {
+            out.push(b.scale * norm(b.up(x.clone())) / norm(x.clone()));
+            x = b.forward(x);
+        }
+        out
+    }
+
     /// Multiply-adds of one forward pass at `size`x`size` (see
     /// [`InceptionResnetV1Config::multiply_adds`]).
     pub fn multiply_adds(&self, size: usize) -> u64 {
+        self.summary(size).iter().map(|r| r.multiply_adds).sum()
+    }
+}
+
+/// One row of the architecture table ([`InceptionResnetV1::summary`]): a stage of the network
+/// at one input size.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageSummary {
+    /// The stage's name (Keras's layer names for the stem; blocks by kind and count).
+    pub name: String,
+    /// What it does.
+    pub kind: String,
+    /// Output (channels, height, width) of one image.
+    pub output: [usize; 3],
+    /// Parameters: every stored value (burn's `num_params`, which counts BatchNorm's moving
+    /// mean and variance, and its scale, ones in the imported Keras model).
+    pub params: usize,
+    /// Multiply-adds of one image (convolutions and the bottleneck).
+    pub multiply_adds: u64,
+}
+
+fn stage(
+    name: &str,
+    kind: &str,
+    c: usize,
+    (h, w): (usize, usize),
+    params: usize,
+    multiply_adds: u64,
+) -> StageSummary {
+    StageSummary {
+        name: name.into(),
+        kind: kind.into(),
+        output: [c, h, w],
+        params,
+        multiply_adds,
+    }
+}
+
+fn out_channels(c: &Conv2d) -> usize {
+    c.weight.dims()[0]
+}
+
+fn last_out(layers: &[BasicConv2d]) -> usize {
+    layers.last().map_or(0, |l| out_channels(&l.conv))
+}
+
+impl InceptionResnetV1 {
+    /// The network stage by stage at a `size`x`size` input: output shape, parameters and
+    /// multiply-adds (`facenet model` prints it). The multiply-adds add up to
+    /// [`InceptionResnetV1::multiply_adds`], the parameters to `num_params`.
+    pub fn summary(&self, size: usize) -> Vec<StageSummary> {
+        const A: &str = "Inception-ResNet-A: branches 1x1; 1x1-3x3; 1x1-3x3-3x3; concatenated, 1x1 up, x + 0.17 up";
+        const RA: &str = "Reduction-A: 3x3 s2; 1x1-3x3-3x3 s2; max pool s2; concatenated";
+        const B: &str =
+            "Inception-ResNet-B: branches 1x1; 1x1-1x7-7x1; concatenated, 1x1 up, x + 0.10 up";
+        const RB: &str = "Reduction-B: 1x1-3x3 s2 (two); 1x1-3x3-3x3 s2; max pool s2; concatenated";
+        const C: &str =
+            "Inception-ResNet-C: branches 1x1; 1x1-1x3-3x1; concatenated, 1x1 up, x + 0.20 up";
+        let mut rows = Vec::new();
         let mut m = MacCounter::default();
-        let pool = |(h, w): (usize, usize)| ((h - 3) / 2 + 1, (w - 3) / 2 + 1);
         let mut hw = (size, size);
-        hw = m.seq(&[&self.conv2d_1a, &self.conv2d_2a, &self.conv2d_2b], hw);
-        hw = pool(hw);
-        hw = m.seq(&[&self.conv2d_3b, &self.conv2d_4a, &self.conv2d_4b], hw);
+        let mut c = 0;
+        let stem: [(&str, &str, Option<&BasicConv2d>); 7] = [
+            ("Conv2d_1a_3x3", "3x3 conv, stride 2", Some(&self.conv2d_1a)),
+            ("Conv2d_2a_3x3", "3x3 conv", Some(&self.conv2d_2a)),
+            (
+                "Conv2d_2b_3x3",
+                "3x3 conv, same padding",
+                Some(&self.conv2d_2b),
+            ),
+            ("MaxPool_3a_3x3", "3x3 max pool, stride 2", None),
+            ("Conv2d_3b_1x1", "1x1 conv", Some(&self.conv2d_3b)),
+            ("Conv2d_4a_3x3", "3x3 conv", Some(&self.conv2d_4a)),
+            ("Conv2d_4b_3x3", "3x3 conv, stride 2", Some(&self.conv2d_4b)),
+        ];
+        for (name, kind, layer) in stem {
+            let before = m.total;
+            let p = match layer {
+                Some(l) => {
+                    hw = m.basic(l, hw);
+                    c = out_channels(&l.conv);
+                    l.num_params()
+                }
+                None => {
+                    hw = ((hw.0 - 3) / 2 + 1, (hw.1 - 3) / 2 + 1);
+                    0
+                }
+            };
+            rows.push(stage(name, kind, c, hw, p, m.total - before));
+        }
+        let before = m.total;
         for b in &self.repeat_1 {
             m.basic(&b.branch0, hw);
-            m.seq(&b.branch1.iter().collect::<Vec<_>>(), hw);
-            m.seq(&b.branch2.iter().collect::<Vec<_>>(), hw);
+            m.seq(&seq(&b.branch1), hw);
+            m.seq(&seq(&b.branch2), hw);
             m.conv(&b.conv2d, hw);
         }
-        let x = &self.mixed_6a;
+        let p = self.repeat_1.iter().map(Module::num_params).sum();
+        let name = format!("Block35 x{}", self.repeat_1.len());
+        rows.push(stage(&name, A, c, hw, p, m.total - before));
+        let (x, before) = (&self.mixed_6a, m.total);
         m.basic(&x.branch0, hw);
-        hw = m.seq(&x.branch1.iter().collect::<Vec<_>>(), hw);
+        hw = m.seq(&seq(&x.branch1), hw);
+        c += out_channels(&x.branch0.conv) + last_out(&x.branch1);
+        let p = x.num_params();
+        rows.push(stage("Mixed_6a", RA, c, hw, p, m.total - before));
+        let before = m.total;
         for b in &self.repeat_2 {
-            m.basic(&b.branch0, hw);
-            m.seq(&b.branch1.iter().collect::<Vec<_>>(), hw);
-            m.conv(&b.conv2d, hw);
+            m.two_branch(&b.branch0, &b.branch1, &b.conv2d, hw);
         }
-        let x = &self.mixed_7a;
-        m.seq(&x.branch0.iter().collect::<Vec<_>>(), hw);
-        m.seq(&x.branch1.iter().collect::<Vec<_>>(), hw);
-        hw = m.seq(&x.branch2.iter().collect::<Vec<_>>(), hw);
-        for b in self.repeat_3.iter().chain(std::iter::once(&self.block8)) {
-            m.basic(&b.branch0, hw);
-            m.seq(&b.branch1.iter().collect::<Vec<_>>(), hw);
-            m.conv(&b.conv2d, hw);
+        let p = self.repeat_2.iter().map(Module::num_params).sum();
+        let name = format!("Block17 x{}", self.repeat_2.len());
+        rows.push(stage(&name, B, c, hw, p, m.total - before));
+        let (x, before) = (&self.mixed_7a, m.total);
+        m.seq(&seq(&x.branch0), hw);
+        m.seq(&seq(&x.branch1), hw);
+        hw = m.seq(&seq(&x.branch2), hw);
+        c += last_out(&x.branch0) + last_out(&x.branch1) + last_out(&x.branch2);
+        let p = x.num_params();
+        rows.push(stage("Mixed_7a", RB, c, hw, p, m.total - before));
+        let before = m.total;
+        for b in &self.repeat_3 {
+            m.two_branch(&b.branch0, &b.branch1, &b.conv2d, hw);
         }
+        let p = self.repeat_3.iter().map(Module::num_params).sum();
+        let name = format!("Block8 x{}", self.repeat_3.len());
+        rows.push(stage(&name, C, c, hw, p, m.total - before));
+        let (b, before) = (&self.block8, m.total);
+        m.two_branch(&b.branch0, &b.branch1, &b.conv2d, hw);
+        let kind = "Inception-ResNet-C, x + up, no ReLU";
+        rows.push(stage(
+            "Block8",
+            kind,
+            c,
+            hw,
+            b.num_params(),
+            m.total - before,
+        ));
+        rows.push(stage("AvgPool", "global average pool", c, (1, 1), 0, 0));
         let [i, o] = self.last_linear.weight.dims();
-        m.total + (i * o) as u64
+        let p = self.last_linear.num_params() + self.last_bn.num_params();
+        let kind = "dense without bias, then BatchNorm";
+        rows.push(stage("Bottleneck", kind, o, (1, 1), p, (i * o) as u64));
+        rows.push(stage(
+            "L2 normalize",
+            "onto the unit hypersphere",
+            o,
+            (1, 1),
+            0,
+            0,
+        ));
+        rows
     }
+}
+
+/// The layers of a branch, as [`MacCounter::seq`] takes them.
+fn seq(layers: &[BasicConv2d]) -> Vec<&BasicConv2d> {
+    layers.iter().collect()
 }
 
 /// Counts convolution multiply-adds while walking the layer shapes.
@@ -607,6 +844,19 @@ impl MacCounter {
     fn seq(&mut self, layers: &[&BasicConv2d], hw: (usize, usize)) -> (usize, usize) {
         layers.iter().fold(hw, |hw, l| self.basic(l, hw))
     }
+
+    /// A Block17 or Block8: two branches and the up convolution, at the block's size.
+    fn two_branch(
+        &mut self,
+        b0: &BasicConv2d,
+        b1: &[BasicConv2d],
+        up: &Conv2d,
+        hw: (usize, usize),
+    ) {
+        self.basic(b0, hw);
+        self.seq(&seq(b1), hw);
+        self.conv(up, hw);
+    }
 }
 
 #[cfg(test)]
@@ -618,6 +868,115 @@ mod tests {
         // shared/reference/README.md: 1.417 GMAC per 160x160 image.
         let macs = InceptionResnetV1Config::keras_128().multiply_adds();
         assert!((macs as f64 / 1e9 - 1.417).abs() < 0.001, "{macs}");
+    }
+
+    #[test]
+    fn check_accepts_the_presets_and_refuses_what_cannot_be_built() {
+        for cfg in [
+            InceptionResnetV1Config::keras_128(),
+            InceptionResnetV1Config::facenet_512(),
+            InceptionResnetV1Config::small(),
+        ] {
+            assert_eq!(cfg.check(), Ok(()));
+        }
+        let k = InceptionResnetV1Config::keras_128;
+        for (cfg, word) in [
+            (
+                InceptionResnetV1Config {
+                    width_divisor: 0,
+                    ..k()
+                },
+                "width_divisor",
+            ),
+            (
+                InceptionResnetV1Config {
+                    dropout: 1.2,
+                    ..k()
+                },
+                "dropout",
+            ),
+            (
+                InceptionResnetV1Config {
+                    dropout: f64::NAN,
+                    ..k()
+                },
+                "dropout",
+            ),
+            (
+                InceptionResnetV1Config {
+                    embedding_dim: 1 << 40,
+                    ..k()
+                },
+                "embedding_dim",
+            ),
+            (
+                InceptionResnetV1Config {
+                    image_size: 12,
+                    ..k()
+                },
+                "image_size",
+            ),
+            (
+                InceptionResnetV1Config {
+                    repeats: [5, 1 << 30, 5],
+                    ..k()
+                },
+                "repeats",
+            ),
+        ] {
+            let e = cfg.check().unwrap_err();
+            assert!(e.starts_with(word), "{e}");
+        }
+    }
+
+    #[test]
+    fn skipping_a_block_changes_only_that_block() {
+        let device = Device::flex();
+        let cfg = InceptionResnetV1Config::small();
+        let net = cfg.init(&device);
+        let x = Tensor::<4>::random([2, 3, 96, 96], burn::tensor::Distribution::Default, &device);
+        let names = net.residual_block_names();
+        assert_eq!(names, ["Block35_1", "Block17_1", "Block8_1", "Block8_2"]);
+        let full = net.forward(x.clone());
+        for (k, name) in names.iter().enumerate() {
+            let d = (net.forward_skipping(x.clone(), k) - full.clone())
+                .abs()
+                .max();
+            assert!(
+                d.into_scalar::<f32>() > 0.0,
+                "skipping {name} changed nothing"
+            );
+        }
+        // An index past the blocks skips nothing.
+        let d = (net.forward_skipping(x.clone(), names.len()) - full)
+            .abs()
+            .max();
+        assert_eq!(d.into_scalar::<f32>(), 0.0);
+        let shares = net.residual_shares(x);
+        assert_eq!(shares.len(), names.len());
+        assert!(
+            shares.iter().all(|s| s.is_finite() && *s > 0.0),
+            "{shares:?}"
+        );
+    }
+
+    #[test]
+    fn summary_adds_up_to_the_network() {
+        let cfg = InceptionResnetV1Config::keras_128();
+        let net = cfg.init(&Device::flex());
+        let rows = net.summary(160);
+        let macs: u64 = rows.iter().map(|r| r.multiply_adds).sum();
+        let params: usize = rows.iter().map(|r| r.params).sum();
+        assert_eq!(macs, net.multiply_adds(160));
+        assert_eq!(params, net.num_params());
+        // The shapes of the Keras model (model.summary()).
+        let shape = |name: &str| rows.iter().find(|r| r.name == name).unwrap().output;
+        assert_eq!(shape("Conv2d_1a_3x3"), [32, 79, 79]);
+        assert_eq!(shape("Conv2d_4b_3x3"), [256, 17, 17]);
+        assert_eq!(shape("Block35 x5"), [256, 17, 17]);
+        assert_eq!(shape("Mixed_6a"), [896, 8, 8]);
+        assert_eq!(shape("Mixed_7a"), [1792, 3, 3]);
+        assert_eq!(shape("Bottleneck"), [128, 1, 1]);
     }
 
     #[test]
