@@ -61,7 +61,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 fn residuals(args: &Args) -> anyhow::Result<()> {
     use anyhow::Context;
-    use burn::tensor::{Tensor, TensorData};
     let path = match &args.weights {
         Some(p) => p.clone(),
         None => crate::common::WeightsArg {
@@ -70,14 +69,13 @@ fn residuals(args: &Args) -> anyhow::Result<()> {
         }
         .path()?,
     };
-    let device = Device::flex();
-    let (net, meta) = facenet::weights::load(&path, &device)?;
+    let embedder = facenet::Embedder::open(&path, &Device::flex())?;
     let mut files = Vec::new();
     for p in &args.residuals {
         if p.is_dir() {
-            let mut v = facenet::files::walk_images(p)
+            let v = facenet::files::walk_images(p)
                 .with_context(|| format!("listing {}", p.display()))?;
-            files.append(&mut v);
+            files.extend(v);
         } else {
             files.push(p.clone());
         }
@@ -85,50 +83,23 @@ fn residuals(args: &Args) -> anyhow::Result<()> {
     if files.is_empty() {
         anyhow::bail!("--residuals: no images found");
     }
-    let size = meta.config.image_size as u32;
-    let mut data = Vec::new();
-    for f in &files {
-        let img = facenet::image::load_face(f)?;
-        let img = facenet::image::resize_square(&img, size);
-        data.extend(meta.standardization.apply(&img));
-    }
-    let n = files.len();
-    let shape = [n, 3, size as usize, size as usize];
-    let x = Tensor::<4>::from_data(TensorData::new(data, shape), &device);
-    let unit = |t: Tensor<2>| -> Vec<Vec<f32>> {
-        let d = t.dims()[1];
-        let v = t.into_data().try_into_vec::<f32>().unwrap_or_default();
-        v.chunks(d)
-            .map(|r| {
-                let norm = r.iter().map(|a| a * a).sum::<f32>().sqrt().max(1e-12);
-                r.iter().map(|a| a / norm).collect()
-            })
-            .collect()
-    };
-    let full = unit(net.forward(x.clone()));
-    let shares = net.residual_shares(x.clone());
+    let faces = files
+        .iter()
+        .map(|f| facenet::image::load_face(f))
+        .collect::<facenet::Result<Vec<_>>>()?;
+    let x = embedder.input_tensor(&faces)?;
     println!(
-        "Residual blocks of {} on {n} face(s): |scale * up(x)| / |x| is the size of what a block \
-         adds to its input; `moved` is how far each unit embedding goes (L2) when the block is \
-         left out.\n\n| block | adds | moved: mean | moved: max |\n|---|---:|---:|---:|",
-        path.display()
+        "Residual blocks of {} on {} face(s): |scale * up(x)| / |x| is the size of what a \
+         block adds to its input; `moved` is how far each unit embedding goes (L2) when the \
+         block is left out.\n\n| block | adds | moved: mean | moved: max |\n|---|---:|---:|---:|",
+        path.display(),
+        faces.len()
     );
-    for (k, name) in net.residual_block_names().iter().enumerate() {
-        let skipped = unit(net.forward_skipping(x.clone(), k));
-        let moved: Vec<f32> = full
-            .iter()
-            .zip(&skipped)
-            .map(|(a, b)| {
-                a.iter()
-                    .zip(b)
-                    .map(|(p, q)| (p - q) * (p - q))
-                    .sum::<f32>()
-                    .sqrt()
-            })
-            .collect();
-        let mean = moved.iter().sum::<f32>() / n as f32;
-        let max = moved.iter().cloned().fold(0.0, f32::max);
-        println!("| {name} | {:.3} | {mean:.3} | {max:.3} |", shares[k]);
+    for r in embedder.model().residual_effects(x) {
+        println!(
+            "| {} | {:.3} | {:.3} | {:.3} |",
+            r.block, r.adds, r.moved_mean, r.moved_max
+        );
     }
     Ok(())
 }
