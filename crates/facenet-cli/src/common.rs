@@ -16,8 +16,9 @@ pub struct WeightsArg {
     /// Default: facenet_keras.safetensors in the cache ($FACENET_HOME, ~/.cache/facenet).
     #[arg(long)]
     pub weights: Option<PathBuf>,
-    /// Arithmetic of the network on the CPU: f32 (default) or bf16 (Intel AMX: faster,
-    /// embeddings within ~1e-4 cosine distance; fails clearly where the CPU lacks AMX).
+    /// Arithmetic of the network on the CPU: f32 (default) or bf16 (Intel AMX or AVX-512 BF16:
+    /// faster, embeddings within ~1e-4 cosine distance; fails clearly where the CPU has
+    /// neither; FACENET_BF16_KERNEL=amx|avx512-bf16 chooses the family).
     #[arg(long, value_enum, default_value = "f32")]
     pub precision: Precision,
 }

@@ -18,8 +18,11 @@ use clap::{Parser, Subcommand};
 #[command(name = "facenet", version, about, long_about = None)]
 struct Cli {
     /// Run on CUDA device 0 (needs a build with `--features cuda`).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, conflicts_with = "gpu")]
     cuda: bool,
+    /// Run on the first GPU through wgpu / Vulkan (needs a build with `--features gpu`).
+    #[arg(long, global = true)]
+    gpu: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -63,6 +66,8 @@ enum Command {
     Model(cmd::model::Args),
     /// Plot the first two principal components of the embeddings of a few people's faces.
     Project(cmd::project::Args),
+    /// Validation curves of training runs: accuracy against steps and training minutes.
+    Curves(cmd::curves::Args),
     /// Run the HTTP recognition service: JSON API, web page at /, OpenAPI docs at /docs.
     Serve(cmd::serve::ServeArgs),
     /// Create, list and revoke the service's API keys.
@@ -117,7 +122,13 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let device = || facenet::device(cli.cuda);
+    let device = || {
+        facenet::device_for(match (cli.cuda, cli.gpu) {
+            (true, _) => facenet::DeviceChoice::Cuda,
+            (_, true) => facenet::DeviceChoice::Gpu,
+            _ => facenet::DeviceChoice::Cpu,
+        })
+    };
     match cli.command {
         Command::Fetch(args) => cmd::fetch::run(args),
         Command::ImportWeights(args) => cmd::import::run(args),
@@ -142,6 +153,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => cmd::demo::run(args, device()?),
         Command::Project(args) => cmd::project::run(args, device()?),
         Command::Model(args) => cmd::model::run(args),
+        Command::Curves(args) => cmd::curves::run(args),
         Command::Bench(b) => cmd::bench::run(b, device()?),
         Command::Serve(args) => cmd::serve::serve(args, device()?),
         Command::Keys(args) => cmd::serve::keys(args),

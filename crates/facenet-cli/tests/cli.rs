@@ -686,6 +686,31 @@ fn train_softmax_center_loss_smoke() {
     assert!(l[0]["cross_entropy"].as_f64().unwrap() > 0.0);
     assert!(l[0]["center_loss"].as_f64().unwrap() >= 0.0);
     assert!(run.join("checkpoint/head.safetensors").is_file());
+
+    // `facenet curves`: a run trained without validation pairs has no curve, and says why.
+    let out = bin().arg("curves").arg(&run).output().unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--val-pairs"), "{}", stderr(&out));
+    // A run with validations (its log extended with two): the table and the picture.
+    let mut log = std::fs::read_to_string(run.join("log.jsonl")).unwrap();
+    log.insert_str(0, "{\"step\":0,\"val_accuracy\":0.55,\"val_at_far\":0.0}\n");
+    log.push_str("{\"step\":2,\"step_seconds\":60.0,\"val_accuracy\":0.75}\n");
+    std::fs::write(run.join("log.jsonl"), log).unwrap();
+    let png = dir.path().join("curves.png");
+    let out = bin()
+        .arg("curves")
+        .arg(&run)
+        .args(["--goal", "0.85", "--out"])
+        .arg(&png)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Two validations, three steps, the best at the last.
+    assert!(text.contains("s | 2 | 3 | "), "{text}");
+    assert!(text.contains("| 0.550 | 0.750 (3, "), "{text}");
+    let img = image::open(&png).unwrap();
+    assert_eq!((img.width(), img.height()), (1400, 560));
 }
 
 #[test]

@@ -268,6 +268,109 @@ pub fn distances(
     Ok(())
 }
 
+/// Validation accuracy of training runs, side by side against steps and against training
+/// minutes (one colour per run, named in the legend); a dashed line at `goal` if given.
+pub fn training_curves(
+    path: &Path,
+    runs: &[(String, Vec<facenet::train::CurvePoint>)],
+    goal: Option<f64>,
+) -> Result<()> {
+    fonts();
+    let root = BitMapBackend::new(path, (1400, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(err(path))?;
+    let points = || runs.iter().flat_map(|(_, p)| p.iter());
+    let lo = points()
+        .map(|p| p.val_accuracy)
+        .chain(goal)
+        .fold(1.0, f64::min)
+        .clamp(0.0, 0.5);
+    let hi = points()
+        .map(|p| p.val_accuracy)
+        .chain(goal)
+        .fold(0.0, f64::max)
+        .min(1.0);
+    // Round to 0.05, with room above the highest line.
+    let (lo, hi) = (
+        (lo * 20.0).floor() / 20.0,
+        (((hi + 0.02) * 20.0).ceil() / 20.0).clamp(lo + 0.05, 1.0),
+    );
+    let max_step = points().map(|p| p.step).max().unwrap_or(1).max(1) as f64;
+    let max_min = points()
+        .map(|p| p.train_seconds / 60.0)
+        .fold(0.0, f64::max)
+        .max(1.0);
+    let halves = root.split_evenly((1, 2));
+    let axes = [("optimizer steps", max_step), ("training minutes", max_min)];
+    for (area, (x_desc, x_max)) in halves.iter().zip(axes) {
+        let mut chart = ChartBuilder::on(area)
+            .caption(
+                format!("Validation accuracy against {x_desc}"),
+                ("sans-serif", 20),
+            )
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..x_max * 1.02, lo..hi)
+            .map_err(err(path))?;
+        chart
+            .configure_mesh()
+            .x_desc(x_desc)
+            .x_label_formatter(&|x| {
+                if x_max < 10.0 {
+                    format!("{x:.1}")
+                } else {
+                    format!("{x:.0}")
+                }
+            })
+            .y_desc("accuracy on the validation pairs")
+            .label_style(("sans-serif", 14))
+            .draw()
+            .map_err(err(path))?;
+        if let Some(g) = goal {
+            chart
+                .draw_series(DashedLineSeries::new(
+                    vec![(0.0, g), (x_max * 1.02, g)],
+                    8,
+                    5,
+                    BLACK.stroke_width(1),
+                ))
+                .map_err(err(path))?
+                .label(format!("goal {g}"))
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
+        }
+        for (i, (name, pts)) in runs.iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            let xy: Vec<(f64, f64)> = pts
+                .iter()
+                .map(|p| {
+                    let x = if x_desc == "optimizer steps" {
+                        p.step as f64
+                    } else {
+                        p.train_seconds / 60.0
+                    };
+                    (x, p.val_accuracy)
+                })
+                .collect();
+            chart
+                .draw_series(LineSeries::new(xy, color.stroke_width(2)))
+                .map_err(err(path))?
+                .label(name.as_str())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .label_font(("sans-serif", 14))
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(err(path))?;
+    }
+    root.present().map_err(err(path))
+}
+
 /// A 2-D scatter, one colour per label, with a legend of `names`.
 pub fn scatter(
     path: &Path,

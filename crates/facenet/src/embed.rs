@@ -164,16 +164,22 @@ impl Embedder {
     /// The implementation in use.
     pub fn engine(&self) -> &'static str {
         match &self.fast {
-            Some(f) if f.precision() == Precision::Bf16 => {
-                "fast bf16 (folded BatchNorm, NHWC, AMX tiles)"
-            }
-            Some(_) => "fast (folded BatchNorm, NHWC, gemm)",
+            Some(f) => match f.bf16_kernel() {
+                Some(crate::fast::Bf16Kernel::Amx) => {
+                    "fast bf16 (folded BatchNorm, NHWC, AMX tiles)"
+                }
+                Some(crate::fast::Bf16Kernel::Avx512) => {
+                    "fast bf16 (folded BatchNorm, NHWC, AVX-512 BF16 dot products)"
+                }
+                None => "fast (folded BatchNorm, NHWC, gemm)",
+            },
             None => "burn",
         }
     }
 
     /// Chooses the fast path's arithmetic (see [`Precision`]). `Bf16` needs the fast path
-    /// (the CPU, [`Engine::Auto`]) and a CPU with AMX; otherwise this fails and says why.
+    /// (the CPU, [`Engine::Auto`]) and a CPU with AMX or AVX-512 BF16 (see
+    /// [`crate::fast::Bf16Kernel`]); otherwise this fails and says why.
     pub fn with_precision(mut self, precision: Precision) -> Result<Self> {
         self.fast = match self.fast.take() {
             Some(fast) => Some(fast.with_precision(precision)?),
@@ -186,6 +192,39 @@ impl Embedder {
             }
         };
         Ok(self)
+    }
+
+    /// bf16 products on this kernel family (the AMX machine's way to run the AVX-512 BF16
+    /// kernel, for tests and benchmarks); fails where the fast path is off or the CPU lacks
+    /// the family.
+    pub fn with_bf16_kernel(mut self, kernel: crate::fast::Bf16Kernel) -> Result<Self> {
+        self.fast = match self.fast.take() {
+            Some(fast) => Some(fast.with_bf16_kernel(kernel)?),
+            None => {
+                return Err(Error::InvalidArgument {
+                    field: "precision",
+                    reason: "bf16 runs on the fast CPU path only (engine auto on the CPU)".into(),
+                });
+            }
+        };
+        Ok(self)
+    }
+
+    /// The products' kernel family, as `bench embed` prints it: `amx` or `avx512-bf16` in
+    /// bf16, `gemm` in f32, `burn` off the fast path.
+    pub fn kernel(&self) -> &'static str {
+        match &self.fast {
+            Some(f) => match f.bf16_kernel() {
+                Some(k) => k.name(),
+                None => "gemm",
+            },
+            None => "burn",
+        }
+    }
+
+    /// The bf16 kernel family in use (`None` in f32).
+    pub fn bf16_kernel(&self) -> Option<crate::fast::Bf16Kernel> {
+        self.fast.as_ref().and_then(FastNet::bf16_kernel)
     }
 
     /// The arithmetic in use (f32 unless [`Embedder::with_precision`] chose bf16).

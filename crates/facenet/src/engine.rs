@@ -35,9 +35,11 @@ pub enum Precision {
     #[default]
     F32,
     /// Weights and activations rounded to bfloat16 (8-bit mantissa) for the products, sums
-    /// and everything else in f32, on Intel AMX tiles: opt-in, several times the matrix
-    /// throughput; embeddings within cosine distance ~1e-4 of the f32 ones on the reference
-    /// crops, see the README for the LFW accuracy measured in both modes.
+    /// and everything else in f32, on Intel AMX tiles or AVX-512 BF16 dot products: opt-in;
+    /// several times the f32 matrix throughput on AMX, CPU-dependent on AVX-512 BF16 (`facenet
+    /// bench embed` prints each instruction's rate); embeddings within cosine distance ~1e-4
+    /// of the f32 ones on the reference crops, see the README for the LFW accuracy measured in
+    /// both modes.
     Bf16,
 }
 

@@ -40,19 +40,56 @@ pub use error::{Error, Result};
 pub use image::Standardization;
 pub use model::{InceptionResnetV1, InceptionResnetV1Config};
 
+/// Where the network runs: the CPU (burn's flex backend and the fast path), CUDA device 0
+/// (`cuda` feature), or the first GPU through wgpu / Vulkan (`gpu` feature).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceChoice {
+    /// The CPU, all cores.
+    #[default]
+    Cpu,
+    /// CUDA device 0 (a build with `--features cuda`).
+    Cuda,
+    /// The first discrete GPU through wgpu (a build with `--features gpu`).
+    Gpu,
+}
+
+/// The device to compute on; a choice this build was compiled without is an error that names
+/// the feature to build with.
+pub fn device_for(choice: DeviceChoice) -> Result<Device> {
+    match choice {
+        DeviceChoice::Cpu => Ok(Device::flex()),
+        DeviceChoice::Cuda => {
+            #[cfg(feature = "cuda")]
+            {
+                Ok(Device::cuda(0))
+            }
+            #[cfg(not(feature = "cuda"))]
+            Err(Error::InvalidArgument {
+                field: "device",
+                reason: "this build has no CUDA support; rebuild with `--features cuda`".into(),
+            })
+        }
+        DeviceChoice::Gpu => {
+            #[cfg(feature = "gpu")]
+            {
+                Ok(Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(0)))
+            }
+            #[cfg(not(feature = "gpu"))]
+            Err(Error::InvalidArgument {
+                field: "device",
+                reason: "this build has no GPU (wgpu) support; rebuild with `--features gpu`"
+                    .into(),
+            })
+        }
+    }
+}
+
 /// The device to compute on: CUDA device 0 when built with the `cuda` feature and `cuda` is
 /// asked for, else the CPU (burn's flex backend, all cores).
 pub fn device(cuda: bool) -> Result<Device> {
-    if cuda {
-        #[cfg(feature = "cuda")]
-        {
-            return Ok(Device::cuda(0));
-        }
-        #[cfg(not(feature = "cuda"))]
-        return Err(Error::InvalidArgument {
-            field: "device",
-            reason: "this build has no CUDA support; rebuild with `--features cuda`".into(),
-        });
-    }
-    Ok(Device::flex())
+    device_for(if cuda {
+        DeviceChoice::Cuda
+    } else {
+        DeviceChoice::Cpu
+    })
 }

@@ -12,6 +12,7 @@ mod common;
 
 use burn::tensor::Tensor;
 use common::{floats, max_abs_diff, reference_json, shared, weights};
+use facenet::fast::Bf16Kernel;
 use facenet::{Device, Distance, Embedder, Engine, Standardization};
 
 const L2_TOL: f32 = 1e-5;
@@ -204,23 +205,36 @@ fn intermediate_layers_match_keras() {
     }
 }
 
-/// The opt-in bf16 mode (AMX) against the f32 goldens: every crop's L2 embedding within
+/// The opt-in bf16 mode on AMX against the f32 goldens: every crop's L2 embedding within
 /// cosine distance 1e-3 of Keras's (bf16 keeps 8 mantissa bits; measured 1.0e-4), and every
 /// pairwise distance within 0.015 of the reference matrix (measured 3.3e-3), at batch 1 and 10.
 #[test]
 #[ignore = "needs Intel AMX (AMX-TILE, AMX-BF16): `cargo test --release -- --ignored amx` where the CPU has it"]
 fn bf16_amx_embeddings_stay_close_to_keras() {
+    bf16_embeddings_stay_close_to_keras(Bf16Kernel::Amx);
+}
+
+/// The same on the AVX-512 BF16 kernel (`vdpbf16ps`), for CPUs without AMX.
+#[test]
+#[ignore = "needs AVX-512 BF16: `cargo test --release -- --ignored avx512_bf16` where the CPU has it"]
+fn bf16_avx512_bf16_embeddings_stay_close_to_keras() {
+    bf16_embeddings_stay_close_to_keras(Bf16Kernel::Avx512);
+}
+
+fn bf16_embeddings_stay_close_to_keras(kernel: Bf16Kernel) {
     assert!(
-        facenet::fast::bf16_available(),
-        "this CPU or kernel lacks AMX-BF16: run this test where it has it"
+        kernel.available(),
+        "this machine lacks {}: run this test where it has it",
+        kernel.requirement()
     );
     let refs = reference_json("embeddings.json");
     let (names, imgs) = crops();
     for batch in [1, 10] {
         let e = embedder(Standardization::Prewhiten, batch)
-            .with_precision(facenet::Precision::Bf16)
+            .with_bf16_kernel(kernel)
             .unwrap();
         assert_eq!(e.precision(), facenet::Precision::Bf16);
+        assert_eq!(e.bf16_kernel(), Some(kernel));
         let embs = e.embed(&imgs).unwrap();
         let mut worst = 0f32;
         for (i, (name, got)) in names.iter().zip(&embs).enumerate() {
@@ -241,24 +255,40 @@ fn bf16_amx_embeddings_stay_close_to_keras() {
             }
         }
         eprintln!(
-            "bf16 batch {batch}: max cosine distance to Keras {worst:.2e}, max |pair distance \
-             difference| {worst_d:.2e}"
+            "bf16 ({}) batch {batch}: max cosine distance to Keras {worst:.2e}, max |pair \
+             distance difference| {worst_d:.2e}",
+            kernel.name()
         );
     }
 }
 
-/// The bf16 mode is offered exactly where the CPU runs it: where AMX is missing, asking for
-/// it is an error that names AMX; where it is there, the embedder switches to it.
+/// The bf16 mode is offered exactly where the CPU runs it: where neither AMX nor AVX-512 BF16
+/// is there, asking for it is an error that names both; where one is, the embedder switches to
+/// the fastest (AMX first).
 #[test]
 fn bf16_mode_follows_the_cpu() {
     let e = embedder(Standardization::Prewhiten, 1).with_precision(facenet::Precision::Bf16);
-    match (facenet::fast::bf16_available(), e) {
-        (true, Ok(e)) => assert_eq!(e.precision(), facenet::Precision::Bf16),
-        (false, Err(err)) => {
-            let msg = err.to_string();
-            assert!(msg.contains("AMX"), "unexpected error: {msg}");
+    match (Bf16Kernel::best(), e) {
+        (Some(best), Ok(e)) => {
+            assert_eq!(e.precision(), facenet::Precision::Bf16);
+            assert_eq!(e.bf16_kernel(), Some(best));
+            assert!(best.available());
         }
-        (true, Err(err)) => panic!("AMX is available but bf16 failed: {err}"),
-        (false, Ok(_)) => panic!("bf16 accepted on a CPU without AMX"),
+        (None, Err(err)) => {
+            let msg = err.to_string();
+            assert!(
+                msg.contains("AMX") && msg.contains("AVX-512 BF16"),
+                "unexpected error: {msg}"
+            );
+        }
+        (Some(_), Err(err)) => panic!("a bf16 kernel is available but bf16 failed: {err}"),
+        (None, Ok(_)) => panic!("bf16 accepted on a CPU without a bf16 kernel"),
+    }
+    // Asking for a family the CPU lacks names what it needs.
+    for k in Bf16Kernel::ALL.into_iter().filter(|k| !k.available()) {
+        let Err(err) = embedder(Standardization::Prewhiten, 1).with_bf16_kernel(k) else {
+            panic!("{} accepted on a CPU without it", k.name());
+        };
+        assert!(err.to_string().contains(k.requirement()), "{err}");
     }
 }

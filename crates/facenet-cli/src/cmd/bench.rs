@@ -58,7 +58,11 @@ pub struct TrainArgs {
 /// memory is its own); returns its standard output.
 fn run_worker(args: &[String]) -> anyhow::Result<String> {
     let exe = std::env::current_exe().context("locating this executable")?;
+    // The device flags (global options) go to the worker too, so that it measures the device
+    // this process was asked for.
+    let device_flags = std::env::args().filter(|a| a == "--cuda" || a == "--gpu");
     let out = Command::new(&exe)
+        .args(device_flags)
         .args(args)
         .output()
         .context("running the benchmark worker")?;
@@ -309,6 +313,17 @@ fn parent(args: &EmbedArgs) -> anyhow::Result<()> {
     );
     let peak = facenet::bench::peak::measure(threads);
     println!("# {peak}");
+    let dots = facenet::bench::peak::dot_peaks(threads);
+    if let Some((_, f32_rate)) = dots.first() {
+        let cells: Vec<String> = dots
+            .iter()
+            .map(|(name, r)| format!("{name} {r:.0} GMAC/s ({:.2}x)", r / f32_rate))
+            .collect();
+        println!(
+            "# multiply-add peaks on {threads} threads: {}",
+            cells.join(", ")
+        );
+    }
     let mut rows = Vec::new();
     for &b in &args.batch {
         let mut argv: Vec<String> = format!(
@@ -375,9 +390,10 @@ fn worker(args: &EmbedArgs, batch: usize, device: Device) -> anyhow::Result<()> 
         facenet::bench::embed_throughput(&embedder, batch, size, (args.runs, args.min_run_s))?;
     let rates = args.runs.max(1);
     println!(
-        "embed batch={batch} img_per_s={median:.2} peak_rss_mib={:.0} precision={}",
+        "embed batch={batch} img_per_s={median:.2} peak_rss_mib={:.0} precision={} kernel={}",
         peak_rss_mib(),
-        embedder.precision().name()
+        embedder.precision().name(),
+        embedder.kernel()
     );
     println!(
         "# batch {batch}: median of {rates} runs, {source}, engine {}",

@@ -1,6 +1,7 @@
 pub mod align;
 pub mod bench;
 pub mod calibrate;
+pub mod curves;
 pub mod demo;
 pub mod detect;
 pub mod embed;

@@ -125,7 +125,8 @@ class FaceNet:
     Inception-ResNet-v1 network with the Keras FaceNet weights.
 
     ``weights`` and ``mtcnn`` default to the files ``facenet.fetch()`` puts in the cache;
-    ``precision`` is ``"f32"`` (the default, parity-tested) or ``"bf16"`` (Intel AMX only).
+    ``precision`` is ``"f32"`` (the default, parity-tested) or ``"bf16"`` (Intel AMX or
+    AVX-512 BF16; see the README).
     """
 
     def __init__(self, weights: Optional[str] = None, mtcnn: Optional[str] = None, precision: str = "f32"):

@@ -80,6 +80,58 @@ pub fn measure(threads: usize) -> Peak {
     }
 }
 
+/// Multiply-adds per second of each product instruction this CPU has (AVX-512 F `vfmadd231ps`,
+/// AVX-512 BF16 `vdpbf16ps`, AVX-512 VNNI `vpdpbusd`), each on `threads` threads: which
+/// reduced precision pays on this CPU. One `(instruction, GMAC/s)` per instruction present.
+pub fn dot_peaks(threads: usize) -> Vec<(&'static str, f64)> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        // ~0.1 s of FMAs, ~0.4 s of the slowest dot product here.
+        let iters = 40_000_000u64;
+        let rate = |macs_per_iter: f64, f: fn(u64) -> f32| {
+            std::thread::scope(|s| {
+                for _ in 0..threads {
+                    s.spawn(|| f(iters / 10));
+                }
+            });
+            let t = Instant::now();
+            std::thread::scope(|s| {
+                for _ in 0..threads {
+                    s.spawn(|| f(iters));
+                }
+            });
+            threads as f64 * iters as f64 * macs_per_iter / t.elapsed().as_secs_f64() / 1e9
+        };
+        let mut out = Vec::new();
+        if has!("avx512f") {
+            // SAFETY (all three): the feature was detected just before.
+            out.push((
+                "f32 vfmadd231ps",
+                rate(12.0 * 16.0, |n| unsafe { x86::fma512(n) }),
+            ));
+            if has!("avx512bf16") {
+                out.push((
+                    "bf16 vdpbf16ps",
+                    rate(12.0 * 32.0, |n| unsafe { x86::dpbf16(n) }),
+                ));
+            }
+            if has!("avx512vnni") {
+                out.push((
+                    "int8 vpdpbusd",
+                    rate(12.0 * 64.0, |n| unsafe { x86::dpbusd(n) }),
+                ));
+            }
+        }
+        out
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = threads;
+        Vec::new()
+    }
+}
+
 fn isa() -> (&'static str, usize) {
     #[cfg(target_arch = "x86_64")]
     {
@@ -147,6 +199,43 @@ mod x86 {
             |s| _mm512_reduce_add_ps(s),
             iters
         )
+    }
+
+    /// 12 independent `vdpbf16ps` chains (32 multiply-adds each).
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub unsafe fn dpbf16(iters: u64) -> f32 {
+        // SAFETY: `__m512bh` is 32 bf16 values, the layout of 16 i32 lanes.
+        let (a, b): (__m512bh, __m512bh) = unsafe {
+            (
+                std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(0x3f80_3f80)),
+                std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(0x3380_3380)),
+            )
+        };
+        let mut acc = [_mm512_setzero_ps(); 12];
+        for _ in 0..iters {
+            for v in &mut acc {
+                *v = _mm512_dpbf16_ps(*v, a, b);
+            }
+        }
+        let s = acc[1..].iter().fold(acc[0], |s, v| _mm512_add_ps(s, *v));
+        _mm512_reduce_add_ps(std::hint::black_box(s))
+    }
+
+    /// 12 independent `vpdpbusd` chains (64 multiply-adds each).
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    pub unsafe fn dpbusd(iters: u64) -> f32 {
+        let (a, b) = (
+            _mm512_set1_epi32(0x0101_0101),
+            _mm512_set1_epi32(0x0101_0101),
+        );
+        let mut acc = [_mm512_setzero_si512(); 12];
+        for _ in 0..iters {
+            for v in &mut acc {
+                *v = _mm512_dpbusd_epi32(*v, a, b);
+            }
+        }
+        let s = acc[1..].iter().fold(acc[0], |s, v| _mm512_add_epi32(s, *v));
+        _mm512_reduce_add_epi32(std::hint::black_box(s)) as f32
     }
 
     #[target_feature(enable = "avx2,fma")]

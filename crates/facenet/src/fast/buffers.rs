@@ -99,8 +99,8 @@ pub(super) fn with_workspace<T>(f: impl FnOnce(&mut Workspace) -> T) -> T {
     out
 }
 
-/// One chunk of im2col rows: f32, or already rounded to bf16 for AMX (rows of
-/// [`amx::padded_k`] values, the row count rounded up to the kernel's 32).
+/// One chunk of im2col rows: f32, or already rounded to bf16 (rows of
+/// [`bf16mm::padded_k`] values, the row count rounded up to the kernel's 32).
 #[derive(Clone, Copy)]
 pub(super) enum Patches<'a> {
     F32(&'a [f32]),
@@ -108,6 +108,6 @@ pub(super) enum Patches<'a> {
 }
 
 thread_local! {
-    /// bf16 im2col chunks (AMX mode), kept per thread.
+    /// bf16 im2col chunks (bf16 mode), kept per thread.
     pub(super) static BF16_PATCHES: std::cell::Cell<Vec<u16>> = const { std::cell::Cell::new(Vec::new()) };
 }

@@ -1,5 +1,5 @@
 //! Convolutions and their epilogues: folded BatchNorm, the im2col gather (f32 and bf16), the
-//! matrix products (gemm or AMX tiles) split across threads.
+//! matrix products (gemm, or the bf16 kernels of `bf16mm`) split across threads.
 
 #[allow(unused_imports)]
 use super::*;
@@ -34,8 +34,8 @@ pub(super) struct Conv {
     pub(super) wino: Option<Vec<f32>>,
     /// PReLU slopes per output channel, for [`Epilogue::BiasPrelu`] (empty otherwise).
     pub(super) prelu: Vec<f32>,
-    /// `w` packed for AMX bf16 products ([`Precision::Bf16`]); `None` runs f32 products.
-    pub(super) amx: Option<amx::Packed>,
+    /// `w` packed for bf16 products ([`Precision::Bf16`]); `None` runs f32 products.
+    pub(super) bf16w: Option<bf16mm::Packed>,
 }
 
 pub(super) fn tensor_vec<const D: usize>(t: Tensor<D>, name: &str) -> Result<Vec<f32>> {
@@ -111,7 +111,7 @@ impl Conv {
             // Set by `FastNet::with_winograd`: MTCNN's few-channel convolutions go without.
             wino: None,
             prelu: Vec::new(),
-            amx: None,
+            bf16w: None,
         })
     }
 
@@ -129,7 +129,7 @@ impl Conv {
             b,
             wino: None,
             prelu: Vec::new(),
-            amx: None,
+            bf16w: None,
         }
     }
 
@@ -170,7 +170,7 @@ impl Conv {
             w,
             b,
             prelu: parts.iter().flat_map(|p| p.prelu.iter().copied()).collect(),
-            amx: None,
+            bf16w: None,
             ..first.clone()
         }
     }
@@ -252,17 +252,17 @@ impl Conv {
             return;
         }
         // With f32 products each thread packs the whole weight matrix, so rows are split only
-        // when they outnumber the weights' columns; AMX weights are packed once, and a row
+        // when they outnumber the weights' columns; bf16 weights are packed once, and a row
         // split then avoids rounding the same rows on every thread.
-        let by_rows =
-            rows >= threads * MIN_ROWS_PER_THREAD && (self.amx.is_some() || rows >= 2 * self.cout);
+        let by_rows = rows >= threads * MIN_ROWS_PER_THREAD
+            && (self.bf16w.is_some() || rows >= 2 * self.cout);
         let by_cols = self.cout >= threads * 16;
         if threads == 1 || !(by_rows || by_cols) {
             // SAFETY: `dst` is `out.data`, which holds `rows * oc` floats (asserted above).
             unsafe { self.run_rows(&job, dst, 0, rows, 0..self.cout, &mut scratch[0]) };
         } else if by_rows {
-            // Whole 32-row tiles per thread on AMX.
-            let per = match self.amx {
+            // Whole 32-row blocks per thread in bf16.
+            let per = match self.bf16w {
                 Some(_) => rows.div_ceil(threads).next_multiple_of(32),
                 None => rows.div_ceil(threads),
             };
@@ -330,7 +330,7 @@ impl Conv {
     }
 
     /// Builds the im2col patches of output rows `r0..r0 + m` in bounded chunks and hands each
-    /// chunk (first row, row count, patches) to `f`. With AMX weights the patches are rounded
+    /// chunk (first row, row count, patches) to `f`. With bf16 weights the patches are rounded
     /// to bf16 as they are gathered (no f32 copy is written).
     pub(super) fn in_patches(
         &self,
@@ -344,8 +344,8 @@ impl Conv {
         let (oh, ow) = self.out_hw(x.h, x.w);
         let k = self.kh * self.kw * self.cin;
         let chunk = (IM2COL_CHUNK_FLOATS / k).clamp(1, m.max(1));
-        if self.amx.is_some() {
-            let kp = amx::padded_k(k);
+        if self.bf16w.is_some() {
+            let kp = bf16mm::padded_k(k);
             let chunk = chunk.next_multiple_of(32);
             let mut buf = BF16_PATCHES.take();
             if buf.len() < chunk * kp {
@@ -354,7 +354,7 @@ impl Conv {
             let mut done = 0;
             while done < m {
                 let c = chunk.min(m - done);
-                // SAFETY: AMX weights exist only where `amx::available()` held, which implies
+                // SAFETY: bf16 weights exist only where a bf16 kernel family is available, which implies
                 // AVX-512; `buf` holds `chunk >= c` rows of `kp`.
                 unsafe { self.im2col_bf16(x, xoff, r0 + done, c, (oh, ow), &mut buf, kp) };
                 f(
@@ -398,7 +398,7 @@ impl Conv {
     ) {
         // This function's AVX-512F/BW (the caller's guarantee) is what `round_into` needs.
         self.gather(x, xoff, r0, m, oh_ow, (dst, kp, 0), |d, s| {
-            amx::round_into(d, s)
+            bf16mm::round_into(d, s)
         });
     }
 
@@ -436,20 +436,20 @@ impl Conv {
             }
             Some(Patches::Bf16(p)) => {
                 let packed = self
-                    .amx
+                    .bf16w
                     .as_ref()
-                    .expect("bf16 patches come with AMX weights");
+                    .expect("bf16 patches come with bf16 weights");
                 // SAFETY: `p` holds the rows `r0..r0 + m` rounded up to 32, of `padded_k`
                 // values (built by `in_patches`); the output as below.
                 unsafe {
                     let d = dst.0.add(r0 * oc + ooff + cols.start);
-                    let out = amx::Out {
+                    let out = bf16mm::Out {
                         ptr: d,
                         ldd: oc,
                         accumulate: read_dst,
                         beta,
                     };
-                    amx::gemm_bf16(m, cols.end - cols.start, p, packed, cols.start, out);
+                    bf16mm::gemm_bf16(m, cols.end - cols.start, p, packed, cols.start, out);
                     self.epilogue(d, oc, m, cols, epilogue);
                 }
                 return;
@@ -469,16 +469,16 @@ impl Conv {
         // does not overlap the inputs.
         unsafe {
             let d = dst.0.add(r0 * oc + ooff + cols.start);
-            if let Some(packed) = &self.amx {
-                // Column ranges start at multiples of 16 (see `run`); AMX was checked
+            if let Some(packed) = &self.bf16w {
+                // Column ranges start at multiples of 16 (see `run`); the kernel family was checked
                 // available when the weights were packed.
-                let out = amx::Out {
+                let out = bf16mm::Out {
                     ptr: d,
                     ldd: oc,
                     accumulate: read_dst,
                     beta,
                 };
-                amx::gemm(m, n, lhs, lhs_rs, packed, cols.start, out);
+                bf16mm::gemm(m, n, lhs, lhs_rs, packed, cols.start, out);
             } else {
                 gemm::gemm(
                     m,
@@ -575,7 +575,7 @@ impl Conv {
     }
 
     /// The one im2col gather behind [`Conv::im2col`] (f32 rows) and [`Conv::im2col_bf16`]
-    /// (bf16 rows padded to the AMX kernel's depth): `sink` is `(rows, row length, zero)`,
+    /// (bf16 rows padded to the bf16 kernels' depth): `sink` is `(rows, row length, zero)`,
     /// row values past `k` are zero, `put` stores a run of input values into a run of a row.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]

@@ -25,9 +25,10 @@
 //! AVX-512 / AVX2 / SSE kernels by runtime feature detection. The loops here (im2col, pooling,
 //! epilogues) are plain Rust because no crate offers these NHWC steps over strided slots.
 //!
-//! [`Precision::Bf16`] (opt-in, [`FastNet::with_precision`]) runs every product on Intel AMX
-//! tiles instead (`fast/amx.rs`): weights packed once into tile layout, im2col rows rounded to bf16
-//! as they are gathered, f32 sums and epilogues. The same machinery runs MTCNN ([`FastMtcnn`]).
+//! [`Precision::Bf16`] (opt-in, [`FastNet::with_precision`]) runs every product in bf16 instead
+//! (`fast/bf16mm.rs`), on Intel AMX tiles or, on CPUs without AMX, AVX-512 BF16 dot products
+//! ([`Bf16Kernel`]): weights packed once, im2col rows rounded to bf16 as they are gathered, f32
+//! sums and epilogues. The same machinery runs MTCNN ([`FastMtcnn`]).
 
 use gemm::Parallelism;
 
@@ -40,22 +41,23 @@ use burn::nn::conv::Conv2d;
 use burn::nn::pool::MaxPool2d;
 use burn::tensor::Tensor;
 
-mod amx;
+mod bf16mm;
 mod blocks;
 mod buffers;
 mod conv;
 mod mtcnn;
 mod winograd;
 
+pub use bf16mm::Bf16Kernel;
 use blocks::*;
 use buffers::*;
 use conv::*;
 pub use mtcnn::{FastMtcnn, ONET_OUT, PNET_OUT, RNET_OUT};
 
-/// Whether [`Precision::Bf16`] can run on this machine: Intel AMX-TILE and AMX-BF16, and the
-/// kernel's permission to use the tiles (checked once per process).
+/// Whether [`Precision::Bf16`] can run on this machine: Intel AMX (AMX-TILE, AMX-BF16 and the
+/// operating system's permission for the tiles) or AVX-512 BF16 (see [`Bf16Kernel`]).
 pub fn bf16_available() -> bool {
-    amx::available()
+    Bf16Kernel::best().is_some()
 }
 
 /// im2col is built in chunks of at most this many floats (4 MiB), so that memory stays bounded
@@ -84,6 +86,8 @@ pub struct FastNet {
     bottleneck: Conv,
     threads: usize,
     precision: Precision,
+    /// The bf16 kernel family, in bf16 mode.
+    bf16_kernel: Option<Bf16Kernel>,
 }
 
 impl FastNet {
@@ -150,8 +154,9 @@ impl FastNet {
             bottleneck,
             threads: rayon::current_num_threads().max(1),
             precision: Precision::F32,
+            bf16_kernel: None,
         }
-        .with_winograd(true))
+        .with_kernels(Precision::F32, None))
     }
 
     /// Uses at most `n` threads of rayon's pool (default: the pool's size, i.e. all cores).
@@ -187,7 +192,7 @@ impl FastNet {
     }
 
     /// Turns the Winograd path of the 3x3 convolutions off (im2col for all), or back on
-    /// (f32 only: in bf16 mode every product runs on AMX).
+    /// (f32 only: in bf16 mode every product runs on the bf16 kernels).
     pub fn with_winograd(mut self, on: bool) -> Self {
         let on = on && self.precision == Precision::F32;
         for c in self.convs_mut() {
@@ -197,24 +202,50 @@ impl FastNet {
         self
     }
 
-    /// Chooses the arithmetic: f32 (the default, the parity-tested one) or bf16 products on
-    /// AMX ([`Precision::Bf16`]), which fails with a clear error where the CPU or the
-    /// operating system does not provide AMX.
-    pub fn with_precision(mut self, precision: Precision) -> Result<Self> {
-        if precision == Precision::Bf16 && !amx::available() {
+    /// Chooses the arithmetic: f32 (the default, the parity-tested one) or bf16 products
+    /// ([`Precision::Bf16`]) on the family [`Bf16Kernel::chosen`] picks; fails with a clear
+    /// error where the CPU provides none.
+    pub fn with_precision(self, precision: Precision) -> Result<Self> {
+        match precision {
+            Precision::F32 => Ok(self.with_kernels(Precision::F32, None)),
+            Precision::Bf16 => {
+                let kernel = Bf16Kernel::chosen().map_err(|reason| Error::InvalidArgument {
+                    field: "precision",
+                    reason,
+                })?;
+                self.with_bf16_kernel(kernel)
+            }
+        }
+    }
+
+    /// bf16 products on this kernel family, which must run here.
+    pub fn with_bf16_kernel(self, kernel: Bf16Kernel) -> Result<Self> {
+        if !kernel.available() {
             return Err(Error::InvalidArgument {
                 field: "precision",
-                reason: "bf16 needs Intel AMX (AMX-TILE and AMX-BF16: Xeon Sapphire Rapids or \
-                         later) on Linux 5.16 or later; this machine does not provide it, use f32"
-                    .into(),
+                reason: format!(
+                    "bf16 on {} needs {}; this machine does not provide it",
+                    kernel.name(),
+                    kernel.requirement()
+                ),
             });
         }
+        Ok(self.with_kernels(Precision::Bf16, Some(kernel)))
+    }
+
+    fn with_kernels(mut self, precision: Precision, kernel: Option<Bf16Kernel>) -> Self {
         self.precision = precision;
+        self.bf16_kernel = kernel;
         for c in self.convs_mut() {
-            c.amx = (precision == Precision::Bf16)
-                .then(|| amx::Packed::new(&c.w, c.kh * c.kw * c.cin, c.cout));
+            let k = c.kh * c.kw * c.cin;
+            c.bf16w = kernel.map(|kind| bf16mm::Packed::new(&c.w, k, c.cout, kind));
         }
-        Ok(self.with_winograd(precision == Precision::F32))
+        self.with_winograd(precision == Precision::F32)
+    }
+
+    /// The bf16 kernel family in use (`None` in f32).
+    pub fn bf16_kernel(&self) -> Option<Bf16Kernel> {
+        self.bf16_kernel
     }
 
     /// The arithmetic in use.

@@ -12,12 +12,14 @@
 //! facenet train --data aligned/ --loss triplet --model small --out runs/exp1
 //! ```
 
+pub mod curve;
 pub mod loss;
 pub mod mining;
 pub mod sampler;
 pub mod schedule;
 pub mod trainer;
 
+pub use curve::{CurvePoint, read_curve};
 pub use loss::{CenterLoss, triplet_loss};
 pub use mining::{Selection, Triplet, select_triplets};
 pub use sampler::{Rng, sample_people};

@@ -1,17 +1,111 @@
-//! bf16 matrix products on Intel AMX (Advanced Matrix Extensions), for the opt-in
-//! [`super::Precision::Bf16`] mode.
+//! bf16 matrix products for the opt-in [`super::Precision::Bf16`] mode, on one of two kernel
+//! families ([`Bf16Kernel`]), chosen at run time:
 //!
-//! AMX multiplies 16x32 bf16 tiles by 32x16 ones into 16x16 f32 accumulators in one
-//! instruction (`tdpbf16ps`): 8,192 multiply-adds, against 16 for one AVX-512 FMA. Weights and
-//! activations are rounded to bf16 (8-bit mantissa); the sums stay f32. No crate offers AMX
-//! products (the `gemm` crate stops at AVX-512) and the AMX intrinsics are not stable in Rust,
-//! so the four instructions used (`ldtilecfg`, `tileloadd`, `tdpbf16ps`, `tilestored`) are
-//! written as inline assembly, in one 32x32 kernel. Everything around it (packing, rounding,
-//! the edges) is plain Rust.
+//! - **Intel AMX** multiplies 16x32 bf16 tiles by 32x16 ones into 16x16 f32 accumulators in
+//!   one instruction (`tdpbf16ps`): 8,192 multiply-adds, against 16 for one AVX-512 FMA. The
+//!   AMX intrinsics are not stable in Rust, so the four instructions used (`ldtilecfg`,
+//!   `tileloadd`, `tdpbf16ps`, `tilestored`) are written as inline assembly, in one 32x32
+//!   kernel. Use needs the CPU (CPUID AMX-TILE and AMX-BF16: Xeon Sapphire Rapids or later)
+//!   and the kernel's permission for the tile state (`arch_prctl(ARCH_REQ_XCOMP_PERM)`,
+//!   Linux 5.16+).
+//! - **AVX-512 BF16** (`vdpbf16ps`, CPUID AVX512_BF16: Cooper Lake, Sapphire Rapids without
+//!   the tile state, AMD Zen 4 and later) adds two bf16 products per f32 lane, 32 multiply-adds
+//!   per instruction: twice an f32 FMA's, and half the bytes per operand. Its 32x32 kernel
+//!   ([`dp_kernel_32x32`]) computes exactly what the AMX one does, from the same packed
+//!   weights: AMX's B-tile rows (16 channels x 2 consecutive k) are the pairs `vdpbf16ps`
+//!   multiplies, so one packing serves both.
 //!
-//! Use needs the CPU (CPUID AMX-TILE and AMX-BF16: Xeon Sapphire Rapids or later) and the
-//! kernel's permission for the tile state (`arch_prctl(ARCH_REQ_XCOMP_PERM)`, Linux 5.16+),
-//! both checked once by [`available`].
+//! Weights and activations are rounded to bf16 (8-bit mantissa); the sums stay f32.
+//! Everything around the kernels (packing, rounding, the edges) is plain Rust. No crate offers
+//! these products (the `gemm` crate stops at f32 AVX-512).
+
+/// The instructions that run the bf16 products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bf16Kernel {
+    /// Intel AMX tiles (`tdpbf16ps`).
+    Amx,
+    /// AVX-512 BF16 dot products (`vdpbf16ps`), for CPUs with AVX512_BF16 and no AMX.
+    Avx512,
+}
+
+impl Bf16Kernel {
+    /// Every family, fastest first.
+    pub const ALL: [Bf16Kernel; 2] = [Bf16Kernel::Amx, Bf16Kernel::Avx512];
+
+    /// Its name as `FACENET_BF16_KERNEL` and the benchmarks spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Bf16Kernel::Amx => "amx",
+            Bf16Kernel::Avx512 => "avx512-bf16",
+        }
+    }
+
+    /// Whether this CPU (and, for AMX, the operating system) runs it (checked once per
+    /// process).
+    pub fn available(self) -> bool {
+        match self {
+            Bf16Kernel::Amx => imp::amx_available(),
+            Bf16Kernel::Avx512 => imp::avx512_bf16_available(),
+        }
+    }
+
+    /// The fastest family available here, `None` where none runs.
+    pub fn best() -> Option<Bf16Kernel> {
+        Self::ALL.into_iter().find(|k| k.available())
+    }
+
+    /// The family `Precision::Bf16` uses: the one the environment variable
+    /// `FACENET_BF16_KERNEL` names (`amx` or `avx512-bf16`: for comparing them on one
+    /// machine), else [`Bf16Kernel::best`]. The error says what is missing.
+    pub fn chosen() -> Result<Bf16Kernel, String> {
+        match std::env::var("FACENET_BF16_KERNEL") {
+            Ok(name) if !name.is_empty() => match Self::from_name(&name) {
+                Some(k) if k.available() => Ok(k),
+                Some(k) => Err(format!(
+                    "FACENET_BF16_KERNEL={name}: this machine does not run it ({})",
+                    k.requirement()
+                )),
+                None => Err(format!(
+                    "FACENET_BF16_KERNEL={name}: unknown kernel family; use `amx` or \
+                     `avx512-bf16`"
+                )),
+            },
+            _ => Self::best().ok_or_else(|| {
+                format!(
+                    "bf16 needs {} or {}; this machine has neither, use f32",
+                    Bf16Kernel::Amx.requirement(),
+                    Bf16Kernel::Avx512.requirement()
+                )
+            }),
+        }
+    }
+
+    /// What the family needs, in words.
+    pub fn requirement(self) -> &'static str {
+        match self {
+            Bf16Kernel::Amx => {
+                "Intel AMX (AMX-TILE and AMX-BF16: Xeon Sapphire Rapids or later) on Linux 5.16 \
+                 or later"
+            }
+            Bf16Kernel::Avx512 => {
+                "AVX-512 BF16 (Cooper Lake, Sapphire Rapids or later, AMD Zen 4 or later)"
+            }
+        }
+    }
+
+    /// How `facenet bench embed` and the engine description name it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Bf16Kernel::Amx => "AMX tiles",
+            Bf16Kernel::Avx512 => "AVX-512 BF16 dot products",
+        }
+    }
+
+    /// Parses a name of [`Bf16Kernel::name`].
+    pub fn from_name(name: &str) -> Option<Bf16Kernel> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
 
 /// A weight matrix `[k, cout]` in AMX's B-tile layout: for every block of 16 output channels
 /// and 32 rows of `k`, 16 rows of 16 (channel) x 2 (consecutive k) bf16 values, 1 KiB per
@@ -20,6 +114,8 @@
 #[derive(Debug, Clone)]
 pub(super) struct Packed {
     data: Vec<u16>,
+    /// The family that multiplies by these weights.
+    kernel: Bf16Kernel,
     /// Blocks of 32 along `k`.
     kb: usize,
     k: usize,
@@ -65,8 +161,8 @@ fn bf16(x: f32) -> u16 {
 }
 
 impl Packed {
-    /// Packs a row-major `[k, cout]` weight matrix.
-    pub(super) fn new(w: &[f32], k: usize, cout: usize) -> Self {
+    /// Packs a row-major `[k, cout]` weight matrix for `kernel`.
+    pub(super) fn new(w: &[f32], k: usize, cout: usize, kernel: Bf16Kernel) -> Self {
         assert_eq!(w.len(), k * cout);
         let kb = k.div_ceil(32);
         let nb = cout.div_ceil(16) + 1;
@@ -86,19 +182,35 @@ impl Packed {
                 }
             }
         }
-        Self { data, kb, k, cout }
+        Self {
+            data,
+            kernel,
+            kb,
+            k,
+            cout,
+        }
     }
 }
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod imp {
-    use super::{BLOCK, Out, Packed, bf16};
+    use super::{BLOCK, Bf16Kernel, Out, Packed, bf16};
     use std::arch::asm;
     use std::cell::{Cell, RefCell};
     use std::sync::OnceLock;
 
+    /// Whether this CPU has AVX-512 F, BW and BF16 (checked once per process).
+    pub(super) fn avx512_bf16_available() -> bool {
+        static OK: OnceLock<bool> = OnceLock::new();
+        *OK.get_or_init(|| {
+            is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512bf16")
+        })
+    }
+
     /// Whether this CPU and kernel run AMX bf16 products (checked once per process).
-    pub(in crate::fast) fn available() -> bool {
+    pub(super) fn amx_available() -> bool {
         static OK: OnceLock<bool> = OnceLock::new();
         *OK.get_or_init(|| {
             use std::arch::x86_64::{__cpuid_count, __get_cpuid_max};
@@ -156,7 +268,8 @@ mod imp {
             colsb: [64, 64, 64, 64, 64, 64, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0],
             rows: [16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0],
         };
-        // SAFETY: `available()` returned true (checked by the caller), so the CPU has AMX and
+        // SAFETY: `amx_available()` returned true (weights are packed for AMX only then), so
+        // the CPU has AMX and
         // the kernel allows its state; `cfg` is a valid palette-1 configuration.
         unsafe {
             asm!("ldtilecfg [{}]", in(reg) &cfg as *const TileConfig, options(nostack));
@@ -223,6 +336,55 @@ mod imp {
         }
     }
 
+    /// [`kernel_32x32`] on AVX-512 BF16: the same operands and result, in blocks of 8 rows x
+    /// 32 channels (16 accumulators; each weight pair is loaded once per block and each row's
+    /// activation pair broadcast to all 16 lanes).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F and BF16; the pointers cover the sizes of [`kernel_32x32`].
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn dp_kernel_32x32(
+        a: *const u16,
+        lda: usize,
+        b0: *const u16,
+        b1: *const u16,
+        kb: usize,
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        use std::arch::x86_64::{
+            __m512bh, _mm512_dpbf16_ps, _mm512_loadu_si512, _mm512_set1_epi32, _mm512_setzero_ps,
+            _mm512_storeu_ps,
+        };
+        const ROWS: usize = 8;
+        for r0 in (0..32).step_by(ROWS) {
+            let mut acc = [[_mm512_setzero_ps(); 2]; ROWS];
+            for p in 0..kb * 16 {
+                let off = (p / 16) * BLOCK + (p % 16) * 32;
+                // SAFETY: pair p of both channel blocks and of the 8 rows lies inside the
+                // operands (caller's contract); `__m512bh` has the layout of 32 u16 values.
+                unsafe {
+                    let w0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b0.add(off).cast()));
+                    let w1: __m512bh = std::mem::transmute(_mm512_loadu_si512(b1.add(off).cast()));
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let pair = a.add((r0 + r) * lda + 2 * p).cast::<i32>().read_unaligned();
+                        let x: __m512bh = std::mem::transmute(_mm512_set1_epi32(pair));
+                        acc[0] = _mm512_dpbf16_ps(acc[0], x, w0);
+                        acc[1] = _mm512_dpbf16_ps(acc[1], x, w1);
+                    }
+                }
+            }
+            for (r, acc) in acc.iter().enumerate() {
+                // SAFETY: row r0 + r < 32 of `c`, 32 floats.
+                unsafe {
+                    let row = c.add((r0 + r) * ldc);
+                    _mm512_storeu_ps(row, acc[0]);
+                    _mm512_storeu_ps(row.add(16), acc[1]);
+                }
+            }
+        }
+    }
+
     /// Rounds `src` to bf16 into `dst` (the same length), vectorized for AVX-512.
     #[target_feature(enable = "avx512f,avx512bw")]
     pub(in crate::fast) fn round_into(dst: &mut [u16], src: &[f32]) {
@@ -260,7 +422,8 @@ mod imp {
                         // SAFETY: row r0 + r < m of `lhs` (caller's contract).
                         let src =
                             unsafe { std::slice::from_raw_parts(lhs.add((r0 + r) * lhs_rs), k) };
-                        // SAFETY: `available()` implies AVX-512 (every AMX CPU has it).
+                        // SAFETY: both families imply AVX-512 F and BW (the weights were
+                        // packed for one found available).
                         unsafe { round_into(&mut row[..k], src) };
                         row[k..].fill(0);
                     } else {
@@ -319,22 +482,27 @@ mod imp {
         c: &mut [f32],
     ) {
         debug_assert!(c0.is_multiple_of(16) && c0 + n <= w.cout && a.len() >= 32 * kp);
-        configure();
+        if w.kernel == Bf16Kernel::Amx {
+            configure();
+        }
         let kb = w.kb;
         for j in (0..n).step_by(32) {
             let blk = (c0 + j) / 16;
-            // SAFETY: tiles configured above; `a` is 32 x kp, the two channel blocks exist
-            // (one zero block is packed past the last), `c` is 32 x 32.
+            let (b0, b1) = (
+                // SAFETY: the two channel blocks exist (one zero block is packed past the
+                // last).
+                unsafe { w.data.as_ptr().add(blk * kb * BLOCK) },
+                unsafe { w.data.as_ptr().add((blk + 1) * kb * BLOCK) },
+            );
+            // SAFETY: `a` is 32 x kp, `c` is 32 x 32; the weights were packed for a family
+            // found available (AMX tiles configured above).
             unsafe {
-                kernel_32x32(
-                    a.as_ptr(),
-                    kp,
-                    w.data.as_ptr().add(blk * kb * BLOCK),
-                    w.data.as_ptr().add((blk + 1) * kb * BLOCK),
-                    kb,
-                    c.as_mut_ptr(),
-                    32,
-                )
+                match w.kernel {
+                    Bf16Kernel::Amx => kernel_32x32(a.as_ptr(), kp, b0, b1, kb, c.as_mut_ptr(), 32),
+                    Bf16Kernel::Avx512 => {
+                        dp_kernel_32x32(a.as_ptr(), kp, b0, b1, kb, c.as_mut_ptr(), 32)
+                    }
+                }
             };
             let cols = 32.min(n - j);
             for r in 0..rows {
@@ -360,7 +528,11 @@ mod imp {
 mod imp {
     use super::{Out, Packed};
 
-    pub(in crate::fast) fn available() -> bool {
+    pub(super) fn amx_available() -> bool {
+        false
+    }
+
+    pub(super) fn avx512_bf16_available() -> bool {
         false
     }
 
@@ -373,7 +545,7 @@ mod imp {
         _c0: usize,
         _out: Out,
     ) {
-        unreachable!("AMX is never reported available on this platform")
+        unreachable!("no bf16 kernel is reported available on this platform")
     }
 
     pub(in crate::fast) unsafe fn gemm_bf16(
@@ -384,7 +556,7 @@ mod imp {
         _c0: usize,
         _out: Out,
     ) {
-        unreachable!("AMX is never reported available on this platform")
+        unreachable!("no bf16 kernel is reported available on this platform")
     }
 
     pub(in crate::fast) fn round_into(dst: &mut [u16], src: &[f32]) {
@@ -394,7 +566,7 @@ mod imp {
     }
 }
 
-pub(super) use imp::{available, gemm, gemm_bf16, round_into};
+pub(super) use imp::{gemm, gemm_bf16, round_into};
 
 #[cfg(test)]
 mod tests {
@@ -411,13 +583,38 @@ mod tests {
     }
 
     /// The AMX product against f64 sums of the same bf16-rounded values (it runs only where
-    /// the CPU has AMX; elsewhere it checks that nothing claims it).
+    /// the CPU has AMX).
     #[test]
     #[ignore = "needs Intel AMX (AMX-TILE, AMX-BF16): `cargo test --release -- --ignored amx` where the CPU has it"]
-    fn product_matches_rounded_reference() {
+    fn amx_product_matches_rounded_reference() {
+        product_matches_rounded_reference(Bf16Kernel::Amx);
+    }
+
+    /// The same for the AVX-512 BF16 kernel (`vdpbf16ps`).
+    #[test]
+    #[ignore = "needs AVX-512 BF16: `cargo test --release -- --ignored avx512_bf16` where the CPU has it"]
+    fn avx512_bf16_product_matches_rounded_reference() {
+        product_matches_rounded_reference(Bf16Kernel::Avx512);
+    }
+
+    #[test]
+    fn kernel_names_round_trip() {
+        for k in Bf16Kernel::ALL {
+            assert_eq!(Bf16Kernel::from_name(k.name()), Some(k));
+        }
+        assert_eq!(Bf16Kernel::from_name("sse"), None);
+        // The best family is one that runs, and the fastest of those.
+        if let Some(best) = Bf16Kernel::best() {
+            assert!(best.available());
+            assert!(best == Bf16Kernel::Amx || !Bf16Kernel::Amx.available());
+        }
+    }
+
+    fn product_matches_rounded_reference(kernel: Bf16Kernel) {
         assert!(
-            available(),
-            "this CPU or kernel lacks AMX-BF16: run this test where it has it"
+            kernel.available(),
+            "this machine lacks {}: run this test where it has it",
+            kernel.requirement()
         );
         let back = |v: f32| f32::from_bits((bf16(v) as u32) << 16) as f64;
         // Odd sizes: k not a multiple of 32, rows and columns past a tile edge, an offset
@@ -429,10 +626,10 @@ mod tests {
         let w: Vec<f32> = (0..k * cout)
             .map(|i| ((i * 104_729) % 1000) as f32 / 500.0 - 1.0)
             .collect();
-        let packed = Packed::new(&w, k, cout);
+        let packed = Packed::new(&w, k, cout, kernel);
         let (c0, n, ldd) = (16, 60, 70);
         let mut dst = vec![1.0f32; m * ldd];
-        // SAFETY: available() is true; lhs rows of k at stride 50, dst m x 70 >= n.
+        // SAFETY: the kernel is available; lhs rows of k at stride 50, dst m x 70 >= n.
         let out = Out {
             ptr: dst.as_mut_ptr(),
             ldd,
