@@ -603,30 +603,36 @@ fn log_lines(run: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// `facenet train` of the small network on `data`, triplets of 5 people x 2 crops (all).
+fn small_triplet_run(
+    data: &Path,
+    out: &Path,
+    extra: &[impl AsRef<std::ffi::OsStr>],
+) -> std::process::Output {
+    bin()
+        .args([
+            "train",
+            "--model",
+            "small",
+            "--people",
+            "5",
+            "--per-person",
+            "2",
+        ])
+        .args(["--selection", "batch-all", "--data"])
+        .arg(data)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn train_triplet_two_steps_checkpoint_resume_and_determinism() {
     let dir = tempfile::tempdir().unwrap();
     let data = crops_dataset(dir.path());
-    let train = |out: &Path, steps: &str| {
-        bin()
-            .args([
-                "train",
-                "--model",
-                "small",
-                "--people",
-                "5",
-                "--per-person",
-                "2",
-                "--steps",
-                steps,
-            ])
-            .args(["--selection", "batch-all", "--data"])
-            .arg(&data)
-            .arg("--out")
-            .arg(out)
-            .output()
-            .unwrap()
-    };
+    let train = |out: &Path, steps: &str| small_triplet_run(&data, out, &["--steps", steps]);
     let (run_a, run_b) = (dir.path().join("a"), dir.path().join("b"));
     let out = train(&run_a, "2");
     assert!(out.status.success(), "{}", stderr(&out));
@@ -687,6 +693,61 @@ fn train_softmax_center_loss_smoke() {
     assert!(l[0]["center_loss"].as_f64().unwrap() >= 0.0);
     assert!(run.join("checkpoint/head.safetensors").is_file());
 
+    // Softmax pre-training, then triplet fine-tuning from its checkpoint (`--init-weights`):
+    // at learning rate 0 the triplet run's checkpoint holds the same weights (batch-norm
+    // running statistics aside, which a training step moves).
+    let pretrained = run.join("checkpoint/model.safetensors");
+    let tuned = dir.path().join("t");
+    let extra: [&std::ffi::OsStr; 6] = [
+        "--steps".as_ref(),
+        "1".as_ref(),
+        "--lr".as_ref(),
+        "0".as_ref(),
+        "--init-weights".as_ref(),
+        pretrained.as_os_str(),
+    ];
+    let out = small_triplet_run(&data, &tuned, &extra);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (a, b) = (
+        std::fs::read(&pretrained).unwrap(),
+        std::fs::read(tuned.join("checkpoint/model.safetensors")).unwrap(),
+    );
+    let (a, b) = (
+        safetensors::SafeTensors::deserialize(&a).unwrap(),
+        safetensors::SafeTensors::deserialize(&b).unwrap(),
+    );
+    let mut compared = 0;
+    for (name, t) in a.tensors() {
+        if name.contains("running") {
+            continue;
+        }
+        assert_eq!(t.data(), b.tensor(&name).unwrap().data(), "{name}");
+        compared += 1;
+    }
+    assert!(compared > 100, "{compared} tensors compared");
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tuned.join("config.json")).unwrap()).unwrap();
+    assert_eq!(
+        config["init_weights"],
+        pretrained.to_string_lossy().as_ref()
+    );
+    // Weights of another network are refused, naming the option.
+    let out = bin()
+        .args(["train", "--model", "keras-128", "--steps", "1", "--data"])
+        .arg(&data)
+        .arg("--init-weights")
+        .arg(&pretrained)
+        .arg("--out")
+        .arg(dir.path().join("k"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let e = stderr(&out);
+    assert!(
+        e.contains("init-weights") && e.contains("another network"),
+        "{e}"
+    );
+
     // `facenet curves`: a run trained without validation pairs has no curve, and says why.
     let out = bin().arg("curves").arg(&run).output().unwrap();
     assert!(!out.status.success());
@@ -711,6 +772,20 @@ fn train_softmax_center_loss_smoke() {
     assert!(text.contains("| 0.550 | 0.750 (3, "), "{text}");
     let img = image::open(&png).unwrap();
     assert_eq!((img.width(), img.height()), (1400, 560));
+    // `A+B`: B continued from A's end (here the run after itself): three validations, six steps.
+    let mut chained = run.clone().into_os_string();
+    chained.push("+");
+    chained.push(&run);
+    let out = bin()
+        .arg("curves")
+        .arg(&chained)
+        .arg("--out")
+        .arg(&png)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("s + s | 3 | 6 | "), "{text}");
 }
 
 #[test]

@@ -12,7 +12,9 @@ use anyhow::{Context, bail};
 /// Arguments of `facenet curves`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Run directories of `facenet train` (trained with --val-pairs).
+    /// Run directories of `facenet train` (trained with --val-pairs). `A+B` is one curve: run
+    /// B started from A's checkpoint (`--init-weights A/checkpoint/model.safetensors`), its
+    /// steps and minutes counted on from A's end.
     #[arg(required = true)]
     pub runs: Vec<PathBuf>,
     /// Draw a dashed line at this accuracy.
@@ -25,18 +27,31 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let mut runs = Vec::new();
-    for dir in &args.runs {
-        let points = facenet::train::read_curve(dir)?;
-        if points.is_empty() {
-            bail!(
-                "{}: no validation in log.jsonl (train with --val-pairs and --val-images)",
-                dir.display()
+    for arg in &args.runs {
+        // `A+B` unless a directory has that very name.
+        let parts: Vec<PathBuf> = match arg.to_str() {
+            Some(s) if !arg.exists() && s.contains('+') => {
+                s.split('+').map(PathBuf::from).collect()
+            }
+            _ => vec![arg.clone()],
+        };
+        let mut points = Vec::new();
+        let mut names = Vec::new();
+        for dir in &parts {
+            let p = facenet::train::read_curve(dir)?;
+            if p.is_empty() {
+                bail!(
+                    "{}: no validation in log.jsonl (train with --val-pairs and --val-images)",
+                    dir.display()
+                );
+            }
+            points = facenet::train::chain_curves(&points, &p);
+            names.push(
+                dir.file_name()
+                    .map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into()),
             );
         }
-        let name = dir
-            .file_name()
-            .map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into());
-        runs.push((name, points));
+        runs.push((names.join(" + "), points));
     }
     println!("run | validations | steps | training min | first | best (at step, min) | last");
     for (name, p) in &runs {

@@ -70,9 +70,52 @@ pub fn read_curve(run_dir: &Path) -> Result<Vec<CurvePoint>> {
     Ok(points)
 }
 
+/// The curve of a run that started from the end of `first` (`facenet train --init-weights
+/// FIRST/checkpoint/model.safetensors`, e.g. triplet fine-tuning after softmax pre-training):
+/// `first`'s points, then `then`'s with their steps and seconds counted on from `first`'s
+/// last point. `then`'s initial validation (step 0) repeats `first`'s last and is left out.
+pub fn chain_curves(first: &[CurvePoint], then: &[CurvePoint]) -> Vec<CurvePoint> {
+    let (step0, secs0) = first.last().map_or((0, 0.0), |p| (p.step, p.train_seconds));
+    first
+        .iter()
+        .copied()
+        .chain(
+            then.iter()
+                .filter(|p| p.step > 0 || first.is_empty())
+                .map(|p| CurvePoint {
+                    step: step0 + p.step,
+                    train_seconds: secs0 + p.train_seconds,
+                    val_accuracy: p.val_accuracy,
+                }),
+        )
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chained_run_counts_on_from_the_first() {
+        let p = |step, train_seconds, val_accuracy| CurvePoint {
+            step,
+            train_seconds,
+            val_accuracy,
+        };
+        let first = [p(0, 0.0, 0.5), p(100, 60.0, 0.8)];
+        let then = [p(0, 0.0, 0.8), p(50, 90.0, 0.85), p(100, 180.0, 0.9)];
+        let c = chain_curves(&first, &then);
+        assert_eq!(
+            c,
+            vec![
+                p(0, 0.0, 0.5),
+                p(100, 60.0, 0.8),
+                p(150, 150.0, 0.85),
+                p(200, 240.0, 0.9)
+            ]
+        );
+        assert_eq!(chain_curves(&[], &then), then.to_vec());
+    }
 
     #[test]
     fn reads_validations_with_cumulative_time_and_names_bad_lines() {

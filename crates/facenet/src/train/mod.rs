@@ -19,7 +19,7 @@ pub mod sampler;
 pub mod schedule;
 pub mod trainer;
 
-pub use curve::{CurvePoint, read_curve};
+pub use curve::{CurvePoint, chain_curves, read_curve};
 pub use loss::{CenterLoss, triplet_loss};
 pub use mining::{Selection, Triplet, select_triplets};
 pub use sampler::{Rng, sample_people};

@@ -89,6 +89,11 @@ pub struct TrainConfig {
     /// random, or pretrained (the imported Keras weights; keras-128 only).
     #[cfg_attr(feature = "clap", arg(long, value_enum, default_value_t = Init::Random))]
     pub init: Init,
+    /// Start from this weights file instead (another run's `checkpoint/model.safetensors`,
+    /// e.g. softmax pre-training before triplet fine-tuning); its network must be `--model`'s.
+    #[cfg_attr(feature = "clap", arg(long, value_name = "FILE"))]
+    #[serde(default)]
+    pub init_weights: Option<PathBuf>,
     /// Optimizer steps (when resuming: the total to reach).
     #[cfg_attr(feature = "clap", arg(long, default_value_t = 100))]
     pub steps: usize,
@@ -163,6 +168,7 @@ impl TrainConfig {
             model,
             network: model.config(),
             init: Init::Random,
+            init_weights: None,
             steps: 100,
             selection: Selection::SemiHard,
             alpha: 0.2,
@@ -443,6 +449,12 @@ impl Trainer {
         device: &Device,
         loading: &dyn Fn(),
     ) -> Result<Self> {
+        if cfg.init == Init::Pretrained && cfg.init_weights.is_some() {
+            return Err(Error::InvalidArgument {
+                field: "init-weights",
+                reason: "give either --init pretrained or --init-weights, not both".into(),
+            });
+        }
         if cfg.init == Init::Pretrained && cfg.network != InceptionResnetV1Config::keras_128() {
             return Err(Error::InvalidArgument {
                 field: "init",
@@ -454,6 +466,24 @@ impl Trainer {
         let device = device.clone().autodiff();
         // Seeding the device makes weight init and dropout reproducible.
         device.seed(cfg.seed);
+        if let Some(path) = &cfg.init_weights {
+            let (net, meta) = crate::weights::load(path, &device)?;
+            if meta.config != cfg.network {
+                return Err(Error::InvalidArgument {
+                    field: "init-weights",
+                    reason: format!(
+                        "{} holds another network ({} px, {}-d) than --model {} ({} px, {}-d)",
+                        path.display(),
+                        meta.config.image_size,
+                        meta.config.embedding_dim,
+                        cfg.model.name(),
+                        cfg.network.image_size,
+                        cfg.network.embedding_dim
+                    ),
+                });
+            }
+            return Self::assemble(run_dir, cfg, net, device, loading);
+        }
         let net = match (cfg.init, pretrained) {
             (Init::Random, _) => cfg.network.init(&device),
             (Init::Pretrained, Some(p)) => crate::weights::load(p, &device)?.0,
