@@ -9,17 +9,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 list() { cargo tree -q "$@" -f '{p} [{f}]' --prefix none | sed 's/ (\*)$//' | sort -u; }
-ws_target=$(mktemp)
-ws_all=$(mktemp)
-trap 'rm -f "$ws_target" "$ws_all"' EXIT
-list --workspace -e normal,dev,no-proc-macro >"$ws_target"
-list --workspace -e normal,build,dev >"$ws_all"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+# Each list is written to a file first, so that a failing cargo tree stops the script (set -e)
+# instead of leaving an empty list that would compare as clean.
+list --workspace -e normal,dev,no-proc-macro >"$tmp/ws_target"
+list --workspace -e normal,build,dev >"$tmp/ws_all"
 status=0
 for pkg in facenet-cli facenet-py; do
-  out=$( {
-    list -p "$pkg" -e normal,no-proc-macro | grep -vxF -f "$ws_target" | sed 's/$/  (target)/'
-    list -p "$pkg" -e normal,build | grep -vxF -f "$ws_all" | sed 's/$/  (host)/'
-  } || true)
+  list -p "$pkg" -e normal,no-proc-macro >"$tmp/target"
+  list -p "$pkg" -e normal,build >"$tmp/all"
+  out=$( { grep -vxF -f "$tmp/ws_target" "$tmp/target" || true; } | sed 's/$/  (target)/'
+    { grep -vxF -f "$tmp/ws_all" "$tmp/all" || true; } | sed 's/$/  (host)/')
   if [ -n "$out" ]; then
     echo "$pkg builds these with other features than cargo test --workspace:"
     echo "$out" | sed 's/^/  /'
