@@ -211,15 +211,32 @@ impl Embedder {
     }
 
     /// The products' kernel family, as `bench embed` prints it: `amx` or `avx512-bf16` in
-    /// bf16, `gemm` in f32, `burn` off the fast path.
+    /// bf16, `gemm` or `avx2-fma` in f32, `burn` off the fast path.
     pub fn kernel(&self) -> &'static str {
         match &self.fast {
             Some(f) => match f.bf16_kernel() {
                 Some(k) => k.name(),
-                None => "gemm",
+                None => f.f32_kernel().name(),
             },
             None => "burn",
         }
+    }
+
+    /// Runs the f32 products on this kernel family (default: [`crate::fast::F32Kernel::chosen`]);
+    /// fails where the CPU lacks it or off the fast path.
+    pub fn with_f32_kernel(mut self, kernel: crate::fast::F32Kernel) -> Result<Self> {
+        self.fast = match self.fast.take() {
+            Some(fast) => Some(fast.with_f32_kernel(kernel)?),
+            None => {
+                return Err(Error::InvalidArgument {
+                    field: "f32 kernel",
+                    reason:
+                        "kernel families apply to the fast CPU path only (engine auto on the CPU)"
+                            .into(),
+                });
+            }
+        };
+        Ok(self)
     }
 
     /// The bf16 kernel family in use (`None` in f32).

@@ -12,7 +12,7 @@ mod common;
 
 use burn::tensor::Tensor;
 use common::{floats, max_abs_diff, reference_json, shared, weights};
-use facenet::fast::Bf16Kernel;
+use facenet::fast::{Bf16Kernel, F32Kernel};
 use facenet::{Device, Distance, Embedder, Engine, Standardization};
 
 const L2_TOL: f32 = 1e-5;
@@ -41,16 +41,34 @@ fn embedder(s: Standardization, batch: usize) -> Embedder {
 }
 
 /// Both engines (the fast CPU path and the burn model), at batch 1 as the reference ran and
-/// at batch 10 (the fast path then runs image groups on separate threads).
+/// at batch 10 (the fast path then runs image groups on separate threads); the fast path on
+/// every f32 kernel family this CPU runs (the `gemm` crate everywhere, the AVX2 kernel on
+/// x86-64 with AVX2 and FMA).
 fn check_field(s: Standardization, field: &str, raw: bool, tol: f32) {
     let refs = reference_json("embeddings.json");
     let (names, imgs) = crops();
-    for (engine, batch) in [(Engine::Auto, 1), (Engine::Auto, 10), (Engine::Burn, 1)] {
-        let embs = embedder(s, batch)
-            .with_engine(engine)
-            .unwrap()
-            .embed(&imgs)
-            .unwrap();
+    let mut runs = vec![(Engine::Burn, 1, None)];
+    for kernel in F32Kernel::ALL {
+        if !kernel.available() {
+            eprintln!(
+                "{field}: f32 kernel {} not on this CPU (needs {}): not checked here",
+                kernel.name(),
+                kernel.requirement()
+            );
+            continue;
+        }
+        runs.extend([
+            (Engine::Auto, 1, Some(kernel)),
+            (Engine::Auto, 10, Some(kernel)),
+        ]);
+    }
+    for (engine, batch, kernel) in runs {
+        let mut e = embedder(s, batch).with_engine(engine).unwrap();
+        if let Some(k) = kernel {
+            e = e.with_f32_kernel(k).unwrap();
+            assert_eq!(e.kernel(), k.name());
+        }
+        let embs = e.embed(&imgs).unwrap();
         let mut worst = 0f32;
         for (i, (name, e)) in names.iter().zip(&embs).enumerate() {
             let want = floats(&refs["crops"][i][field]);
@@ -58,12 +76,12 @@ fn check_field(s: Standardization, field: &str, raw: bool, tol: f32) {
             let d = max_abs_diff(got, &want);
             assert!(
                 d < tol,
-                "{name} {field} ({engine:?}, batch {batch}): max abs diff {d:e} >= {tol:e}"
+                "{name} {field} ({engine:?} {kernel:?}, batch {batch}): max abs diff {d:e} >= {tol:e}"
             );
             worst = worst.max(d);
         }
         eprintln!(
-            "{field} ({engine:?}, batch {batch}): max abs diff over {} crops = {worst:e}",
+            "{field} ({engine:?} {kernel:?}, batch {batch}): max abs diff over {} crops = {worst:e}",
             names.len()
         );
     }

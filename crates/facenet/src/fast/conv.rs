@@ -32,10 +32,14 @@ pub(super) struct Conv {
     pub(super) b: Vec<f32>,
     /// Winograd F(2x2, 3x3) form of `w` for 3x3 stride-1 convolutions (see [`winograd`]).
     pub(super) wino: Option<Vec<f32>>,
+    /// The 16 matrices of `wino` packed for [`F32Kernel::Avx2`] products.
+    pub(super) wino_f32w: Option<Vec<sgemm::Packed>>,
     /// PReLU slopes per output channel, for [`Epilogue::BiasPrelu`] (empty otherwise).
     pub(super) prelu: Vec<f32>,
     /// `w` packed for bf16 products ([`Precision::Bf16`]); `None` runs f32 products.
     pub(super) bf16w: Option<bf16mm::Packed>,
+    /// `w` packed for [`F32Kernel::Avx2`] products; `None` runs them on the `gemm` crate.
+    pub(super) f32w: Option<sgemm::Packed>,
 }
 
 pub(super) fn tensor_vec<const D: usize>(t: Tensor<D>, name: &str) -> Result<Vec<f32>> {
@@ -110,8 +114,10 @@ impl Conv {
             b,
             // Set by `FastNet::with_winograd`: MTCNN's few-channel convolutions go without.
             wino: None,
+            wino_f32w: None,
             prelu: Vec::new(),
             bf16w: None,
+            f32w: None,
         })
     }
 
@@ -128,8 +134,10 @@ impl Conv {
             w,
             b,
             wino: None,
+            wino_f32w: None,
             prelu: Vec::new(),
             bf16w: None,
+            f32w: None,
         }
     }
 
@@ -171,6 +179,7 @@ impl Conv {
             b,
             prelu: parts.iter().flat_map(|p| p.prelu.iter().copied()).collect(),
             bf16w: None,
+            f32w: None,
             ..first.clone()
         }
     }
@@ -238,24 +247,38 @@ impl Conv {
         let tiles = out.n * oh.div_ceil(2) * ow.div_ceil(2);
         // Winograd pays off once every thread has a full chunk of tiles; below that, its
         // transforms and short products cost more than im2col saves.
-        let wino = tiles >= threads * winograd::TILES
-            && matches!(epilogue, Epilogue::BiasRelu | Epilogue::Bias);
+        // On packed f32 weights short products stay efficient: a chunk of 32 tiles pays.
+        let min_tiles = match self.wino_f32w {
+            Some(_) => winograd::MIN_PACKED_TILES,
+            None => winograd::TILES,
+        };
+        let wino =
+            tiles >= threads * min_tiles && matches!(epilogue, Epilogue::BiasRelu | Epilogue::Bias);
         if let (Some(u), true) = (&self.wino, wino) {
             let relu = matches!(epilogue, Epilogue::BiasRelu);
             let geo = winograd::Geometry::new(x, xoff, self.pad, (oh, ow), oc, ooff);
             // SAFETY: `dst` is `out.data`, shaped (asserted above) as `geo` describes.
             unsafe {
                 winograd::conv(
-                    &geo, u, &self.b, self.cin, self.cout, relu, dst, scratch, threads,
+                    &geo,
+                    (u, self.wino_f32w.as_deref()),
+                    &self.b,
+                    self.cin,
+                    self.cout,
+                    relu,
+                    dst,
+                    scratch,
+                    threads,
                 )
             };
             return;
         }
-        // With f32 products each thread packs the whole weight matrix, so rows are split only
-        // when they outnumber the weights' columns; bf16 weights are packed once, and a row
-        // split then avoids rounding the same rows on every thread.
-        let by_rows = rows >= threads * MIN_ROWS_PER_THREAD
-            && (self.bf16w.is_some() || rows >= 2 * self.cout);
+        // With the `gemm` crate each thread packs the whole weight matrix, so rows are split
+        // only when they outnumber the weights' columns; packed weights (bf16, or f32 on
+        // the AVX2 kernel) are packed once, and a row split then avoids rounding (bf16) or
+        // gathering the same rows on every thread.
+        let packed = self.bf16w.is_some() || self.f32w.is_some();
+        let by_rows = rows >= threads * MIN_ROWS_PER_THREAD && (packed || rows >= 2 * self.cout);
         let by_cols = self.cout >= threads * 16;
         if threads == 1 || !(by_rows || by_cols) {
             // SAFETY: `dst` is `out.data`, which holds `rows * oc` floats (asserted above).
@@ -284,6 +307,18 @@ impl Conv {
                 .step_by(cols)
                 .map(|c0| c0..(c0 + cols).min(self.cout))
                 .collect();
+            if self.f32w.is_some() {
+                // Packed f32 weights: each thread gathers the (few) rows itself, so that no
+                // thread waits for a serial im2col.
+                rayon::scope(|s| {
+                    for (range, scr) in ranges.iter().zip(scratch.iter_mut()) {
+                        let (job, range) = (&job, range.clone());
+                        // SAFETY: the threads write disjoint column ranges of `out.data`.
+                        s.spawn(move |_| unsafe { self.run_rows(job, dst, 0, rows, range, scr) });
+                    }
+                });
+                return;
+            }
             let each = |r0: usize, m: usize, lhs: Option<Patches<'_>>| {
                 rayon::scope(|s| {
                     for range in &ranges {
@@ -479,6 +514,16 @@ impl Conv {
                     beta,
                 };
                 bf16mm::gemm(m, n, lhs, lhs_rs, packed, cols.start, out);
+            } else if let Some(packed) = &self.f32w {
+                // Column ranges start at multiples of 16 (see `run`); the AVX2 kernel was
+                // checked available when the weights were packed.
+                let out = sgemm::Out {
+                    ptr: d,
+                    ldc: oc,
+                    accumulate: read_dst,
+                    beta,
+                };
+                sgemm::gemm(m, n, lhs, lhs_rs, packed, cols.start, out);
             } else {
                 gemm::gemm(
                     m,

@@ -22,7 +22,10 @@
 //!   rows where the map is large and by output channels where it is small.
 //!
 //! The matrix products use the `gemm` crate (already under burn's CPU backend), which picks its
-//! AVX-512 / AVX2 / SSE kernels by runtime feature detection. The loops here (im2col, pooling,
+//! AVX-512 / AVX2 / SSE kernels by runtime feature detection, except on CPUs with AVX2 and FMA
+//! but no AVX-512 (AMD Zen 2/3, older Intel), where they run on [`F32Kernel::Avx2`]
+//! (`fast/sgemm.rs`): weights packed once at compile time, no packing per product, so that a
+//! single image's products split across cores by rows without each core repacking the weights. The loops here (im2col, pooling,
 //! epilogues) are plain Rust because no crate offers these NHWC steps over strided slots.
 //!
 //! [`Precision::Bf16`] (opt-in, [`FastNet::with_precision`]) runs every product in bf16 instead
@@ -46,6 +49,7 @@ mod blocks;
 mod buffers;
 mod conv;
 mod mtcnn;
+mod sgemm;
 mod winograd;
 
 pub use bf16mm::Bf16Kernel;
@@ -53,6 +57,7 @@ use blocks::*;
 use buffers::*;
 use conv::*;
 pub use mtcnn::{FastMtcnn, ONET_OUT, PNET_OUT, RNET_OUT};
+pub use sgemm::F32Kernel;
 
 /// Whether [`Precision::Bf16`] can run on this machine: Intel AMX (AMX-TILE, AMX-BF16 and the
 /// operating system's permission for the tiles) or AVX-512 BF16 (see [`Bf16Kernel`]).
@@ -88,6 +93,8 @@ pub struct FastNet {
     precision: Precision,
     /// The bf16 kernel family, in bf16 mode.
     bf16_kernel: Option<Bf16Kernel>,
+    /// The f32 kernel family (f32 mode).
+    f32_kernel: F32Kernel,
 }
 
 impl FastNet {
@@ -155,6 +162,10 @@ impl FastNet {
             threads: rayon::current_num_threads().max(1),
             precision: Precision::F32,
             bf16_kernel: None,
+            f32_kernel: F32Kernel::chosen().map_err(|reason| Error::InvalidArgument {
+                field: "FACENET_F32_KERNEL",
+                reason,
+            })?,
         }
         .with_kernels(Precision::F32, None))
     }
@@ -198,6 +209,15 @@ impl FastNet {
         for c in self.convs_mut() {
             c.wino = (on && c.kh == 3 && c.kw == 3 && c.stride == 1)
                 .then(|| winograd::weights(&c.w, c.cin, c.cout));
+            let (cin, cout) = (c.cin, c.cout);
+            c.wino_f32w = match (&c.wino, &c.f32w) {
+                (Some(u), Some(_)) => Some(
+                    u.chunks_exact(cin * cout)
+                        .map(|m| sgemm::Packed::new(m, cin, cout))
+                        .collect(),
+                ),
+                _ => None,
+            };
         }
         self
     }
@@ -233,14 +253,39 @@ impl FastNet {
         Ok(self.with_kernels(Precision::Bf16, Some(kernel)))
     }
 
+    /// f32 products on this kernel family ([`F32Kernel`]), which must run here; the default
+    /// is [`F32Kernel::chosen`].
+    pub fn with_f32_kernel(mut self, kernel: F32Kernel) -> Result<Self> {
+        if !kernel.available() {
+            return Err(Error::InvalidArgument {
+                field: "f32 kernel",
+                reason: format!(
+                    "{} needs {}; this machine does not provide it",
+                    kernel.name(),
+                    kernel.requirement()
+                ),
+            });
+        }
+        self.f32_kernel = kernel;
+        let (precision, bf16) = (self.precision, self.bf16_kernel);
+        Ok(self.with_kernels(precision, bf16))
+    }
+
     fn with_kernels(mut self, precision: Precision, kernel: Option<Bf16Kernel>) -> Self {
         self.precision = precision;
         self.bf16_kernel = kernel;
+        let f32_packed = precision == Precision::F32 && self.f32_kernel == F32Kernel::Avx2;
         for c in self.convs_mut() {
             let k = c.kh * c.kw * c.cin;
             c.bf16w = kernel.map(|kind| bf16mm::Packed::new(&c.w, k, c.cout, kind));
+            c.f32w = f32_packed.then(|| sgemm::Packed::new(&c.w, k, c.cout));
         }
         self.with_winograd(precision == Precision::F32)
+    }
+
+    /// The f32 kernel family (used in f32 mode).
+    pub fn f32_kernel(&self) -> F32Kernel {
+        self.f32_kernel
     }
 
     /// The bf16 kernel family in use (`None` in f32).

@@ -4,7 +4,7 @@
 //! products over the tiles. F(2x2, 3x3) keeps the rounding error at the level of direct
 //! convolution (its transforms only add, subtract and halve).
 
-use super::{Buf, SendPtr};
+use super::{Buf, SendPtr, sgemm};
 use gemm::Parallelism;
 
 /// `out = a + sign * b`, element-wise.
@@ -17,6 +17,10 @@ fn lin(out: &mut [f32], a: &[f32], b: &[f32], sign: f32) {
 
 /// Tiles per chunk: the 16 transformed input and output blocks of a chunk stay in cache.
 pub(super) const TILES: usize = 256;
+
+/// With the products on packed weights ([`sgemm`]), Winograd runs where every thread gets at
+/// least this many tiles.
+pub(super) const MIN_PACKED_TILES: usize = 32;
 
 /// `U = G g G^T` for every (input, output) channel pair, stored `[16][cin][cout]`, from
 /// weights stored `[(dy * 3 + dx) * cin + ci][cout]`.
@@ -83,7 +87,8 @@ impl<'a> Geometry<'a> {
     }
 }
 
-/// The whole convolution, tile chunks spread over `threads`.
+/// The whole convolution, tile chunks spread over `threads`. `u` is the transformed weights
+/// and, where the f32 products run on [`sgemm`], the same packed.
 ///
 /// # Safety
 /// `dst` points to an output buffer of `x.n * oh * ow * oc` floats that nothing else
@@ -91,7 +96,7 @@ impl<'a> Geometry<'a> {
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn conv(
     geo: &Geometry<'_>,
-    u: &[f32],
+    u: (&[f32], Option<&[sgemm::Packed]>),
     bias: &[f32],
     cin: usize,
     cout: usize,
@@ -102,7 +107,14 @@ pub(super) unsafe fn conv(
 ) {
     let (th, tw) = (geo.oh.div_ceil(2), geo.ow.div_ceil(2));
     let tiles = geo.x.n * th * tw;
-    let chunks = tiles.div_ceil(TILES);
+    // Chunks of TILES, or fewer where that leaves every thread a chunk (the packed f32
+    // products stay efficient on short ones).
+    let per = if u.1.is_some() {
+        TILES.min(tiles.div_ceil(threads))
+    } else {
+        TILES
+    };
+    let chunks = tiles.div_ceil(per);
     let threads = threads.min(chunks).max(1);
     let need = 16 * TILES * (cin + cout);
     if threads == 1 {
@@ -112,7 +124,7 @@ pub(super) unsafe fn conv(
         }
         for c in 0..chunks {
             // SAFETY: forwarded from the caller.
-            unsafe { chunk(geo, u, bias, cin, cout, relu, dst, c * TILES, tiles, s) };
+            unsafe { chunk(geo, u, bias, cin, cout, relu, dst, (c * per, per), tiles, s) };
         }
         return;
     }
@@ -125,30 +137,31 @@ pub(super) unsafe fn conv(
                 for c in (i..chunks).step_by(threads) {
                     // SAFETY: chunks are disjoint sets of tiles, so the threads write
                     // disjoint output pixels.
-                    unsafe { chunk(geo, u, bias, cin, cout, relu, dst, c * TILES, tiles, s) };
+                    unsafe { chunk(geo, u, bias, cin, cout, relu, dst, (c * per, per), tiles, s) };
                 }
             });
         }
     });
 }
 
-/// Tiles `t0..min(t0 + TILES, tiles)`: input transform, 16 products, output transform.
+/// Tiles `t0..min(t0 + per, tiles)` (`per <= TILES`): input transform, 16 products, output
+/// transform.
 #[allow(clippy::too_many_arguments)]
 unsafe fn chunk(
     geo: &Geometry<'_>,
-    u: &[f32],
+    u: (&[f32], Option<&[sgemm::Packed]>),
     bias: &[f32],
     cin: usize,
     cout: usize,
     relu: bool,
     dst: SendPtr,
-    t0: usize,
+    (t0, per): (usize, usize),
     tiles: usize,
     scratch: &mut [f32],
 ) {
     let x = geo.x;
     let (th, tw) = (geo.oh.div_ceil(2), geo.ow.div_ceil(2));
-    let tc = TILES.min(tiles - t0);
+    let tc = per.min(tiles - t0);
     let (v, m) = scratch.split_at_mut(16 * TILES * cin);
     let zeros = vec![0.0f32; cin];
     // Input transform V = B^T d B, B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], as
@@ -197,6 +210,27 @@ unsafe fn chunk(
     for xi in 0..16 {
         // SAFETY: V_xi holds tc rows of cin floats, U_xi cin rows of cout, M_xi tc rows of
         // cout; all inside their buffers.
+        if let Some(packed) = u.1 {
+            let out = sgemm::Out {
+                ptr: unsafe { m.as_mut_ptr().add(xi * TILES * cout) },
+                ldc: cout,
+                accumulate: false,
+                beta: 1.0,
+            };
+            // SAFETY: as above; the packed weights exist only where the AVX2 kernel runs.
+            unsafe {
+                sgemm::gemm(
+                    tc,
+                    cout,
+                    v.as_ptr().add(xi * TILES * cin),
+                    cin,
+                    &packed[xi],
+                    0,
+                    out,
+                )
+            };
+            continue;
+        }
         unsafe {
             gemm::gemm(
                 tc,
@@ -209,7 +243,7 @@ unsafe fn chunk(
                 v.as_ptr().add(xi * TILES * cin),
                 1,
                 cin as isize,
-                u.as_ptr().add(xi * cin * cout),
+                u.0.as_ptr().add(xi * cin * cout),
                 1,
                 cout as isize,
                 1.0,

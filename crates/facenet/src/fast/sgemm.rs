@@ -1,0 +1,377 @@
+//! f32 matrix products on weights packed once, for CPUs with AVX2 and FMA and no AVX-512.
+//!
+//! The `gemm` crate packs the right-hand operand (here: the weights) on every call. For a
+//! single image that is most of the work in the late blocks (a block8 projection multiplies
+//! 9 rows by a 384 x 1792 matrix: packing copies the matrix to use each value 9 times), and
+//! with a product split by rows each thread packs it again. Here the weights are packed once,
+//! when the network is compiled, into panels of [`NR`] columns (`[panel][k][NR]`, zero past
+//! the last column), and the left operand (im2col rows, or the activations themselves for a
+//! 1x1 convolution) is read in place, row by row, as MLAS does. The [`F32Kernel::Avx2`]
+//! micro-kernel keeps a 6 x 16 block of the output in twelve AVX registers: per step of k it
+//! loads 16 weights and broadcasts 6 activations, 12 FMAs. Products are blocked by [`KC`]
+//! steps of k (one weight panel block stays in L1 while the rows pass) and [`MC`] rows (the
+//! rows' block stays in L2 while the panels pass).
+//!
+//! On CPUs with AVX-512 the `gemm` crate's AVX-512 kernels stay the default (twice these
+//! registers' width); `FACENET_F32_KERNEL` picks one for comparing them on one machine.
+
+/// Columns per weight panel (two AVX registers of f32).
+pub(crate) const NR: usize = 16;
+/// Output rows per micro-kernel call.
+const MR: usize = 6;
+/// Steps of k per block: a 256 x 16 weight block is 16 KiB.
+const KC: usize = 256;
+/// Rows per block (a multiple of [`MR`]): 96 rows of 256 floats are 96 KiB.
+const MC: usize = 96;
+
+/// The instructions that run the f32 products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum F32Kernel {
+    /// The `gemm` crate (AVX-512, AVX2 or SSE, picked by the crate), weights packed per call.
+    Gemm,
+    /// This module's AVX2 + FMA kernel on weights packed once.
+    Avx2,
+}
+
+impl F32Kernel {
+    /// Every family.
+    pub const ALL: [F32Kernel; 2] = [F32Kernel::Gemm, F32Kernel::Avx2];
+
+    /// Its name as `FACENET_F32_KERNEL` and the benchmarks spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            F32Kernel::Gemm => "gemm",
+            F32Kernel::Avx2 => "avx2-fma",
+        }
+    }
+
+    /// The family of that name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// What the family needs of the CPU.
+    pub fn requirement(self) -> &'static str {
+        match self {
+            F32Kernel::Gemm => "nothing",
+            F32Kernel::Avx2 => "AVX2 and FMA",
+        }
+    }
+
+    /// Whether this CPU runs it.
+    pub fn available(self) -> bool {
+        match self {
+            F32Kernel::Gemm => true,
+            F32Kernel::Avx2 => avx2_available(),
+        }
+    }
+
+    /// The default here: [`F32Kernel::Avx2`] on CPUs with AVX2 and FMA but no AVX-512F,
+    /// otherwise [`F32Kernel::Gemm`] (its AVX-512 kernels, or its SSE ones).
+    pub fn best() -> Self {
+        if avx2_available() && !avx512_available() {
+            F32Kernel::Avx2
+        } else {
+            F32Kernel::Gemm
+        }
+    }
+
+    /// The family f32 products use: the one `FACENET_F32_KERNEL` names (`gemm` or
+    /// `avx2-fma`), else [`F32Kernel::best`]. The error says what is wrong with the name.
+    pub fn chosen() -> Result<Self, String> {
+        match std::env::var("FACENET_F32_KERNEL") {
+            Ok(name) if !name.is_empty() => match Self::from_name(&name) {
+                Some(k) if k.available() => Ok(k),
+                Some(k) => Err(format!(
+                    "FACENET_F32_KERNEL={name}: this machine does not run it (needs {})",
+                    k.requirement()
+                )),
+                None => Err(format!(
+                    "FACENET_F32_KERNEL={name}: unknown kernel family; use `gemm` or `avx2-fma`"
+                )),
+            },
+            _ => Ok(Self::best()),
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn avx2_available() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn avx2_available() -> bool {
+    false
+}
+
+#[cfg(target_arch = "x86_64")]
+fn avx512_available() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn avx512_available() -> bool {
+    false
+}
+
+/// A `k x n` weight matrix in panels of [`NR`] columns: `[n / NR][k][NR]`, zero-padded.
+#[derive(Debug, Clone)]
+pub(crate) struct Packed {
+    k: usize,
+    n: usize,
+    data: Vec<f32>,
+}
+
+impl Packed {
+    /// Packs `w`, `k` rows of `n` floats (row-major).
+    pub(crate) fn new(w: &[f32], k: usize, n: usize) -> Self {
+        assert_eq!(w.len(), k * n, "weights are k x n");
+        let panels = n.div_ceil(NR);
+        let mut data = vec![0.0f32; panels * k * NR];
+        for p in 0..panels {
+            let (c0, width) = (p * NR, NR.min(n - p * NR));
+            for r in 0..k {
+                data[(p * k + r) * NR..][..width].copy_from_slice(&w[r * n + c0..][..width]);
+            }
+        }
+        Self { k, n, data }
+    }
+}
+
+/// Where a product goes: `m` rows at stride `ldc` from `ptr` (the first column of the block);
+/// with `accumulate` the result is `c + beta * a b`, else `beta * a b`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Out {
+    pub(crate) ptr: *mut f32,
+    pub(crate) ldc: usize,
+    pub(crate) accumulate: bool,
+    pub(crate) beta: f32,
+}
+
+/// `c[0..m, 0..n] (+)= beta * a[0..m, 0..k] x w[0..k, c0..c0 + n]` on [`F32Kernel::Avx2`].
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; `a` holds `m` rows of `w.k` floats at stride `lda`; `c0` is a
+/// multiple of [`NR`] and `c0 + n <= w.n`; `out` holds `m` rows of `n` floats at stride
+/// `out.ldc`, overlapping neither `a` nor `w`, and nothing else touches it meanwhile.
+pub(crate) unsafe fn gemm(
+    m: usize,
+    n: usize,
+    a: *const f32,
+    lda: usize,
+    w: &Packed,
+    c0: usize,
+    out: Out,
+) {
+    debug_assert!(c0.is_multiple_of(NR) && c0 + n <= w.n);
+    let k = w.k;
+    let p0 = c0 / NR;
+    // Equal blocks of at most KC (k = 288 runs as 2 x 144, not 256 + 32).
+    let kb = k.div_ceil(k.div_ceil(KC).max(1)).max(1);
+    for i0 in (0..m).step_by(MC) {
+        let mc = MC.min(m - i0);
+        for k0 in (0..k).step_by(kb) {
+            let kc = kb.min(k - k0);
+            let overwrite = k0 == 0 && !out.accumulate;
+            for jp in 0..n.div_ceil(NR) {
+                let nr = NR.min(n - jp * NR);
+                // SAFETY: panel `p0 + jp` exists (c0 + n <= w.n) and holds k rows of NR.
+                let b = unsafe { w.data.as_ptr().add(((p0 + jp) * k + k0) * NR) };
+                for ir in (0..mc).step_by(MR) {
+                    let mr = MR.min(mc - ir);
+                    // SAFETY: rows i0 + ir .. + mr of `a` and `out` exist (caller), columns
+                    // k0..k0 + kc of `a` and jp * NR .. + nr of `out` too.
+                    unsafe {
+                        let tile = Tile {
+                            c: out.ptr.add((i0 + ir) * out.ldc + jp * NR),
+                            ldc: out.ldc,
+                            mr,
+                            nr,
+                            overwrite,
+                            beta: out.beta,
+                        };
+                        imp::kernel_6x16(kc, a.add((i0 + ir) * lda + k0), lda, b, tile);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One micro-kernel call's output block.
+#[derive(Clone, Copy)]
+struct Tile {
+    c: *mut f32,
+    ldc: usize,
+    /// Valid rows (<= MR) and columns (<= NR).
+    mr: usize,
+    nr: usize,
+    /// `c = beta * p` instead of `c += beta * p`.
+    overwrite: bool,
+    beta: f32,
+}
+
+#[cfg(target_arch = "x86_64")]
+mod imp {
+    use super::{MR, NR, Tile};
+    use std::arch::x86_64::*;
+
+    /// `tile (+)= beta * a[0..mr, 0..kc] x b[0..kc, 0..NR]`; rows past `mr` read row 0 and are
+    /// not stored.
+    ///
+    /// # Safety
+    /// AVX2 and FMA; `a` holds `tile.mr` rows of `kc` floats at stride `lda`, `b` `kc` rows of
+    /// [`NR`]; the tile is writable.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn kernel_6x16(kc: usize, a: *const f32, lda: usize, b: *const f32, t: Tile) {
+        // SAFETY: every pointer stays inside what the caller vouches for.
+        unsafe {
+            let row = |i: usize| if i < t.mr { a.add(i * lda) } else { a };
+            let (a0, a1, a2, a3, a4, a5) = (row(0), row(1), row(2), row(3), row(4), row(5));
+            let z = _mm256_setzero_ps();
+            let (mut c00, mut c01, mut c10, mut c11, mut c20, mut c21) = (z, z, z, z, z, z);
+            let (mut c30, mut c31, mut c40, mut c41, mut c50, mut c51) = (z, z, z, z, z, z);
+            let mut bp = b;
+            for p in 0..kc {
+                let b0 = _mm256_loadu_ps(bp);
+                let b1 = _mm256_loadu_ps(bp.add(8));
+                let x = _mm256_broadcast_ss(&*a0.add(p));
+                c00 = _mm256_fmadd_ps(x, b0, c00);
+                c01 = _mm256_fmadd_ps(x, b1, c01);
+                let x = _mm256_broadcast_ss(&*a1.add(p));
+                c10 = _mm256_fmadd_ps(x, b0, c10);
+                c11 = _mm256_fmadd_ps(x, b1, c11);
+                let x = _mm256_broadcast_ss(&*a2.add(p));
+                c20 = _mm256_fmadd_ps(x, b0, c20);
+                c21 = _mm256_fmadd_ps(x, b1, c21);
+                let x = _mm256_broadcast_ss(&*a3.add(p));
+                c30 = _mm256_fmadd_ps(x, b0, c30);
+                c31 = _mm256_fmadd_ps(x, b1, c31);
+                let x = _mm256_broadcast_ss(&*a4.add(p));
+                c40 = _mm256_fmadd_ps(x, b0, c40);
+                c41 = _mm256_fmadd_ps(x, b1, c41);
+                let x = _mm256_broadcast_ss(&*a5.add(p));
+                c50 = _mm256_fmadd_ps(x, b0, c50);
+                c51 = _mm256_fmadd_ps(x, b1, c51);
+                bp = bp.add(NR);
+            }
+            let acc = [
+                [c00, c01],
+                [c10, c11],
+                [c20, c21],
+                [c30, c31],
+                [c40, c41],
+                [c50, c51],
+            ];
+            let beta = _mm256_set1_ps(t.beta);
+            if t.nr == NR {
+                for (i, acc) in acc.iter().enumerate().take(t.mr) {
+                    for (h, v) in acc.iter().enumerate() {
+                        let d = t.c.add(i * t.ldc + 8 * h);
+                        let r = if t.overwrite {
+                            _mm256_mul_ps(beta, *v)
+                        } else {
+                            _mm256_fmadd_ps(beta, *v, _mm256_loadu_ps(d))
+                        };
+                        _mm256_storeu_ps(d, r);
+                    }
+                }
+            } else {
+                let mut tmp = [0.0f32; MR * NR];
+                for (i, acc) in acc.iter().enumerate() {
+                    _mm256_storeu_ps(tmp.as_mut_ptr().add(i * NR), acc[0]);
+                    _mm256_storeu_ps(tmp.as_mut_ptr().add(i * NR + 8), acc[1]);
+                }
+                for i in 0..t.mr {
+                    for j in 0..t.nr {
+                        let d = t.c.add(i * t.ldc + j);
+                        let p = t.beta * tmp[i * NR + j];
+                        *d = if t.overwrite { p } else { *d + p };
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod imp {
+    use super::Tile;
+
+    /// Never called: [`super::F32Kernel::Avx2`] is unavailable off x86-64.
+    pub(super) unsafe fn kernel_6x16(_: usize, _: *const f32, _: usize, _: *const f32, _: Tile) {
+        unreachable!("the AVX2 kernel runs on x86-64 only")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_names_round_trip() {
+        for k in F32Kernel::ALL {
+            assert_eq!(F32Kernel::from_name(k.name()), Some(k));
+        }
+        assert_eq!(F32Kernel::from_name("sse"), None);
+        assert!(F32Kernel::best().available());
+    }
+
+    /// The AVX2 product against f64 sums, over shapes that cross every block edge: rows past
+    /// a 6-row tile and a 96-row block, k past a 256 block, columns past a 16-wide panel, an
+    /// offset column block, a row stride wider than k, and accumulation with a scale.
+    #[test]
+    #[cfg_attr(
+        not(target_arch = "x86_64"),
+        ignore = "needs AVX2 and FMA (x86-64): `cargo test --release -- --ignored avx2` where the CPU has them"
+    )]
+    fn avx2_product_matches_f64_reference() {
+        assert!(
+            F32Kernel::Avx2.available(),
+            "this machine lacks AVX2 and FMA: run this test where it has them"
+        );
+        let val = |i: usize, p: usize| ((i * p) % 1000) as f32 / 500.0 - 1.0;
+        for &(m, k, n, c0, cols) in &[
+            (1, 1, 16, 0, 16),
+            (5, 7, 20, 16, 4),
+            (13, 300, 50, 16, 34),
+            (101, 513, 48, 0, 48),
+            (200, 64, 33, 0, 33),
+        ] {
+            let lda = k + 3;
+            let a: Vec<f32> = (0..m * lda).map(|i| val(i, 7919)).collect();
+            let w: Vec<f32> = (0..k * n).map(|i| val(i, 104_729)).collect();
+            let packed = Packed::new(&w, k, n);
+            for (accumulate, beta) in [(false, 1.0f32), (true, 0.5)] {
+                let ldc = cols + 5;
+                let mut c = vec![1.0f32; m * ldc];
+                let out = Out {
+                    ptr: c.as_mut_ptr(),
+                    ldc,
+                    accumulate,
+                    beta,
+                };
+                // SAFETY: AVX2 checked above; shapes as documented.
+                unsafe { gemm(m, cols, a.as_ptr(), lda, &packed, c0, out) };
+                for r in 0..m {
+                    for j in 0..ldc {
+                        let want = if j < cols {
+                            let p: f64 = (0..k)
+                                .map(|i| a[r * lda + i] as f64 * w[i * n + c0 + j] as f64)
+                                .sum();
+                            beta as f64 * p + if accumulate { 1.0 } else { 0.0 }
+                        } else {
+                            1.0
+                        };
+                        let got = c[r * ldc + j] as f64;
+                        assert!(
+                            (got - want).abs() < 1e-3,
+                            "m={m} k={k} n={n} ({r}, {j}): {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
