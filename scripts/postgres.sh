@@ -41,10 +41,31 @@ pg_start() {
   echo "PostgreSQL $("$bin/postgres" --version | awk '{print $3}') with pgvector on $FACENET_TEST_PG"
 }
 
+# Whether pgvector runs on this CPU (avg, l2_normalize and <-> on 128-d vectors, as the gallery
+# uses them): the wheel's pgvector was built for the CPU it was built on (pgvector's default
+# -march=native), and on CPUs without AVX-512 (AMD Zen 3, for one) those kill the server
+# process with SIGILL (2-d vectors still work). The server recovers by itself.
+pg_vector_runs() {
+  local bin="$PG_ROOT/pkg/pgserver/pginstall/bin" port="${FACENET_TEST_PG##*:}"
+  port="${port%%/*}"
+  "$bin/psql" -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -tA \
+    -c "SELECT round((l2_normalize(avg(v)) <-> array_fill(0::real, ARRAY[128])::vector)::numeric, 3)
+        FROM (SELECT array_fill(2::real, ARRAY[128])::vector AS v) t" 2>/dev/null | grep -qx 1.000
+  local ok=$?
+  # After a crash the server takes a moment to take connections again.
+  for _ in $(seq 20); do
+    "$bin/psql" -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -tA -c 'SELECT 1' \
+      >/dev/null 2>&1 && break
+    sleep 0.5
+  done
+  return $ok
+}
+
 pg_stop() {
   if [ -n "$PG_ROOT" ] && [ -d "$PG_ROOT" ]; then
     if [ -f "$PG_ROOT/data/postmaster.pid" ]; then
-      "${PG_CTL[@]}" -D "$PG_ROOT/data" -m fast stop >/dev/null || true
+      "${PG_CTL[@]}" -D "$PG_ROOT/data" -m fast stop >/dev/null ||
+        "${PG_CTL[@]}" -D "$PG_ROOT/data" -m immediate stop >/dev/null || true
     fi
     rm -rf "$PG_ROOT"
   fi
