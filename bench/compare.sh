@@ -3,6 +3,7 @@
 #
 #   bench/compare.sh            # batch 1, 8 and 32 (BATCHES=1,32 to choose)
 #   THREADS=1 bench/compare.sh  # both on one thread (default: all the CPUs of the process)
+#   ROUNDS=3 bench/compare.sh   # alternate the two tools three times; median ratio per batch
 #   PRECISION=f32,bf16 bench/compare.sh   # also facenet's opt-in bf16 mode (Intel AMX), each
 #                                         # against the same ORT (FP32) run; default f32
 #
@@ -18,6 +19,7 @@ VENV=${ORT_VENV:-/tmp/ort-venv}
 BATCHES=${BATCHES:-1,8,32}
 THREADS=${THREADS:-0}
 PRECISION=${PRECISION:-f32}
+ROUNDS=${ROUNDS:-1}
 
 [ -f "$H5" ] || { echo "no $H5: run 'cargo run --release -- fetch' first" >&2; exit 1; }
 if [ ! -x "$VENV/bin/python" ]; then
@@ -26,17 +28,36 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 cargo build --release -q
 
-ort=$("$VENV/bin/python" "$SHARED/bench/ort_facenet.py" --h5 "$H5" --check "$SHARED/reference/embeddings.json" \
-      --crops "$SHARED/reference/crops" --bench --batch "$BATCHES" --threads "$THREADS" 2>&1 | grep -v '^#')
-echo "$ort"
+# The machines are shared and their speed drifts over minutes, so ROUNDS > 1 alternates the two
+# tools (ORT, then facenet, per round) and prints each round's ratio and then their median.
+ratios=$(mktemp)
+trap 'rm -f "$ratios"' EXIT
 if [ "$THREADS" -gt 0 ]; then export RAYON_NUM_THREADS=$THREADS; fi
-for p in ${PRECISION//,/ }; do
-  ours=$(./target/release/facenet bench embed --batch "$BATCHES" --precision "$p" | grep '^embed ')
-  echo "$ours"
-  for b in ${BATCHES//,/ }; do
-    o=$(echo "$ort" | sed -n "s/^ort batch=$b img_per_s=\([0-9.]*\).*/\1/p")
-    r=$(echo "$ours" | sed -n "s/^embed batch=$b img_per_s=\([0-9.]*\).*/\1/p")
-    [ -n "$o" ] && [ -n "$r" ] && awk -v b="$b" -v p="$p" -v o="$o" -v r="$r" \
-      'BEGIN { printf "ratio batch=%s precision=%s facenet/ort=%.3f (facenet %.2f img/s, ort %.2f img/s)\n", b, p, r / o, r, o }'
+for round in $(seq "$ROUNDS"); do
+  ort=$("$VENV/bin/python" "$SHARED/bench/ort_facenet.py" --h5 "$H5" --check "$SHARED/reference/embeddings.json" \
+        --crops "$SHARED/reference/crops" --bench --batch "$BATCHES" --threads "$THREADS" 2>&1 | grep -v '^#')
+  echo "$ort"
+  for p in ${PRECISION//,/ }; do
+    ours=$(./target/release/facenet bench embed --batch "$BATCHES" --precision "$p" | grep '^embed ')
+    echo "$ours"
+    for b in ${BATCHES//,/ }; do
+      o=$(echo "$ort" | sed -n "s/^ort batch=$b img_per_s=\([0-9.]*\).*/\1/p")
+      r=$(echo "$ours" | sed -n "s/^embed batch=$b img_per_s=\([0-9.]*\).*/\1/p")
+      [ -n "$o" ] && [ -n "$r" ] || continue
+      awk -v b="$b" -v p="$p" -v o="$o" -v r="$r" -v n="$ROUNDS" -v k="$round" \
+        'BEGIN { printf "ratio%s batch=%s precision=%s facenet/ort=%.3f (facenet %.2f img/s, ort %.2f img/s)\n",
+                 (n > 1 ? " round=" k : ""), b, p, r / o, r, o }'
+      echo "$b $p $(awk -v o="$o" -v r="$r" 'BEGIN { printf "%.3f", r / o }')" >>"$ratios"
+    done
   done
 done
+if [ "$ROUNDS" -gt 1 ]; then
+  for p in ${PRECISION//,/ }; do
+    for b in ${BATCHES//,/ }; do
+      awk -v b="$b" -v p="$p" '$1 == b && $2 == p { v[n++] = $3 }
+        END { if (!n) exit; for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
+              m = n % 2 ? v[(n - 1) / 2] : (v[n / 2 - 1] + v[n / 2]) / 2
+              printf "ratio batch=%s precision=%s facenet/ort=%.3f (median of %d rounds, %.3f to %.3f)\n", b, p, m, n, v[0], v[n - 1] }' "$ratios"
+    done
+  done
+fi

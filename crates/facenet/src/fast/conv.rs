@@ -289,16 +289,12 @@ impl Conv {
                 Some(_) => rows.div_ceil(threads).next_multiple_of(32),
                 None => rows.div_ceil(threads),
             };
-            rayon::scope(|s| {
-                for (i, scr) in scratch.iter_mut().enumerate().take(threads) {
-                    let (r0, job) = (i * per, &job);
-                    if r0 >= rows {
-                        break;
-                    }
-                    let m = per.min(rows - r0);
-                    // SAFETY: the threads write disjoint row ranges of `out.data`.
-                    s.spawn(move |_| unsafe { self.run_rows(job, dst, r0, m, 0..self.cout, scr) });
-                }
+            let parts = rows.div_ceil(per).min(threads);
+            team::split_mut(&mut scratch[..parts], |i, scr| {
+                let r0 = i * per;
+                let m = per.min(rows - r0);
+                // SAFETY: the parts write disjoint row ranges of `out.data`.
+                unsafe { self.run_rows(&job, dst, r0, m, 0..self.cout, scr) }
             });
         } else {
             // By columns: im2col once (if any), products and epilogues split by channels.
@@ -310,22 +306,16 @@ impl Conv {
             if self.f32w.is_some() {
                 // Packed f32 weights: each thread gathers the (few) rows itself, so that no
                 // thread waits for a serial im2col.
-                rayon::scope(|s| {
-                    for (range, scr) in ranges.iter().zip(scratch.iter_mut()) {
-                        let (job, range) = (&job, range.clone());
-                        // SAFETY: the threads write disjoint column ranges of `out.data`.
-                        s.spawn(move |_| unsafe { self.run_rows(job, dst, 0, rows, range, scr) });
-                    }
+                team::split_mut(&mut scratch[..ranges.len()], |i, scr| {
+                    // SAFETY: the parts write disjoint column ranges of `out.data`.
+                    unsafe { self.run_rows(&job, dst, 0, rows, ranges[i].clone(), scr) }
                 });
                 return;
             }
             let each = |r0: usize, m: usize, lhs: Option<Patches<'_>>| {
-                rayon::scope(|s| {
-                    for range in &ranges {
-                        let (job, range) = (&job, range.clone());
-                        // SAFETY: the threads write disjoint column ranges of `out.data`.
-                        s.spawn(move |_| unsafe { self.gemm_block(job, dst, r0, m, range, lhs) });
-                    }
+                team::split(ranges.len(), |i| {
+                    // SAFETY: the parts write disjoint column ranges of `out.data`.
+                    unsafe { self.gemm_block(&job, dst, r0, m, ranges[i].clone(), lhs) }
                 });
             };
             if self.pointwise() {

@@ -19,7 +19,9 @@
 //! - the 3x3 stride-1 convolutions on large maps run as Winograd F(2x2, 3x3);
 //! - a batch is split into groups of up to four images, one group per core (single-threaded
 //!   products, no synchronisation); a single image splits each product across the cores, by
-//!   rows where the map is large and by output channels where it is small.
+//!   rows where the map is large and by output channels where it is small, on a team of
+//!   helper threads that spin between a forward pass's convolutions instead of sleeping
+//!   (`fast/team.rs`; `FACENET_SPIN_US`).
 //!
 //! The matrix products use the `gemm` crate (already under burn's CPU backend), which picks its
 //! AVX-512 / AVX2 / SSE kernels by runtime feature detection, except on CPUs with AVX2 and FMA
@@ -50,6 +52,7 @@ mod buffers;
 mod conv;
 mod mtcnn;
 mod sgemm;
+mod team;
 mod winograd;
 
 pub use bf16mm::Bf16Kernel;

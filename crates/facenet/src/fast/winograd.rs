@@ -4,7 +4,7 @@
 //! products over the tiles. F(2x2, 3x3) keeps the rounding error at the level of direct
 //! convolution (its transforms only add, subtract and halve).
 
-use super::{Buf, SendPtr, sgemm};
+use super::{Buf, SendPtr, sgemm, team};
 use gemm::Parallelism;
 
 /// `out = a + sign * b`, element-wise.
@@ -128,18 +128,14 @@ pub(super) unsafe fn conv(
         }
         return;
     }
-    rayon::scope(|sc| {
-        for (i, s) in scratch.iter_mut().enumerate().take(threads) {
-            sc.spawn(move |_| {
-                if s.len() < need {
-                    s.resize(need, 0.0);
-                }
-                for c in (i..chunks).step_by(threads) {
-                    // SAFETY: chunks are disjoint sets of tiles, so the threads write
-                    // disjoint output pixels.
-                    unsafe { chunk(geo, u, bias, cin, cout, relu, dst, (c * per, per), tiles, s) };
-                }
-            });
+    team::split_mut(&mut scratch[..threads], |i, s| {
+        if s.len() < need {
+            s.resize(need, 0.0);
+        }
+        for c in (i..chunks).step_by(threads) {
+            // SAFETY: chunks are disjoint sets of tiles, so the parts write disjoint output
+            // pixels.
+            unsafe { chunk(geo, u, bias, cin, cout, relu, dst, (c * per, per), tiles, s) };
         }
     });
 }
