@@ -44,10 +44,9 @@ for round in $(seq "$ROUNDS"); do
       o=$(echo "$ort" | sed -n "s/^ort batch=$b img_per_s=\([0-9.]*\).*/\1/p")
       r=$(echo "$ours" | sed -n "s/^embed batch=$b img_per_s=\([0-9.]*\).*/\1/p")
       [ -n "$o" ] && [ -n "$r" ] || continue
-      awk -v b="$b" -v p="$p" -v o="$o" -v r="$r" -v n="$ROUNDS" -v k="$round" \
-        'BEGIN { printf "ratio%s batch=%s precision=%s facenet/ort=%.3f (facenet %.2f img/s, ort %.2f img/s)\n",
-                 (n > 1 ? " round=" k : ""), b, p, r / o, r, o }'
-      echo "$b $p $(awk -v o="$o" -v r="$r" 'BEGIN { printf "%.3f", r / o }')" >>"$ratios"
+      ratio=$(awk -v o="$o" -v r="$r" 'BEGIN { printf "%.3f", r / o }')
+      echo "ratio$([ "$ROUNDS" -gt 1 ] && echo " round=$round") batch=$b precision=$p facenet/ort=$ratio (facenet $r img/s, ort $o img/s)"
+      echo "$b $p $ratio" >>"$ratios"
     done
   done
 done

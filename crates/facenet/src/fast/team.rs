@@ -1,7 +1,7 @@
 //! Splitting one convolution across the cores with little synchronisation: a team of helper
 //! threads that spin between jobs, as ONNX Runtime's and OpenMP's thread pools do.
 //!
-//! A single image runs ~150 convolutions one after another, each split across the cores.
+//! A single image runs 106 convolutions one after another, each split across the cores.
 //! Forking and joining through rayon from outside its pool costs 20-55 µs per convolution on a
 //! two-core virtual machine (the idle worker has gone to sleep and must be woken; measured with
 //! a trivial 100 µs job), which at 8x8 and 3x3 maps is a third of the convolution itself. The

@@ -117,17 +117,7 @@ pub(super) unsafe fn conv(
     let chunks = tiles.div_ceil(per);
     let threads = threads.min(chunks).max(1);
     let need = 16 * TILES * (cin + cout);
-    if threads == 1 {
-        let s = &mut scratch[0];
-        if s.len() < need {
-            s.resize(need, 0.0);
-        }
-        for c in 0..chunks {
-            // SAFETY: forwarded from the caller.
-            unsafe { chunk(geo, u, bias, cin, cout, relu, dst, (c * per, per), tiles, s) };
-        }
-        return;
-    }
+    // One part runs on this thread.
     team::split_mut(&mut scratch[..threads], |i, s| {
         if s.len() < need {
             s.resize(need, 0.0);
