@@ -278,7 +278,16 @@ impl Conv {
         // the AVX2 kernel) are packed once, and a row split then avoids rounding (bf16) or
         // gathering the same rows on every thread.
         let packed = self.bf16w.is_some() || self.f32w.is_some();
-        let by_rows = rows >= threads * MIN_ROWS_PER_THREAD && (packed || rows >= 2 * self.cout);
+        // On packed f32 weights a thread with less than one row block streams the whole weight
+        // matrix for a few rows, and its last tile is short. For a batch of one's 8x8 maps (64
+        // rows, Block17 on two threads) one core ran 32 rows x 256 columns at 63-66 GFLOP/s
+        // and 64 rows x 128 columns at 76-82 (k = 896, weights from memory, Zen 3), so such
+        // products split by columns.
+        let few_rows = self.f32w.is_some()
+            && rows < threads * sgemm::MC
+            && self.cout >= threads * MIN_COLS_PER_THREAD;
+        let by_rows =
+            rows >= threads * MIN_ROWS_PER_THREAD && (packed || rows >= 2 * self.cout) && !few_rows;
         let by_cols = self.cout >= threads * 16;
         if threads == 1 || !(by_rows || by_cols) {
             // SAFETY: `dst` is `out.data`, which holds `rows * oc` floats (asserted above).

@@ -75,6 +75,10 @@ const IM2COL_CHUNK_FLOATS: usize = 1 << 20;
 /// A convolution is split across threads only if each gets at least this many output rows.
 const MIN_ROWS_PER_THREAD: usize = 32;
 
+/// A short product on packed f32 weights is split by output channels when each thread gets at
+/// least this many (four panels of [`sgemm::NR`]).
+const MIN_COLS_PER_THREAD: usize = 64;
+
 /// A batch is cut into groups of at most this many images, one group per task: the
 /// activations of a small group stay in the caches (measured at batch 32 on two cores: groups
 /// of 4 ran at 63.7 img/s, groups of 16 at 45.9).
