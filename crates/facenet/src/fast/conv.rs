@@ -293,36 +293,67 @@ impl Conv {
             // SAFETY: `dst` is `out.data`, which holds `rows * oc` floats (asserted above).
             unsafe { self.run_rows(&job, dst, 0, rows, 0..self.cout, &mut scratch[0]) };
         } else if by_rows {
-            // Whole 32-row blocks per thread in bf16.
-            let per = match self.bf16w {
-                Some(_) => rows.div_ceil(threads).next_multiple_of(32),
-                None => rows.div_ceil(threads),
+            // Chunks claimed by the threads as they come free; bounds at whole micro-kernel
+            // tiles (32-row blocks in bf16).
+            let align = match self.bf16w {
+                Some(_) => 32,
+                None => sgemm::MR,
             };
-            let parts = rows.div_ceil(per).min(threads);
-            team::split_mut(&mut scratch[..parts], |i, scr| {
-                let r0 = i * per;
-                let m = per.min(rows - r0);
-                // SAFETY: the parts write disjoint row ranges of `out.data`.
-                unsafe { self.run_rows(&job, dst, r0, m, 0..self.cout, scr) }
+            let chunks = match packed {
+                true => team::chunk_count(rows, threads, MIN_ROWS_PER_THREAD),
+                // The `gemm` crate packs the weights again for every product: one per thread.
+                false => threads,
+            };
+            team::split_mut(&mut scratch[..threads], chunks, |scr, claims| {
+                for c in claims {
+                    let r = team::chunk_range(rows, chunks, align, c);
+                    if !r.is_empty() {
+                        // SAFETY: the chunks write disjoint row ranges of `out.data`.
+                        unsafe { self.run_rows(&job, dst, r.start, r.len(), 0..self.cout, scr) }
+                    }
+                }
             });
         } else {
             // By columns: im2col once (if any), products and epilogues split by channels.
+            if self.f32w.is_some() {
+                // Packed f32 weights: each thread gathers the (few) rows itself, once, so that
+                // no thread waits for a serial im2col; chunks of whole panels.
+                let chunks = team::chunk_count(self.cout, threads, 2 * sgemm::NR);
+                let k = self.kh * self.kw * self.cin;
+                let whole = !self.pointwise() && rows * k <= IM2COL_CHUNK_FLOATS;
+                team::split_mut(&mut scratch[..threads], chunks, |scr, claims| {
+                    let mut gathered = false;
+                    for c in claims {
+                        let cols = team::chunk_range(self.cout, chunks, sgemm::NR, c);
+                        if cols.is_empty() {
+                            continue;
+                        }
+                        if !whole {
+                            // SAFETY: the chunks write disjoint column ranges of `out.data`.
+                            unsafe { self.run_rows(&job, dst, 0, rows, cols, scr) };
+                            continue;
+                        }
+                        if !gathered {
+                            if scr.len() < rows * k {
+                                scr.resize(rows * k, 0.0);
+                            }
+                            self.im2col(x, xoff, 0, rows, (oh, ow), &mut scr[..rows * k]);
+                            gathered = true;
+                        }
+                        let p = Patches::F32(&scr[..rows * k]);
+                        // SAFETY: as above; `p` holds the patches of all `rows`.
+                        unsafe { self.gemm_block(&job, dst, 0, rows, cols, Some(p)) };
+                    }
+                });
+                return;
+            }
             let cols = self.cout.div_ceil(threads).next_multiple_of(16);
             let ranges: Vec<_> = (0..self.cout)
                 .step_by(cols)
                 .map(|c0| c0..(c0 + cols).min(self.cout))
                 .collect();
-            if self.f32w.is_some() {
-                // Packed f32 weights: each thread gathers the (few) rows itself, so that no
-                // thread waits for a serial im2col.
-                team::split_mut(&mut scratch[..ranges.len()], |i, scr| {
-                    // SAFETY: the parts write disjoint column ranges of `out.data`.
-                    unsafe { self.run_rows(&job, dst, 0, rows, ranges[i].clone(), scr) }
-                });
-                return;
-            }
             let each = |r0: usize, m: usize, lhs: Option<Patches<'_>>| {
-                team::split(ranges.len(), |i| {
+                team::split(threads, ranges.len(), |i| {
                     // SAFETY: the parts write disjoint column ranges of `out.data`.
                     unsafe { self.gemm_block(&job, dst, r0, m, ranges[i].clone(), lhs) }
                 });

@@ -20,7 +20,7 @@
 /// Columns per weight panel (two AVX registers of f32).
 pub(crate) const NR: usize = 16;
 /// Output rows per micro-kernel call.
-const MR: usize = 6;
+pub(crate) const MR: usize = 6;
 /// Steps of k per block: a 4096 x 16 weight panel is 256 KiB, half of a Zen 3 core's L2.
 /// Products of this network (k <= 2304) run their whole depth in one pass, each tile's sums
 /// in registers from the first step to the last: measured on Zen 3 (best of 7, interleaved),

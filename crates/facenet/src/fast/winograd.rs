@@ -107,25 +107,38 @@ pub(super) unsafe fn conv(
 ) {
     let (th, tw) = (geo.oh.div_ceil(2), geo.ow.div_ceil(2));
     let tiles = geo.x.n * th * tw;
-    // Chunks of TILES, or fewer where that leaves every thread a chunk (the packed f32
-    // products stay efficient on short ones).
-    let per = if u.1.is_some() {
-        TILES.min(tiles.div_ceil(threads))
-    } else {
-        TILES
+    // Chunks of at most TILES, claimed by the threads as they come free; on packed f32
+    // weights (whose products stay efficient on short ones) several per thread, for balance.
+    let chunks = match u.1 {
+        Some(_) => {
+            team::chunk_count(tiles, threads, MIN_PACKED_TILES / 2).max(tiles.div_ceil(TILES))
+        }
+        None => tiles.div_ceil(TILES),
     };
-    let chunks = tiles.div_ceil(per);
     let threads = threads.min(chunks).max(1);
     let need = 16 * TILES * (cin + cout);
-    // One part runs on this thread.
-    team::split_mut(&mut scratch[..threads], |i, s| {
+    team::split_mut(&mut scratch[..threads], chunks, |s, claims| {
         if s.len() < need {
             s.resize(need, 0.0);
         }
-        for c in (i..chunks).step_by(threads) {
-            // SAFETY: chunks are disjoint sets of tiles, so the parts write disjoint output
+        for c in claims {
+            let t = team::chunk_range(tiles, chunks, 1, c);
+            // SAFETY: chunks are disjoint sets of tiles, so they write disjoint output
             // pixels.
-            unsafe { chunk(geo, u, bias, cin, cout, relu, dst, (c * per, per), tiles, s) };
+            unsafe {
+                chunk(
+                    geo,
+                    u,
+                    bias,
+                    cin,
+                    cout,
+                    relu,
+                    dst,
+                    (t.start, t.len()),
+                    tiles,
+                    s,
+                )
+            };
         }
     });
 }
