@@ -316,8 +316,9 @@ impl Conv {
         } else {
             // By columns: im2col once (if any), products and epilogues split by channels.
             if self.f32w.is_some() {
-                // Packed f32 weights: each thread gathers the (few) rows itself, once, so that
-                // no thread waits for a serial im2col; chunks of whole panels.
+                // Packed f32 weights: each thread gathers the (few) rows itself, once (per chunk
+                // only where they exceed IM2COL_CHUNK_FLOATS), so that no thread waits for a
+                // serial im2col; chunks of whole panels.
                 let chunks = team::chunk_count(self.cout, threads, 2 * sgemm::NR);
                 let k = self.kh * self.kw * self.cin;
                 let whole = !self.pointwise() && rows * k <= IM2COL_CHUNK_FLOATS;

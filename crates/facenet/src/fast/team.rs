@@ -405,6 +405,36 @@ mod tests {
     }
 
     #[test]
+    fn chunk_ranges_tile_the_whole_range_at_aligned_bounds() {
+        for (total, chunks, align) in [
+            (289, 8, 6),
+            (289, 8, 32),
+            (64, 2, 32),
+            (160, 4, 16),
+            (5, 8, 6),
+            (81, 4, 1),
+        ] {
+            let ranges: Vec<_> = (0..chunks)
+                .map(|c| chunk_range(total, chunks, align, c))
+                .collect();
+            assert_eq!(ranges[0].start, 0);
+            assert_eq!(ranges[chunks - 1].end, total);
+            for w in ranges.windows(2) {
+                assert_eq!(w[0].end, w[1].start, "{total} in {chunks} at {align}");
+                assert!(
+                    w[0].end % align == 0 || w[0].end == total,
+                    "{total} in {chunks} at {align}"
+                );
+            }
+        }
+        assert_eq!(chunk_count(289, 2, 32), 8);
+        assert_eq!(chunk_count(160, 2, 32), 4);
+        assert_eq!(chunk_count(81, 2, 16), 4);
+        assert_eq!(chunk_count(10, 2, 32), 2);
+        assert_eq!(chunk_count(1000, 1, 32), 1);
+    }
+
+    #[test]
     fn split_without_slots_runs_every_chunk() {
         for chunks in [0, 1, 5, 40] {
             let hits: Vec<AtomicUsize> = (0..chunks).map(|_| AtomicUsize::new(0)).collect();

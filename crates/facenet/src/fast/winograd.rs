@@ -115,7 +115,6 @@ pub(super) unsafe fn conv(
         }
         None => tiles.div_ceil(TILES),
     };
-    let threads = threads.min(chunks).max(1);
     let need = 16 * TILES * (cin + cout);
     team::split_mut(&mut scratch[..threads], chunks, |s, claims| {
         if s.len() < need {
