@@ -30,10 +30,9 @@ pub(super) struct Conv {
     pub(super) cout: usize,
     pub(super) w: Vec<f32>,
     pub(super) b: Vec<f32>,
-    /// Winograd F(2x2, 3x3) form of `w` for 3x3 stride-1 convolutions (see [`winograd`]).
-    pub(super) wino: Option<Vec<f32>>,
-    /// The 16 matrices of `wino` packed for [`F32Kernel::Avx2`] products.
-    pub(super) wino_f32w: Option<Vec<sgemm::Packed>>,
+    /// Winograd form of `w` for 3x3 stride-1 convolutions (see [`winograd`]); `None` runs
+    /// im2col.
+    pub(super) wino: Option<winograd::Weights>,
     /// PReLU slopes per output channel, for [`Epilogue::BiasPrelu`] (empty otherwise).
     pub(super) prelu: Vec<f32>,
     /// `w` packed for bf16 products ([`Precision::Bf16`]); `None` runs f32 products.
@@ -114,7 +113,6 @@ impl Conv {
             b,
             // Set by `FastNet::with_winograd`: MTCNN's few-channel convolutions go without.
             wino: None,
-            wino_f32w: None,
             prelu: Vec::new(),
             bf16w: None,
             f32w: None,
@@ -134,7 +132,6 @@ impl Conv {
             w,
             b,
             wino: None,
-            wino_f32w: None,
             prelu: Vec::new(),
             bf16w: None,
             f32w: None,
@@ -244,33 +241,17 @@ impl Conv {
             epilogue,
         };
         let dst = SendPtr(out.data.as_mut_ptr());
-        let tiles = out.n * oh.div_ceil(2) * ow.div_ceil(2);
         // Winograd pays off once every thread has a full chunk of tiles; below that, its
         // transforms and short products cost more than im2col saves.
-        // On packed f32 weights short products stay efficient: a chunk of 32 tiles pays.
-        let min_tiles = match self.wino_f32w {
-            Some(_) => winograd::MIN_PACKED_TILES,
-            None => winograd::TILES,
-        };
-        let wino =
-            tiles >= threads * min_tiles && matches!(epilogue, Epilogue::BiasRelu | Epilogue::Bias);
-        if let (Some(u), true) = (&self.wino, wino) {
+        let wino = self.wino.as_ref().filter(|u| {
+            out.n * u.form.tiles(oh, ow) >= threads * u.min_tiles()
+                && matches!(epilogue, Epilogue::BiasRelu | Epilogue::Bias)
+        });
+        if let Some(u) = wino {
             let relu = matches!(epilogue, Epilogue::BiasRelu);
             let geo = winograd::Geometry::new(x, xoff, self.pad, (oh, ow), oc, ooff);
             // SAFETY: `dst` is `out.data`, shaped (asserted above) as `geo` describes.
-            unsafe {
-                winograd::conv(
-                    &geo,
-                    (u, self.wino_f32w.as_deref()),
-                    &self.b,
-                    self.cin,
-                    self.cout,
-                    relu,
-                    dst,
-                    scratch,
-                    threads,
-                )
-            };
+            unsafe { winograd::conv(&geo, u, &self.b, relu, dst, scratch, threads) };
             return;
         }
         // With the `gemm` crate each thread packs the whole weight matrix, so rows are split

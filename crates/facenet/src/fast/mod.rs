@@ -16,7 +16,7 @@
 //!   product's destination has a row stride), so no concatenation is ever copied;
 //! - the residual sum `x + scale * (W concat + b)` is accumulated by the matrix product itself
 //!   into the block's input buffer, followed by one pass for bias and ReLU;
-//! - the 3x3 stride-1 convolutions on large maps run as Winograd F(2x2, 3x3);
+//! - the 3x3 stride-1 convolutions on large maps run as Winograd F(4x4, 3x3);
 //! - a batch is split into groups of up to four images, one group per core (single-threaded
 //!   products, no synchronisation); a single image splits each product across the cores, by
 //!   rows where the map is large and by output channels where it is small, on a team of
@@ -211,20 +211,18 @@ impl FastNet {
 
     /// Turns the Winograd path of the 3x3 convolutions off (im2col for all), or back on
     /// (f32 only: in bf16 mode every product runs on the bf16 kernels).
-    pub fn with_winograd(mut self, on: bool) -> Self {
-        let on = on && self.precision == Precision::F32;
+    pub fn with_winograd(self, on: bool) -> Self {
+        self.with_winograd_form(on.then_some(&winograd::F4))
+    }
+
+    /// Gives every 3x3 stride-1 convolution this Winograd form (f32 only), or none.
+    fn with_winograd_form(mut self, form: Option<&'static winograd::Form>) -> Self {
+        let form = form.filter(|_| self.precision == Precision::F32);
         for c in self.convs_mut() {
-            c.wino = (on && c.kh == 3 && c.kw == 3 && c.stride == 1)
-                .then(|| winograd::weights(&c.w, c.cin, c.cout));
-            let (cin, cout) = (c.cin, c.cout);
-            c.wino_f32w = match (&c.wino, &c.f32w) {
-                (Some(u), Some(_)) => Some(
-                    u.chunks_exact(cin * cout)
-                        .map(|m| sgemm::Packed::new(m, cin, cout))
-                        .collect(),
-                ),
-                _ => None,
-            };
+            let packed = c.f32w.is_some();
+            c.wino = form
+                .filter(|_| c.kh == 3 && c.kw == 3 && c.stride == 1)
+                .map(|f| winograd::Weights::new(f, &c.w, (c.cin, c.cout), packed));
         }
         self
     }
