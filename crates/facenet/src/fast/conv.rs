@@ -28,6 +28,7 @@ pub(super) struct Conv {
     pub(super) pad: [usize; 4],
     pub(super) cin: usize,
     pub(super) cout: usize,
+    /// The weights, row-major; empty where `f32w` holds them (see [`Conv::row_major`]).
     pub(super) w: Vec<f32>,
     pub(super) b: Vec<f32>,
     /// Winograd form of `w` for 3x3 stride-1 convolutions (see [`winograd`]); `None` runs
@@ -178,6 +179,14 @@ impl Conv {
             bf16w: None,
             f32w: None,
             ..first.clone()
+        }
+    }
+
+    /// The weights as a row-major `[kh * kw * cin, cout]` matrix, whichever copy holds them.
+    pub(super) fn row_major(&self) -> std::borrow::Cow<'_, [f32]> {
+        match &self.f32w {
+            Some(p) if self.w.is_empty() => p.unpack().into(),
+            _ => self.w.as_slice().into(),
         }
     }
 

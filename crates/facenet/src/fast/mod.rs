@@ -222,7 +222,7 @@ impl FastNet {
             let packed = c.f32w.is_some();
             c.wino = form
                 .filter(|_| c.kh == 3 && c.kw == 3 && c.stride == 1)
-                .map(|f| winograd::Weights::new(f, &c.w, (c.cin, c.cout), packed));
+                .map(|f| winograd::Weights::new(f, &c.row_major(), (c.cin, c.cout), packed));
         }
         self
     }
@@ -282,8 +282,12 @@ impl FastNet {
         let f32_packed = precision == Precision::F32 && self.f32_kernel == F32Kernel::Avx2;
         for c in self.convs_mut() {
             let k = c.kh * c.kw * c.cin;
-            c.bf16w = kernel.map(|kind| bf16mm::Packed::new(&c.w, k, c.cout, kind));
-            c.f32w = f32_packed.then(|| sgemm::Packed::new(&c.w, k, c.cout));
+            let w = c.row_major().into_owned();
+            c.bf16w = kernel.map(|kind| bf16mm::Packed::new(&w, k, c.cout, kind));
+            c.f32w = f32_packed.then(|| sgemm::Packed::new(&w, k, c.cout));
+            // One f32 copy of the weights: the packed one where there is one (it unpacks
+            // exactly, for a later change of kernel or precision).
+            c.w = if c.f32w.is_some() { Vec::new() } else { w };
         }
         self.with_winograd(precision == Precision::F32)
     }
@@ -521,6 +525,38 @@ mod tests {
             .zip(&b)
             .fold(0f32, |m, (p, q)| m.max((p - q).abs()));
         assert!(err <= 1e-5 * scale, "max abs diff {err} (scale {scale})");
+    }
+
+    /// Where the weights are packed for the AVX2 kernel only the packed copy is kept, and a
+    /// change of kernel and back unpacks it without loss: the same outputs, bit for bit.
+    #[test]
+    fn packed_weights_are_the_only_copy_and_unpack_exactly() {
+        if !F32Kernel::Avx2.available() {
+            eprintln!("skipped: needs AVX2 and FMA (the packed f32 weights)");
+            return;
+        }
+        let net = random_net(&InceptionResnetV1Config::small(), &Device::flex());
+        let x: Vec<f32> = (0..3 * 96 * 96)
+            .map(|i| ((i * 7919) % 255) as f32 / 128.0 - 1.0)
+            .collect();
+        let fast = FastNet::compile(&net)
+            .unwrap()
+            .with_f32_kernel(F32Kernel::Avx2)
+            .unwrap();
+        let a = fast.forward_nchw(&x, 1, 96, 96).unwrap();
+        let mut fast = fast;
+        let convs = fast.convs_mut();
+        assert!(convs.iter().all(|c| c.f32w.is_some() && c.w.is_empty()));
+        let gemm = fast.with_f32_kernel(F32Kernel::Gemm).unwrap();
+        let b = gemm.forward_nchw(&x, 1, 96, 96).unwrap();
+        let scale = a.iter().fold(1f32, |m, v| m.max(v.abs()));
+        let err = a
+            .iter()
+            .zip(&b)
+            .fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+        assert!(err <= 1e-5 * scale, "gemm against avx2: max abs diff {err}");
+        let back = gemm.with_f32_kernel(F32Kernel::Avx2).unwrap();
+        assert_eq!(back.forward_nchw(&x, 1, 96, 96).unwrap(), a);
     }
 
     #[test]

@@ -143,6 +143,19 @@ impl Packed {
         }
         Self { k, n, data }
     }
+
+    /// The `k x n` row-major matrix back (exactly: packing only moves floats).
+    pub(crate) fn unpack(&self) -> Vec<f32> {
+        let (k, n) = (self.k, self.n);
+        let mut w = vec![0.0f32; k * n];
+        for p in 0..n.div_ceil(NR) {
+            let (c0, width) = (p * NR, NR.min(n - p * NR));
+            for r in 0..k {
+                w[r * n + c0..][..width].copy_from_slice(&self.data[(p * k + r) * NR..][..width]);
+            }
+        }
+        w
+    }
 }
 
 /// Where a product goes: `m` rows at stride `ldc` from `ptr` (the first column of the block);
