@@ -102,12 +102,12 @@ impl F32Kernel {
 }
 
 #[cfg(target_arch = "x86_64")]
-fn avx2_available() -> bool {
+pub(super) fn avx2_available() -> bool {
     std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn avx2_available() -> bool {
+pub(super) fn avx2_available() -> bool {
     false
 }
 
