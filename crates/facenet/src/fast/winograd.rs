@@ -384,11 +384,12 @@ impl Form {
 }
 
 /// Tiles per chunk on the `gemm` crate's products, for F(2x2, 3x3) (see [`Form::max_chunk`]).
-pub(super) const TILES: usize = 256;
+const TILES: usize = 256;
 
 /// With the products on packed weights ([`sgemm`]), Winograd runs where every thread gets at
 /// least this many tiles.
-pub(super) const MIN_PACKED_TILES: usize = 32;
+const MIN_PACKED_TILES: usize = 32;
+
 /// Where the convolution reads and writes.
 pub(super) struct Geometry<'a> {
     x: &'a Buf,
