@@ -282,7 +282,12 @@ impl FastNet {
         let f32_packed = precision == Precision::F32 && self.f32_kernel == F32Kernel::Avx2;
         for c in self.convs_mut() {
             let k = c.kh * c.kw * c.cin;
-            let w = c.row_major().into_owned();
+            // Moved, not copied, where the row-major copy is still there.
+            let w = if c.w.is_empty() {
+                c.row_major().into_owned()
+            } else {
+                std::mem::take(&mut c.w)
+            };
             c.bf16w = kernel.map(|kind| bf16mm::Packed::new(&w, k, c.cout, kind));
             c.f32w = f32_packed.then(|| sgemm::Packed::new(&w, k, c.cout));
             // One f32 copy of the weights: the packed one where there is one (it unpacks

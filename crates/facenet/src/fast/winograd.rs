@@ -27,7 +27,6 @@ use gemm::Parallelism;
 #[derive(Debug)]
 pub(super) struct Form {
     pub(super) m: usize,
-    a: usize,
     g: &'static [f64],
     transforms: Transforms,
 }
@@ -37,7 +36,6 @@ pub(super) struct Form {
 #[cfg(test)]
 pub(super) const F2: Form = Form {
     m: 2,
-    a: 4,
     #[rustfmt::skip]
     g: &[
         1.0, 0.0, 0.0,
@@ -51,7 +49,6 @@ pub(super) const F2: Form = Form {
 /// F(4x4, 3x3), on the points 0, 1, -1, 2, -2 and infinity (transforms in [`T4`]).
 pub(super) const F4: Form = Form {
     m: 4,
-    a: 6,
     #[rustfmt::skip]
     g: &[
         1.0 / 4.0, 0.0, 0.0,
@@ -338,9 +335,14 @@ unsafe fn outputs_avx2<T: Tile>(
 }
 
 impl Form {
+    /// The input tile's side.
+    fn a(&self) -> usize {
+        self.m + 2
+    }
+
     /// Transformed matrices per tile: `a * a`.
     pub(super) fn points(&self) -> usize {
-        self.a * self.a
+        self.a() * self.a()
     }
 
     /// Tiles covering an `oh x ow` output, per image.
@@ -358,7 +360,7 @@ impl Form {
     /// `U = G g G^T` for every (input, output) channel pair, stored `[a * a][cin][cout]`,
     /// from weights stored `[(dy * 3 + dx) * cin + ci][cout]`.
     pub(super) fn weights(&self, w: &[f32], cin: usize, cout: usize) -> Vec<f32> {
-        let a = self.a;
+        let a = self.a();
         let g = |r: usize, c: usize| self.g[r * 3 + c];
         let mut u = vec![0.0f32; a * a * cin * cout];
         for ci in 0..cin {
@@ -533,7 +535,7 @@ unsafe fn chunk(
     scratch: &mut [f32],
 ) {
     let (form, cin, cout) = (u.form, u.cin, u.cout);
-    let a = form.a;
+    let a = form.a();
     let (v, mo) = scratch.split_at_mut(a * a * cap * cin);
     let simd = usize::from(sgemm::avx2_available() && !plain_forced());
     // SAFETY: `v` holds `a * a * cap * cin` floats; AVX2 and FMA where `simd` is 1.
