@@ -31,7 +31,7 @@ pub(super) struct Conv {
     /// The weights, row-major; empty where `f32w` holds them (see [`Conv::row_major`]).
     pub(super) w: Vec<f32>,
     pub(super) b: Vec<f32>,
-    /// Winograd form of `w` for 3x3 stride-1 convolutions (see [`winograd`]); `None` runs
+    /// Winograd form of `w` for 3x3, 1x7 and 7x1 stride-1 convolutions (see [`winograd`]); `None` runs
     /// im2col.
     pub(super) wino: Option<winograd::Weights>,
     /// PReLU slopes per output channel, for [`Epilogue::BiasPrelu`] (empty otherwise).

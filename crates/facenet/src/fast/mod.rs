@@ -16,7 +16,8 @@
 //!   product's destination has a row stride), so no concatenation is ever copied;
 //! - the residual sum `x + scale * (W concat + b)` is accumulated by the matrix product itself
 //!   into the block's input buffer, followed by one pass for bias and ReLU;
-//! - the 3x3 stride-1 convolutions on large maps run as Winograd F(4x4, 3x3);
+//! - the 3x3 stride-1 convolutions on large maps run as Winograd F(4x4, 3x3), the 1x7 and
+//!   7x1 ones as F(2, 7) along their long axis;
 //! - a batch is split into groups of up to four images, one group per core (single-threaded
 //!   products, no synchronisation); a single image splits each product across the cores, by
 //!   rows where the map is large and by output channels where it is small, on a team of
@@ -209,19 +210,14 @@ impl FastNet {
         all
     }
 
-    /// Turns the Winograd path of the 3x3 convolutions off (im2col for all), or back on
+    /// Turns the Winograd path of the 3x3, 1x7 and 7x1 convolutions off (im2col for all), or back on
     /// (f32 only: in bf16 mode every product runs on the bf16 kernels).
-    pub fn with_winograd(self, on: bool) -> Self {
-        self.with_winograd_form(on.then_some(&winograd::F4))
-    }
-
-    /// Gives every 3x3 stride-1 convolution this Winograd form (f32 only), or none.
-    fn with_winograd_form(mut self, form: Option<&'static winograd::Form>) -> Self {
-        let form = form.filter(|_| self.precision == Precision::F32);
+    pub fn with_winograd(mut self, on: bool) -> Self {
+        let on = on && self.precision == Precision::F32;
         for c in self.convs_mut() {
             let packed = c.f32w.is_some();
-            c.wino = form
-                .filter(|_| c.kh == 3 && c.kw == 3 && c.stride == 1)
+            c.wino = winograd::form_for(c.kh, c.kw)
+                .filter(|_| on && c.stride == 1)
                 .map(|f| winograd::Weights::new(f, &c.row_major(), (c.cin, c.cout), packed));
         }
         self
@@ -512,18 +508,28 @@ mod tests {
     #[test]
     fn winograd_and_im2col_agree() {
         let net = random_net(&InceptionResnetV1Config::small(), &Device::flex());
-        let x: Vec<f32> = (0..2 * 3 * 96 * 96)
+        // 160 x 160: Block17's maps are 8 x 8, so that a batch of two has enough tiles for its
+        // 1x7 and 7x1 forms.
+        let x: Vec<f32> = (0..2 * 3 * 160 * 160)
             .map(|i| ((i * 7919) % 255) as f32 / 128.0 - 1.0)
             .collect();
-        let on = FastNet::compile(&net).unwrap().with_threads(1);
+        let mut on = FastNet::compile(&net).unwrap().with_threads(1);
         assert!(
             on.stem.iter().any(|c| c.wino.is_some()),
-            "Winograd not in use"
+            "Winograd F(4x4, 3x3) not in use"
         );
-        let a = on.forward_nchw(&x, 2, 96, 96).unwrap();
-        let off = on.with_winograd(false);
-        assert!(off.stem.iter().all(|c| c.wino.is_none()));
-        let b = off.forward_nchw(&x, 2, 96, 96).unwrap();
+        for (kh, kw) in [(1, 7), (7, 1)] {
+            assert!(
+                on.convs_mut()
+                    .iter()
+                    .any(|c| (c.kh, c.kw) == (kh, kw) && c.wino.is_some()),
+                "Winograd F(2, 7) not in use on the {kh}x{kw} convolutions"
+            );
+        }
+        let a = on.forward_nchw(&x, 2, 160, 160).unwrap();
+        let mut off = on.with_winograd(false);
+        assert!(off.convs_mut().iter().all(|c| c.wino.is_none()));
+        let b = off.forward_nchw(&x, 2, 160, 160).unwrap();
         let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1.0);
         let err = a
             .iter()
