@@ -39,7 +39,7 @@ use gemm::Parallelism;
 #[derive(Debug)]
 pub(super) struct Form {
     /// Output tile sides (rows, columns).
-    pub(super) m: [usize; 2],
+    m: [usize; 2],
     /// Kernel sides (rows, columns).
     r: [usize; 2],
     g: [&'static [f64]; 2],
@@ -52,7 +52,7 @@ const G1: &[f64] = &[1.0];
 /// F(2x2, 3x3): `B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]`,
 /// `A^T = [1 1 1 0; 0 1 -1 -1]`.
 #[cfg(test)]
-pub(super) const F2: Form = Form {
+const F2: Form = Form {
     m: [2, 2],
     r: [3, 3],
     g: [G2, G2],
@@ -69,7 +69,7 @@ const G2: &[f64] = &[
 ];
 
 /// F(4x4, 3x3), on the points 0, 1, -1, 2, -2 and infinity (transforms in [`T4`]).
-pub(super) const F4: Form = Form {
+const F4: Form = Form {
     m: [4, 4],
     r: [3, 3],
     g: [G4, G4],
@@ -89,7 +89,7 @@ const G4: &[f64] = &[
 /// F(1x2, 1x7), for the 1x7 convolutions: two outputs of a row from eight inputs, eight
 /// multiplies against fourteen, on the points 0, 1, -1, 2, -2, 1/2, -1/2 and infinity
 /// (transforms in [`T27`]).
-pub(super) const F27_ROW: Form = Form {
+const F27_ROW: Form = Form {
     m: [1, 2],
     r: [1, 7],
     g: [G1, G27],
@@ -97,7 +97,7 @@ pub(super) const F27_ROW: Form = Form {
 };
 
 /// F(2x1, 7x1), for the 7x1 convolutions: [`F27_ROW`] down the columns.
-pub(super) const F27_COL: Form = Form {
+const F27_COL: Form = Form {
     m: [2, 1],
     r: [7, 1],
     g: [G27, G1],
@@ -146,7 +146,7 @@ fn mul(c: f32, a: V) -> V {
 
 /// A form's one-dimensional transforms on eight channels at once: `input` applies `B^T` to
 /// `a` values (the first `a` of eight), `output` applies `A^T` (the first `m` of four).
-pub(super) trait Tile {
+trait Tile {
     const M: usize;
     const A: usize;
     fn input(d: [V; 8]) -> [V; 8];
