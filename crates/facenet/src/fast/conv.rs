@@ -250,10 +250,11 @@ impl Conv {
             epilogue,
         };
         let dst = SendPtr(out.data.as_mut_ptr());
-        // Winograd pays off once every thread has a full chunk of tiles; below that, its
-        // transforms and short products cost more than im2col saves.
+        // Winograd pays off once every thread has a full chunk of tiles, or (packed weights)
+        // enough output channels of enough tiles; below that, its transforms and short
+        // products cost more than im2col saves.
         let wino = self.wino.as_ref().filter(|u| {
-            out.n * u.form.tiles(oh, ow) >= threads * u.min_tiles()
+            u.pays(out.n * u.form.tiles(oh, ow), threads)
                 && matches!(epilogue, Epilogue::BiasRelu | Epilogue::Bias)
         });
         if let Some(u) = wino {

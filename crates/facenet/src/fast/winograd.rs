@@ -26,8 +26,15 @@
 //! and down to 1/360, and in f32 the network's raw embeddings moved by at most 5.4e-7.
 //! Alternating with im2col batch by batch in one process on two Zen 3 cores, it ran +0.8 to
 //! +10 % more images per second at batch 8 (mean +5.5 % over five runs) and -0.2 to +5 % at
-//! batch 32 (mean +2.3 %), where the same runs read -0.5 to +6 % at batch 1, which it does not
-//! change (on two threads a batch of one has too few tiles): the machine's noise.
+//! batch 32 (mean +2.3 %), where the same runs read -0.5 to +6 % at batch 1, which it did not
+//! change then (on two threads a batch of one has too few tiles): the machine's noise.
+//!
+//! Where the tiles are too few to give every thread a chunk (a batch of one on two or more
+//! threads: 25 tiles of F(4x4, 3x3) on Block35's and Mixed_6a's 17x17 maps, 32 of F(2, 7) on
+//! Block17's 8x8), the threads split the output channels instead, each transforming all the
+//! tiles' inputs itself ([`Weights::by_cols`]); those convolutions ran im2col before.
+//! Alternating the two choices image by image in one process on two Zen 3 cores, a batch of one
+//! ran 0.9-3.6 % more images per second (F(4x4, 3x3) alone 0.9-2.4 %, F(2, 7) alone 0.1-1.1 %).
 
 use super::{Buf, SendPtr, sgemm, team};
 use gemm::Parallelism;
@@ -321,6 +328,10 @@ fn store(dst: &mut [f32], ch: usize, w: usize, v: &V) {
     }
 }
 
+/// What the input transforms read for padding: enough for every convolution of the networks
+/// here (at most 1,792 input channels).
+static ZEROS: [f32; 2048] = [0.0; 2048];
+
 /// Input transform `V = B_H^T d B_W` of tiles `t0..t0 + tc` into `v`
 /// (`[a_h * a_w][cap][cin]`): `H` down the rows, `W` across.
 ///
@@ -336,11 +347,22 @@ unsafe fn inputs<H: Tile, W: Tile>(
     let x = geo.x;
     let (ah, aw, mh, mw) = (H::A, W::A, H::M, W::M);
     let (th, tw) = (geo.oh.div_ceil(mh), geo.ow.div_ceil(mw));
-    let zeros = vec![0.0f32; cin];
+    // Padding reads zeros: from a static block where `cin` fits it.
+    let owned;
+    let zeros: &[f32] = if cin <= ZEROS.len() {
+        &ZEROS[..cin]
+    } else {
+        owned = vec![0.0f32; cin];
+        &owned
+    };
+    // The tile's matrices live across the loops, so that they are zeroed once per call
+    // rather than once per eight channels (slots past a form's side are never read).
+    let mut r = [[[0.0f32; 8]; 8]; 8];
+    let mut col = [[0.0f32; 8]; 8];
     for j in 0..tc {
         let t = t0 + j;
         let (img, ty, tx) = (t / (th * tw), (t / tw) % th, t % tw);
-        let mut d: [&[f32]; 64] = [&zeros[..]; 64];
+        let mut d: [&[f32]; 64] = [zeros; 64];
         for i in 0..ah {
             let iy = (mh * ty + i) as isize - geo.pad_top as isize;
             if iy < 0 || iy >= x.h as isize {
@@ -358,15 +380,13 @@ unsafe fn inputs<H: Tile, W: Tile>(
         for ch in (0..cin).step_by(8) {
             let w = 8.min(cin - ch);
             // Columns first (B_H^T d), then rows ((B_H^T d) B_W): `r[p][k]`.
-            let mut r = [[[0.0f32; 8]; 8]; 8];
             for k in 0..aw {
-                let mut col = [[0.0f32; 8]; 8];
                 for (i, c) in col.iter_mut().enumerate().take(ah) {
                     *c = load(d[i * aw + k], ch, w);
                 }
-                let col = H::input(col);
+                let t = H::input(col);
                 for p in 0..ah {
-                    r[p][k] = col[p];
+                    r[p][k] = t[p];
                 }
             }
             for (p, rp) in r.iter().enumerate().take(ah) {
@@ -396,6 +416,9 @@ unsafe fn outputs<H: Tile, W: Tile>(
 ) {
     let (ah, aw, mh, mw) = (H::A, W::A, H::M, W::M);
     let (th, tw) = (geo.oh.div_ceil(mh), geo.ow.div_ceil(mw));
+    // As in `inputs`: zeroed once per call.
+    let mut s = [[[0.0f32; 8]; 8]; 4];
+    let mut col = [[0.0f32; 8]; 8];
     for j in 0..tc {
         let t = t0 + j;
         let (img, ty, tx) = (t / (th * tw), (t / tw) % th, t % tw);
@@ -417,15 +440,13 @@ unsafe fn outputs<H: Tile, W: Tile>(
             let w = 8.min(cout - ch);
             let b = load(bias, ch, w);
             // Columns first (A_H^T M), then rows: `s[i][q]`.
-            let mut s = [[[0.0f32; 8]; 8]; 4];
             for q in 0..aw {
-                let mut col = [[0.0f32; 8]; 8];
                 for (p, c) in col.iter_mut().enumerate().take(ah) {
                     *c = load(mo, ((p * aw + q) * cap + j) * cout + ch, w);
                 }
-                let col = H::output(col);
+                let t = H::output(col);
                 for i in 0..mh {
-                    s[i][q] = col[i];
+                    s[i][q] = t[i];
                 }
             }
             for (i, si) in s.iter().enumerate().take(mh) {
@@ -534,6 +555,7 @@ const TILES: usize = 256;
 const MIN_PACKED_TILES: usize = 32;
 
 /// Where the convolution reads and writes.
+#[derive(Clone, Copy)]
 pub(super) struct Geometry<'a> {
     x: &'a Buf,
     xoff: usize,
@@ -610,11 +632,30 @@ impl Weights {
     /// Tiles each thread needs for this form to beat im2col: on packed f32 weights short
     /// products stay efficient, so a chunk of [`MIN_PACKED_TILES`] pays; the `gemm` crate
     /// wants a full chunk.
-    pub(super) fn min_tiles(&self) -> usize {
+    fn min_tiles(&self) -> usize {
         match self.packed {
             Some(_) => MIN_PACKED_TILES,
             None => self.form.max_chunk(),
         }
+    }
+
+    /// Whether Winograd pays for `tiles` tiles (all images) on `threads`: split by tiles
+    /// where every thread gets [`Weights::min_tiles`] of them, or else split by output
+    /// channels ([`Weights::by_cols`]).
+    pub(super) fn pays(&self, tiles: usize, threads: usize) -> bool {
+        tiles >= threads * self.min_tiles() || self.by_cols(tiles, threads)
+    }
+
+    /// Whether the tiles are too few to split between the threads but enough to split the
+    /// output channels instead (packed weights; every thread at least two panels): a batch of
+    /// one's 17x17 maps (25 tiles of F(4x4, 3x3)) and 8x8 maps (32 tiles of F(2, 7)) on two
+    /// or more threads. Each thread then transforms all the tiles' inputs itself.
+    fn by_cols(&self, tiles: usize, threads: usize) -> bool {
+        self.packed.is_some()
+            && threads > 1
+            && tiles < threads * MIN_PACKED_TILES
+            && tiles >= MIN_COL_TILES
+            && self.cout >= threads * 2 * sgemm::NR
     }
 }
 
@@ -635,6 +676,11 @@ pub(super) unsafe fn conv(
 ) {
     let (form, cin, cout) = (u.form, u.cin, u.cout);
     let tiles = geo.x.n * form.tiles(geo.oh, geo.ow);
+    if u.by_cols(tiles, threads) {
+        // SAFETY: forwarded from the caller.
+        unsafe { conv_by_cols(geo, u, bias, relu, dst, scratch, threads) };
+        return;
+    }
     // Chunks claimed by the threads as they come free; on packed f32 weights (whose products
     // stay efficient on short ones) several per thread, for balance, and each small enough
     // that its transformed blocks stay in the core's cache.
@@ -660,6 +706,121 @@ pub(super) unsafe fn conv(
     });
 }
 
+/// The whole convolution, output channels (whole weight panels) spread over `threads`; each
+/// thread transforms every tile's input once, then runs the products and output transform of
+/// the channel chunks it claims.
+///
+/// # Safety
+/// As for [`conv`]; `u` holds packed weights.
+#[allow(clippy::too_many_arguments)]
+unsafe fn conv_by_cols(
+    geo: &Geometry<'_>,
+    u: &Weights,
+    bias: &[f32],
+    relu: bool,
+    dst: SendPtr,
+    scratch: &mut [Vec<f32>],
+    threads: usize,
+) {
+    let (form, cin, cout) = (u.form, u.cin, u.cout);
+    let Some(packed) = &u.packed else {
+        unreachable!("`by_cols` holds only on packed weights")
+    };
+    let tiles = geo.x.n * form.tiles(geo.oh, geo.ow);
+    let points = form.points();
+    let chunks = team::chunk_count(cout, threads, 2 * sgemm::NR);
+    let widest = (0..chunks)
+        .map(|c| team::chunk_range(cout, chunks, sgemm::NR, c).len())
+        .max()
+        .unwrap_or(0);
+    let need = points * tiles * (cin + widest);
+    let simd = usize::from(sgemm::avx2_available() && !plain_forced());
+    team::split_mut(&mut scratch[..threads], chunks, |s, claims| {
+        if s.len() < need {
+            s.resize(need, 0.0);
+        }
+        let (v, mo) = s.split_at_mut(points * tiles * cin);
+        let mut transformed = false;
+        for c in claims {
+            let cols = team::chunk_range(cout, chunks, sgemm::NR, c);
+            let n = cols.len();
+            if n == 0 {
+                continue;
+            }
+            if !transformed {
+                // SAFETY: `v` holds `points * tiles * cin` floats; AVX2 and FMA where `simd`
+                // is 1.
+                unsafe { (form.transforms.inputs[simd])(geo, cin, v, (0, tiles, tiles)) };
+                transformed = true;
+            }
+            // SAFETY: `v` holds the transformed inputs, `mo` `points * tiles * widest` floats;
+            // `cols` starts at a panel bound.
+            unsafe { packed_products(packed, (v, cin), mo, (tiles, tiles), cols.clone()) };
+            // These channels only: their slot of the output map and their biases.
+            let sub = Geometry {
+                ooff: geo.ooff + cols.start,
+                ..*geo
+            };
+            // SAFETY: the chunks write disjoint channel ranges of the output map; AVX2 and FMA
+            // where `simd` is 1.
+            unsafe {
+                (form.transforms.outputs[simd])(
+                    &sub,
+                    mo,
+                    (n, &bias[cols], relu),
+                    dst,
+                    (0, tiles, tiles),
+                )
+            };
+        }
+    });
+}
+
+/// The `a_h * a_w` products on packed weights, output channels `cols` only:
+/// `M_xi [tc, n] = V_xi [tc, cin] x U_xi [cin, cols]` (`n = cols.len()`), `V_xi` at
+/// `v[xi * cap * cin..]` and `M_xi` at `mo[xi * cap * n..]`.
+///
+/// # Safety
+/// `v` holds `a_h * a_w * cap` rows of `cin` floats and `mo` as many of `n`; `tc <= cap`;
+/// `cols` starts at a multiple of [`sgemm::NR`] and ends inside the weights' channels; packed
+/// weights exist only where the AVX2 kernel runs.
+unsafe fn packed_products(
+    packed: &[sgemm::Packed],
+    (v, cin): (&[f32], usize),
+    mo: &mut [f32],
+    (tc, cap): (usize, usize),
+    cols: std::ops::Range<usize>,
+) {
+    let n = cols.len();
+    for (xi, w) in packed.iter().enumerate() {
+        debug_assert!(v.len() >= (xi + 1) * cap * cin && mo.len() >= (xi + 1) * cap * n);
+        let out = sgemm::Out {
+            // SAFETY: inside `mo` (the contract).
+            ptr: unsafe { mo.as_mut_ptr().add(xi * cap * n) },
+            ldc: n,
+            accumulate: false,
+            beta: 1.0,
+        };
+        // SAFETY: V_xi inside `v`, the columns inside the weights, AVX2 (the contract).
+        unsafe {
+            sgemm::gemm(
+                tc,
+                n,
+                v.as_ptr().add(xi * cap * cin),
+                cin,
+                w,
+                cols.start,
+                out,
+            )
+        };
+    }
+}
+
+/// Tiles below which a split by output channels ([`Weights::by_cols`]) is not tried: the
+/// products of fewer rows read their weights (`a_h * a_w` times the im2col weights' size)
+/// for too little work.
+const MIN_COL_TILES: usize = 16;
+
 /// Floats of transformed input and output per chunk on packed f32 weights: 512 KiB.
 const PACKED_CHUNK_FLOATS: usize = 128 * 1024;
 
@@ -682,30 +843,13 @@ unsafe fn chunk(
     // SAFETY: `v` holds `points * cap * cin` floats; AVX2 and FMA where `simd` is 1.
     unsafe { (form.transforms.inputs[simd])(geo, cin, v, (t0, tc, cap)) };
     // a_h * a_w products: M_xi [tc, cout] = V_xi [tc, cin] x U_xi [cin, cout].
-    for xi in 0..points {
+    if let Some(packed) = &u.packed {
+        // SAFETY: `v` and `mo` hold `points * cap` rows of `cin` and `cout` floats.
+        unsafe { packed_products(packed, (v, cin), mo, (tc, cap), 0..cout) };
+    }
+    for xi in (0..points).filter(|_| u.packed.is_none()) {
         // SAFETY: V_xi holds tc rows of cin floats, U_xi cin rows of cout, M_xi tc rows of
         // cout; all inside their buffers.
-        if let Some(packed) = &u.packed {
-            let out = sgemm::Out {
-                ptr: unsafe { mo.as_mut_ptr().add(xi * cap * cout) },
-                ldc: cout,
-                accumulate: false,
-                beta: 1.0,
-            };
-            // SAFETY: as above; the packed weights exist only where the AVX2 kernel runs.
-            unsafe {
-                sgemm::gemm(
-                    tc,
-                    cout,
-                    v.as_ptr().add(xi * cap * cin),
-                    cin,
-                    &packed[xi],
-                    0,
-                    out,
-                )
-            };
-            continue;
-        }
         unsafe {
             gemm::gemm(
                 tc,
@@ -821,6 +965,8 @@ mod tests {
         if F32Kernel::Avx2.available() {
             packed.push(true);
         }
+        // The forms seen split by output channels.
+        let mut by_cols = Vec::new();
         let mut seed = 7u32;
         let mut rnd = move || {
             seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
@@ -832,6 +978,10 @@ mod tests {
             (1, 17, 17, 13, 24, 0),
             (1, 6, 7, 32, 19, 1),
             (2, 8, 8, 16, 24, 1),
+            // Few tiles, many channels: split by output channels on 2 and 3 threads
+            // (`Weights::by_cols`), with a last chunk narrower than a panel.
+            (1, 17, 17, 24, 72, 1),
+            (1, 8, 8, 16, 100, 1),
         ] {
             let x = Buf {
                 data: (0..n * h * w * cin).map(|_| rnd()).collect(),
@@ -850,7 +1000,11 @@ mod tests {
                     let want = direct(&x, (&wt, form.r), &b, pad, (oh, ow), cout, relu);
                     for &p in &packed {
                         let u = Weights::new(form, &wt, (cin, cout), p);
-                        for threads in [1, 3] {
+                        for threads in [1, 2, 3] {
+                            let tiles = n * form.tiles(oh, ow);
+                            if u.by_cols(tiles, threads) {
+                                by_cols.push(form.r);
+                            }
                             let mut got = vec![f32::NAN; want.len()];
                             let geo = Geometry::new(
                                 &x,
@@ -886,6 +1040,14 @@ mod tests {
                         }
                     }
                 }
+            }
+        }
+        if packed.len() > 1 {
+            for r in [[3, 3], [1, 7], [7, 1]] {
+                assert!(
+                    by_cols.contains(&r),
+                    "no {r:?} form ran split by output channels"
+                );
             }
         }
     }
