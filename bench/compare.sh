@@ -3,7 +3,7 @@
 #
 #   bench/compare.sh            # batch 1, 8 and 32 (BATCHES=1,32 to choose)
 #   THREADS=1 bench/compare.sh  # both on one thread (default: all the CPUs of the process)
-#   ROUNDS=3 bench/compare.sh   # alternate the two tools three times; median ratio per batch
+#   ROUNDS=3 bench/compare.sh   # the whole comparison three times; median ratio per batch
 #   PRECISION=f32,bf16 bench/compare.sh   # also facenet's opt-in bf16 mode (Intel AMX), each
 #                                         # against the same ORT (FP32) run; default f32
 #
@@ -28,20 +28,25 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 cargo build --release -q
 
-# The machines are shared and their speed drifts over minutes, so ROUNDS > 1 alternates the two
-# tools (ORT, then facenet, per round) and prints each round's ratio and then their median.
+# The machines are shared and their speed drifts over minutes, so the two tools run batch size by
+# batch size (ORT, then facenet, for each), keeping each pair that is compared a few seconds
+# apart; ROUNDS > 1 repeats the whole and prints each round's ratio and then their median.
 ratios=$(mktemp)
-trap 'rm -f "$ratios"' EXIT
+onnx=$(mktemp --suffix .onnx)
+trap 'rm -f "$ratios" "$onnx"' EXIT
 if [ "$THREADS" -gt 0 ]; then export RAYON_NUM_THREADS=$THREADS; fi
+# The ONNX graph, built once from the h5 file and checked against the golden embeddings.
+"$VENV/bin/python" "$SHARED/bench/ort_facenet.py" --h5 "$H5" --check "$SHARED/reference/embeddings.json" \
+  --crops "$SHARED/reference/crops" --save-onnx "$onnx" --threads "$THREADS" 2>&1 | grep -v '^#'
 for round in $(seq "$ROUNDS"); do
-  ort=$("$VENV/bin/python" "$SHARED/bench/ort_facenet.py" --h5 "$H5" --check "$SHARED/reference/embeddings.json" \
-        --crops "$SHARED/reference/crops" --bench --batch "$BATCHES" --threads "$THREADS" 2>&1 | grep -v '^#')
-  echo "$ort"
-  for p in ${PRECISION//,/ }; do
-    ours=$(./target/release/facenet bench embed --batch "$BATCHES" --precision "$p" | grep '^embed ')
-    echo "$ours"
-    for b in ${BATCHES//,/ }; do
-      o=$(echo "$ort" | sed -n "s/^ort batch=$b img_per_s=\([0-9.]*\).*/\1/p")
+  for b in ${BATCHES//,/ }; do
+    ort=$("$VENV/bin/python" "$SHARED/bench/ort_facenet.py" --onnx "$onnx" --bench --batch "$b" \
+          --threads "$THREADS" 2>&1 | grep -v '^#')
+    echo "$ort"
+    o=$(echo "$ort" | sed -n "s/^ort batch=$b img_per_s=\([0-9.]*\).*/\1/p")
+    for p in ${PRECISION//,/ }; do
+      ours=$(./target/release/facenet bench embed --batch "$b" --precision "$p" --runs 9 | grep '^embed ')
+      echo "$ours"
       r=$(echo "$ours" | sed -n "s/^embed batch=$b img_per_s=\([0-9.]*\).*/\1/p")
       [ -n "$o" ] && [ -n "$r" ] || continue
       ratio=$(awk -v o="$o" -v r="$r" 'BEGIN { printf "%.3f", r / o }')

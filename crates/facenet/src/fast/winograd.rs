@@ -30,9 +30,10 @@
 //! change then (on two threads a batch of one has too few tiles): the machine's noise.
 //!
 //! Where the tiles are too few to give every thread a chunk (a batch of one on two or more
-//! threads: 25 tiles of F(4x4, 3x3) on Block35's and Mixed_6a's 17x17 maps, 32 of F(2, 7) on
-//! Block17's 8x8), the threads split the output channels instead, each transforming all the
-//! tiles' inputs itself ([`Weights::by_cols`]); those convolutions ran im2col before.
+//! threads: 25 tiles of F(4x4, 3x3) on Mixed_6a's 17x17 map, 32 of F(2, 7) on Block17's 8x8;
+//! Block35's 32-channel ones are too narrow), the threads split the output channels instead,
+//! each transforming all the tiles' inputs itself ([`Weights::by_cols`]); those convolutions
+//! ran im2col before.
 //! Alternating the two choices image by image in one process on two Zen 3 cores, a batch of one
 //! ran 0.9-3.6 % more images per second (F(4x4, 3x3) alone 0.9-2.4 %, F(2, 7) alone 0.1-1.1 %).
 
