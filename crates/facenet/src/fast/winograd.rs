@@ -847,32 +847,33 @@ unsafe fn chunk(
     if let Some(packed) = &u.packed {
         // SAFETY: `v` and `mo` hold `points * cap` rows of `cin` and `cout` floats.
         unsafe { packed_products(packed, (v, cin), mo, (tc, cap), 0..cout) };
-    }
-    for xi in (0..points).filter(|_| u.packed.is_none()) {
-        // SAFETY: V_xi holds tc rows of cin floats, U_xi cin rows of cout, M_xi tc rows of
-        // cout; all inside their buffers.
-        unsafe {
-            gemm::gemm(
-                tc,
-                cout,
-                cin,
-                mo.as_mut_ptr().add(xi * cap * cout),
-                1,
-                cout as isize,
-                false,
-                v.as_ptr().add(xi * cap * cin),
-                1,
-                cin as isize,
-                u.u.as_ptr().add(xi * cin * cout),
-                1,
-                cout as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                Parallelism::None,
-            );
+    } else {
+        for xi in 0..points {
+            // SAFETY: V_xi holds tc rows of cin floats, U_xi cin rows of cout, M_xi tc rows of
+            // cout; all inside their buffers.
+            unsafe {
+                gemm::gemm(
+                    tc,
+                    cout,
+                    cin,
+                    mo.as_mut_ptr().add(xi * cap * cout),
+                    1,
+                    cout as isize,
+                    false,
+                    v.as_ptr().add(xi * cap * cin),
+                    1,
+                    cin as isize,
+                    u.u.as_ptr().add(xi * cin * cout),
+                    1,
+                    cout as isize,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    Parallelism::None,
+                );
+            }
         }
     }
     // SAFETY: `mo` holds the products; `dst` as this function's contract says; AVX2 and
