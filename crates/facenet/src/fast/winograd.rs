@@ -677,9 +677,18 @@ pub(super) unsafe fn conv(
 ) {
     let (form, cin, cout) = (u.form, u.cin, u.cout);
     let tiles = geo.x.n * form.tiles(geo.oh, geo.ow);
-    if u.by_cols(tiles, threads) {
+    if let Some(packed) = u.packed.as_deref().filter(|_| u.by_cols(tiles, threads)) {
         // SAFETY: forwarded from the caller.
-        unsafe { conv_by_cols(geo, u, bias, relu, dst, scratch, threads) };
+        unsafe {
+            conv_by_cols(
+                geo,
+                (u, packed),
+                (bias, relu),
+                dst,
+                scratch,
+                (tiles, threads),
+            )
+        };
         return;
     }
     // Chunks claimed by the threads as they come free; on packed f32 weights (whose products
@@ -712,22 +721,16 @@ pub(super) unsafe fn conv(
 /// the channel chunks it claims.
 ///
 /// # Safety
-/// As for [`conv`]; `u` holds packed weights.
-#[allow(clippy::too_many_arguments)]
+/// As for [`conv`]; `packed` are `u`'s packed weights and `tiles` its tiles over all images.
 unsafe fn conv_by_cols(
     geo: &Geometry<'_>,
-    u: &Weights,
-    bias: &[f32],
-    relu: bool,
+    (u, packed): (&Weights, &[sgemm::Packed]),
+    (bias, relu): (&[f32], bool),
     dst: SendPtr,
     scratch: &mut [Vec<f32>],
-    threads: usize,
+    (tiles, threads): (usize, usize),
 ) {
     let (form, cin, cout) = (u.form, u.cin, u.cout);
-    let Some(packed) = &u.packed else {
-        unreachable!("`by_cols` holds only on packed weights")
-    };
-    let tiles = geo.x.n * form.tiles(geo.oh, geo.ow);
     let points = form.points();
     let chunks = team::chunk_count(cout, threads, 2 * sgemm::NR);
     let widest = (0..chunks)
