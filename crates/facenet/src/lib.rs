@@ -72,7 +72,7 @@ pub fn device_for(choice: DeviceChoice) -> Result<Device> {
         DeviceChoice::Gpu => {
             #[cfg(feature = "gpu")]
             {
-                Ok(Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(0)))
+                gpu_device()
             }
             #[cfg(not(feature = "gpu"))]
             Err(Error::InvalidArgument {
@@ -82,6 +82,26 @@ pub fn device_for(choice: DeviceChoice) -> Result<Device> {
             })
         }
     }
+}
+
+/// The first discrete GPU through wgpu, opened once per process: a machine without one (no
+/// Vulkan driver, or only a software adapter) gets an error that lists the adapters wgpu found,
+/// in place of a panic at the first tensor.
+#[cfg(feature = "gpu")]
+fn gpu_device() -> Result<Device> {
+    static GPU: std::sync::OnceLock<std::result::Result<Device, String>> =
+        std::sync::OnceLock::new();
+    GPU.get_or_init(|| {
+        Device::wgpu_options()
+            .device_kind(burn::tensor::DeviceKind::DiscreteGpu(0))
+            .init()
+            .map_err(|e| e.to_string())
+    })
+    .clone()
+    .map_err(|reason| Error::InvalidArgument {
+        field: "device",
+        reason: format!("no GPU could be opened through wgpu (Vulkan): {reason}"),
+    })
 }
 
 /// The device to compute on: CUDA device 0 when built with the `cuda` feature and `cuda` is

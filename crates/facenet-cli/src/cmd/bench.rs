@@ -289,7 +289,7 @@ pub fn run(bench: Bench, device: Device) -> anyhow::Result<()> {
     match bench {
         Bench::Embed(args) => match args.worker {
             Some(b) => worker(&args, b, device),
-            None => parent(&args),
+            None => parent(&args, &device),
         },
         Bench::Detect(args) => detect_bench(&args, device),
         Bench::Search(args) => search_bench(&args),
@@ -298,7 +298,7 @@ pub fn run(bench: Bench, device: Device) -> anyhow::Result<()> {
     }
 }
 
-fn parent(args: &EmbedArgs) -> anyhow::Result<()> {
+fn parent(args: &EmbedArgs, device: &Device) -> anyhow::Result<()> {
     let cfg = args.model.config();
     let macs = cfg.multiply_adds();
     let threads = rayon::current_num_threads();
@@ -311,18 +311,22 @@ fn parent(args: &EmbedArgs) -> anyhow::Result<()> {
         macs as f64 / 1e9,
         2.0 * macs as f64 / 1e9,
     );
-    let peak = facenet::bench::peak::measure(threads);
-    println!("# {peak}");
-    let dots = facenet::bench::peak::dot_peaks(threads);
-    if let Some((_, f32_rate)) = dots.first() {
-        let cells: Vec<String> = dots
-            .iter()
-            .map(|(name, r)| format!("{name} {r:.0} GMAC/s ({:.2}x)", r / f32_rate))
-            .collect();
-        println!(
-            "# multiply-add peaks on {threads} threads: {}",
-            cells.join(", ")
-        );
+    // The CPU's peaks are the yardstick of the CPU's runs only.
+    let cpu = *device == Device::flex();
+    let peak = cpu.then(|| facenet::bench::peak::measure(threads));
+    if let Some(peak) = &peak {
+        println!("# {peak}");
+        let dots = facenet::bench::peak::dot_peaks(threads);
+        if let Some((_, f32_rate)) = dots.first() {
+            let cells: Vec<String> = dots
+                .iter()
+                .map(|(name, r)| format!("{name} {r:.0} GMAC/s ({:.2}x)", r / f32_rate))
+                .collect();
+            println!(
+                "# multiply-add peaks on {threads} threads: {}",
+                cells.join(", ")
+            );
+        }
     }
     let mut rows = Vec::new();
     for &b in &args.batch {
@@ -348,17 +352,25 @@ fn parent(args: &EmbedArgs) -> anyhow::Result<()> {
             }
         }
     }
+    let peak_column = if peak.is_some() {
+        " | % of FP32 peak"
+    } else {
+        ""
+    };
     println!(
-        "# engine {} {} | batch | img/s | ms/img | GFLOP/s | % of FP32 peak | peak RSS MiB",
+        "# engine {} {} | batch | img/s | ms/img | GFLOP/s{peak_column} | peak RSS MiB",
         args.engine.name(),
         args.weights.precision.name()
     );
     for (b, ips, rss) in rows {
         let gflops = ips * 2.0 * macs as f64 / 1e9;
+        let share = peak
+            .as_ref()
+            .map(|p| format!(" | {:>5.1}", 100.0 * gflops / p.gflops))
+            .unwrap_or_default();
         println!(
-            "# {b:>5} | {ips:>7.2} | {:>6.2} | {gflops:>7.1} | {:>5.1} | {rss:>6.0}",
+            "# {b:>5} | {ips:>7.2} | {:>6.2} | {gflops:>7.1}{share} | {rss:>6.0}",
             1000.0 / ips,
-            100.0 * gflops / peak.gflops
         );
     }
     Ok(())
