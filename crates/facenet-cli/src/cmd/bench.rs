@@ -299,35 +299,13 @@ pub fn run(bench: Bench, device: Device) -> anyhow::Result<()> {
 }
 
 fn parent(args: &EmbedArgs, device: &Device) -> anyhow::Result<()> {
+    use facenet::bench::report::{EmbedRow, embed_header, embed_table};
     let cfg = args.model.config();
     let macs = cfg.multiply_adds();
     let threads = rayon::current_num_threads();
-    println!(
-        "# model {} input {}x{}: {:.3} G multiply-adds ({:.3} GFLOP) per image, counted from \
-         the layer shapes; threads: {threads}",
-        args.model.name(),
-        cfg.image_size,
-        cfg.image_size,
-        macs as f64 / 1e9,
-        2.0 * macs as f64 / 1e9,
-    );
-    // The CPU's peaks are the yardstick of the CPU's runs only.
-    let cpu = *device == Device::flex();
-    let peak = cpu.then(|| facenet::bench::peak::measure(threads));
-    if let Some(peak) = &peak {
-        println!("# {peak}");
-        let dots = facenet::bench::peak::dot_peaks(threads);
-        if let Some((_, f32_rate)) = dots.first() {
-            let cells: Vec<String> = dots
-                .iter()
-                .map(|(name, r)| format!("{name} {r:.0} GMAC/s ({:.2}x)", r / f32_rate))
-                .collect();
-            println!(
-                "# multiply-add peaks on {threads} threads: {}",
-                cells.join(", ")
-            );
-        }
-    }
+    let model = (args.model.name(), cfg.image_size, macs);
+    let (header, peak) = embed_header(model, threads, *device == Device::flex());
+    header.iter().for_each(|l| println!("{l}"));
     let mut rows = Vec::new();
     for &b in &args.batch {
         let mut argv: Vec<String> = format!(
@@ -347,38 +325,18 @@ fn parent(args: &EmbedArgs, device: &Device) -> anyhow::Result<()> {
         let text = run_worker(&argv)?;
         for line in text.lines() {
             println!("{line}");
-            if let Some(ips) = field(line, "img_per_s") {
-                rows.push((b, ips, field(line, "peak_rss_mib").unwrap_or(0.0)));
-            }
+            rows.extend(EmbedRow::parse(b, line));
         }
     }
-    let peak_column = if peak.is_some() {
-        " | % of FP32 peak"
-    } else {
-        ""
-    };
-    println!(
-        "# engine {} {} | batch | img/s | ms/img | GFLOP/s{peak_column} | peak RSS MiB",
+    let title = format!(
+        "engine {} {}",
         args.engine.name(),
         args.weights.precision.name()
     );
-    for (b, ips, rss) in rows {
-        let gflops = ips * 2.0 * macs as f64 / 1e9;
-        let share = peak
-            .as_ref()
-            .map(|p| format!(" | {:>5.1}", 100.0 * gflops / p.gflops))
-            .unwrap_or_default();
-        println!(
-            "# {b:>5} | {ips:>7.2} | {:>6.2} | {gflops:>7.1}{share} | {rss:>6.0}",
-            1000.0 / ips,
-        );
+    for line in embed_table(&title, macs, peak.as_ref(), &rows) {
+        println!("{line}");
     }
     Ok(())
-}
-
-fn field(line: &str, key: &str) -> Option<f64> {
-    line.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
 }
 
 fn worker(args: &EmbedArgs, batch: usize, device: Device) -> anyhow::Result<()> {

@@ -1,0 +1,152 @@
+//! The text `facenet bench embed` prints around its per-batch lines: a header with the
+//! network's cost and (on a CPU) the machine's peaks, and a summary table.
+//!
+//! ```text
+//! # model keras-128 input 160x160: 1.417 G multiply-adds (2.834 GFLOP) per image, ...
+//! # FP32 peak: 180 GFLOP/s measured (AVX2+FMA FMA loop on 2 threads; ...)
+//! # engine auto f32 | batch | img/s | ms/img | GFLOP/s | % of FP32 peak | peak RSS MiB
+//! #     1 |   48.06 |  20.81 |   136.2 |  75.8 |    248
+//! ```
+
+use super::peak::{self, Peak};
+
+/// The header's lines and the peak the table's share column is measured against: the
+/// network's multiply-adds per image and the thread count, then on a CPU run (`cpu`) the
+/// measured FP32 peak and the multiply-add peak of each instruction family this CPU has. A
+/// GPU run prints no CPU peaks; they would say nothing about it.
+pub fn embed_header(
+    (model, image_size, macs): (&str, usize, u64),
+    threads: usize,
+    cpu: bool,
+) -> (Vec<String>, Option<Peak>) {
+    let mut lines = vec![format!(
+        "# model {model} input {image_size}x{image_size}: {:.3} G multiply-adds ({:.3} GFLOP) \
+         per image, counted from the layer shapes; threads: {threads}",
+        macs as f64 / 1e9,
+        2.0 * macs as f64 / 1e9,
+    )];
+    let peak = cpu.then(|| peak::measure(threads));
+    if let Some(peak) = &peak {
+        lines.push(format!("# {peak}"));
+        let dots = peak::dot_peaks(threads);
+        if let Some((_, f32_rate)) = dots.first() {
+            let cells: Vec<String> = dots
+                .iter()
+                .map(|(name, r)| format!("{name} {r:.0} GMAC/s ({:.2}x)", r / f32_rate))
+                .collect();
+            lines.push(format!(
+                "# multiply-add peaks on {threads} threads: {}",
+                cells.join(", ")
+            ));
+        }
+    }
+    (lines, peak)
+}
+
+/// The number after `key=` in a line of `key=value` fields (`img_per_s=48.06`).
+pub fn field(line: &str, key: &str) -> Option<f64> {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+}
+
+/// One batch size's result.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EmbedRow {
+    /// Images per call.
+    pub batch: usize,
+    /// Images per second (the worker's median run).
+    pub img_per_s: f64,
+    /// The worker process's peak resident memory.
+    pub peak_rss_mib: f64,
+}
+
+impl EmbedRow {
+    /// The row a worker's `embed batch=B img_per_s=X peak_rss_mib=Y ...` line reports, if
+    /// the line is one.
+    pub fn parse(batch: usize, line: &str) -> Option<Self> {
+        Some(Self {
+            batch,
+            img_per_s: field(line, "img_per_s")?,
+            peak_rss_mib: field(line, "peak_rss_mib").unwrap_or(0.0),
+        })
+    }
+}
+
+/// The summary table under `title` (engine and precision): per batch size images per second,
+/// milliseconds per image, GFLOP/s from `macs` multiply-adds per image, with a peak the share
+/// of it, and peak resident memory.
+pub fn embed_table(title: &str, macs: u64, peak: Option<&Peak>, rows: &[EmbedRow]) -> Vec<String> {
+    let share_column = if peak.is_some() {
+        " | % of FP32 peak"
+    } else {
+        ""
+    };
+    let mut lines = vec![format!(
+        "# {title} | batch | img/s | ms/img | GFLOP/s{share_column} | peak RSS MiB"
+    )];
+    for r in rows {
+        let gflops = r.img_per_s * 2.0 * macs as f64 / 1e9;
+        let share = peak
+            .map(|p| format!(" | {:>5.1}", 100.0 * gflops / p.gflops))
+            .unwrap_or_default();
+        lines.push(format!(
+            "# {:>5} | {:>7.2} | {:>6.2} | {gflops:>7.1}{share} | {:>6.0}",
+            r.batch,
+            r.img_per_s,
+            1000.0 / r.img_per_s,
+            r.peak_rss_mib
+        ));
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_parse_from_worker_lines() {
+        let line = "embed batch=8 img_per_s=44.80 peak_rss_mib=300 precision=f32 kernel=avx2-fma";
+        let row = EmbedRow::parse(8, line).unwrap();
+        assert_eq!((row.img_per_s, row.peak_rss_mib), (44.80, 300.0));
+        assert_eq!(EmbedRow::parse(8, "# batch 8: median of 5 runs"), None);
+        assert_eq!(
+            field("a=1 img_per_s_x=3 img_per_s=2", "img_per_s"),
+            Some(2.0)
+        );
+    }
+
+    /// 50 img/s of 1.5 G multiply-adds is 150 GFLOP/s and 20 ms per image; against a 200
+    /// GFLOP/s peak, 75 %. Without a peak the share column is left out.
+    #[test]
+    fn table_derives_its_columns() {
+        let rows = [EmbedRow {
+            batch: 8,
+            img_per_s: 50.0,
+            peak_rss_mib: 300.0,
+        }];
+        let peak = Peak {
+            gflops: 200.0,
+            isa: "AVX2+FMA",
+            flop_per_cycle: 32.0,
+            cpuinfo_mhz: None,
+            threads: 2,
+        };
+        let with = embed_table("engine auto f32", 1_500_000_000, Some(&peak), &rows);
+        assert_eq!(
+            with,
+            [
+                "# engine auto f32 | batch | img/s | ms/img | GFLOP/s | % of FP32 peak | peak RSS MiB",
+                "#     8 |   50.00 |  20.00 |   150.0 |  75.0 |    300",
+            ]
+        );
+        let without = embed_table("engine auto f32", 1_500_000_000, None, &rows);
+        assert_eq!(
+            without,
+            [
+                "# engine auto f32 | batch | img/s | ms/img | GFLOP/s | peak RSS MiB",
+                "#     8 |   50.00 |  20.00 |   150.0 |    300",
+            ]
+        );
+    }
+}
