@@ -44,7 +44,7 @@ pub fn embed_header(
 }
 
 /// The number after `key=` in a line of `key=value` fields (`img_per_s=48.06`).
-pub fn field(line: &str, key: &str) -> Option<f64> {
+fn field(line: &str, key: &str) -> Option<f64> {
     line.split_whitespace()
         .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
 }
