@@ -6,6 +6,9 @@
 #   ROUNDS=3 bench/compare.sh   # the whole comparison three times; median ratio per batch
 #   PRECISION=f32,bf16 bench/compare.sh   # also facenet's opt-in bf16 mode (Intel AMX), each
 #                                         # against the same ORT (FP32) run; default f32
+#   PRECISION=f32,int8 bench/compare.sh   # also int8 (calibrated first, by `facenet quantize`
+#                                         # on 300 LFW DevTrain faces outside pairs.txt,
+#                                         # if not done yet)
 #
 # Needs ../shared/bench/ort_facenet.py, the fetched weights (`facenet fetch`) and PyPI access
 # for a throwaway virtualenv (onnx, onnxruntime, h5py, numpy, pillow). Prints both tools' lines
@@ -27,6 +30,10 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$VENV/bin/pip" install -q onnx onnxruntime h5py numpy pillow
 fi
 cargo build --release -q
+if [[ ",$PRECISION," == *",int8,"* ]] && [ ! -f "$HOME_DIR/facenet_keras.int8.json" ]; then
+  ./target/release/facenet quantize --pairs "$SHARED/data/lfw-protocol/pairsDevTrain.txt" \
+    --exclude "$SHARED/data/lfw-protocol/pairs.txt" --images "$SHARED/data/lfw"
+fi
 
 # The machines are shared and their speed drifts over minutes, so the two tools run batch size by
 # batch size (ORT, then facenet, for each), keeping each pair that is compared a few seconds

@@ -16,9 +16,10 @@ pub struct WeightsArg {
     /// Default: facenet_keras.safetensors in the cache ($FACENET_HOME, ~/.cache/facenet).
     #[arg(long)]
     pub weights: Option<PathBuf>,
-    /// Arithmetic of the network on the CPU: f32 (default) or bf16 (Intel AMX or AVX-512 BF16:
+    /// Arithmetic of the network on the CPU: f32 (default); bf16 (Intel AMX or AVX-512 BF16:
     /// faster, embeddings within ~1e-4 cosine distance; fails clearly where the CPU has
-    /// neither; FACENET_BF16_KERNEL=amx|avx512-bf16 chooses the family).
+    /// neither; FACENET_BF16_KERNEL=amx|avx512-bf16 chooses the family); int8 (AVX2; needs
+    /// the calibration `facenet quantize` writes beside the weights).
     #[arg(long, value_enum, default_value = "f32")]
     pub precision: Precision,
 }
@@ -42,10 +43,13 @@ impl WeightsArg {
     /// The embedder with these weights and precision.
     pub fn open(&self, device: &Device) -> anyhow::Result<Embedder> {
         let path = self.path()?;
-        Embedder::open(&path, device)
-            .with_context(|| format!("loading weights from {}", path.display()))?
-            .with_precision(self.precision)
-            .context("--precision")
+        Embedder::open_with(&path, device, self.precision).with_context(|| {
+            format!(
+                "loading weights from {} (--precision {})",
+                path.display(),
+                self.precision.name()
+            )
+        })
     }
 }
 
@@ -71,6 +75,23 @@ impl DetectorArg {
             );
         }
         Ok(p)
+    }
+
+    /// One detector per CPU for a run over many images, or none where the images are
+    /// already aligned crops.
+    pub fn pool(
+        &self,
+        device: &Device,
+        aligned: bool,
+    ) -> anyhow::Result<Option<facenet::pipeline::DetectorPool>> {
+        if aligned {
+            return Ok(None);
+        }
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let path = self.path()?;
+        let pool = facenet::pipeline::DetectorPool::open(&path, device, threads)
+            .with_context(|| format!("loading MTCNN from {}", path.display()))?;
+        Ok(Some(pool))
     }
 
     /// The detector.
@@ -196,4 +217,18 @@ pub fn bar(len: usize, template: &str) -> indicatif::ProgressBar {
         indicatif::ProgressStyle::with_template(template)
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     )
+}
+
+/// A progress bar that follows a library run's phases (evaluation, calibration).
+pub struct PhaseBar(pub indicatif::ProgressBar);
+
+impl facenet::eval::protocol::Progress for PhaseBar {
+    fn start(&self, phase: &str, total: usize) {
+        self.0.set_length(total as u64);
+        self.0.set_position(0);
+        self.0.set_message(phase.to_string());
+    }
+    fn step(&self, n: usize) {
+        self.0.inc(n as u64);
+    }
 }

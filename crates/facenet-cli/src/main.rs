@@ -57,6 +57,9 @@ enum Command {
     /// Thresholds for your own labelled photos (target FAR, best accuracy); can store one as
     /// the gallery's default.
     Calibrate(cmd::calibrate::Args),
+    /// int8 calibration: the range of every convolution's input on a few hundred aligned faces,
+    /// written beside the weights for `--precision int8`.
+    Quantize(cmd::quantize::Args),
     /// Verification accuracy on a pairs file (LFW protocol): accuracy, VAL@FAR, ROC, AUC, EER.
     Evaluate(cmd::evaluate::Args),
     /// Set up, then enrol one photo per person of the sample dataset, identify the others, and
@@ -149,6 +152,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cluster(args) => cmd::recognize::cluster(args, device()?),
         Command::Train(args) => cmd::train::run(args, device()?),
         Command::Calibrate(args) => cmd::calibrate::run(args, device()?),
+        Command::Quantize(args) => cmd::quantize::run(args, device()?),
         Command::Evaluate(args) => cmd::evaluate::run(args, device()?),
         Command::Demo(args) => cmd::demo::run(args, device()?),
         Command::Project(args) => cmd::project::run(args, device()?),

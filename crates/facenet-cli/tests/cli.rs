@@ -901,3 +901,72 @@ fn model_table_adds_up_and_residuals_are_measured() {
         assert!(r[0] > 0.0 && r[0] < 1.0 && r[1] < 1.0, "{text}");
     }
 }
+
+/// `facenet quantize` writes the int8 calibration beside the weights it was given (here a
+/// link in a temp dir, so that the cache's stays untouched), leaving out the excluded pairs
+/// file's images; `--precision int8` then finds it and embeds within cosine distance 2e-3 of
+/// f32; without it, int8 fails and names the command.
+#[test]
+fn quantize_then_embed_in_int8() {
+    let dir = std::env::temp_dir().join(format!("facenet-cli-int8-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let w = dir.join("keras.safetensors");
+    std::os::unix::fs::symlink(facenet::paths::default_weights(), &w).unwrap();
+    let face = crop("madonna_1.png");
+    let embed = |precision: &str| {
+        run(&[
+            s(Path::new("embed")),
+            s(Path::new("--weights")),
+            s(&w),
+            s(Path::new("--precision")),
+            s(Path::new(precision)),
+            s(&face),
+        ])
+    };
+    let out = embed("int8");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("facenet quantize"),
+        "{}",
+        stderr(&out)
+    );
+    let proto = shared().join("data/lfw-protocol");
+    let out = run(&[
+        s(Path::new("quantize")),
+        s(Path::new("--pairs")),
+        s(&proto.join("pairsDevTrain.txt")),
+        s(Path::new("--exclude")),
+        s(&proto.join("pairs.txt")),
+        s(Path::new("--images")),
+        s(&shared().join("data/lfw")),
+        s(Path::new("--count")),
+        s(Path::new("24")),
+        s(Path::new("--weights")),
+        s(&w),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("calibrated on 24 aligned faces"), "{text}");
+    let cal: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("keras.int8.json")).unwrap()).unwrap();
+    assert_eq!(cal["images"], 24);
+    let vec = |o: Output| -> Vec<f64> {
+        assert!(o.status.success(), "{}", stderr(&o));
+        let line: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        line["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
+    let (q, f) = (vec(embed("int8")), vec(embed("f32")));
+    let cos: f64 = q.iter().zip(&f).map(|(a, b)| a * b).sum();
+    assert!(
+        1.0 - cos < 2e-3,
+        "cosine distance int8 to f32: {}",
+        1.0 - cos
+    );
+    assert!(q != f, "int8 gave the f32 embedding bit for bit");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

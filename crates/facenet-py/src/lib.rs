@@ -167,17 +167,18 @@ impl Engine {
         let precision = match precision {
             "f32" => Precision::F32,
             "bf16" => Precision::Bf16,
+            "int8" => Precision::Int8,
             other => {
                 return Err(invalid(
                     py,
-                    format!("precision `{other}`: use \"f32\" or \"bf16\""),
+                    format!("precision `{other}`: use \"f32\", \"bf16\" or \"int8\""),
                 ));
             }
         };
         let pipeline = py
             .detach(|| -> facenet::Result<FacePipeline> {
                 let cpu = Device::flex();
-                let embedder = Embedder::open(&weights, &cpu)?.with_precision(precision)?;
+                let embedder = Embedder::open_with(&weights, &cpu, precision)?;
                 let detector = Detector::open(&mtcnn, &cpu)?;
                 Ok(FacePipeline::new(embedder, Some(detector)))
             })

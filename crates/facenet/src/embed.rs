@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::fast::FastNet;
 use crate::image::{Standardization, resize_square};
 use crate::model::InceptionResnetV1;
+use crate::quantize::Int8Calibration;
 use crate::weights::{self, WeightsMetadata};
 
 /// How the distance between two embeddings is measured. Thresholds carry this unit.
@@ -108,6 +109,8 @@ pub struct Embedder {
     device: Device,
     standardization: Standardization,
     batch_size: usize,
+    /// The digest of the int8 calibration in use ([`Precision::Int8`]).
+    int8: Option<String>,
 }
 
 impl Embedder {
@@ -138,7 +141,91 @@ impl Embedder {
             device,
             standardization,
             batch_size: 16,
+            int8: None,
         })
+    }
+
+    /// Loads weights and sets the precision; [`Precision::Int8`] reads the calibration beside
+    /// the weights ([`Int8Calibration::path_for`]), and fails, naming the command that makes
+    /// it, where there is none.
+    pub fn open_with(path: &Path, device: &Device, precision: Precision) -> Result<Self> {
+        let e = Self::open(path, device)?;
+        match precision {
+            Precision::Int8 => {
+                let cal = Int8Calibration::load(&Int8Calibration::path_for(path))?;
+                e.with_int8(&cal)
+            }
+            p => e.with_precision(p),
+        }
+    }
+
+    /// Runs `faces` through the f32 fast path and records every convolution's input range:
+    /// the calibration of [`Embedder::with_int8`]. Needs the fast path in f32.
+    pub fn calibrate_int8(&mut self, faces: &[RgbImage], source: &str) -> Result<Int8Calibration> {
+        let wrong = |reason: &str| Error::InvalidArgument {
+            field: "precision",
+            reason: reason.into(),
+        };
+        if faces.is_empty() {
+            return Err(wrong("int8 calibration needs at least one face"));
+        }
+        if self.precision() != Precision::F32 {
+            return Err(wrong("int8 calibration runs on an f32 embedder"));
+        }
+        let fast = self
+            .fast
+            .as_mut()
+            .ok_or_else(|| wrong("int8 runs on the fast CPU path only (engine auto on the CPU)"))?;
+        fast.observe(true);
+        let run = self.embed(faces);
+        let fast = self.fast.as_mut().expect("checked above");
+        let ranges = fast.observed();
+        fast.observe(false);
+        run?;
+        Ok(Int8Calibration {
+            format: crate::quantize::FORMAT.into(),
+            fingerprint: self.metadata.fingerprint.clone(),
+            images: faces.len(),
+            source: source.into(),
+            ranges,
+        })
+    }
+
+    /// Runs the products of int8 (see [`Precision::Int8`]) on this calibration, which must
+    /// have been measured on these weights.
+    pub fn with_int8(mut self, cal: &Int8Calibration) -> Result<Self> {
+        if cal.fingerprint != self.metadata.fingerprint {
+            return Err(Error::InvalidArgument {
+                field: "int8 calibration",
+                reason: format!(
+                    "measured on weights {}, these are {}: run `facenet quantize` for them",
+                    cal.fingerprint, self.metadata.fingerprint
+                ),
+            });
+        }
+        self.fast = match self.fast.take() {
+            Some(fast) => Some(fast.with_int8(&cal.ranges)?),
+            None => {
+                return Err(Error::InvalidArgument {
+                    field: "precision",
+                    reason: "int8 runs on the fast CPU path only (engine auto on the CPU)".into(),
+                });
+            }
+        };
+        self.int8 = Some(cal.digest());
+        Ok(self)
+    }
+
+    /// How many convolutions run int8 products (0 outside int8).
+    pub fn int8_convolutions(&mut self) -> usize {
+        self.fast.as_mut().map_or(0, FastNet::int8_convolutions)
+    }
+
+    /// The digest of the int8 calibration in use (`None` outside int8).
+    pub fn int8_calibration(&self) -> Option<&str> {
+        self.int8
+            .as_deref()
+            .filter(|_| self.precision() == Precision::Int8)
     }
 
     /// Uses another standardization than the one the weights were trained with.
@@ -171,6 +258,9 @@ impl Embedder {
                 Some(crate::fast::Bf16Kernel::Avx512) => {
                     "fast bf16 (folded BatchNorm, NHWC, AVX-512 BF16 dot products)"
                 }
+                None if f.precision() == Precision::Int8 => {
+                    "fast int8 (folded BatchNorm, NHWC, AVX2 int8 products)"
+                }
                 None => "fast (folded BatchNorm, NHWC, gemm)",
             },
             None => "burn",
@@ -187,7 +277,10 @@ impl Embedder {
             None => {
                 return Err(Error::InvalidArgument {
                     field: "precision",
-                    reason: "bf16 runs on the fast CPU path only (engine auto on the CPU)".into(),
+                    reason: format!(
+                        "{} runs on the fast CPU path only (engine auto on the CPU)",
+                        precision.name()
+                    ),
                 });
             }
         };
@@ -216,6 +309,7 @@ impl Embedder {
         match &self.fast {
             Some(f) => match f.bf16_kernel() {
                 Some(k) => k.name(),
+                None if f.precision() == Precision::Int8 => "avx2-int8",
                 None => f.f32_kernel().name(),
             },
             None => "burn",
@@ -244,7 +338,8 @@ impl Embedder {
         self.fast.as_ref().and_then(FastNet::bf16_kernel)
     }
 
-    /// The arithmetic in use (f32 unless [`Embedder::with_precision`] chose bf16).
+    /// The arithmetic in use (f32 unless [`Embedder::with_precision`] chose bf16 or
+    /// [`Embedder::with_int8`] int8).
     pub fn precision(&self) -> Precision {
         self.fast
             .as_ref()

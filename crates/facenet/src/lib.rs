@@ -30,6 +30,7 @@ pub mod image;
 pub mod model;
 pub mod paths;
 pub mod pipeline;
+pub mod quantize;
 pub mod train;
 pub mod weights;
 

@@ -254,24 +254,7 @@ fn bf16_embeddings_stay_close_to_keras(kernel: Bf16Kernel) {
         assert_eq!(e.precision(), facenet::Precision::Bf16);
         assert_eq!(e.bf16_kernel(), Some(kernel));
         let embs = e.embed(&imgs).unwrap();
-        let mut worst = 0f32;
-        for (i, (name, got)) in names.iter().zip(&embs).enumerate() {
-            let want = floats(&refs["crops"][i]["l2_prewhiten"]);
-            let d = Distance::Cosine.between(&got.normalized, &want);
-            assert!(d < 1e-3, "{name} (batch {batch}): cosine distance {d}");
-            worst = worst.max(d);
-        }
-        let matrix = refs["distance_matrix_l2_prewhiten"]["matrix"]
-            .as_array()
-            .unwrap();
-        let mut worst_d = 0f32;
-        for (i, row) in matrix.iter().enumerate() {
-            for (j, w) in floats(row).iter().enumerate() {
-                let d = embs[i].distance(&embs[j], Distance::L2);
-                assert!((d - w).abs() < 0.015, "d({i},{j}) = {d}, reference {w}");
-                worst_d = worst_d.max((d - w).abs());
-            }
-        }
+        let (worst, worst_d) = close_to_keras(&refs, &names, &embs, (1e-3, 0.015), batch);
         eprintln!(
             "bf16 ({}) batch {batch}: max cosine distance to Keras {worst:.2e}, max |pair \
              distance difference| {worst_d:.2e}",
@@ -309,4 +292,138 @@ fn bf16_mode_follows_the_cpu() {
         };
         assert!(err.to_string().contains(k.requirement()), "{err}");
     }
+}
+
+/// A calibration on 48 aligned LFW DevTrain faces (detected by our MTCNN; none of them a
+/// reference crop).
+fn lfw_int8_calibration() -> facenet::quantize::Int8Calibration {
+    use facenet::eval::protocol::ProtocolConfig;
+    let mtcnn = facenet::paths::cache_dir().join("mtcnn.safetensors");
+    assert!(
+        mtcnn.is_file(),
+        "MTCNN weights not found at {}: run `facenet fetch` first",
+        mtcnn.display()
+    );
+    let pool = facenet::pipeline::DetectorPool::open(&mtcnn, &Device::flex(), 2).unwrap();
+    let lfw = shared().join("data");
+    let pairs = facenet::eval::Pairs::read(&lfw.join("lfw-protocol/pairsDevTrain.txt")).unwrap();
+    let cfg = ProtocolConfig::lfw(lfw.join("lfw"));
+    let mut e = embedder(Standardization::Prewhiten, 16);
+    facenet::quantize::calibrate_on_pairs(&mut e, &pairs, None, &cfg, Some(&pool), 48, &()).unwrap()
+}
+
+/// int8 (8-bit activations scaled by an LFW DevTrain calibration, 7-bit per-channel weights,
+/// integer sums) keeps the reference crops' embeddings within cosine distance 2e-3 of Keras's
+/// and their pairwise distances within 0.02, at batch 1 and 10; every convolution but the
+/// first (signed image input) and the bottleneck runs int8 where Winograd does not pay.
+#[test]
+fn int8_embeddings_stay_close_to_keras() {
+    let cal = lfw_int8_calibration();
+    assert_eq!(cal.images, 48);
+    assert!(
+        cal.ranges[0].min < 0.0,
+        "the first convolution reads the signed image"
+    );
+    let refs = reference_json("embeddings.json");
+    let (names, imgs) = crops();
+    for batch in [1, 10] {
+        let mut e = embedder(Standardization::Prewhiten, batch)
+            .with_int8(&cal)
+            .unwrap();
+        assert_eq!(e.precision(), facenet::Precision::Int8);
+        assert_eq!(e.kernel(), "avx2-int8");
+        // Every convolution whose input stayed non-negative, which leaves out the first and
+        // the bottleneck (pooled features of a block without ReLU).
+        let n = e.int8_convolutions();
+        let eligible = cal.ranges.iter().filter(|r| r.min >= 0.0 && r.max > 0.0);
+        assert_eq!(n, eligible.count());
+        assert_eq!(
+            n,
+            cal.ranges.len() - 2,
+            "{n} of {} run int8",
+            cal.ranges.len()
+        );
+        let embs = e.embed(&imgs).unwrap();
+        let (worst, worst_d) = close_to_keras(&refs, &names, &embs, (2e-3, 0.02), batch);
+        eprintln!(
+            "int8 batch {batch}: {n} int8 convolutions, max cosine distance to Keras \
+             {worst:.2e}, max |pair distance difference| {worst_d:.2e}"
+        );
+    }
+}
+
+/// int8 without a calibration, or with one of other weights, is refused with an error that
+/// names the command that makes one; `open_with` finds the calibration beside the weights.
+#[test]
+fn int8_needs_a_calibration_of_these_weights() {
+    let err = embedder(Standardization::Prewhiten, 1)
+        .with_precision(facenet::Precision::Int8)
+        .unwrap_err();
+    assert!(err.to_string().contains("facenet quantize"), "{err}");
+    let mut cal = facenet::quantize::Int8Calibration {
+        format: facenet::quantize::FORMAT.into(),
+        fingerprint: "not these weights".into(),
+        images: 1,
+        source: "test".into(),
+        ranges: Vec::new(),
+    };
+    let err = embedder(Standardization::Prewhiten, 1)
+        .with_int8(&cal)
+        .unwrap_err();
+    assert!(err.to_string().contains("facenet quantize"), "{err}");
+    // The right weights but ranges of another network: refused, not misapplied.
+    let e = embedder(Standardization::Prewhiten, 1);
+    cal.fingerprint = e.metadata().fingerprint.clone();
+    let err = e.with_int8(&cal).unwrap_err();
+    assert!(err.to_string().contains("activation ranges"), "{err}");
+    // open_with reads `<weights stem>.int8.json` beside a weights file.
+    let dir = std::env::temp_dir().join(format!("facenet-int8-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let w = dir.join("w.safetensors");
+    std::os::unix::fs::symlink(weights(), &w).unwrap();
+    let err = Embedder::open_with(&w, &Device::flex(), facenet::Precision::Int8).unwrap_err();
+    assert!(err.to_string().contains("w.int8.json"), "{err}");
+    let mut f32 = embedder(Standardization::Prewhiten, 2);
+    let (_, imgs) = crops();
+    let good = f32.calibrate_int8(&imgs[..2], "two crops").unwrap();
+    good.save(&facenet::quantize::Int8Calibration::path_for(&w))
+        .unwrap();
+    let e = Embedder::open_with(&w, &Device::flex(), facenet::Precision::Int8).unwrap();
+    assert_eq!(e.precision(), facenet::Precision::Int8);
+    assert_eq!(e.int8_calibration(), Some(good.digest().as_str()));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Asserts that reduced-precision embeddings of the reference crops stay within `limits`
+/// (cosine distance to the Keras embedding, difference of every pair's L2 distance from the
+/// Keras one) and returns the worst of each.
+fn close_to_keras(
+    refs: &serde_json::Value,
+    names: &[String],
+    embs: &[facenet::Embedding],
+    (cos_limit, pair_limit): (f32, f32),
+    batch: usize,
+) -> (f32, f32) {
+    let mut worst = 0f32;
+    for (i, (name, got)) in names.iter().zip(embs).enumerate() {
+        let want = floats(&refs["crops"][i]["l2_prewhiten"]);
+        let d = Distance::Cosine.between(&got.normalized, &want);
+        assert!(d < cos_limit, "{name} (batch {batch}): cosine distance {d}");
+        worst = worst.max(d);
+    }
+    let matrix = refs["distance_matrix_l2_prewhiten"]["matrix"]
+        .as_array()
+        .unwrap();
+    let mut worst_d = 0f32;
+    for (i, row) in matrix.iter().enumerate() {
+        for (j, w) in floats(row).iter().enumerate() {
+            let d = embs[i].distance(&embs[j], Distance::L2);
+            assert!(
+                (d - w).abs() < pair_limit,
+                "d({i},{j}) = {d}, reference {w} (batch {batch})"
+            );
+            worst_d = worst_d.max((d - w).abs());
+        }
+    }
+    (worst, worst_d)
 }

@@ -6,11 +6,11 @@ use anyhow::Context;
 use facenet::align::{AlignConfig, AlignMethod, FaceSelection};
 use facenet::eval::Pairs;
 use facenet::eval::openset::{self, GalleryRule, ImpostorTable};
-use facenet::eval::protocol::{self, Progress, ProtocolConfig};
+use facenet::eval::protocol::{self, ProtocolConfig};
 use facenet::pipeline::DetectorPool;
 use facenet::{Device, Distance, Standardization};
 
-use crate::common::{DetectorArg, WeightsArg, bar};
+use crate::common::{DetectorArg, PhaseBar, WeightsArg, bar};
 
 /// Arguments of `facenet evaluate`.
 #[derive(Debug, clap::Args)]
@@ -87,35 +87,12 @@ pub struct Args {
     pub detector: DetectorArg,
 }
 
-/// The progress bar of a protocol run.
-struct Bar(indicatif::ProgressBar);
-
-impl Progress for Bar {
-    fn start(&self, phase: &str, total: usize) {
-        self.0.set_length(total as u64);
-        self.0.set_position(0);
-        self.0.set_message(phase.to_string());
-    }
-    fn step(&self, n: usize) {
-        self.0.inc(n as u64);
-    }
-}
-
 pub fn run(args: Args, device: Device) -> anyhow::Result<()> {
     let mut embedder = args.weights.open(&device)?.with_batch_size(args.batch);
     if let Some(s) = args.preprocess {
         embedder = embedder.with_standardization(s);
     }
-    let pool = if args.aligned {
-        None
-    } else {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Some(DetectorPool::open(
-            &args.detector.path()?,
-            &device,
-            threads,
-        )?)
-    };
+    let pool = args.detector.pool(&device, args.aligned)?;
     let cfg = ProtocolConfig {
         images: args.images.clone(),
         aligned: args.aligned,
@@ -135,7 +112,7 @@ pub fn run(args: Args, device: Device) -> anyhow::Result<()> {
                 .unwrap_or_else(|| facenet::paths::cache_dir().join("eval-cache")),
         ),
     };
-    let pb = Bar(bar(0, "{bar:40} {pos}/{len} {msg} {elapsed} (eta {eta})"));
+    let pb = PhaseBar(bar(0, "{bar:40} {pos}/{len} {msg} {elapsed} (eta {eta})"));
     let Some(pairs_file) = &args.pairs else {
         return open_set(&args, &cfg, &embedder, pool.as_ref(), &pb);
     };
@@ -184,7 +161,7 @@ fn open_set(
     cfg: &ProtocolConfig,
     embedder: &facenet::Embedder,
     pool: Option<&DetectorPool>,
-    pb: &Bar,
+    pb: &PhaseBar,
 ) -> anyhow::Result<()> {
     let (people, vecs): (Vec<String>, Vec<Vec<f32>>) =
         protocol::embed_folder(cfg, embedder, pool, pb)?

@@ -10,6 +10,7 @@ pub mod fetch;
 pub mod import;
 pub mod model;
 pub mod project;
+pub mod quantize;
 pub mod recognize;
 pub mod serve;
 pub mod train;

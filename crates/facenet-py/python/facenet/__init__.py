@@ -125,8 +125,9 @@ class FaceNet:
     Inception-ResNet-v1 network with the Keras FaceNet weights.
 
     ``weights`` and ``mtcnn`` default to the files ``facenet.fetch()`` puts in the cache;
-    ``precision`` is ``"f32"`` (the default, parity-tested) or ``"bf16"`` (Intel AMX or
-    AVX-512 BF16; see the README).
+    ``precision`` is ``"f32"`` (the default, parity-tested), ``"bf16"`` (Intel AMX or
+    AVX-512 BF16) or ``"int8"`` (AVX2; needs the calibration ``facenet quantize`` writes
+    beside the weights); see the README.
     """
 
     def __init__(self, weights: Optional[str] = None, mtcnn: Optional[str] = None, precision: str = "f32"):

@@ -81,8 +81,10 @@ pub fn measure(threads: usize) -> Peak {
 }
 
 /// Multiply-adds per second of each product instruction this CPU has (AVX-512 F `vfmadd231ps`,
-/// AVX-512 BF16 `vdpbf16ps`, AVX-512 VNNI `vpdpbusd`), each on `threads` threads: which
-/// reduced precision pays on this CPU. One `(instruction, GMAC/s)` per instruction present.
+/// AVX-512 BF16 `vdpbf16ps`, AVX-512 VNNI `vpdpbusd`; on AVX2 CPUs without AVX-512 the AVX2
+/// `vfmadd231ps` and the int8 kernel's `vpmaddubsw` + `vpmaddwd` pair), each on `threads`
+/// threads: which reduced precision pays on this CPU. One `(instruction, GMAC/s)` per
+/// instruction present.
 pub fn dot_peaks(threads: usize) -> Vec<(&'static str, f64)> {
     #[cfg(target_arch = "x86_64")]
     {
@@ -122,6 +124,16 @@ pub fn dot_peaks(threads: usize) -> Vec<(&'static str, f64)> {
                     rate(12.0 * 64.0, |n| unsafe { x86::dpbusd(n) }),
                 ));
             }
+        } else if has!("avx2") && has!("fma") {
+            // SAFETY (both): the features were detected just before.
+            out.push((
+                "f32 vfmadd231ps (AVX2)",
+                rate(12.0 * 8.0, |n| unsafe { x86::fma256(n) }),
+            ));
+            out.push((
+                "int8 vpmaddubsw+vpmaddwd (AVX2)",
+                rate(6.0 * 32.0, |n| unsafe { x86::maddubs256(n) }),
+            ));
         }
         out
     }
@@ -236,6 +248,28 @@ mod x86 {
         }
         let s = acc[1..].iter().fold(acc[0], |s, v| _mm512_add_epi32(s, *v));
         _mm512_reduce_add_epi32(std::hint::black_box(s)) as f32
+    }
+
+    /// 6 independent chains of the int8 kernel's step: `vpmaddubsw` (32 byte products summed
+    /// in pairs), `vpmaddwd` by ones, `vpaddd` (32 multiply-adds per chain and step). The
+    /// activations pass through an empty `asm` each step so that the products are not
+    /// hoisted out of the loop.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn maddubs256(iters: u64) -> f32 {
+        let mut x = _mm256_set1_epi8(3);
+        let ones = _mm256_set1_epi16(1);
+        let w: [__m256i; 6] = std::array::from_fn(|i| _mm256_set1_epi8(-(i as i8) - 1));
+        let mut acc = [_mm256_setzero_si256(); 6];
+        for _ in 0..iters {
+            for (v, w) in acc.iter_mut().zip(&w) {
+                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(x, *w), ones);
+                *v = _mm256_add_epi32(*v, p);
+            }
+            // SAFETY: an empty instruction string; `x` only passes through a register.
+            unsafe { std::arch::asm!("/* {0} */", inout(ymm_reg) x, options(nomem, nostack)) };
+        }
+        let s = acc[1..].iter().fold(acc[0], |s, v| _mm256_add_epi32(s, *v));
+        _mm256_extract_epi32::<0>(std::hint::black_box(s)) as f32
     }
 
     #[target_feature(enable = "avx2,fma")]

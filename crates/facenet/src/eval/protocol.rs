@@ -41,6 +41,30 @@ pub struct ProtocolConfig {
     pub cache: Option<PathBuf>,
 }
 
+impl ProtocolConfig {
+    /// The settings LFW is evaluated with by default (`facenet evaluate`'s defaults): faces
+    /// detected under `images`, cropped with a 32-pixel margin to 160x160, the centre-most face
+    /// of a photo, no mirrored copy, L2 distance, VAL at FAR 1e-3, missing images skipped, no
+    /// cache.
+    pub fn lfw(images: PathBuf) -> Self {
+        Self {
+            images,
+            aligned: false,
+            align: AlignConfig {
+                method: crate::align::AlignMethod::Crop,
+                size: 160,
+                margin: 32,
+            },
+            selection: FaceSelection::CenterWeighted,
+            flip: false,
+            metric: Distance::L2,
+            far: 1e-3,
+            skip_missing: true,
+            cache: None,
+        }
+    }
+}
+
 /// What a run measured, with what produced it (the CLI writes it as `report.json`).
 #[derive(Debug, Clone, Serialize)]
 pub struct ProtocolReport {
@@ -239,9 +263,12 @@ pub fn embed_images(
         "size": cfg.align.size,
         "flip": cfg.flip,
     });
-    // Only bf16 adds a key, so that caches of f32 embeddings written before stay valid.
+    // Only bf16 and int8 add keys, so that caches of f32 embeddings written before stay valid.
     if embedder.precision() != crate::Precision::F32 {
         settings["precision"] = embedder.precision().name().into();
+    }
+    if let Some(d) = embedder.int8_calibration() {
+        settings["int8_calibration"] = d.into();
     }
     let cache_file = cfg.cache.as_ref().map(|dir| {
         let mut h = Sha256::new();
@@ -343,6 +370,41 @@ fn embed_all(
     pool: Option<&DetectorPool>,
     progress: &dyn Progress,
 ) -> Result<(Vec<Vec<f32>>, Vec<String>)> {
+    let (crops, fallbacks) = aligned_faces(todo, cfg, pool, progress)?;
+    progress.start("embeddings", crops.len());
+    let mut out = Vec::with_capacity(crops.len());
+    for chunk in crops.chunks(64) {
+        let embs = embedder.embed(chunk)?;
+        let flipped = if cfg.flip {
+            let mirrored: Vec<_> = chunk.iter().map(image::imageops::flip_horizontal).collect();
+            Some(embedder.embed(&mirrored)?)
+        } else {
+            None
+        };
+        for (i, e) in embs.into_iter().enumerate() {
+            out.push(match &flipped {
+                Some(f) => {
+                    let mut both = e.normalized;
+                    both.extend_from_slice(&f[i].normalized);
+                    l2_normalize(&both)
+                }
+                None => e.normalized,
+            });
+        }
+        progress.step(chunk.len());
+    }
+    Ok((out, fallbacks))
+}
+
+/// Detects and aligns (on the pool) every image of `todo` as `cfg` says, or loads them as
+/// they are with `cfg.aligned`; returns the crops in `todo` order and the keys of the images
+/// where no face was found (their central region is used).
+pub fn aligned_faces(
+    todo: &[(String, PathBuf)],
+    cfg: &ProtocolConfig,
+    pool: Option<&DetectorPool>,
+    progress: &dyn Progress,
+) -> Result<(Vec<image::RgbImage>, Vec<String>)> {
     progress.start("faces", todo.len());
     let faces: Vec<Result<(image::RgbImage, bool)>> = match (cfg.aligned, pool) {
         (true, _) => todo
@@ -380,29 +442,7 @@ fn embed_all(
         }
         crops.push(crop);
     }
-    progress.start("embeddings", crops.len());
-    let mut out = Vec::with_capacity(crops.len());
-    for chunk in crops.chunks(64) {
-        let embs = embedder.embed(chunk)?;
-        let flipped = if cfg.flip {
-            let mirrored: Vec<_> = chunk.iter().map(image::imageops::flip_horizontal).collect();
-            Some(embedder.embed(&mirrored)?)
-        } else {
-            None
-        };
-        for (i, e) in embs.into_iter().enumerate() {
-            out.push(match &flipped {
-                Some(f) => {
-                    let mut both = e.normalized;
-                    both.extend_from_slice(&f[i].normalized);
-                    l2_normalize(&both)
-                }
-                None => e.normalized,
-            });
-        }
-        progress.step(chunk.len());
-    }
-    Ok((out, fallbacks))
+    Ok((crops, fallbacks))
 }
 
 /// Scores labelled embeddings against each other (every pair of two faces), as `calibrate`

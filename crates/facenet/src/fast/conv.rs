@@ -40,6 +40,28 @@ pub(super) struct Conv {
     pub(super) bf16w: Option<bf16mm::Packed>,
     /// `w` packed for [`F32Kernel::Avx2`] products; `None` runs them on the `gemm` crate.
     pub(super) f32w: Option<sgemm::Packed>,
+    /// `w` quantized for int8 products ([`Precision::Int8`]); where set, products run on it.
+    pub(super) i8w: Option<i8mm::Packed>,
+    /// Where set (calibration), the range of every input this convolution reads is merged in.
+    pub(super) seen: Option<std::sync::Arc<std::sync::Mutex<InputRange>>>,
+}
+
+/// The smallest and largest input value a convolution has read.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct InputRange {
+    /// Smallest value.
+    pub min: f32,
+    /// Largest value.
+    pub max: f32,
+}
+
+impl Default for InputRange {
+    fn default() -> Self {
+        Self {
+            min: f32::INFINITY,
+            max: f32::NEG_INFINITY,
+        }
+    }
 }
 
 pub(super) fn tensor_vec<const D: usize>(t: Tensor<D>, name: &str) -> Result<Vec<f32>> {
@@ -116,6 +138,8 @@ impl Conv {
             wino: None,
             prelu: Vec::new(),
             bf16w: None,
+            i8w: None,
+            seen: None,
             f32w: None,
         })
     }
@@ -135,6 +159,8 @@ impl Conv {
             wino: None,
             prelu: Vec::new(),
             bf16w: None,
+            i8w: None,
+            seen: None,
             f32w: None,
         }
     }
@@ -177,6 +203,8 @@ impl Conv {
             b,
             prelu: parts.iter().flat_map(|p| p.prelu.iter().copied()).collect(),
             bf16w: None,
+            i8w: None,
+            seen: None,
             f32w: None,
             ..first.clone()
         }
@@ -234,6 +262,18 @@ impl Conv {
             "fast path: input channels out of range"
         );
         let rows = out.rows();
+        if let Some(seen) = &self.seen {
+            let mut r = InputRange::default();
+            for px in x.data.chunks_exact(x.c).take(x.rows()) {
+                for &v in &px[xoff..xoff + self.cin] {
+                    r.min = r.min.min(v);
+                    r.max = r.max.max(v);
+                }
+            }
+            let mut s = seen.lock().unwrap_or_else(|e| e.into_inner());
+            s.min = s.min.min(r.min);
+            s.max = s.max.max(r.max);
+        }
         let oc = out.c;
         let threads = match par {
             Par::Split(t) => t,
@@ -268,7 +308,7 @@ impl Conv {
         // only when they outnumber the weights' columns; packed weights (bf16, or f32 on
         // the AVX2 kernel) are packed once, and a row split then avoids rounding (bf16) or
         // gathering the same rows on every thread.
-        let packed = self.bf16w.is_some() || self.f32w.is_some();
+        let packed = self.bf16w.is_some() || self.f32w.is_some() || self.i8w.is_some();
         // On packed f32 weights a thread with less than one row block streams the whole weight
         // matrix for a few rows, and its last tile is short. For a batch of one's 8x8 maps (64
         // rows, Block17 on two threads) one core ran 32 rows x 256 columns at 63-66 GFLOP/s
@@ -286,9 +326,10 @@ impl Conv {
         } else if by_rows {
             // Chunks claimed by the threads as they come free; bounds at whole micro-kernel
             // tiles (32-row blocks in bf16).
-            let align = match self.bf16w {
-                Some(_) => 32,
-                None => sgemm::MR,
+            let align = match (&self.bf16w, &self.i8w) {
+                (Some(_), _) => 32,
+                (None, Some(_)) => i8mm::MR,
+                (None, None) => sgemm::MR,
             };
             let chunks = match packed {
                 true => team::chunk_count(rows, threads, MIN_ROWS_PER_THREAD),
@@ -526,7 +567,17 @@ impl Conv {
         // does not overlap the inputs.
         unsafe {
             let d = dst.0.add(r0 * oc + ooff + cols.start);
-            if let Some(packed) = &self.bf16w {
+            if let Some(packed) = &self.i8w {
+                // Column ranges start at multiples of 16 (see `run`), the int8 panels' width;
+                // AVX2 was checked available when the weights were quantized.
+                let out = sgemm::Out {
+                    ptr: d,
+                    ldc: oc,
+                    accumulate: read_dst,
+                    beta,
+                };
+                i8mm::gemm(m, n, lhs, lhs_rs, packed, cols.start, out);
+            } else if let Some(packed) = &self.bf16w {
                 // Column ranges start at multiples of 16 (see `run`); the kernel family was checked
                 // available when the weights were packed.
                 let out = bf16mm::Out {

@@ -51,6 +51,7 @@ mod bf16mm;
 mod blocks;
 mod buffers;
 mod conv;
+mod i8mm;
 mod mtcnn;
 mod sgemm;
 mod team;
@@ -59,6 +60,7 @@ mod winograd;
 pub use bf16mm::Bf16Kernel;
 use blocks::*;
 use buffers::*;
+pub use conv::InputRange;
 use conv::*;
 pub use mtcnn::{FastMtcnn, ONET_OUT, PNET_OUT, RNET_OUT};
 pub use sgemm::F32Kernel;
@@ -211,9 +213,10 @@ impl FastNet {
     }
 
     /// Turns the Winograd path of the 3x3, 1x7 and 7x1 convolutions off (im2col for all), or back on
-    /// (f32 only: in bf16 mode every product runs on the bf16 kernels).
+    /// (f32 and int8 only: in bf16 mode every product runs on the bf16 kernels; in int8 mode
+    /// these convolutions keep f32 Winograd, which already cuts their multiplies 1.75-4x).
     pub fn with_winograd(mut self, on: bool) -> Self {
-        let on = on && self.precision == Precision::F32;
+        let on = on && self.precision != Precision::Bf16;
         for c in self.convs_mut() {
             let packed = c.f32w.is_some();
             c.wino = winograd::form_for(c.kh, c.kw)
@@ -229,6 +232,13 @@ impl FastNet {
     pub fn with_precision(self, precision: Precision) -> Result<Self> {
         match precision {
             Precision::F32 => Ok(self.with_kernels(Precision::F32, None)),
+            Precision::Int8 if self.precision == Precision::Int8 => Ok(self),
+            Precision::Int8 => Err(Error::InvalidArgument {
+                field: "precision",
+                reason: "int8 needs the activation ranges of a calibration run (`facenet \
+                         quantize`, or `Embedder::calibrate_int8` and `with_int8`)"
+                    .into(),
+            }),
             Precision::Bf16 => {
                 let kernel = Bf16Kernel::chosen().map_err(|reason| Error::InvalidArgument {
                     field: "precision",
@@ -272,10 +282,68 @@ impl FastNet {
         Ok(self.with_kernels(precision, bf16))
     }
 
+    /// Records the range of every convolution's input from now on (`on`), or stops recording
+    /// and forgets it: the calibration of [`FastNet::with_int8`].
+    pub fn observe(&mut self, on: bool) {
+        for c in self.convs_mut() {
+            c.seen = on.then(Default::default);
+        }
+    }
+
+    /// The input ranges recorded since [`FastNet::observe`], one per convolution of the plan
+    /// in a fixed order (empty when not observing).
+    pub fn observed(&mut self) -> Vec<InputRange> {
+        self.convs_mut()
+            .iter()
+            .filter_map(|c| c.seen.as_ref())
+            .map(|s| *s.lock().unwrap_or_else(|e| e.into_inner()))
+            .collect()
+    }
+
+    /// int8 products ([`Precision::Int8`]) with activation scales from `ranges` (as
+    /// [`FastNet::observed`] returns them): every convolution whose input was never negative
+    /// gets 8-bit inputs and 7-bit per-channel weights, all but the stem's first (whose input
+    /// is the standardized image) and the bottleneck. Where Winograd pays (the 3x3 and 1x7 /
+    /// 7x1 convolutions on enough tiles, 1.75-4x fewer multiplies) it still runs, in f32;
+    /// elsewhere (the 1x1 convolutions, the strided ones, Block35's narrow 3x3, Block8's 1x3
+    /// and 3x1, and the Winograd ones on too few tiles) the products are int8. Fails where the
+    /// CPU lacks AVX2 or the ranges do not fit the plan.
+    pub fn with_int8(self, ranges: &[InputRange]) -> Result<Self> {
+        if !i8mm::available() {
+            return Err(Error::InvalidArgument {
+                field: "precision",
+                reason: "int8 needs AVX2; this machine does not provide it, use f32".into(),
+            });
+        }
+        let mut net = self.with_kernels(Precision::Int8, None);
+        let convs = net.convs_mut();
+        if convs.len() != ranges.len() {
+            return Err(Error::InvalidArgument {
+                field: "int8 calibration",
+                reason: format!(
+                    "{} activation ranges for a network of {} convolutions",
+                    ranges.len(),
+                    convs.len()
+                ),
+            });
+        }
+        for (c, r) in convs.into_iter().zip(ranges) {
+            let k = c.kh * c.kw * c.cin;
+            c.i8w = (r.min >= 0.0 && r.max > 0.0 && r.max.is_finite())
+                .then(|| i8mm::Packed::new(&c.row_major(), k, c.cout, r.max));
+        }
+        Ok(net)
+    }
+
+    /// How many convolutions run int8 products (0 outside [`Precision::Int8`]).
+    pub fn int8_convolutions(&mut self) -> usize {
+        self.convs_mut().iter().filter(|c| c.i8w.is_some()).count()
+    }
+
     fn with_kernels(mut self, precision: Precision, kernel: Option<Bf16Kernel>) -> Self {
         self.precision = precision;
         self.bf16_kernel = kernel;
-        let f32_packed = precision == Precision::F32 && self.f32_kernel == F32Kernel::Avx2;
+        let f32_packed = precision != Precision::Bf16 && self.f32_kernel == F32Kernel::Avx2;
         for c in self.convs_mut() {
             let k = c.kh * c.kw * c.cin;
             // Moved, not copied, where the row-major copy is still there.
@@ -286,11 +354,14 @@ impl FastNet {
             };
             c.bf16w = kernel.map(|kind| bf16mm::Packed::new(&w, k, c.cout, kind));
             c.f32w = f32_packed.then(|| sgemm::Packed::new(&w, k, c.cout));
+            if precision != Precision::Int8 {
+                c.i8w = None;
+            }
             // One f32 copy of the weights: the packed one where there is one (it unpacks
             // exactly, for a later change of kernel or precision).
             c.w = if c.f32w.is_some() { Vec::new() } else { w };
         }
-        self.with_winograd(precision == Precision::F32)
+        self.with_winograd(precision != Precision::Bf16)
     }
 
     /// The f32 kernel family (used in f32 mode).

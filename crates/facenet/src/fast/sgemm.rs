@@ -218,18 +218,22 @@ pub(crate) unsafe fn gemm(
     }
 }
 
-/// One micro-kernel call's output block.
+/// One micro-kernel call's output block (also the int8 kernel's, which stores through
+/// [`store`]).
 #[derive(Clone, Copy)]
-struct Tile {
-    c: *mut f32,
-    ldc: usize,
+pub(super) struct Tile {
+    pub(super) c: *mut f32,
+    pub(super) ldc: usize,
     /// Valid rows (<= MR) and columns (<= NR).
-    mr: usize,
-    nr: usize,
+    pub(super) mr: usize,
+    pub(super) nr: usize,
     /// `c = beta * p` instead of `c += beta * p`.
-    overwrite: bool,
-    beta: f32,
+    pub(super) overwrite: bool,
+    pub(super) beta: f32,
 }
+
+#[cfg(target_arch = "x86_64")]
+pub(super) use imp::store;
 
 #[cfg(target_arch = "x86_64")]
 mod imp {
@@ -290,12 +294,12 @@ mod imp {
         }
     }
 
-    /// Stores a tile's sums (`acc[i]`: row i's two halves) as `t` asks.
+    /// Stores a tile's sums (`acc[i]`: row i's two halves, at most [`MR`] rows) as `t` asks.
     ///
     /// # Safety
     /// The tile is writable; AVX2 and FMA.
     #[inline(always)]
-    unsafe fn store(acc: &[[__m256; 2]], t: Tile) {
+    pub(in crate::fast) unsafe fn store(acc: &[[__m256; 2]], t: Tile) {
         // SAFETY: the caller vouches for the tile.
         unsafe {
             let beta = _mm256_set1_ps(t.beta);
