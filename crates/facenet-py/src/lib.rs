@@ -266,19 +266,22 @@ impl Engine {
         let faces = py
             .detach(|| self.pipeline.faces(&img))
             .map_err(|e| fe(py, e))?;
-        Ok(faces
+        faces
             .into_iter()
             .map(|f| {
-                let d = f.detection.expect("detected");
-                (
+                // Every face of a pipeline with a detector (as this engine's) has a detection.
+                let d = f
+                    .detection
+                    .ok_or_else(|| invalid(py, "faces needs an engine with a detector"))?;
+                Ok((
                     d.bbox,
                     d.score,
                     d.landmarks,
                     array(py, f.crop),
                     f.embedding.into_pyarray(py),
-                )
+                ))
             })
-            .collect())
+            .collect()
     }
 
     /// The 1:1 threshold: `explicit`, else the one for a false accept rate of 1e-3 (the

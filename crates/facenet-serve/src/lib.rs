@@ -98,6 +98,11 @@ impl Default for ServeConfig {
     }
 }
 
+/// The whole decode budget (`--decode-budget-mp`, 1 to 2^20 megapixels), in kilopixels.
+fn budget_kilopixels(config: &ServeConfig) -> u32 {
+    kilopixels(config.decode_budget_mp.clamp(1, 1 << 20) << 20)
+}
+
 /// Pixels in units of 1024 (rounded up), as the decode budget counts them.
 fn kilopixels(pixels: u64) -> u32 {
     pixels.div_ceil(1024).min(u32::MAX as u64) as u32
@@ -157,9 +162,7 @@ impl AppState {
             pipeline: Arc::new(pipeline),
             tenants,
             permits: Arc::new(Semaphore::new(config.queue.max(1))),
-            decode_budget: Arc::new(Semaphore::new(kilopixels(
-                config.decode_budget_mp.clamp(1, 1 << 20) << 20,
-            ) as usize)),
+            decode_budget: Arc::new(Semaphore::new(budget_kilopixels(&config) as usize)),
             workers: Arc::new(Semaphore::new(config.workers.max(1))),
             config,
             metrics: metrics::Metrics::default(),
@@ -215,7 +218,7 @@ impl AppState {
     ) -> Result<T, ApiError> {
         let need = kilopixels(pixels);
         let budget = self.config.decode_budget_mp;
-        if need as u64 > kilopixels(budget.clamp(1, 1 << 20) << 20) as u64 {
+        if need > budget_kilopixels(&self.config) {
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!(
