@@ -58,8 +58,8 @@ pub fn calibrate_on_pairs(
         .filter(|img| !skip.contains(&img.stem()))
         .filter_map(|img| img.find(&cfg.images).map(|p| (img.stem(), p)))
         .collect();
+    // `images()` is already distinct; the picks are spaced over the file stems' order.
     all.sort();
-    all.dedup();
     if all.is_empty() || count == 0 {
         return Err(Error::InvalidArgument {
             field: "images",
