@@ -249,21 +249,14 @@ impl Embedder {
     }
 
     /// The implementation in use.
-    pub fn engine(&self) -> &'static str {
+    pub fn engine(&self) -> String {
         match &self.fast {
-            Some(f) => match f.bf16_kernel() {
-                Some(crate::fast::Bf16Kernel::Amx) => {
-                    "fast bf16 (folded BatchNorm, NHWC, AMX tiles)"
-                }
-                Some(crate::fast::Bf16Kernel::Avx512) => {
-                    "fast bf16 (folded BatchNorm, NHWC, AVX-512 BF16 dot products)"
-                }
-                None if f.precision() == Precision::Int8 => {
-                    "fast int8 (folded BatchNorm, NHWC, AVX2 int8 products)"
-                }
-                None => "fast (folded BatchNorm, NHWC, gemm)",
+            Some(f) => match (f.bf16_kernel(), f.int8_kernel()) {
+                (Some(k), _) => format!("fast bf16 (folded BatchNorm, NHWC, {})", k.describe()),
+                (None, Some(k)) => format!("fast int8 (folded BatchNorm, NHWC, {})", k.describe()),
+                (None, None) => format!("fast (folded BatchNorm, NHWC, {})", f.f32_kernel().name()),
             },
-            None => "burn",
+            None => "burn".into(),
         }
     }
 
@@ -304,13 +297,14 @@ impl Embedder {
     }
 
     /// The products' kernel family, as `bench embed` prints it: `amx` or `avx512-bf16` in
-    /// bf16, `gemm` or `avx2-fma` in f32, `burn` off the fast path.
+    /// bf16, `avx512-vnni`, `avx-vnni` or `avx2-int8` in int8, `gemm` or `avx2-fma` in f32,
+    /// `burn` off the fast path.
     pub fn kernel(&self) -> &'static str {
         match &self.fast {
-            Some(f) => match f.bf16_kernel() {
-                Some(k) => k.name(),
-                None if f.precision() == Precision::Int8 => "avx2-int8",
-                None => f.f32_kernel().name(),
+            Some(f) => match (f.bf16_kernel(), f.int8_kernel()) {
+                (Some(k), _) => k.name(),
+                (None, Some(k)) => k.name(),
+                (None, None) => f.f32_kernel().name(),
             },
             None => "burn",
         }

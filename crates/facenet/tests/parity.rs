@@ -331,7 +331,8 @@ fn int8_embeddings_stay_close_to_keras() {
             .with_int8(&cal)
             .unwrap();
         assert_eq!(e.precision(), facenet::Precision::Int8);
-        assert_eq!(e.kernel(), "avx2-int8");
+        let best = facenet::fast::Int8Kernel::chosen().unwrap();
+        assert_eq!(e.kernel(), best.name());
         // Every convolution whose input stayed non-negative, which leaves out the first and
         // the bottleneck (pooled features of a block without ReLU).
         let n = e.int8_convolutions();

@@ -100,7 +100,7 @@ async fn readyz(State(s): State<Arc<AppState>>) -> Response {
                 .take(12)
                 .collect::<String>()
         ),
-        engine: e.engine().into(),
+        engine: e.engine(),
     };
     let status = if ready {
         StatusCode::OK

@@ -51,33 +51,22 @@ impl Bf16Kernel {
 
     /// The fastest family available here, `None` where none runs.
     pub fn best() -> Option<Bf16Kernel> {
-        Self::ALL.into_iter().find(|k| k.available())
+        super::family::best()
     }
 
     /// The family `Precision::Bf16` uses: the one the environment variable
     /// `FACENET_BF16_KERNEL` names (`amx` or `avx512-bf16`: for comparing them on one
     /// machine), else [`Bf16Kernel::best`]. The error says what is missing.
     pub fn chosen() -> Result<Bf16Kernel, String> {
-        match std::env::var("FACENET_BF16_KERNEL") {
-            Ok(name) if !name.is_empty() => match Self::from_name(&name) {
-                Some(k) if k.available() => Ok(k),
-                Some(k) => Err(format!(
-                    "FACENET_BF16_KERNEL={name}: this machine does not run it ({})",
-                    k.requirement()
-                )),
-                None => Err(format!(
-                    "FACENET_BF16_KERNEL={name}: unknown kernel family; use `amx` or \
-                     `avx512-bf16`"
-                )),
-            },
-            _ => Self::best().ok_or_else(|| {
+        super::family::chosen(|| {
+            Self::best().ok_or_else(|| {
                 format!(
                     "bf16 needs {} or {}; this machine has neither, use f32",
                     Bf16Kernel::Amx.requirement(),
                     Bf16Kernel::Avx512.requirement()
                 )
-            }),
-        }
+            })
+        })
     }
 
     /// What the family needs, in words.
@@ -103,7 +92,21 @@ impl Bf16Kernel {
 
     /// Parses a name of [`Bf16Kernel::name`].
     pub fn from_name(name: &str) -> Option<Bf16Kernel> {
-        Self::ALL.into_iter().find(|k| k.name() == name)
+        super::family::from_name(name)
+    }
+}
+
+impl super::family::Family for Bf16Kernel {
+    const ALL: &'static [Self] = &Self::ALL;
+    const VAR: &'static str = "FACENET_BF16_KERNEL";
+    fn name(self) -> &'static str {
+        Bf16Kernel::name(self)
+    }
+    fn available(self) -> bool {
+        Bf16Kernel::available(self)
+    }
+    fn requirement(self) -> &'static str {
+        Bf16Kernel::requirement(self)
     }
 }
 

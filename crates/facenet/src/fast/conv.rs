@@ -328,8 +328,8 @@ impl Conv {
             // tiles (32-row blocks in bf16).
             let align = match (&self.bf16w, &self.i8w) {
                 (Some(_), _) => 32,
-                (None, Some(_)) => i8mm::MR,
-                (None, None) => sgemm::MR,
+                (None, Some(w)) => w.mr(),
+                (None, None) => self.f32w.as_ref().map_or(sgemm::MR, sgemm::Packed::mr),
             };
             let chunks = match packed {
                 true => team::chunk_count(rows, threads, MIN_ROWS_PER_THREAD),
@@ -569,7 +569,7 @@ impl Conv {
             let d = dst.0.add(r0 * oc + ooff + cols.start);
             if let Some(packed) = &self.i8w {
                 // Column ranges start at multiples of 16 (see `run`), the int8 panels' width;
-                // AVX2 was checked available when the weights were quantized.
+                // the kernel family was checked available when the weights were quantized.
                 let out = sgemm::Out {
                     ptr: d,
                     ldc: oc,

@@ -1,4 +1,5 @@
-//! int8 matrix products for the opt-in [`super::Precision::Int8`] mode, on AVX2.
+//! int8 matrix products for the opt-in [`super::Precision::Int8`] mode, on three kernel
+//! families ([`Int8Kernel`]), picked at run time.
 //!
 //! A convolution's input (non-negative: every convolution quantized here reads ReLU outputs)
 //! is rounded to unsigned 8-bit steps of a scale fixed by calibration (`x ≈ s_a * q`,
@@ -6,27 +7,137 @@
 //! (`w ≈ s_w[c] * v`, `v = -63..=63`); the sums of `q * v` are exact in 32-bit integers, and
 //! `s_a * s_w[c]` turns them back into f32 before the usual epilogue.
 //!
-//! The AVX2 micro-kernel multiplies with `vpmaddubsw` (32 unsigned by signed byte products,
-//! adjacent pairs summed into 16 bits) and `vpmaddwd` by ones (adjacent 16-bit pairs into 32
-//! bits): 32 multiply-adds in two multiplier instructions, against 8 for an f32 FMA; on two
-//! Zen 3 cores a chain of them ran 1.9x the multiply-adds per second of `vfmadd231ps`. Weights
-//! use 7 bits so that `vpmaddubsw`'s 16-bit pair sums cannot saturate
-//! (`2 * 255 * 63 = 32130 < 32767`), which makes every product exact.
-//!
 //! Weights are packed once into panels of [`NR`] columns and four consecutive `k` per 32-bit
-//! lane (`[panel][k / 4][NR][4]`, zero past `k` and past the last column); the left operand is
-//! quantized into a per-thread buffer, [`MC`] rows at a time, as it is read.
+//! lane (`[panel][k / 4][NR][4]`, zero past `k` and past the last column): per step of four
+//! `k`, a panel is 64 bytes, two AVX registers or one AVX-512 register. The left operand is
+//! quantized into a per-thread buffer, [`MC`] rows at a time, as it is read, and each row's
+//! four bytes of a step are broadcast to every 32-bit lane.
+//!
+//! - [`Int8Kernel::Avx2`] multiplies with `vpmaddubsw` (32 unsigned by signed byte products,
+//!   adjacent pairs summed into 16 bits) and `vpmaddwd` by ones (adjacent 16-bit pairs into
+//!   32 bits): 32 multiply-adds in two multiplier instructions, against 8 for an f32 FMA; on
+//!   two Zen 3 cores a chain of them ran 1.9x the multiply-adds per second of `vfmadd231ps`.
+//!   Weights use 7 bits so that `vpmaddubsw`'s 16-bit pair sums cannot saturate
+//!   (`2 * 255 * 63 = 32130 < 32767`), which makes every product exact. 4 rows x 16 columns.
+//! - [`Int8Kernel::AvxVnni`] does the same in one instruction, `vpdpbusd` on AVX registers
+//!   (AVX-VNNI): four byte products summed straight into each 32-bit lane. 6 rows x 16.
+//! - [`Int8Kernel::Avx512Vnni`], `vpdpbusd` on AVX-512 registers: 64 multiply-adds per
+//!   instruction; 8 rows x 32 columns (two panels), sixteen accumulators.
+//!
+//! All three compute the same exact integer sums and scale them alike, so their outputs are
+//! equal bit for bit (the tests hold them to that); the 7-bit weights cost the VNNI families
+//! nothing.
 
-/// Columns per weight panel (two AVX registers of 32-bit sums).
+/// Columns per weight panel (two AVX registers of 32-bit sums, one AVX-512 register).
 pub(crate) const NR: usize = 16;
-/// Output rows per micro-kernel call.
-pub(crate) const MR: usize = 4;
 /// Rows quantized and multiplied per block.
 const MC: usize = 96;
 /// The largest weight step: 7 bits (see the module comment).
 const WMAX: f32 = 63.0;
 /// The largest activation step.
 const AMAX: f32 = 255.0;
+
+/// The instructions that run the int8 products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Int8Kernel {
+    /// `vpdpbusd` on AVX-512 registers (AVX-512 VNNI).
+    Avx512Vnni,
+    /// `vpdpbusd` on AVX registers (AVX-VNNI).
+    AvxVnni,
+    /// `vpmaddubsw` + `vpmaddwd` (AVX2).
+    Avx2,
+}
+
+impl Int8Kernel {
+    /// Every family, fastest first.
+    pub const ALL: [Int8Kernel; 3] = [
+        Int8Kernel::Avx512Vnni,
+        Int8Kernel::AvxVnni,
+        Int8Kernel::Avx2,
+    ];
+
+    /// Its name as `FACENET_INT8_KERNEL` and the benchmarks spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Int8Kernel::Avx512Vnni => "avx512-vnni",
+            Int8Kernel::AvxVnni => "avx-vnni",
+            Int8Kernel::Avx2 => "avx2-int8",
+        }
+    }
+
+    /// Whether this CPU runs it (checked once per process).
+    pub fn available(self) -> bool {
+        imp::available(self)
+    }
+
+    /// What the family needs, in words.
+    pub fn requirement(self) -> &'static str {
+        match self {
+            Int8Kernel::Avx512Vnni => {
+                "AVX-512 VNNI (Cascade Lake, Ice Lake, Sapphire Rapids or later, AMD Zen 4 or \
+                 later)"
+            }
+            Int8Kernel::AvxVnni => "AVX-VNNI (Alder Lake, Sapphire Rapids or later, AMD Zen 5)",
+            Int8Kernel::Avx2 => "AVX2",
+        }
+    }
+
+    /// How the engine description names it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Int8Kernel::Avx512Vnni => "AVX-512 VNNI dot products",
+            Int8Kernel::AvxVnni => "AVX-VNNI dot products",
+            Int8Kernel::Avx2 => "AVX2 int8 products",
+        }
+    }
+
+    /// Parses a name of [`Int8Kernel::name`].
+    pub fn from_name(name: &str) -> Option<Int8Kernel> {
+        super::family::from_name(name)
+    }
+
+    /// The fastest family available here, `None` where none runs (no AVX2).
+    pub fn best() -> Option<Int8Kernel> {
+        super::family::best()
+    }
+
+    /// The family `Precision::Int8` uses: the one the environment variable
+    /// `FACENET_INT8_KERNEL` names (`avx512-vnni`, `avx-vnni` or `avx2-int8`: for comparing
+    /// them on one machine), else [`Int8Kernel::best`]. The error says what is missing.
+    pub fn chosen() -> Result<Int8Kernel, String> {
+        super::family::chosen(|| {
+            Self::best().ok_or_else(|| {
+                format!(
+                    "int8 needs {}; this machine does not provide it, use f32",
+                    Int8Kernel::Avx2.requirement()
+                )
+            })
+        })
+    }
+
+    /// Output rows per micro-kernel call.
+    pub(crate) fn mr(self) -> usize {
+        match self {
+            Int8Kernel::Avx512Vnni => 8,
+            Int8Kernel::AvxVnni => 6,
+            Int8Kernel::Avx2 => 4,
+        }
+    }
+}
+
+impl super::family::Family for Int8Kernel {
+    const ALL: &'static [Self] = &Self::ALL;
+    const VAR: &'static str = "FACENET_INT8_KERNEL";
+    fn name(self) -> &'static str {
+        Int8Kernel::name(self)
+    }
+    fn available(self) -> bool {
+        Int8Kernel::available(self)
+    }
+    fn requirement(self) -> &'static str {
+        Int8Kernel::requirement(self)
+    }
+}
 
 /// A `k x n` weight matrix quantized per output channel and packed for the kernel, with the
 /// activation scale of the convolution's input.
@@ -41,11 +152,14 @@ pub(crate) struct Packed {
     deq: Vec<f32>,
     /// `1 / s_a`.
     inv_act: f32,
+    /// The family that multiplies by these weights.
+    kernel: Int8Kernel,
 }
 
 impl Packed {
-    /// Quantizes and packs `w` (`k` rows of `n` floats, row-major) for inputs in `0..=act_max`.
-    pub(crate) fn new(w: &[f32], k: usize, n: usize, act_max: f32) -> Self {
+    /// Quantizes and packs `w` (`k` rows of `n` floats, row-major) for inputs in `0..=act_max`,
+    /// for products on `kernel`.
+    pub(crate) fn new(w: &[f32], k: usize, n: usize, act_max: f32, kernel: Int8Kernel) -> Self {
         assert_eq!(w.len(), k * n, "weights are k x n");
         let kp = k.next_multiple_of(4);
         let panels = n.div_ceil(NR);
@@ -74,7 +188,13 @@ impl Packed {
             data,
             deq,
             inv_act: 1.0 / s_a,
+            kernel,
         }
+    }
+
+    /// Output rows per micro-kernel call of its family.
+    pub(crate) fn mr(&self) -> usize {
+        self.kernel.mr()
     }
 
     /// The weights as the kernel sees them, back in f32 (`s_w[c] * v`), `k x n` row-major:
@@ -94,11 +214,6 @@ impl Packed {
     }
 }
 
-/// Whether this CPU runs the int8 kernel (AVX2).
-pub(crate) fn available() -> bool {
-    super::sgemm::avx2_available()
-}
-
 thread_local! {
     /// Quantized rows of the left operand, kept per thread.
     static QROWS: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
@@ -108,7 +223,7 @@ thread_local! {
 /// weights' activation scale and the products in integers.
 ///
 /// # Safety
-/// The CPU has AVX2; `a` holds `m` rows of `w.k` floats at stride `lda`; `c0` is a multiple
+/// The CPU runs `w`'s kernel family; `a` holds `m` rows of `w.k` floats at stride `lda`; `c0` is a multiple
 /// of [`NR`] and `c0 + n <= w.n`; `out` holds `m` rows of `n` floats at stride `out.ldc`,
 /// overlapping neither `a` nor `w`, and nothing else touches it meanwhile.
 pub(crate) unsafe fn gemm(
@@ -136,18 +251,24 @@ pub(crate) unsafe fn gemm(
                 imp::quantize(src, &mut q[r * kp..(r + 1) * kp], w.inv_act);
             }
         }
-        for jp in 0..n.div_ceil(NR) {
-            let nr = NR.min(n - jp * NR);
+        // Panels per micro-kernel call: two on AVX-512 (where at least two remain).
+        let wide = if w.kernel == Int8Kernel::Avx512Vnni {
+            2
+        } else {
+            1
+        };
+        let mr = w.kernel.mr();
+        for jp in (0..n.div_ceil(NR)).step_by(wide) {
+            let nr = (wide * NR).min(n - jp * NR);
             let p = p0 + jp;
-            for ir in (0..mc).step_by(MR) {
-                let mr = MR.min(mc - ir);
-                // SAFETY: panel p holds kp / 4 steps of NR x 4 bytes; rows and columns of
-                // `out` as the caller vouches.
+            for ir in (0..mc).step_by(mr) {
+                // SAFETY: panel p (and p + 1 where nr > NR) holds kp / 4 steps of NR x 4
+                // bytes; rows and columns of `out` as the caller vouches.
                 unsafe {
                     let tile = super::sgemm::Tile {
                         c: out.ptr.add((i0 + ir) * out.ldc + jp * NR),
                         ldc: out.ldc,
-                        mr,
+                        mr: mr.min(mc - ir),
                         nr,
                         overwrite: !out.accumulate,
                         beta: out.beta,
@@ -159,7 +280,7 @@ pub(crate) unsafe fn gemm(
                         b: w.data.as_ptr().add(p * kp * NR),
                         deq: w.deq.as_ptr().add(p * NR),
                     };
-                    imp::kernel(operands, tile);
+                    imp::kernel(w.kernel, operands, tile);
                 }
             }
         }
@@ -169,8 +290,8 @@ pub(crate) unsafe fn gemm(
 
 #[cfg(target_arch = "x86_64")]
 mod imp {
-    use super::super::sgemm::{Tile, store};
-    use super::{AMAX, MR, NR};
+    use super::super::sgemm::{Tile, halves, store};
+    use super::{AMAX, Int8Kernel, NR};
     use std::arch::x86_64::*;
 
     /// One micro-kernel call's inputs: `steps` groups of four `k`, the quantized rows `a`
@@ -215,56 +336,153 @@ mod imp {
         dst[k..].fill(0);
     }
 
-    /// `tile (+)= beta * deq * (a x b)`: a full tile or a short one on a body of its own
-    /// height.
-    ///
-    /// # Safety
-    /// AVX2; `o.a` holds `t.mr` (<= [`MR`]) rows of `4 * o.steps` bytes; the tile is writable.
-    #[inline]
-    pub(super) unsafe fn kernel(o: Operands, t: Tile) {
-        // SAFETY: forwarded from the caller.
-        unsafe {
-            match t.mr {
-                MR => kernel_rows::<4>(o, t),
-                3 => kernel_rows::<3>(o, t),
-                2 => kernel_rows::<2>(o, t),
-                _ => kernel_rows::<1>(o, t),
+    /// Whether this CPU runs `k` (checked once per process by the standard library).
+    pub(super) fn available(k: Int8Kernel) -> bool {
+        let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+        match k {
+            Int8Kernel::Avx2 => avx2,
+            Int8Kernel::AvxVnni => avx2 && is_x86_feature_detected!("avxvnni"),
+            Int8Kernel::Avx512Vnni => {
+                avx2 && is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512vnni")
             }
         }
     }
 
-    /// The micro-kernel for `R` rows: per step, two 32-byte weight loads (16 columns x 4
-    /// `k`), one 4-byte broadcast per row, and per row and half `vpmaddubsw`, `vpmaddwd` by
-    /// ones and an add; the sums are scaled to f32 and stored as the f32 kernel stores.
+    /// `tile (+)= beta * deq * (a x b)` on `family`: a full tile or a short one on a body of
+    /// its own height.
     ///
     /// # Safety
-    /// As [`kernel`], with `t.mr == R`.
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn kernel_rows<const R: usize>(o: Operands, t: Tile) {
+    /// The CPU runs `family`; `o.a` holds `t.mr` (<= `family.mr()`) rows of `4 * o.steps`
+    /// bytes, `o.b` one panel ([`NR`] columns; two consecutive ones for
+    /// [`Int8Kernel::Avx512Vnni`] where `t.nr > NR`) of `o.steps` steps; the tile is writable.
+    #[inline]
+    pub(super) unsafe fn kernel(family: Int8Kernel, o: Operands, t: Tile) {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            match (family, t.mr) {
+                (Int8Kernel::Avx2, 4) => avx2_rows::<4>(o, t),
+                (Int8Kernel::Avx2, 3) => avx2_rows::<3>(o, t),
+                (Int8Kernel::Avx2, 2) => avx2_rows::<2>(o, t),
+                (Int8Kernel::Avx2, _) => avx2_rows::<1>(o, t),
+                (Int8Kernel::AvxVnni, 6) => vnni_rows::<6>(o, t),
+                (Int8Kernel::AvxVnni, 5) => vnni_rows::<5>(o, t),
+                (Int8Kernel::AvxVnni, 4) => vnni_rows::<4>(o, t),
+                (Int8Kernel::AvxVnni, 3) => vnni_rows::<3>(o, t),
+                (Int8Kernel::AvxVnni, 2) => vnni_rows::<2>(o, t),
+                (Int8Kernel::AvxVnni, _) => vnni_rows::<1>(o, t),
+                (Int8Kernel::Avx512Vnni, mr) if t.nr > NR => match mr {
+                    8 => vnni512_rows::<8, 2>(o, t),
+                    7 => vnni512_rows::<7, 2>(o, t),
+                    6 => vnni512_rows::<6, 2>(o, t),
+                    5 => vnni512_rows::<5, 2>(o, t),
+                    4 => vnni512_rows::<4, 2>(o, t),
+                    3 => vnni512_rows::<3, 2>(o, t),
+                    2 => vnni512_rows::<2, 2>(o, t),
+                    _ => vnni512_rows::<1, 2>(o, t),
+                },
+                (Int8Kernel::Avx512Vnni, mr) => match mr {
+                    8 => vnni512_rows::<8, 1>(o, t),
+                    7 => vnni512_rows::<7, 1>(o, t),
+                    6 => vnni512_rows::<6, 1>(o, t),
+                    5 => vnni512_rows::<5, 1>(o, t),
+                    4 => vnni512_rows::<4, 1>(o, t),
+                    3 => vnni512_rows::<3, 1>(o, t),
+                    2 => vnni512_rows::<2, 1>(o, t),
+                    _ => vnni512_rows::<1, 1>(o, t),
+                },
+            }
+        }
+    }
+
+    /// A micro-kernel on AVX registers for `R` rows, named `$name`, built for
+    /// `$features`: per step, two 32-byte weight loads (16 columns x 4 `k`), one 4-byte
+    /// broadcast per row, and per row and half `$dot(acc, x, b)`, the 32-bit sums of four
+    /// byte products added to `acc`; the sums are scaled to f32 and stored as the f32
+    /// kernel stores.
+    macro_rules! ymm_kernel {
+        ($name:ident, $features:literal, $dot:expr) => {
+            /// # Safety
+            /// As [`kernel`], with `t.mr == R`.
+            #[target_feature(enable = $features)]
+            unsafe fn $name<const R: usize>(o: Operands, t: Tile) {
+                debug_assert_eq!(t.mr, R);
+                let dot = $dot;
+                // SAFETY: every pointer stays inside what the caller vouches for.
+                unsafe {
+                    let mut acc = [[_mm256_setzero_si256(); 2]; R];
+                    let mut bp = o.b;
+                    for s in 0..o.steps {
+                        let b = [
+                            _mm256_loadu_si256(bp.cast()),
+                            _mm256_loadu_si256(bp.add(32).cast()),
+                        ];
+                        for (i, acc) in acc.iter_mut().enumerate() {
+                            let row = o.a.add(i * o.lda + 4 * s);
+                            let x = _mm256_set1_epi32(row.cast::<i32>().read_unaligned());
+                            acc[0] = dot(acc[0], x, b[0]);
+                            acc[1] = dot(acc[1], x, b[1]);
+                        }
+                        bp = bp.add(NR * 4);
+                    }
+                    let d = [_mm256_loadu_ps(o.deq), _mm256_loadu_ps(o.deq.add(8))];
+                    let sums: [[__m256; 2]; R] = std::array::from_fn(|i| {
+                        std::array::from_fn(|h| _mm256_mul_ps(_mm256_cvtepi32_ps(acc[i][h]), d[h]))
+                    });
+                    store(&sums, t);
+                }
+            }
+        };
+    }
+
+    ymm_kernel!(avx2_rows, "avx2,fma", |acc, x, b| {
+        let ones = _mm256_set1_epi16(1);
+        _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(x, b), ones))
+    });
+    ymm_kernel!(vnni_rows, "avx2,fma,avxvnni", |acc, x, b| {
+        _mm256_dpbusd_avx_epi32(acc, x, b)
+    });
+
+    /// The AVX-512 VNNI micro-kernel for `R` rows and `P` panels (16 columns each): per
+    /// step, `P` 64-byte weight loads, one 4-byte broadcast per row, and `R * P`
+    /// `vpdpbusd`; each panel's sums are scaled to f32 and stored as the f32 kernel stores.
+    ///
+    /// # Safety
+    /// As [`kernel`], with `t.mr == R` and `P` panels at `o.b` (`t.nr > NR` for two).
+    #[target_feature(enable = "avx2,fma,avx512f,avx512vnni")]
+    unsafe fn vnni512_rows<const R: usize, const P: usize>(o: Operands, t: Tile) {
         debug_assert_eq!(t.mr, R);
         // SAFETY: every pointer stays inside what the caller vouches for.
         unsafe {
-            let ones = _mm256_set1_epi16(1);
-            let mut acc = [[_mm256_setzero_si256(); 2]; R];
+            let panel = o.steps * NR * 4;
+            let mut acc = [[_mm512_setzero_si512(); P]; R];
             let mut bp = o.b;
             for s in 0..o.steps {
-                let b0 = _mm256_loadu_si256(bp.cast());
-                let b1 = _mm256_loadu_si256(bp.add(32).cast());
+                let b: [__m512i; P] =
+                    std::array::from_fn(|h| _mm512_loadu_si512(bp.add(h * panel).cast()));
                 for (i, acc) in acc.iter_mut().enumerate() {
                     let row = o.a.add(i * o.lda + 4 * s);
-                    let x = _mm256_set1_epi32(row.cast::<i32>().read_unaligned());
-                    let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(x, b0), ones);
-                    let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(x, b1), ones);
-                    acc[0] = _mm256_add_epi32(acc[0], p0);
-                    acc[1] = _mm256_add_epi32(acc[1], p1);
+                    let x = _mm512_set1_epi32(row.cast::<i32>().read_unaligned());
+                    for h in 0..P {
+                        acc[h] = _mm512_dpbusd_epi32(acc[h], x, b[h]);
+                    }
                 }
                 bp = bp.add(NR * 4);
             }
-            let d = [_mm256_loadu_ps(o.deq), _mm256_loadu_ps(o.deq.add(8))];
-            let sums: [[__m256; 2]; R] = std::array::from_fn(|i| {
-                std::array::from_fn(|h| _mm256_mul_ps(_mm256_cvtepi32_ps(acc[i][h]), d[h]))
-            });
-            store(&sums, t);
+            // `h` picks a panel in every row's sums.
+            #[allow(clippy::needless_range_loop)]
+            for h in 0..P {
+                let d = _mm512_loadu_ps(o.deq.add(h * NR));
+                let sums: [[__m256; 2]; R] = std::array::from_fn(|i| {
+                    halves(_mm512_mul_ps(_mm512_cvtepi32_ps(acc[i][h]), d))
+                });
+                let half = Tile {
+                    c: t.c.add(h * NR),
+                    nr: (t.nr - h * NR).min(NR),
+                    ..t
+                };
+                store(&sums, half);
+            }
         }
     }
 }
@@ -288,8 +506,13 @@ mod imp {
         unreachable!("the int8 kernel runs on x86-64 only")
     }
 
+    /// No family runs off x86-64.
+    pub(super) fn available(_: super::Int8Kernel) -> bool {
+        false
+    }
+
     /// Never called: the int8 kernel runs on x86-64 only.
-    pub(super) unsafe fn kernel(_: Operands, _: Tile) {
+    pub(super) unsafe fn kernel(_: super::Int8Kernel, _: Operands, _: Tile) {
         unreachable!("the int8 kernel runs on x86-64 only")
     }
 }
@@ -305,63 +528,144 @@ mod tests {
         ((*seed >> 40) as f32) / (1u64 << 24) as f32
     }
 
-    /// The kernel against a plain product of the quantized operands, over shapes with short
-    /// row tiles, partial panels, `k` off the multiple of 4 and 32, row strides, a column
-    /// offset and both store modes: equal up to f32 rounding of the final scaling.
+    /// Shapes with short row tiles (every height below each family's tile), partial panels
+    /// and panel pairs, `k` off the multiple of 4 and 32, a block of more than [`MC`] rows,
+    /// row strides, a column offset and both store modes: `(m, k, n, c0, accumulate)`.
+    const SHAPES: [(usize, usize, usize, usize, bool); 7] = [
+        (1, 3, 5, 0, false),
+        (7, 37, 33, 16, true),
+        (13, 64, 48, 0, false),
+        (101, 290, 40, 16, true),
+        (4, 1792, 16, 0, false),
+        (23, 100, 80, 32, false),
+        (9, 36, 64, 16, true),
+    ];
+
+    /// One product of the shape on `family`: its inputs, the packed weights, the output
+    /// before and after.
+    struct Run {
+        a: Vec<f32>,
+        lda: usize,
+        packed: Packed,
+        ldc: usize,
+        before: Vec<f32>,
+        after: Vec<f32>,
+    }
+
+    fn run(family: Int8Kernel, (m, k, n, c0, acc): (usize, usize, usize, usize, bool)) -> Run {
+        let mut seed = (m * 1000 + k) as u64;
+        let w: Vec<f32> = (0..k * n).map(|_| lcg(&mut seed) - 0.5).collect();
+        let lda = k + 3;
+        let a: Vec<f32> = (0..m * lda).map(|_| 2.0 * lcg(&mut seed)).collect();
+        let packed = Packed::new(&w, k, n, 2.0, family);
+        let ldc = n - c0 + 2;
+        let before: Vec<f32> = (0..m * ldc).map(|_| lcg(&mut seed)).collect();
+        let mut after = before.clone();
+        let out = super::super::sgemm::Out {
+            ptr: after.as_mut_ptr(),
+            ldc,
+            accumulate: acc,
+            beta: 0.5,
+        };
+        assert!(family.available(), "{} does not run here", family.name());
+        // SAFETY: the family runs here (asserted); the shapes are as `gemm` requires.
+        unsafe { gemm(m, n - c0, a.as_ptr(), lda, &packed, c0, out) };
+        Run {
+            a,
+            lda,
+            packed,
+            ldc,
+            before,
+            after,
+        }
+    }
+
+    /// The AVX2 kernel against a plain product of the quantized operands: equal up to f32
+    /// rounding of the final scaling, and nothing written past the block.
     #[test]
     fn int8_product_matches_the_quantized_reference() {
         assert!(
-            available(),
+            Int8Kernel::Avx2.available(),
             "this machine lacks AVX2: run this test where it has it"
         );
-        let mut seed = 7;
-        for &(m, k, n, c0, acc) in &[
-            (1, 3, 5, 0, false),
-            (7, 37, 33, 16, true),
-            (13, 64, 48, 0, false),
-            (101, 290, 40, 16, true),
-            (4, 1792, 16, 0, false),
-        ] {
-            let w: Vec<f32> = (0..k * n).map(|_| lcg(&mut seed) - 0.5).collect();
-            let lda = k + 3;
-            let a: Vec<f32> = (0..m * lda).map(|_| 2.0 * lcg(&mut seed)).collect();
-            let packed = Packed::new(&w, k, n, 2.0);
-            let wq = packed.dequantized();
-            let ncols = n - c0;
-            let ldc = ncols + 2;
-            let mut c: Vec<f32> = (0..m * ldc).map(|_| lcg(&mut seed)).collect();
-            let before = c.clone();
-            let beta = 0.5;
-            let out = super::super::sgemm::Out {
-                ptr: c.as_mut_ptr(),
-                ldc,
-                accumulate: acc,
-                beta,
-            };
-            // SAFETY: AVX2 asserted above; the shapes are as `gemm` requires.
-            unsafe { gemm(m, ncols, a.as_ptr(), lda, &packed, c0, out) };
-            let s_a = 1.0 / packed.inv_act;
+        for shape in SHAPES {
+            let (m, k, n, c0, acc) = shape;
+            let r = run(Int8Kernel::Avx2, shape);
+            let wq = r.packed.dequantized();
+            let s_a = 1.0 / r.packed.inv_act;
             for i in 0..m {
-                for j in 0..ncols {
+                for j in 0..n - c0 {
                     let mut sum = 0.0f64;
-                    for r in 0..k {
-                        let q = (a[i * lda + r] * packed.inv_act)
+                    for p in 0..k {
+                        let q = (r.a[i * r.lda + p] * r.packed.inv_act)
                             .round_ties_even()
                             .clamp(0.0, 255.0);
-                        sum += f64::from(q * s_a) * f64::from(wq[r * n + c0 + j]);
+                        sum += f64::from(q * s_a) * f64::from(wq[p * n + c0 + j]);
                     }
-                    let base = if acc { before[i * ldc + j] } else { 0.0 };
-                    let want = f64::from(base) + f64::from(beta) * sum;
-                    let got = f64::from(c[i * ldc + j]);
+                    let base = if acc { r.before[i * r.ldc + j] } else { 0.0 };
+                    let want = f64::from(base) + 0.5 * sum;
+                    let got = f64::from(r.after[i * r.ldc + j]);
                     assert!(
                         (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
                         "m={m} k={k} n={n} row {i} column {j}: {got} != {want}"
                     );
                 }
-                for j in ncols..ldc {
-                    assert_eq!(c[i * ldc + j], before[i * ldc + j], "wrote past the block");
+                for j in n - c0..r.ldc {
+                    assert_eq!(
+                        r.after[i * r.ldc + j],
+                        r.before[i * r.ldc + j],
+                        "wrote past the block"
+                    );
                 }
             }
         }
+    }
+
+    /// `family`'s outputs equal the AVX2 kernel's bit for bit over [`SHAPES`]: the same exact
+    /// integer sums, scaled alike.
+    fn equals_avx2_bit_for_bit(family: Int8Kernel) {
+        assert!(
+            family.available(),
+            "this machine lacks {}: run this test where it has it",
+            family.requirement()
+        );
+        for shape in SHAPES {
+            let want = run(Int8Kernel::Avx2, shape).after;
+            let got = run(family, shape).after;
+            let differ = want
+                .iter()
+                .zip(&got)
+                .filter(|(w, g)| w.to_bits() != g.to_bits())
+                .count();
+            assert_eq!(
+                differ,
+                0,
+                "{} on {shape:?}: {differ} outputs differ",
+                family.name()
+            );
+        }
+    }
+
+    #[test]
+    #[ignore = "needs AVX-VNNI: `cargo test --release -- --ignored avx_vnni` where the CPU has it"]
+    fn avx_vnni_int8_product_equals_avx2_bit_for_bit() {
+        equals_avx2_bit_for_bit(Int8Kernel::AvxVnni);
+    }
+
+    #[test]
+    #[ignore = "needs AVX-512 VNNI: `cargo test --release -- --ignored avx512_vnni` where the CPU has it"]
+    fn avx512_vnni_int8_product_equals_avx2_bit_for_bit() {
+        equals_avx2_bit_for_bit(Int8Kernel::Avx512Vnni);
+    }
+
+    /// The family names parse back, the best one runs here, and a name that is not one is
+    /// refused by name.
+    #[test]
+    fn int8_kernel_families_parse_and_the_best_runs() {
+        for k in Int8Kernel::ALL {
+            assert_eq!(Int8Kernel::from_name(k.name()), Some(k));
+        }
+        assert_eq!(Int8Kernel::from_name("vnni"), None);
+        assert!(Int8Kernel::best().is_some_and(Int8Kernel::available));
     }
 }

@@ -24,17 +24,19 @@
 //!   helper threads that spin between a forward pass's convolutions instead of sleeping
 //!   (`fast/team.rs`; `FACENET_SPIN_US`).
 //!
-//! The matrix products use the `gemm` crate (already under burn's CPU backend), which picks its
-//! AVX-512 / AVX2 / SSE kernels by runtime feature detection, except on CPUs with AVX2 and FMA
-//! but no AVX-512 (AMD Zen 2/3, older Intel), where they run on [`F32Kernel::Avx2`]
-//! (`fast/sgemm.rs`): weights packed once at compile time, no packing per product, so that a
-//! single image's products split across cores by rows without each core repacking the weights. The loops here (im2col, pooling,
+//! The matrix products run on kernels of our own (`fast/sgemm.rs`), [`F32Kernel::Avx512`] on
+//! CPUs with AVX-512F and [`F32Kernel::Avx2`] on those with AVX2 and FMA only: weights packed
+//! once at compile time, no packing per product, so that a single image's products split
+//! across cores by rows without each core repacking the weights. Elsewhere they use the `gemm`
+//! crate (already under burn's CPU backend), which packs per product. The loops here (im2col, pooling,
 //! epilogues) are plain Rust because no crate offers these NHWC steps over strided slots.
 //!
 //! [`Precision::Bf16`] (opt-in, [`FastNet::with_precision`]) runs every product in bf16 instead
 //! (`fast/bf16mm.rs`), on Intel AMX tiles or, on CPUs without AMX, AVX-512 BF16 dot products
 //! ([`Bf16Kernel`]): weights packed once, im2col rows rounded to bf16 as they are gathered, f32
-//! sums and epilogues. The same machinery runs MTCNN ([`FastMtcnn`]).
+//! sums and epilogues. [`Precision::Int8`] (opt-in, calibrated: [`FastNet::with_int8`]) runs
+//! most products in integers (`fast/i8mm.rs`, [`Int8Kernel`]: AVX-512 VNNI, AVX-VNNI or AVX2).
+//! The same machinery runs MTCNN ([`FastMtcnn`]).
 
 use gemm::Parallelism;
 
@@ -51,6 +53,7 @@ mod bf16mm;
 mod blocks;
 mod buffers;
 mod conv;
+mod family;
 mod i8mm;
 mod mtcnn;
 mod sgemm;
@@ -62,6 +65,7 @@ use blocks::*;
 use buffers::*;
 pub use conv::InputRange;
 use conv::*;
+pub use i8mm::Int8Kernel;
 pub use mtcnn::{FastMtcnn, ONET_OUT, PNET_OUT, RNET_OUT};
 pub use sgemm::F32Kernel;
 
@@ -103,6 +107,8 @@ pub struct FastNet {
     precision: Precision,
     /// The bf16 kernel family, in bf16 mode.
     bf16_kernel: Option<Bf16Kernel>,
+    /// The int8 kernel family, in [`Precision::Int8`].
+    int8_kernel: Option<Int8Kernel>,
     /// The f32 kernel family (f32 mode).
     f32_kernel: F32Kernel,
 }
@@ -172,6 +178,7 @@ impl FastNet {
             threads: rayon::current_num_threads().max(1),
             precision: Precision::F32,
             bf16_kernel: None,
+            int8_kernel: None,
             f32_kernel: F32Kernel::chosen().map_err(|reason| Error::InvalidArgument {
                 field: "FACENET_F32_KERNEL",
                 reason,
@@ -218,7 +225,7 @@ impl FastNet {
     pub fn with_winograd(mut self, on: bool) -> Self {
         let on = on && self.precision != Precision::Bf16;
         for c in self.convs_mut() {
-            let packed = c.f32w.is_some();
+            let packed = c.f32w.as_ref().map(sgemm::Packed::kernel);
             c.wino = winograd::form_for(c.kh, c.kw)
                 .filter(|_| on && c.stride == 1)
                 .map(|f| winograd::Weights::new(f, &c.row_major(), (c.cin, c.cout), packed));
@@ -306,16 +313,16 @@ impl FastNet {
     /// is the standardized image) and the bottleneck. Where Winograd pays (the 3x3 and 1x7 /
     /// 7x1 convolutions on enough tiles, 1.75-4x fewer multiplies) it still runs, in f32;
     /// elsewhere (the 1x1 convolutions, the strided ones, Block35's narrow 3x3, Block8's 1x3
-    /// and 3x1, and the Winograd ones on too few tiles) the products are int8. Fails where the
-    /// CPU lacks AVX2 or the ranges do not fit the plan.
+    /// and 3x1, and the Winograd ones on too few tiles) the products are int8, on the family
+    /// [`Int8Kernel::chosen`] picks. Fails where the CPU lacks AVX2 or the ranges do not fit
+    /// the plan.
     pub fn with_int8(self, ranges: &[InputRange]) -> Result<Self> {
-        if !i8mm::available() {
-            return Err(Error::InvalidArgument {
-                field: "precision",
-                reason: "int8 needs AVX2; this machine does not provide it, use f32".into(),
-            });
-        }
+        let kernel = Int8Kernel::chosen().map_err(|reason| Error::InvalidArgument {
+            field: "precision",
+            reason,
+        })?;
         let mut net = self.with_kernels(Precision::Int8, None);
+        net.int8_kernel = Some(kernel);
         let convs = net.convs_mut();
         if convs.len() != ranges.len() {
             return Err(Error::InvalidArgument {
@@ -330,7 +337,7 @@ impl FastNet {
         for (c, r) in convs.into_iter().zip(ranges) {
             let k = c.kh * c.kw * c.cin;
             c.i8w = (r.min >= 0.0 && r.max > 0.0 && r.max.is_finite())
-                .then(|| i8mm::Packed::new(&c.row_major(), k, c.cout, r.max));
+                .then(|| i8mm::Packed::new(&c.row_major(), k, c.cout, r.max, kernel));
         }
         Ok(net)
     }
@@ -343,7 +350,9 @@ impl FastNet {
     fn with_kernels(mut self, precision: Precision, kernel: Option<Bf16Kernel>) -> Self {
         self.precision = precision;
         self.bf16_kernel = kernel;
-        let f32_packed = precision != Precision::Bf16 && self.f32_kernel == F32Kernel::Avx2;
+        self.int8_kernel = None;
+        let f32_kernel = self.f32_kernel;
+        let f32_packed = precision != Precision::Bf16 && f32_kernel != F32Kernel::Gemm;
         for c in self.convs_mut() {
             let k = c.kh * c.kw * c.cin;
             // Moved, not copied, where the row-major copy is still there.
@@ -353,7 +362,7 @@ impl FastNet {
                 std::mem::take(&mut c.w)
             };
             c.bf16w = kernel.map(|kind| bf16mm::Packed::new(&w, k, c.cout, kind));
-            c.f32w = f32_packed.then(|| sgemm::Packed::new(&w, k, c.cout));
+            c.f32w = f32_packed.then(|| sgemm::Packed::new(&w, k, c.cout, f32_kernel));
             if precision != Precision::Int8 {
                 c.i8w = None;
             }
@@ -372,6 +381,11 @@ impl FastNet {
     /// The bf16 kernel family in use (`None` in f32).
     pub fn bf16_kernel(&self) -> Option<Bf16Kernel> {
         self.bf16_kernel
+    }
+
+    /// The int8 kernel family in use (`None` outside int8).
+    pub fn int8_kernel(&self) -> Option<Int8Kernel> {
+        self.int8_kernel
     }
 
     /// The arithmetic in use.

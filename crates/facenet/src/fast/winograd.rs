@@ -603,19 +603,19 @@ pub(super) struct Weights {
 }
 
 impl Weights {
-    /// From weights stored `[(dy * r_w + dx) * cin + ci][cout]`; `packed` where the f32
-    /// products run on [`sgemm`].
+    /// From weights stored `[(dy * r_w + dx) * cin + ci][cout]`; `packed`: the family where
+    /// the f32 products run on [`sgemm`]'s packed weights.
     pub(super) fn new(
         form: &'static Form,
         w: &[f32],
         (cin, cout): (usize, usize),
-        packed: bool,
+        packed: Option<sgemm::F32Kernel>,
     ) -> Self {
         let u = form.weights(w, cin, cout);
-        let (u, packed) = if packed {
+        let (u, packed) = if let Some(kernel) = packed {
             let p = u
                 .chunks_exact(cin * cout)
-                .map(|m| sgemm::Packed::new(m, cin, cout))
+                .map(|m| sgemm::Packed::new(m, cin, cout, kernel))
                 .collect();
             (Vec::new(), Some(p))
         } else {
@@ -966,9 +966,11 @@ mod tests {
     }
 
     fn forms_match_direct_convolution() {
-        let mut packed = vec![false];
-        if F32Kernel::Avx2.available() {
-            packed.push(true);
+        let mut packed = vec![None];
+        for k in [F32Kernel::Avx2, F32Kernel::Avx512] {
+            if k.available() {
+                packed.push(Some(k));
+            }
         }
         // The forms seen split by output channels.
         let mut by_cols = Vec::new();
@@ -1039,7 +1041,7 @@ mod tests {
                             let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
                             assert!(
                                 err <= tol * scale,
-                                "F({m:?}, {kh}x{kw}) packed={p} threads={threads} {n}x{h}x{w}x{cin}->{cout} pad {pad:?} relu {relu}: max abs diff {err}",
+                                "F({m:?}, {kh}x{kw}) packed={p:?} threads={threads} {n}x{h}x{w}x{cin}->{cout} pad {pad:?} relu {relu}: max abs diff {err}",
                                 m = form.m
                             );
                         }
