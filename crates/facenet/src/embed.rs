@@ -297,8 +297,8 @@ impl Embedder {
     }
 
     /// The products' kernel family, as `bench embed` prints it: `amx` or `avx512-bf16` in
-    /// bf16, `avx512-vnni`, `avx-vnni` or `avx2-int8` in int8, `gemm` or `avx2-fma` in f32,
-    /// `burn` off the fast path.
+    /// bf16, `avx512-vnni`, `avx-vnni` or `avx2-int8` in int8, `avx512-fma`, `avx2-fma` or
+    /// `gemm` in f32, `burn` off the fast path.
     pub fn kernel(&self) -> &'static str {
         match &self.fast {
             Some(f) => match (f.bf16_kernel(), f.int8_kernel()) {
