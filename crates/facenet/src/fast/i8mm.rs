@@ -371,26 +371,23 @@ mod imp {
                 (Int8Kernel::AvxVnni, 3) => vnni_rows::<3>(o, t),
                 (Int8Kernel::AvxVnni, 2) => vnni_rows::<2>(o, t),
                 (Int8Kernel::AvxVnni, _) => vnni_rows::<1>(o, t),
-                (Int8Kernel::Avx512Vnni, mr) if t.nr > NR => match mr {
-                    8 => vnni512_rows::<8, 2>(o, t),
-                    7 => vnni512_rows::<7, 2>(o, t),
-                    6 => vnni512_rows::<6, 2>(o, t),
-                    5 => vnni512_rows::<5, 2>(o, t),
-                    4 => vnni512_rows::<4, 2>(o, t),
-                    3 => vnni512_rows::<3, 2>(o, t),
-                    2 => vnni512_rows::<2, 2>(o, t),
-                    _ => vnni512_rows::<1, 2>(o, t),
-                },
-                (Int8Kernel::Avx512Vnni, mr) => match mr {
-                    8 => vnni512_rows::<8, 1>(o, t),
-                    7 => vnni512_rows::<7, 1>(o, t),
-                    6 => vnni512_rows::<6, 1>(o, t),
-                    5 => vnni512_rows::<5, 1>(o, t),
-                    4 => vnni512_rows::<4, 1>(o, t),
-                    3 => vnni512_rows::<3, 1>(o, t),
-                    2 => vnni512_rows::<2, 1>(o, t),
-                    _ => vnni512_rows::<1, 1>(o, t),
-                },
+                (Int8Kernel::Avx512Vnni, mr) => {
+                    macro_rules! rows {
+                        ($p:literal) => {
+                            match mr {
+                                8 => vnni512_rows::<8, $p>(o, t),
+                                7 => vnni512_rows::<7, $p>(o, t),
+                                6 => vnni512_rows::<6, $p>(o, t),
+                                5 => vnni512_rows::<5, $p>(o, t),
+                                4 => vnni512_rows::<4, $p>(o, t),
+                                3 => vnni512_rows::<3, $p>(o, t),
+                                2 => vnni512_rows::<2, $p>(o, t),
+                                _ => vnni512_rows::<1, $p>(o, t),
+                            }
+                        };
+                    }
+                    if t.nr > NR { rows!(2) } else { rows!(1) }
+                }
             }
         }
     }

@@ -47,8 +47,8 @@ pub enum F32Kernel {
 }
 
 impl F32Kernel {
-    /// Every family.
-    pub const ALL: [F32Kernel; 3] = [F32Kernel::Gemm, F32Kernel::Avx2, F32Kernel::Avx512];
+    /// Every family, fastest first.
+    pub const ALL: [F32Kernel; 3] = [F32Kernel::Avx512, F32Kernel::Avx2, F32Kernel::Gemm];
 
     /// Its name as `FACENET_F32_KERNEL` and the benchmarks spell it.
     pub fn name(self) -> &'static str {
@@ -85,10 +85,7 @@ impl F32Kernel {
     /// The default here: [`F32Kernel::Avx512`] on CPUs with AVX-512F, [`F32Kernel::Avx2`] on
     /// those with AVX2 and FMA only, otherwise [`F32Kernel::Gemm`] (its SSE kernels).
     pub fn best() -> Self {
-        [F32Kernel::Avx512, F32Kernel::Avx2]
-            .into_iter()
-            .find(|k| k.available())
-            .unwrap_or(F32Kernel::Gemm)
+        super::family::best().unwrap_or(F32Kernel::Gemm)
     }
 
     /// The family f32 products use: the one `FACENET_F32_KERNEL` names (`gemm` or
