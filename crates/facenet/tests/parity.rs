@@ -315,7 +315,9 @@ fn lfw_int8_calibration() -> facenet::quantize::Int8Calibration {
 /// int8 (8-bit activations scaled by an LFW DevTrain calibration, 7-bit per-channel weights,
 /// integer sums) keeps the reference crops' embeddings within cosine distance 2e-3 of Keras's
 /// and their pairwise distances within 0.02, at batch 1 and 10; every convolution but the
-/// first (signed image input) and the bottleneck runs int8 where Winograd does not pay.
+/// first (signed image input), the second (kept f32) and the bottleneck runs int8, where the
+/// family replaces Winograd (VNNI) or Winograd does not pay (AVX2). Measured on AVX-512 VNNI:
+/// 8.1e-4 and 0.015; on the AVX2 family, with Winograd's convolutions in f32: 4.6e-4 and 0.008.
 #[test]
 fn int8_embeddings_stay_close_to_keras() {
     let cal = lfw_int8_calibration();
@@ -334,13 +336,14 @@ fn int8_embeddings_stay_close_to_keras() {
         let best = facenet::fast::Int8Kernel::chosen().unwrap();
         assert_eq!(e.kernel(), best.name());
         // Every convolution whose input stayed non-negative, which leaves out the first and
-        // the bottleneck (pooled features of a block without ReLU).
+        // the bottleneck (pooled features of a block without ReLU), but the second (which
+        // stays f32).
         let n = e.int8_convolutions();
         let eligible = cal.ranges.iter().filter(|r| r.min >= 0.0 && r.max > 0.0);
-        assert_eq!(n, eligible.count());
+        assert_eq!(n, eligible.count() - 1);
         assert_eq!(
             n,
-            cal.ranges.len() - 2,
+            cal.ranges.len() - 3,
             "{n} of {} run int8",
             cal.ranges.len()
         );

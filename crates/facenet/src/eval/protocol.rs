@@ -269,6 +269,9 @@ pub fn embed_images(
     }
     if let Some(d) = embedder.int8_calibration() {
         settings["int8_calibration"] = d.into();
+        // The families differ in which convolutions run int8 (the AVX2 one keeps Winograd's
+        // in f32).
+        settings["int8_kernel"] = embedder.kernel().into();
     }
     let cache_file = cfg.cache.as_ref().map(|dir| {
         let mut h = Sha256::new();

@@ -70,6 +70,16 @@ impl Int8Kernel {
         imp::available(self)
     }
 
+    /// Whether its products replace the f32 Winograd ones in int8 mode (the 3x3, 1x7 and 7x1
+    /// convolutions on enough tiles): `vpdpbusd` does four f32 FMAs' multiply-adds, as many
+    /// as F(4x4, 3x3) saves before its transforms and more than F(2, 7)'s 1.75x, while AVX2's
+    /// `vpmaddubsw` pair does 1.9x. On two Zen 5 cores, `avx512-vnni` ran 1.2x more images per
+    /// second with int8 in their place at batch 1 and 32; `avx-vnni` 1.06x at batch 1 and
+    /// about as many at 32; `avx2-int8` 0.9-1.0x at batch 32, so it keeps Winograd.
+    pub fn replaces_winograd(self) -> bool {
+        self != Int8Kernel::Avx2
+    }
+
     /// What the family needs, in words.
     pub fn requirement(self) -> &'static str {
         match self {

@@ -91,6 +91,14 @@ const MIN_COLS_PER_THREAD: usize = 64;
 /// of 4 ran at 63.7 img/s, groups of 16 at 45.9).
 const MAX_GROUP: usize = 4;
 
+/// The convolution (index in `FastNet::convs_mut`) that stays f32 in int8 mode although its
+/// input is never negative: the stem's second, Conv2d_2a_3x3 (32 -> 32 channels on the first
+/// one's ReLU output), which runs f32 Winograd. With its products in int8 the reference crops'
+/// embeddings moved up to 1.9e-2 in cosine distance from the Keras model's, against at most
+/// 8.2e-4 with any other 3x3, 1x7 or 7x1 convolution's in int8 and 5.8e-4 with all of them
+/// (4.3e-4 with none of them).
+const STAYS_F32_IN_INT8: usize = 1;
+
 /// Inception-ResNet-v1 compiled for fast CPU inference (see the module documentation).
 #[derive(Debug)]
 pub struct FastNet {
@@ -184,7 +192,8 @@ impl FastNet {
                 reason,
             })?,
         }
-        .with_kernels(Precision::F32, None))
+        .with_kernels(Precision::F32, None)
+        .with_winograd(true))
     }
 
     /// Uses at most `n` threads of rayon's pool (default: the pool's size, i.e. all cores).
@@ -221,13 +230,16 @@ impl FastNet {
 
     /// Turns the Winograd path of the 3x3, 1x7 and 7x1 convolutions off (im2col for all), or back on
     /// (f32 and int8 only: in bf16 mode every product runs on the bf16 kernels; in int8 mode
-    /// these convolutions keep f32 Winograd, which already cuts their multiplies 1.75-4x).
+    /// these convolutions keep f32 Winograd, which cuts their multiplies 1.75-4x, where the
+    /// int8 family does not do better ([`Int8Kernel::replaces_winograd`])).
     pub fn with_winograd(mut self, on: bool) -> Self {
         let on = on && self.precision != Precision::Bf16;
+        let int8_first = self.int8_kernel.is_some_and(Int8Kernel::replaces_winograd);
         for c in self.convs_mut() {
             let packed = c.f32w.as_ref().map(sgemm::Packed::kernel);
             c.wino = winograd::form_for(c.kh, c.kw)
                 .filter(|_| on && c.stride == 1)
+                .filter(|_| c.i8w.is_none() || !int8_first)
                 .map(|f| winograd::Weights::new(f, &c.row_major(), (c.cin, c.cout), packed));
         }
         self
@@ -238,7 +250,7 @@ impl FastNet {
     /// error where the CPU provides none.
     pub fn with_precision(self, precision: Precision) -> Result<Self> {
         match precision {
-            Precision::F32 => Ok(self.with_kernels(Precision::F32, None)),
+            Precision::F32 => Ok(self.with_kernels(Precision::F32, None).with_winograd(true)),
             Precision::Int8 if self.precision == Precision::Int8 => Ok(self),
             Precision::Int8 => Err(Error::InvalidArgument {
                 field: "precision",
@@ -268,7 +280,9 @@ impl FastNet {
                 ),
             });
         }
-        Ok(self.with_kernels(Precision::Bf16, Some(kernel)))
+        Ok(self
+            .with_kernels(Precision::Bf16, Some(kernel))
+            .with_winograd(true))
     }
 
     /// f32 products on this kernel family ([`F32Kernel`]), which must run here; the default
@@ -286,7 +300,7 @@ impl FastNet {
         }
         self.f32_kernel = kernel;
         let (precision, bf16) = (self.precision, self.bf16_kernel);
-        Ok(self.with_kernels(precision, bf16))
+        Ok(self.with_kernels(precision, bf16).with_winograd(true))
     }
 
     /// Records the range of every convolution's input from now on (`on`), or stops recording
@@ -310,12 +324,12 @@ impl FastNet {
     /// int8 products ([`Precision::Int8`]) with activation scales from `ranges` (as
     /// [`FastNet::observed`] returns them): every convolution whose input was never negative
     /// gets 8-bit inputs and 7-bit per-channel weights, all but the stem's first (whose input
-    /// is the standardized image) and the bottleneck. Where Winograd pays (the 3x3 and 1x7 /
-    /// 7x1 convolutions on enough tiles, 1.75-4x fewer multiplies) it still runs, in f32;
-    /// elsewhere (the 1x1 convolutions, the strided ones, Block35's narrow 3x3, Block8's 1x3
-    /// and 3x1, and the Winograd ones on too few tiles) the products are int8, on the family
-    /// [`Int8Kernel::chosen`] picks. Fails where the CPU lacks AVX2 or the ranges do not fit
-    /// the plan.
+    /// is the standardized image), its second (Conv2d_2a_3x3: in int8 it moved embeddings over
+    /// 20 times more than any other) and the bottleneck. The products are int8, on the family
+    /// [`Int8Kernel::chosen`] picks, except that on the AVX2 family Winograd keeps the 3x3
+    /// and 1x7 / 7x1 convolutions where it pays (enough tiles, 1.75-4x fewer multiplies), in
+    /// f32 ([`Int8Kernel::replaces_winograd`]). Fails where the CPU lacks AVX2 or the ranges
+    /// do not fit the plan.
     pub fn with_int8(self, ranges: &[InputRange]) -> Result<Self> {
         let kernel = Int8Kernel::chosen().map_err(|reason| Error::InvalidArgument {
             field: "precision",
@@ -334,12 +348,12 @@ impl FastNet {
                 ),
             });
         }
-        for (c, r) in convs.into_iter().zip(ranges) {
+        for (i, (c, r)) in convs.into_iter().zip(ranges).enumerate() {
             let k = c.kh * c.kw * c.cin;
-            c.i8w = (r.min >= 0.0 && r.max > 0.0 && r.max.is_finite())
+            c.i8w = (i != STAYS_F32_IN_INT8 && r.min >= 0.0 && r.max > 0.0 && r.max.is_finite())
                 .then(|| i8mm::Packed::new(&c.row_major(), k, c.cout, r.max, kernel));
         }
-        Ok(net)
+        Ok(net.with_winograd(true))
     }
 
     /// How many convolutions run int8 products (0 outside [`Precision::Int8`]).
@@ -347,10 +361,15 @@ impl FastNet {
         self.convs_mut().iter().filter(|c| c.i8w.is_some()).count()
     }
 
+    /// Packs every convolution's weights for `precision` (bf16 on `kernel`; f32 on
+    /// [`FastNet::f32_kernel`]; int8 weights kept in int8). The Winograd weights are left for
+    /// the caller to rebuild ([`FastNet::with_winograd`]), once the plan is complete.
     fn with_kernels(mut self, precision: Precision, kernel: Option<Bf16Kernel>) -> Self {
         self.precision = precision;
         self.bf16_kernel = kernel;
-        self.int8_kernel = None;
+        if precision != Precision::Int8 {
+            self.int8_kernel = None;
+        }
         let f32_kernel = self.f32_kernel;
         let f32_packed = precision != Precision::Bf16 && f32_kernel != F32Kernel::Gemm;
         for c in self.convs_mut() {
@@ -370,7 +389,7 @@ impl FastNet {
             // exactly, for a later change of kernel or precision).
             c.w = if c.f32w.is_some() { Vec::new() } else { w };
         }
-        self.with_winograd(precision != Precision::Bf16)
+        self
     }
 
     /// The f32 kernel family (used in f32 mode).

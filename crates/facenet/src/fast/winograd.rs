@@ -16,7 +16,9 @@
 //! ([`Tile`]), the two-dimensional transform of a tile kept in registers and the L1 cache,
 //! built twice (for AVX2 and FMA, and without) and picked at run time. In a one-core profile
 //! at batch 4 they take 6.9 % of the time, against 17.8 % when they were computed from the
-//! transform matrices one channel vector at a time. F(2x2, 3x3) (`F2`, whose transforms
+//! transform matrices one channel vector at a time. A third build runs sixteen channels at a
+//! time on AVX-512 registers, beside the AVX-512 products: in a two-core profile at batch 32
+//! on Zen 5 the transforms' share fell from 11.2 % to 8.3 % of the samples. F(2x2, 3x3) (`F2`, whose transforms
 //! only add, subtract and halve) is kept for the tests, which hold every form to direct
 //! convolution.
 //!
@@ -134,31 +136,32 @@ pub(super) fn form_for(kh: usize, kw: usize) -> Option<&'static Form> {
     }
 }
 
-/// Eight channels, the unit the transforms compute on (one AVX register).
-type V = [f32; 8];
+/// `L` channels, the unit the transforms compute on: eight (one AVX register) or sixteen
+/// (one AVX-512 register).
+type V<const L: usize> = [f32; L];
 
 #[inline(always)]
-fn add(a: V, b: V) -> V {
+fn add<const L: usize>(a: V<L>, b: V<L>) -> V<L> {
     std::array::from_fn(|l| a[l] + b[l])
 }
 
 #[inline(always)]
-fn sub(a: V, b: V) -> V {
+fn sub<const L: usize>(a: V<L>, b: V<L>) -> V<L> {
     std::array::from_fn(|l| a[l] - b[l])
 }
 
 #[inline(always)]
-fn mul(c: f32, a: V) -> V {
+fn mul<const L: usize>(c: f32, a: V<L>) -> V<L> {
     std::array::from_fn(|l| c * a[l])
 }
 
-/// A form's one-dimensional transforms on eight channels at once: `input` applies `B^T` to
+/// A form's one-dimensional transforms on `L` channels at once: `input` applies `B^T` to
 /// `a` values (the first `a` of eight), `output` applies `A^T` (the first `m` of four).
 trait Tile {
     const M: usize;
     const A: usize;
-    fn input(d: [V; 8]) -> [V; 8];
-    fn output(m: [V; 8]) -> [V; 4];
+    fn input<const L: usize>(d: [V<L>; 8]) -> [V<L>; 8];
+    fn output<const L: usize>(m: [V<L>; 8]) -> [V<L>; 4];
 }
 
 /// The identity, along an axis of kernel side 1.
@@ -168,13 +171,13 @@ impl Tile for T1 {
     const M: usize = 1;
     const A: usize = 1;
     #[inline(always)]
-    fn input([d0, ..]: [V; 8]) -> [V; 8] {
-        let z = [0.0; 8];
+    fn input<const L: usize>([d0, ..]: [V<L>; 8]) -> [V<L>; 8] {
+        let z = [0.0; L];
         [d0, z, z, z, z, z, z, z]
     }
     #[inline(always)]
-    fn output([m0, ..]: [V; 8]) -> [V; 4] {
-        let z = [0.0; 8];
+    fn output<const L: usize>([m0, ..]: [V<L>; 8]) -> [V<L>; 4] {
+        let z = [0.0; L];
         [m0, z, z, z]
     }
 }
@@ -187,8 +190,8 @@ impl Tile for T2 {
     const M: usize = 2;
     const A: usize = 4;
     #[inline(always)]
-    fn input([d0, d1, d2, d3, ..]: [V; 8]) -> [V; 8] {
-        let z = [0.0; 8];
+    fn input<const L: usize>([d0, d1, d2, d3, ..]: [V<L>; 8]) -> [V<L>; 8] {
+        let z = [0.0; L];
         [
             sub(d0, d2),
             add(d1, d2),
@@ -201,8 +204,8 @@ impl Tile for T2 {
         ]
     }
     #[inline(always)]
-    fn output([m0, m1, m2, m3, ..]: [V; 8]) -> [V; 4] {
-        let z = [0.0; 8];
+    fn output<const L: usize>([m0, m1, m2, m3, ..]: [V<L>; 8]) -> [V<L>; 4] {
+        let z = [0.0; L];
         [add(add(m0, m1), m2), sub(sub(m1, m2), m3), z, z]
     }
 }
@@ -217,9 +220,9 @@ impl Tile for T4 {
     const M: usize = 4;
     const A: usize = 6;
     #[inline(always)]
-    fn input([d0, d1, d2, d3, d4, d5, ..]: [V; 8]) -> [V; 8] {
+    fn input<const L: usize>([d0, d1, d2, d3, d4, d5, ..]: [V<L>; 8]) -> [V<L>; 8] {
         let (s42, s31) = (sub(d4, d2), sub(d3, d1));
-        let z = [0.0; 8];
+        let z = [0.0; L];
         [
             add(sub(mul(4.0, d0), mul(5.0, d2)), d4),
             sub(add(d3, d4), mul(4.0, add(d1, d2))),
@@ -232,7 +235,7 @@ impl Tile for T4 {
         ]
     }
     #[inline(always)]
-    fn output([m0, m1, m2, m3, m4, m5, ..]: [V; 8]) -> [V; 4] {
+    fn output<const L: usize>([m0, m1, m2, m3, m4, m5, ..]: [V<L>; 8]) -> [V<L>; 4] {
         let (a12, s12, a34, s34) = (add(m1, m2), sub(m1, m2), add(m3, m4), sub(m3, m4));
         [
             add(add(m0, a12), a34),
@@ -254,9 +257,9 @@ impl Tile for T27 {
     const M: usize = 2;
     const A: usize = 8;
     #[inline(always)]
-    fn input([d0, d1, d2, d3, d4, d5, d6, d7]: [V; 8]) -> [V; 8] {
+    fn input<const L: usize>([d0, d1, d2, d3, d4, d5, d6, d7]: [V<L>; 8]) -> [V<L>; 8] {
         let lin =
-            |c: [f32; 3], x: [V; 3]| add(add(mul(c[0], x[0]), mul(c[1], x[1])), mul(c[2], x[2]));
+            |c: [f32; 3], x: [V<L>; 3]| add(add(mul(c[0], x[0]), mul(c[1], x[1])), mul(c[2], x[2]));
         let (odd, even) = ([d1, d3, d5], [d2, d4, d6]);
         let (e1, o1) = (lin([-4.0, 17.0, -4.0], even), lin([-4.0, 17.0, -4.0], odd));
         let (e2, o2) = (lin([1.0, -5.0, 4.0], even), lin([2.0, -10.0, 8.0], odd));
@@ -273,8 +276,8 @@ impl Tile for T27 {
         ]
     }
     #[inline(always)]
-    fn output([m0, m1, m2, m3, m4, m5, m6, m7]: [V; 8]) -> [V; 4] {
-        let z = [0.0; 8];
+    fn output<const L: usize>([m0, m1, m2, m3, m4, m5, m6, m7]: [V<L>; 8]) -> [V<L>; 4] {
+        let z = [0.0; L];
         let (a12, a34, a56) = (add(m1, m2), add(m3, m4), add(m5, m6));
         let (s12, s34, s56) = (sub(m1, m2), sub(m3, m4), sub(m5, m6));
         [
@@ -286,12 +289,13 @@ impl Tile for T27 {
     }
 }
 
-/// A form's input and output transform of a chunk of tiles, compiled for AVX2 and FMA and
-/// without, picked per call.
+/// A form's input and output transform of a chunk of tiles, compiled three times and picked
+/// per call ([`Level`]): without AVX2, for AVX2 and FMA on eight channels at a time, and for
+/// AVX-512 on sixteen.
 #[derive(Debug)]
 struct Transforms {
-    inputs: [InputsFn; 2],
-    outputs: [OutputsFn; 2],
+    inputs: [InputsFn; 3],
+    outputs: [OutputsFn; 3],
 }
 
 type InputsFn = unsafe fn(&Geometry<'_>, usize, &mut [f32], (usize, usize, usize));
@@ -302,28 +306,36 @@ impl Transforms {
     /// `H` down the rows, `W` across.
     const fn of<H: Tile, W: Tile>() -> Self {
         Self {
-            inputs: [inputs::<H, W>, inputs_avx2::<H, W>],
-            outputs: [outputs::<H, W>, outputs_avx2::<H, W>],
+            inputs: [
+                inputs::<H, W, 8>,
+                inputs_avx2::<H, W>,
+                inputs_avx512::<H, W>,
+            ],
+            outputs: [
+                outputs::<H, W, 8>,
+                outputs_avx2::<H, W>,
+                outputs_avx512::<H, W>,
+            ],
         }
     }
 }
 
-/// `src[ch..ch + w]` (`w <= 8`), zero-padded to eight lanes.
+/// `src[ch..ch + w]` (`w <= L`), zero-padded to `L` lanes.
 #[inline(always)]
-fn load(src: &[f32], ch: usize, w: usize) -> V {
-    if w == 8 {
-        src[ch..ch + 8].try_into().unwrap()
+fn load<const L: usize>(src: &[f32], ch: usize, w: usize) -> V<L> {
+    if w == L {
+        src[ch..ch + L].try_into().unwrap()
     } else {
-        let mut v = [0.0; 8];
+        let mut v = [0.0; L];
         v[..w].copy_from_slice(&src[ch..ch + w]);
         v
     }
 }
 
 #[inline(always)]
-fn store(dst: &mut [f32], ch: usize, w: usize, v: &V) {
-    if w == 8 {
-        dst[ch..ch + 8].copy_from_slice(v);
+fn store<const L: usize>(dst: &mut [f32], ch: usize, w: usize, v: &V<L>) {
+    if w == L {
+        dst[ch..ch + L].copy_from_slice(v);
     } else {
         dst[ch..ch + w].copy_from_slice(&v[..w]);
     }
@@ -334,12 +346,12 @@ fn store(dst: &mut [f32], ch: usize, w: usize, v: &V) {
 static ZEROS: [f32; 2048] = [0.0; 2048];
 
 /// Input transform `V = B_H^T d B_W` of tiles `t0..t0 + tc` into `v`
-/// (`[a_h * a_w][cap][cin]`): `H` down the rows, `W` across.
+/// (`[a_h * a_w][cap][cin]`), `L` channels at a time: `H` down the rows, `W` across.
 ///
 /// # Safety
 /// None beyond the arguments' shapes (unsafe only to share a type with [`inputs_avx2`]).
 #[inline(always)]
-unsafe fn inputs<H: Tile, W: Tile>(
+unsafe fn inputs<H: Tile, W: Tile, const L: usize>(
     geo: &Geometry<'_>,
     cin: usize,
     v: &mut [f32],
@@ -358,8 +370,8 @@ unsafe fn inputs<H: Tile, W: Tile>(
     };
     // The tile's matrices live across the loops, so that they are zeroed once per call
     // rather than once per eight channels (slots past a form's side are never read).
-    let mut r = [[[0.0f32; 8]; 8]; 8];
-    let mut col = [[0.0f32; 8]; 8];
+    let mut r = [[[0.0f32; L]; 8]; 8];
+    let mut col = [[0.0f32; L]; 8];
     for j in 0..tc {
         let t = t0 + j;
         let (img, ty, tx) = (t / (th * tw), (t / tw) % th, t % tw);
@@ -378,8 +390,8 @@ unsafe fn inputs<H: Tile, W: Tile>(
                 d[i * aw + k] = &x.data[o..o + cin];
             }
         }
-        for ch in (0..cin).step_by(8) {
-            let w = 8.min(cin - ch);
+        for ch in (0..cin).step_by(L) {
+            let w = L.min(cin - ch);
             // Columns first (B_H^T d), then rows ((B_H^T d) B_W): `r[p][k]`.
             for k in 0..aw {
                 for (i, c) in col.iter_mut().enumerate().take(ah) {
@@ -401,14 +413,15 @@ unsafe fn inputs<H: Tile, W: Tile>(
 }
 
 /// Output transform `Y = A_H^T M A_W` of tiles `t0..t0 + tc` from `mo`
-/// (`[a_h * a_w][cap][cout]`), plus bias and ReLU, stored into the output map's pixels.
+/// (`[a_h * a_w][cap][cout]`), plus bias and ReLU, stored into the output map's pixels, `L`
+/// channels at a time.
 ///
 /// # Safety
 /// `dst` is the output map `geo` describes, and nothing else writes these tiles' pixels
 /// meanwhile.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)] // s[i][q] is filled column by column
-unsafe fn outputs<H: Tile, W: Tile>(
+unsafe fn outputs<H: Tile, W: Tile, const L: usize>(
     geo: &Geometry<'_>,
     mo: &[f32],
     (cout, bias, relu): (usize, &[f32], bool),
@@ -418,8 +431,8 @@ unsafe fn outputs<H: Tile, W: Tile>(
     let (ah, aw, mh, mw) = (H::A, W::A, H::M, W::M);
     let (th, tw) = (geo.oh.div_ceil(mh), geo.ow.div_ceil(mw));
     // As in `inputs`: zeroed once per call.
-    let mut s = [[[0.0f32; 8]; 8]; 4];
-    let mut col = [[0.0f32; 8]; 8];
+    let mut s = [[[0.0f32; L]; 8]; 4];
+    let mut col = [[0.0f32; L]; 8];
     for j in 0..tc {
         let t = t0 + j;
         let (img, ty, tx) = (t / (th * tw), (t / tw) % th, t % tw);
@@ -437,9 +450,9 @@ unsafe fn outputs<H: Tile, W: Tile>(
                 }
             }
         }
-        for ch in (0..cout).step_by(8) {
-            let w = 8.min(cout - ch);
-            let b = load(bias, ch, w);
+        for ch in (0..cout).step_by(L) {
+            let w = L.min(cout - ch);
+            let b = load::<L>(bias, ch, w);
             // Columns first (A_H^T M), then rows: `s[i][q]`.
             for q in 0..aw {
                 for (p, c) in col.iter_mut().enumerate().take(ah) {
@@ -476,7 +489,22 @@ unsafe fn inputs_avx2<H: Tile, W: Tile>(
     tiles: (usize, usize, usize),
 ) {
     // SAFETY: as for `inputs`.
-    unsafe { inputs::<H, W>(geo, cin, v, tiles) }
+    unsafe { inputs::<H, W, 8>(geo, cin, v, tiles) }
+}
+
+/// [`inputs`] compiled for AVX-512, sixteen channels at a time.
+///
+/// # Safety
+/// The CPU has AVX-512F, AVX2 and FMA.
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx2,fma,avx512f"))]
+unsafe fn inputs_avx512<H: Tile, W: Tile>(
+    geo: &Geometry<'_>,
+    cin: usize,
+    v: &mut [f32],
+    tiles: (usize, usize, usize),
+) {
+    // SAFETY: as for `inputs`.
+    unsafe { inputs::<H, W, 16>(geo, cin, v, tiles) }
 }
 
 /// [`outputs`] compiled for AVX2 and FMA.
@@ -492,7 +520,23 @@ unsafe fn outputs_avx2<H: Tile, W: Tile>(
     tiles: (usize, usize, usize),
 ) {
     // SAFETY: as for `outputs`.
-    unsafe { outputs::<H, W>(geo, mo, epilogue, dst, tiles) }
+    unsafe { outputs::<H, W, 8>(geo, mo, epilogue, dst, tiles) }
+}
+
+/// [`outputs`] compiled for AVX-512, sixteen channels at a time.
+///
+/// # Safety
+/// The CPU has AVX-512F, AVX2 and FMA, and `outputs`' contract holds.
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx2,fma,avx512f"))]
+unsafe fn outputs_avx512<H: Tile, W: Tile>(
+    geo: &Geometry<'_>,
+    mo: &[f32],
+    epilogue: (usize, &[f32], bool),
+    dst: SendPtr,
+    tiles: (usize, usize, usize),
+) {
+    // SAFETY: as for `outputs`.
+    unsafe { outputs::<H, W, 16>(geo, mo, epilogue, dst, tiles) }
 }
 
 impl Form {
@@ -647,6 +691,22 @@ impl Weights {
         tiles >= threads * self.min_tiles() || self.by_cols(tiles, threads)
     }
 
+    /// Which build of the transforms runs ([`Transforms`]' index): the AVX-512 one beside the
+    /// AVX-512 products, the AVX2 one beside any other where the CPU has AVX2 and FMA, else
+    /// the plain one (also where a test forces it).
+    fn transforms(&self) -> usize {
+        let avx512 = self
+            .packed
+            .as_ref()
+            .and_then(|p| p.first())
+            .is_some_and(|p| p.kernel() == sgemm::F32Kernel::Avx512);
+        match (plain_forced(), avx512, sgemm::avx2_available()) {
+            (true, ..) | (false, false, false) => 0,
+            (false, true, _) => 2,
+            (false, false, true) => 1,
+        }
+    }
+
     /// Whether the tiles are too few to split between the threads but enough to split the
     /// output channels instead (packed weights; every thread at least two panels): a batch of
     /// one's 17x17 maps (25 tiles of F(4x4, 3x3)) and 8x8 maps (32 tiles of F(2, 7)) on two
@@ -738,7 +798,7 @@ unsafe fn conv_by_cols(
         .max()
         .unwrap_or(0);
     let need = points * tiles * (cin + widest);
-    let simd = usize::from(sgemm::avx2_available() && !plain_forced());
+    let level = u.transforms();
     team::split_mut(&mut scratch[..threads], chunks, |s, claims| {
         if s.len() < need {
             s.resize(need, 0.0);
@@ -752,9 +812,8 @@ unsafe fn conv_by_cols(
                 continue;
             }
             if !transformed {
-                // SAFETY: `v` holds `points * tiles * cin` floats; AVX2 and FMA where `simd`
-                // is 1.
-                unsafe { (form.transforms.inputs[simd])(geo, cin, v, (0, tiles, tiles)) };
+                // SAFETY: `v` holds `points * tiles * cin` floats; the CPU runs `level`.
+                unsafe { (form.transforms.inputs[level])(geo, cin, v, (0, tiles, tiles)) };
                 transformed = true;
             }
             // SAFETY: `v` holds the transformed inputs, `mo` `points * tiles * widest` floats;
@@ -765,10 +824,10 @@ unsafe fn conv_by_cols(
                 ooff: geo.ooff + cols.start,
                 ..*geo
             };
-            // SAFETY: the chunks write disjoint channel ranges of the output map; AVX2 and FMA
-            // where `simd` is 1.
+            // SAFETY: the chunks write disjoint channel ranges of the output map; the CPU runs
+            // `level`.
             unsafe {
-                (form.transforms.outputs[simd])(
+                (form.transforms.outputs[level])(
                     &sub,
                     mo,
                     (n, &bias[cols], relu),
@@ -843,9 +902,9 @@ unsafe fn chunk(
     let (form, cin, cout) = (u.form, u.cin, u.cout);
     let points = form.points();
     let (v, mo) = scratch.split_at_mut(points * cap * cin);
-    let simd = usize::from(sgemm::avx2_available() && !plain_forced());
-    // SAFETY: `v` holds `points * cap * cin` floats; AVX2 and FMA where `simd` is 1.
-    unsafe { (form.transforms.inputs[simd])(geo, cin, v, (t0, tc, cap)) };
+    let level = u.transforms();
+    // SAFETY: `v` holds `points * cap * cin` floats; the CPU runs `level`.
+    unsafe { (form.transforms.inputs[level])(geo, cin, v, (t0, tc, cap)) };
     // a_h * a_w products: M_xi [tc, cout] = V_xi [tc, cin] x U_xi [cin, cout].
     if let Some(packed) = &u.packed {
         // SAFETY: `v` and `mo` hold `points * cap` rows of `cin` and `cout` floats.
@@ -879,9 +938,9 @@ unsafe fn chunk(
             }
         }
     }
-    // SAFETY: `mo` holds the products; `dst` as this function's contract says; AVX2 and
-    // FMA where `simd` is 1.
-    unsafe { (form.transforms.outputs[simd])(geo, mo, (cout, bias, relu), dst, (t0, tc, cap)) };
+    // SAFETY: `mo` holds the products; `dst` as this function's contract says; the CPU runs
+    // `level`.
+    unsafe { (form.transforms.outputs[level])(geo, mo, (cout, bias, relu), dst, (t0, tc, cap)) };
 }
 
 /// Whether the transforms' build without AVX2 is forced (by a test; never otherwise).
@@ -950,10 +1009,11 @@ mod tests {
     }
 
     /// Every form, on the `gemm` crate's products and (where the CPU runs them) on packed
-    /// weights, on 1 and 3 threads, against direct convolution: maps whose sides are not
-    /// multiples of the tile (partial tiles at the edges), "same" and "valid" padding, a
-    /// batch of two, channel counts off the 8-lane vectors. Tolerances relative to the largest
-    /// output: F(2x2, 3x3) rounds like direct convolution (measured 2e-7, held to 1e-6),
+    /// weights of each family (the AVX-512 one with the 16-lane transforms), on 1 and 3
+    /// threads, against direct convolution: maps whose sides are not multiples of the tile
+    /// (partial tiles at the edges), "same" and "valid" padding, a batch of two, channel
+    /// counts off the 8- and 16-lane vectors. Tolerances relative to the largest output:
+    /// F(2x2, 3x3) rounds like direct convolution (measured 2e-7, held to 1e-6),
     /// F(4x4, 3x3) about 20 times more (measured up to 4e-6, held to 1e-5), F(2, 7) along
     /// either axis in between (measured up to 9e-7, held to 5e-6).
     #[test]
