@@ -354,10 +354,14 @@ impl Conv {
                 let chunks = team::chunk_count(self.cout, threads, 2 * sgemm::NR);
                 let k = self.kh * self.kw * self.cin;
                 let whole = !self.pointwise() && rows * k <= IM2COL_CHUNK_FLOATS;
+                let align = self
+                    .f32w
+                    .as_ref()
+                    .map_or(sgemm::NR, sgemm::Packed::col_align);
                 team::split_mut(&mut scratch[..threads], chunks, |scr, claims| {
                     let mut gathered = false;
                     for c in claims {
-                        let cols = team::chunk_range(self.cout, chunks, sgemm::NR, c);
+                        let cols = team::chunk_range(self.cout, chunks, align, c);
                         if cols.is_empty() {
                             continue;
                         }

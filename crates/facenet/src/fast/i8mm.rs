@@ -402,6 +402,11 @@ mod imp {
         }
     }
 
+    /// How far ahead in a panel the kernels ask for its weights: 128 steps of 64 bytes, which
+    /// keeps enough of them in flight that a batch of one's late blocks, whose weights come
+    /// from memory once per image, are not held up by its latency.
+    const PREFETCH_BYTES: usize = 128 * NR * 4;
+
     /// A micro-kernel on AVX registers for `R` rows, named `$name`, built for
     /// `$features`: per step, two 32-byte weight loads (16 columns x 4 `k`), one 4-byte
     /// broadcast per row, and per row and half `$dot(acc, x, b)`, the 32-bit sums of four
@@ -420,6 +425,7 @@ mod imp {
                     let mut acc = [[_mm256_setzero_si256(); 2]; R];
                     let mut bp = o.b;
                     for s in 0..o.steps {
+                        _mm_prefetch::<_MM_HINT_T0>(bp.wrapping_add(PREFETCH_BYTES).cast());
                         let b = [
                             _mm256_loadu_si256(bp.cast()),
                             _mm256_loadu_si256(bp.add(32).cast()),
@@ -465,6 +471,9 @@ mod imp {
             let mut acc = [[_mm512_setzero_si512(); P]; R];
             let mut bp = o.b;
             for s in 0..o.steps {
+                for h in 0..P {
+                    _mm_prefetch::<_MM_HINT_T0>(bp.wrapping_add(h * panel + PREFETCH_BYTES).cast());
+                }
                 let b: [__m512i; P] =
                     std::array::from_fn(|h| _mm512_loadu_si512(bp.add(h * panel).cast()));
                 for (i, acc) in acc.iter_mut().enumerate() {

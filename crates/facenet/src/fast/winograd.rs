@@ -793,8 +793,9 @@ unsafe fn conv_by_cols(
     let (form, cin, cout) = (u.form, u.cin, u.cout);
     let points = form.points();
     let chunks = team::chunk_count(cout, threads, 2 * sgemm::NR);
+    let align = packed.first().map_or(sgemm::NR, sgemm::Packed::col_align);
     let widest = (0..chunks)
-        .map(|c| team::chunk_range(cout, chunks, sgemm::NR, c).len())
+        .map(|c| team::chunk_range(cout, chunks, align, c).len())
         .max()
         .unwrap_or(0);
     let need = points * tiles * (cin + widest);
@@ -806,7 +807,7 @@ unsafe fn conv_by_cols(
         let (v, mo) = s.split_at_mut(points * tiles * cin);
         let mut transformed = false;
         for c in claims {
-            let cols = team::chunk_range(cout, chunks, sgemm::NR, c);
+            let cols = team::chunk_range(cout, chunks, align, c);
             let n = cols.len();
             if n == 0 {
                 continue;
