@@ -339,12 +339,16 @@ mod imp {
         }
     }
 
-    /// [`kernel_32x32`] on AVX-512 BF16: the same operands and result, in blocks of 8 rows x
-    /// 32 channels (16 accumulators; each weight pair is loaded once per block and each row's
-    /// activation pair broadcast to all 16 lanes).
+    /// [`kernel_32x32`] on AVX-512 BF16: the same operands and result for the first `rows`
+    /// rows (rounded up to 8; the rest of `c` is left as it was), in blocks of 8 rows x 32
+    /// channels (16 accumulators; each weight pair is loaded once per block and each row's
+    /// activation pair broadcast to all 16 lanes). A batch of one's late blocks have 9 rows:
+    /// two blocks of 8 instead of four.
     ///
     /// # Safety
-    /// The CPU has AVX-512 F and BF16; the pointers cover the sizes of [`kernel_32x32`].
+    /// The CPU has AVX-512 F and BF16; the pointers cover the sizes of [`kernel_32x32`];
+    /// `rows <= 32`.
+    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f,avx512bf16")]
     unsafe fn dp_kernel_32x32(
         a: *const u16,
@@ -354,19 +358,26 @@ mod imp {
         kb: usize,
         c: *mut f32,
         ldc: usize,
+        rows: usize,
     ) {
         use std::arch::x86_64::{
-            __m512bh, _mm512_dpbf16_ps, _mm512_loadu_si512, _mm512_set1_epi32, _mm512_setzero_ps,
-            _mm512_storeu_ps,
+            __m512bh, _MM_HINT_T0, _mm_prefetch, _mm512_dpbf16_ps, _mm512_loadu_si512,
+            _mm512_set1_epi32, _mm512_setzero_ps, _mm512_storeu_ps,
         };
         const ROWS: usize = 8;
-        for r0 in (0..32).step_by(ROWS) {
+        // Weights asked for 128 pairs (8 KiB) ahead, as the f32 and int8 kernels ask for
+        // theirs: a batch of one's late blocks read them from memory.
+        const AHEAD: usize = 128 * 32;
+        debug_assert!(rows <= 32);
+        for r0 in (0..rows).step_by(ROWS) {
             let mut acc = [[_mm512_setzero_ps(); 2]; ROWS];
             for p in 0..kb * 16 {
                 let off = (p / 16) * BLOCK + (p % 16) * 32;
                 // SAFETY: pair p of both channel blocks and of the 8 rows lies inside the
                 // operands (caller's contract); `__m512bh` has the layout of 32 u16 values.
                 unsafe {
+                    _mm_prefetch::<_MM_HINT_T0>(b0.wrapping_add(off + AHEAD).cast());
+                    _mm_prefetch::<_MM_HINT_T0>(b1.wrapping_add(off + AHEAD).cast());
                     let w0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b0.add(off).cast()));
                     let w1: __m512bh = std::mem::transmute(_mm512_loadu_si512(b1.add(off).cast()));
                     for (r, acc) in acc.iter_mut().enumerate() {
@@ -503,7 +514,7 @@ mod imp {
                 match w.kernel {
                     Bf16Kernel::Amx => kernel_32x32(a.as_ptr(), kp, b0, b1, kb, c.as_mut_ptr(), 32),
                     Bf16Kernel::Avx512 => {
-                        dp_kernel_32x32(a.as_ptr(), kp, b0, b1, kb, c.as_mut_ptr(), 32)
+                        dp_kernel_32x32(a.as_ptr(), kp, b0, b1, kb, c.as_mut_ptr(), 32, rows)
                     }
                 }
             };

@@ -422,9 +422,21 @@ mod imp {
                 let dot = $dot;
                 // SAFETY: every pointer stays inside what the caller vouches for.
                 unsafe {
-                    let mut acc = [[_mm256_setzero_si256(); 2]; R];
-                    let mut bp = o.b;
-                    for s in 0..o.steps {
+                    // The first step's sums start from zeros in registers, as in the f32
+                    // kernels (a zeroed array was set up on the stack on every call).
+                    debug_assert!(o.steps > 0);
+                    let b = [
+                        _mm256_loadu_si256(o.b.cast()),
+                        _mm256_loadu_si256(o.b.add(32).cast()),
+                    ];
+                    let mut acc: [[__m256i; 2]; R] = std::array::from_fn(|i| {
+                        let x =
+                            _mm256_set1_epi32(o.a.add(i * o.lda).cast::<i32>().read_unaligned());
+                        let z = _mm256_setzero_si256();
+                        [dot(z, x, b[0]), dot(z, x, b[1])]
+                    });
+                    let mut bp = o.b.add(NR * 4);
+                    for s in 1..o.steps {
                         _mm_prefetch::<_MM_HINT_T0>(bp.wrapping_add(PREFETCH_BYTES).cast());
                         let b = [
                             _mm256_loadu_si256(bp.cast()),

@@ -400,9 +400,16 @@ mod imp {
         // SAFETY: every pointer stays inside what the caller vouches for.
         unsafe {
             let rows: [*const f32; R] = std::array::from_fn(|i| a.add(i * lda));
-            let mut acc = [[_mm512_setzero_ps(); P]; R];
-            let mut bp = b;
-            for p in 0..kc {
+            // The first step multiplies (as an FMA onto zeros would, exactly): the sums then
+            // start in registers, where zeroed arrays were set up on the stack on every call.
+            debug_assert!(kc > 0);
+            let w: [__m512; P] = std::array::from_fn(|h| _mm512_loadu_ps(b.add(h * panel)));
+            let mut acc: [[__m512; P]; R] = std::array::from_fn(|i| {
+                let x = _mm512_set1_ps(*rows[i]);
+                std::array::from_fn(|h| _mm512_mul_ps(x, w[h]))
+            });
+            let mut bp = b.add(step);
+            for p in 1..kc {
                 for h in 0..P {
                     let ahead = bp.wrapping_add(h * panel + PREFETCH_STEPS * step);
                     _mm_prefetch::<_MM_HINT_T0>(ahead.cast::<i8>());
@@ -457,9 +464,15 @@ mod imp {
         // SAFETY: every pointer stays inside what the caller vouches for.
         unsafe {
             let rows: [*const f32; R] = std::array::from_fn(|i| a.add(i * lda));
-            let mut acc = [[_mm256_setzero_ps(); 2]; R];
-            let mut bp = b;
-            for p in 0..kc {
+            // The first step multiplies, as in `avx512_rows`.
+            debug_assert!(kc > 0);
+            let w = [_mm256_loadu_ps(b), _mm256_loadu_ps(b.add(8))];
+            let mut acc: [[__m256; 2]; R] = std::array::from_fn(|i| {
+                let x = _mm256_broadcast_ss(&*rows[i]);
+                [_mm256_mul_ps(x, w[0]), _mm256_mul_ps(x, w[1])]
+            });
+            let mut bp = b.add(NR);
+            for p in 1..kc {
                 _mm_prefetch::<_MM_HINT_T0>(bp.wrapping_add(PREFETCH_STEPS * NR).cast());
                 let b0 = _mm256_loadu_ps(bp);
                 let b1 = _mm256_loadu_ps(bp.add(8));
