@@ -14,11 +14,19 @@
 //! [`MC`] rows (the rows' block stays in L2 while the panels pass) and, past [`KC`] steps of
 //! k, by depth.
 //!
-//! On CPUs with AVX-512F the same packed weights run on [`F32Kernel::Avx512`]: a 12 x 32 block
-//! of the output (two panels) in 24 AVX-512 registers, per step of k two loads of 16 weights,
-//! 12 broadcasts and 24 FMAs. On two Zen 5 cores it ran a batch of one 1.25x and a batch of 32
+//! On CPUs with AVX-512F the weights run on [`F32Kernel::Avx512`]: a 12 x 32 block of the
+//! output (two panels) in 24 AVX-512 registers, per step of k two loads of 16 weights, 12
+//! broadcasts and 24 FMAs. On two Zen 5 cores it ran a batch of one 1.25x and a batch of 32
 //! 1.07x faster than the `gemm` crate's AVX-512 kernels, which pack the weights again on every
-//! product. `FACENET_F32_KERNEL` picks a family, for comparing them on one machine.
+//! product. For it the panels are stored in interleaved pairs (`[n / 32][k][32]`), so that a
+//! micro-kernel call reads one contiguous run of weights instead of two. `FACENET_F32_KERNEL`
+//! picks a family, for comparing them on one machine.
+//!
+//! A batch of one reads the 91 MB of weights from memory once per image (the late blocks'
+//! maps are 3x3 and 8x8: each weight is used 9 or 64 times), which the hardware prefetchers
+//! alone kept to 17-28 GB/s on one Zen 5 core. The kernels therefore ask for the weights
+//! [`imp::PREFETCH_STEPS`] steps of k ahead of the ones they multiply, and a product split
+//! by columns between threads cuts at whole pairs ([`Packed::col_align`]).
 
 /// Columns per weight panel (two AVX registers of f32).
 pub(crate) const NR: usize = 16;
@@ -129,7 +137,8 @@ fn avx512_available() -> bool {
     false
 }
 
-/// A `k x n` weight matrix in panels of [`NR`] columns: `[n / NR][k][NR]`, zero-padded.
+/// A `k x n` weight matrix in panels of [`NR`] columns: `[n / NR][k][NR]`, zero-padded; on
+/// AVX-512 in interleaved pairs of panels, `[n / (2 NR)][k][2 NR]`.
 #[derive(Debug, Clone)]
 pub(crate) struct Packed {
     k: usize,
