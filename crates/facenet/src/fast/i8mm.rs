@@ -415,7 +415,7 @@ mod imp {
     macro_rules! ymm_kernel {
         ($name:ident, $features:literal, $dot:expr) => {
             /// # Safety
-            /// As [`kernel`], with `t.mr == R`.
+            /// As [`kernel`], with `t.mr == R` (and `o.steps >= 1`).
             #[target_feature(enable = $features)]
             unsafe fn $name<const R: usize>(o: Operands, t: Tile) {
                 debug_assert_eq!(t.mr, R);

@@ -330,8 +330,8 @@ mod imp {
     /// so that no multiply-add is spent on rows that are not stored.
     ///
     /// # Safety
-    /// AVX2 and FMA; `a` holds `tile.mr` (<= [`MR`]) rows of `kc` floats at stride `lda`, `b`
-    /// `kc` rows of [`NR`]; the tile is writable.
+    /// AVX2 and FMA; `a` holds `tile.mr` (<= [`MR`]) rows of `kc >= 1` floats at stride
+    /// `lda`, `b` `kc` rows of [`NR`]; the tile is writable.
     #[inline]
     pub(super) unsafe fn kernel(kc: usize, a: *const f32, lda: usize, b: *const f32, t: Tile) {
         // SAFETY: forwarded from the caller.
@@ -352,8 +352,9 @@ mod imp {
     /// each panel's rows are `step` floats apart.
     ///
     /// # Safety
-    /// AVX-512F, AVX2 and FMA; `a` holds `t.mr` (<= [`super::MR_512`]) rows of `kc` floats at stride
-    /// `lda`, each panel `kc` rows of [`NR`] at stride `step`; the tile is writable.
+    /// AVX-512F, AVX2 and FMA; `a` holds `t.mr` (<= [`super::MR_512`]) rows of `kc >= 1`
+    /// floats at stride `lda`, each panel `kc` rows of [`NR`] at stride `step`; the tile is
+    /// writable.
     #[inline]
     pub(super) unsafe fn kernel_512(
         kc: usize,
@@ -542,8 +543,8 @@ mod imp {
     /// `tile (+)= beta * a[0..MR, 0..kc] x b[0..kc, 0..NR]`, the body unrolled by hand.
     ///
     /// # Safety
-    /// AVX2 and FMA; `a` holds `tile.mr` (<= [`MR`]) rows of `kc` floats at stride `lda`, `b`
-    /// `kc` rows of [`NR`]; the tile is writable.
+    /// AVX2 and FMA; `a` holds `tile.mr` (<= [`MR`]) rows of `kc >= 1` floats at stride
+    /// `lda`, `b` `kc` rows of [`NR`]; the tile is writable.
     #[target_feature(enable = "avx2,fma")]
     unsafe fn kernel_6x16(kc: usize, a: *const f32, lda: usize, b: *const f32, t: Tile) {
         debug_assert_eq!(t.mr, MR);
