@@ -190,7 +190,7 @@ pub struct FaceArgs {
     /// faces is refused.)
     #[arg(long, conflicts_with = "face")]
     pub largest: bool,
-    /// Take face N (0 = largest; see `facenet detect`).
+    /// Take face N as `facenet detect` lists them (0 = the face of the photo).
     #[arg(long)]
     pub face: Option<usize>,
 }

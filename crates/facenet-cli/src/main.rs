@@ -112,9 +112,38 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             eprintln!("error: {err:#}");
+            if let Some(hint) = hint(&err) {
+                eprintln!("hint: {hint}");
+            }
             ExitCode::FAILURE
         }
     }
+}
+
+/// The CLI's own advice for a library error: the flags that would help.
+fn hint(err: &anyhow::Error) -> Option<&'static str> {
+    use facenet::pipeline::NoFace;
+    let why = err.chain().find_map(|e| {
+        let inner = match e.downcast_ref::<facenet_gallery::GalleryError>() {
+            Some(facenet_gallery::GalleryError::Facenet(inner)) => Some(inner),
+            _ => e.downcast_ref::<facenet::Error>(),
+        };
+        match inner {
+            Some(facenet::Error::NoFace { why, .. }) => Some(why.clone()),
+            _ => None,
+        }
+    })?;
+    Some(match why {
+        NoFace::None => {
+            "is the face small or turned away? `facenet detect --annotate out/ PHOTO` shows what \
+             the detector finds; pass --aligned when the images are face crops"
+        }
+        NoFace::Ambiguous(_) => {
+            "choose one with --largest or --face N (N as `facenet detect` lists them, 0 = the \
+             face of the photo)"
+        }
+        NoFace::NoSuchIndex { .. } => "`facenet detect PHOTO` lists the faces with their numbers",
+    })
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {

@@ -27,6 +27,14 @@ fn run(args: &[&std::ffi::OsStr]) -> Output {
     bin().args(args).output().expect("run facenet")
 }
 
+/// One JSON value per line of a command's output.
+fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 fn s(p: &Path) -> &std::ffi::OsStr {
     p.as_os_str()
 }
@@ -252,11 +260,7 @@ fn embed_detect_reports_each_face() {
         s(&photo("elton_john_2.png")),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = json_lines(&out.stdout);
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[1]["face"], 1);
     assert_eq!(lines[0]["embedding"].as_array().unwrap().len(), 128);
@@ -352,6 +356,18 @@ fn gallery_run(gallery: &Path, args: &[&std::ffi::OsStr]) -> Output {
         .unwrap()
 }
 
+/// `facenet identify --json PHOTOS` on a gallery: one value per face.
+fn identify_json(gallery: &Path, photos: &[&Path]) -> Vec<serde_json::Value> {
+    let mut args = vec![
+        std::ffi::OsStr::new("identify"),
+        std::ffi::OsStr::new("--json"),
+    ];
+    args.extend(photos.iter().map(|p| p.as_os_str()));
+    let out = gallery_run(gallery, &args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    json_lines(&out.stdout)
+}
+
 #[test]
 fn enroll_verify_identify_round_trip() {
     let dir = tempfile::tempdir().unwrap();
@@ -413,21 +429,10 @@ fn enroll_verify_identify_round_trip() {
         String::from_utf8_lossy(&out.stdout)
     );
     // Identify: jerry is recognised, mindy (not enrolled) is unknown.
-    let out = gallery_run(
+    let ids = identify_json(
         &g,
-        &[
-            &o("identify"),
-            &o("--json"),
-            s(&photo("jerry_seinfeld_2.png")),
-            s(&photo("mindy_kaling_2.png")),
-        ],
+        &[&photo("jerry_seinfeld_2.png"), &photo("mindy_kaling_2.png")],
     );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let ids: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
     assert_eq!(ids[0]["identity"], "jerry");
     assert_eq!(ids[1]["identity"], "unknown");
     assert!(ids[0]["margin"].as_f64().unwrap() > 0.0);
@@ -969,4 +974,137 @@ fn quantize_then_embed_in_int8() {
     );
     assert!(q != f, "int8 gave the f32 embedding bit for bit");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The faces of a photo have one order on every front: `facenet detect` lists the face of the
+/// photo first, `embed --detect` and `identify` number the faces in that order, and
+/// `enroll --face 0` takes the face `detect` lists first (issue 41: on the sample's Elton John
+/// photo, `--face 0` used to take a larger false detection).
+#[test]
+fn r41_detect_face_0_is_the_face_enroll_face_0_takes() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = dir.path().join("g.db");
+    let o = |x: &str| std::ffi::OsString::from(x);
+    let sample = facenet::paths::cache_dir().join("5-celebrity-faces-dataset/train/elton_john");
+    let mut photos = facenet::files::walk_images(&sample).unwrap();
+    photos.push(photo("elton_john_2.png"));
+    let mut several = 0;
+    for p in &photos {
+        let out = run(&[s(Path::new("detect")), s(Path::new("--json")), s(p)]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let faces = v["faces"].as_array().unwrap().clone();
+        if faces.len() < 2 {
+            continue;
+        }
+        several += 1;
+        let best = faces
+            .iter()
+            .map(|f| f["score"].as_f64().unwrap())
+            .fold(0.0, f64::max);
+        // The first face listed is a confident one (the face of the photo, not a larger
+        // false detection scoring well below it).
+        assert!(
+            faces[0]["score"].as_f64().unwrap() >= best - 0.05,
+            "{}: {faces:?}",
+            p.display()
+        );
+        // embed --detect numbers the faces in the same order, with the same boxes.
+        let out = run(&[s(Path::new("embed")), s(Path::new("--detect")), s(p)]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let lines = json_lines(&out.stdout);
+        assert_eq!(lines.len(), faces.len());
+        for (i, (line, face)) in lines.iter().zip(&faces).enumerate() {
+            assert_eq!(line["face"], i);
+            assert_eq!(line["box"], face["box"], "{}: face {i}", p.display());
+        }
+        // enroll --face N stores face N's box, for every N.
+        for (i, face) in faces.iter().enumerate() {
+            let name = format!("p{several}f{i}");
+            let out = gallery_run(
+                &g,
+                &[
+                    &o("enroll"),
+                    &o(&name),
+                    &o("--face"),
+                    &o(&i.to_string()),
+                    s(p),
+                ],
+            );
+            assert!(out.status.success(), "{}", stderr(&out));
+            let export = dir.path().join(format!("{name}.json"));
+            let out = gallery_run(&g, &[&o("gallery"), &o("export"), s(&export)]);
+            assert!(out.status.success(), "{}", stderr(&out));
+            let e: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&export).unwrap()).unwrap();
+            let stored = e["faces"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|f| f["identity"] == name.as_str())
+                .unwrap()
+                .clone();
+            let (a, b) = (
+                stored["bbox"].as_array().unwrap(),
+                face["box"].as_array().unwrap(),
+            );
+            for (x, y) in a.iter().zip(b) {
+                assert!(
+                    (x.as_f64().unwrap() - y.as_f64().unwrap()).abs() < 1e-3,
+                    "{}: --face {i} stored {a:?}, detect lists {b:?}",
+                    p.display()
+                );
+            }
+        }
+        // Past the faces: an error that says how many there are, and a hint.
+        let out = gallery_run(&g, &[&o("enroll"), &o("x"), &o("--face"), &o("9"), s(p)]);
+        assert_eq!(out.status.code(), Some(1));
+        let err = stderr(&out);
+        assert!(err.contains("face 9") && err.contains("hint:"), "{err}");
+    }
+    assert!(several >= 1, "no photo with several faces among {photos:?}");
+}
+
+/// Whether a face is known is the identification's type, not its name: a subject may be
+/// called "unknown" and is then reported as known (issue 41).
+#[test]
+fn r41_a_subject_called_unknown_is_known() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = dir.path().join("g.db");
+    let o = |x: &str| std::ffi::OsString::from(x);
+    let out = gallery_run(
+        &g,
+        &[
+            &o("enroll"),
+            &o("unknown"),
+            s(&photo("jerry_seinfeld_1.png")),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ids = identify_json(
+        &g,
+        &[&photo("jerry_seinfeld_2.png"), &photo("mindy_kaling_2.png")],
+    );
+    assert_eq!(
+        (&ids[0]["identity"], &ids[0]["known"]),
+        (&"unknown".into(), &true.into())
+    );
+    assert_eq!(
+        (&ids[1]["identity"], &ids[1]["known"]),
+        (&"unknown".into(), &false.into())
+    );
+    // A faceless photo: the library's reason, then the CLI's own hint.
+    let blank = dir.path().join("blank.png");
+    image::RgbImage::from_pixel(80, 80, image::Rgb([128, 128, 128]))
+        .save(&blank)
+        .unwrap();
+    let out = gallery_run(&g, &[&o("enroll"), &o("ada"), s(&blank)]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("blank.png: no face found")
+            && err.contains("hint: ")
+            && err.contains("facenet detect"),
+        "{err}"
+    );
 }

@@ -1484,3 +1484,117 @@ async fn browse(
     wait_text("#faces", "ben").await?;
     b.close().await
 }
+
+/// Identifies `probe` through the service; the first face's subject and whether it is known.
+fn identified_as(server: &Server, key: &str, probe: &Path) -> (String, bool) {
+    let r = expect(
+        client()
+            .post(server.at("/api/v1/identify"))
+            .key(key)
+            .multipart(files(&[probe]))
+            .send()
+            .unwrap(),
+        StatusCode::OK,
+    );
+    let face = &r["images"][0]["faces"][0];
+    (
+        face["subject"].as_str().unwrap().to_string(),
+        face["known"].as_bool().unwrap(),
+    )
+}
+
+/// A running service holds its gallery in memory; another process's enrolment, rename and
+/// removal (the CLI on the same store) are found by its very next request.
+fn another_process_writes_are_found_at_once(db: Option<&str>, gallery: &str) {
+    let server = Server::start_on(db, &[]);
+    let key = server.key(gallery, "write");
+    let probe = photo("val/madonna", 0);
+    // The service's own enrolment first, so that it holds the gallery before the other
+    // process writes.
+    server.enrol(&key, "ben", &[&photo("train/ben_afflek", 0)]);
+    assert!(!identified_as(&server, &key, &probe).1);
+    let cli = |args: &[&str]| {
+        let mut all: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+        all.extend([std::ffi::OsStr::new("--gallery"), server.db.as_os_str()]);
+        all.extend([
+            std::ffi::OsStr::new("--gallery-name"),
+            std::ffi::OsStr::new(gallery),
+        ]);
+        facenet(&all)
+    };
+    let train = photo("train/madonna", 0);
+    cli(&["enroll", "madonna", train.to_str().unwrap()]);
+    assert_eq!(
+        identified_as(&server, &key, &probe),
+        ("madonna".into(), true)
+    );
+    cli(&["gallery", "rename", "madonna", "Madonna Ciccone"]);
+    assert_eq!(
+        identified_as(&server, &key, &probe),
+        ("Madonna Ciccone".into(), true)
+    );
+    cli(&["gallery", "remove", "Madonna Ciccone"]);
+    assert!(!identified_as(&server, &key, &probe).1);
+}
+
+#[test]
+fn serve_finds_another_process_writes_at_once_sqlite() {
+    another_process_writes_are_found_at_once(None, "default");
+}
+
+#[test]
+#[ignore = "needs PostgreSQL with pgvector (FACENET_TEST_PG); .ci/run starts one and runs `cargo test -- --ignored postgres_`"]
+fn serve_postgres_finds_another_process_writes_at_once() {
+    let url = std::env::var("FACENET_TEST_PG")
+        .expect("FACENET_TEST_PG=postgres://... (.ci/run starts one)");
+    another_process_writes_are_found_at_once(Some(&url), &format!("w{}", std::process::id()));
+}
+
+/// A 500 tells the client "internal error" and the request id, never the cause (which may
+/// name files and servers); the log has the cause under the same id.
+#[test]
+fn serve_internal_errors_hide_their_cause_and_log_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("serve.log");
+    let db = dir.path().join("gallery.db");
+    let server = Server::start_logged(Some(db.to_str().unwrap()), &[], Some(&log));
+    let key = server.key("default", "write");
+    server.enrol(&key, "ben", &[&photo("train/ben_afflek", 0)]);
+    // Break the store under the running service: its next search fails.
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("DROP TABLE changes;")
+        .unwrap();
+    let r = client()
+        .post(server.at("/api/v1/identify"))
+        .key(&key)
+        .multipart(files(&[&photo("val/madonna", 0)]))
+        .send()
+        .unwrap();
+    let id = r
+        .headers()
+        .get("x-request-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let (status, body) = answer(r);
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("internal error") && detail.contains(&id),
+        "{detail}"
+    );
+    assert!(
+        !detail.contains("gallery.db") && !detail.contains("changes"),
+        "{detail}"
+    );
+    drop(server);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged
+            .lines()
+            .any(|l| l.contains(&id) && l.contains("gallery.db") && l.contains("changes")),
+        "{logged}"
+    );
+}

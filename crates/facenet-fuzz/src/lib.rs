@@ -129,7 +129,7 @@ pub fn text_files(data: &[u8]) -> bool {
         assert!(pairs.num_folds >= 1 && !pairs.pairs.is_empty());
         let _ = pairs.images();
     }
-    let schedule = facenet::train::schedule::LearningRateSchedule::read(&p);
+    let schedule = facenet_train::schedule::LearningRateSchedule::read(&p);
     pairs.is_ok() || schedule.is_ok()
 }
 

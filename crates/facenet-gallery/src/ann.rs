@@ -117,6 +117,28 @@ impl AnnIndex {
         }
     }
 
+    /// Adds row `key` (growing the graph's capacity by half when it is full).
+    pub fn add(&self, key: u64, vector: &[f32]) -> Result<()> {
+        if vector.len() != self.dim {
+            return Err(GalleryError::Invalid(format!(
+                "the embedding has {} values, the index {}",
+                vector.len(),
+                self.dim
+            )));
+        }
+        if self.index.size() >= self.index.capacity() {
+            let grown = (self.index.capacity() * 3 / 2).max(self.index.size() + 1024);
+            self.index.reserve(grown).map_err(|e| err("reserve", e))?;
+        }
+        self.index.add(key, vector).map_err(|e| err("insert", e))
+    }
+
+    /// Removes row `key` from the graph (searches no longer return it).
+    pub fn remove(&self, key: u64) -> Result<()> {
+        self.index.remove(key).map_err(|e| err("remove", e))?;
+        Ok(())
+    }
+
     /// Number of faces in the graph.
     pub fn len(&self) -> usize {
         self.index.size()

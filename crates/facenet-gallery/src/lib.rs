@@ -33,7 +33,7 @@
 //! let searcher = gallery.searcher(None, None)?; // threshold for 1 % false identifications
 //! let photo = gallery.pipeline().load(&first("val/madonna")?)?;
 //! let faces = gallery.identify(&searcher, &photo, 1)?;
-//! assert_eq!(faces[0].identity, "madonna");
+//! assert_eq!(faces[0].identity.name(), "madonna");
 //! # Ok(())
 //! # }
 //! ```
@@ -41,6 +41,7 @@
 
 pub mod ann;
 pub mod cluster;
+pub mod live;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod recognizer;
@@ -54,10 +55,11 @@ pub mod tenants;
 use serde::{Deserialize, Serialize};
 
 pub use ann::{ANN_MIN_FACES, AnnConfig, AnnIndex};
+pub use live::{LiveIndex, Refresh};
 pub use recognizer::{
     Calibration, ClusteredFace, DEFAULT_FIR, DEFAULT_THRESHOLD, DEFAULT_VERIFY_FAR, Enrolment,
-    Identification, LabelledResult, PairVerification, PhotoEnrolment, Recognizer, Searcher,
-    Threshold, ThresholdSource, UNKNOWN, Verification, cluster_folder,
+    Identification, Identity, LabelledResult, PairVerification, PhotoEnrolment, Recognizer,
+    Searcher, Threshold, ThresholdSource, UNKNOWN, Verification, cluster_folder, verify_pair,
 };
 pub use search::{GalleryRule, Match, SearchIndex};
 pub use sqlite::SqliteGallery;
@@ -164,6 +166,14 @@ pub enum GalleryError {
     Facenet(#[from] facenet::Error),
 }
 
+/// Unix time now, in seconds (0 before 1970).
+pub(crate) fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
 /// Result alias of the gallery.
 pub type Result<T, E = GalleryError> = std::result::Result<T, E>;
 
@@ -231,6 +241,31 @@ pub trait GalleryStore: Send + Sync + std::fmt::Debug {
     fn identities(&self) -> Result<Vec<(String, usize)>>;
     /// Faces of one identity, or of all.
     fn faces(&self, identity: Option<&str>) -> Result<Vec<FaceRecord>>;
+    /// A page of [`GalleryStore::identities`]: at most `limit` from `offset`, and how many
+    /// identities there are in all. Stores page in their query language; this default reads
+    /// the whole list.
+    fn identities_page(
+        &self,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<(String, usize)>, usize)> {
+        let all = self.identities()?;
+        let total = all.len();
+        Ok((all.into_iter().skip(offset).take(limit).collect(), total))
+    }
+    /// A page of [`GalleryStore::faces`] (same order): at most `limit` from `offset`, and how
+    /// many faces there are in all. Stores page in their query language; this default reads
+    /// every face.
+    fn faces_page(
+        &self,
+        identity: Option<&str>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<FaceRecord>, usize)> {
+        let all = self.faces(identity)?;
+        let total = all.len();
+        Ok((all.into_iter().skip(offset).take(limit).collect(), total))
+    }
     /// Removes an identity and its faces; returns the number of faces removed.
     fn remove(&self, identity: &str) -> Result<usize>;
     /// Removes one face by id; returns it.
@@ -251,6 +286,16 @@ pub trait GalleryStore: Send + Sync + std::fmt::Debug {
         _k: usize,
         _rule: search::GalleryRule,
     ) -> Result<Option<Vec<search::Match>>> {
+        Ok(None)
+    }
+
+    /// What changed in the gallery since generation `since` (0: since it was created): the
+    /// gallery's generation now, the identities whose faces or names changed after `since`,
+    /// and whether its settings did. Every write bumps the generation in its own transaction,
+    /// so a [`crate::Recognizer`] catches up with other processes' writes by reading only what
+    /// they touched. `None`: the store keeps no such record (then it searches itself, or every
+    /// search reads it whole).
+    fn changes(&self, _since: i64) -> Result<Option<Changes>> {
         Ok(None)
     }
 
@@ -294,6 +339,18 @@ pub trait GalleryStore: Send + Sync + std::fmt::Debug {
             _ => Ok(()),
         }
     }
+}
+
+/// What changed in a gallery after a generation ([`GalleryStore::changes`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// The gallery's generation now.
+    pub generation: i64,
+    /// Identities enrolled into, removed, renamed (old and new name) or with a face removed,
+    /// by name.
+    pub identities: Vec<String>,
+    /// Whether the gallery's settings changed.
+    pub settings: bool,
 }
 
 /// A gallery's own decision settings; each absent one falls back to the library's default.

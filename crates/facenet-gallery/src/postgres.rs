@@ -127,7 +127,7 @@ impl PostgresGallery {
                 .query_one(
                     "INSERT INTO galleries(name, created) VALUES ($1, $2)
                      ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING id",
-                    &[&name, &crate::sqlite::now()],
+                    &[&name, &crate::now()],
                 )
                 .await?;
             Ok(row.get::<_, i64>(0))
@@ -346,7 +346,7 @@ async fn enroll_tx(
     tx.execute(
         "INSERT INTO subjects(gallery_id, name, created) VALUES ($1, $2, $3)
          ON CONFLICT (gallery_id, name) DO NOTHING",
-        &[&g, &identity, &crate::sqlite::now()],
+        &[&g, &identity, &crate::now()],
     )
     .await?;
     let sid = subject_id(tx, g, identity).await?.expect("inserted");
@@ -523,7 +523,7 @@ impl GalleryStore for PostgresGallery {
         let g = self.gallery;
         self.run(|mut c| async move {
             let tx = c.transaction().await?;
-            let times = vec![crate::sqlite::now(); faces.len()];
+            let times = vec![crate::now(); faces.len()];
             let ids = enroll_tx(&tx, g, identity, faces, &times, model).await?;
             tx.commit().await?;
             Ok(ids)
@@ -551,7 +551,7 @@ impl GalleryStore for PostgresGallery {
                         tx.execute(
                             "INSERT INTO subjects(gallery_id, name, created) VALUES ($1, $2, $3)
                              ON CONFLICT (gallery_id, name) DO NOTHING",
-                            &[&g, name, &crate::sqlite::now()],
+                            &[&g, name, &crate::now()],
                         )
                         .await?;
                     }
@@ -570,7 +570,7 @@ impl GalleryStore for PostgresGallery {
                 .execute(
                     "INSERT INTO subjects(gallery_id, name, created) VALUES ($1, $2, $3)
                      ON CONFLICT (gallery_id, name) DO NOTHING",
-                    &[&g, &identity, &crate::sqlite::now()],
+                    &[&g, &identity, &crate::now()],
                 )
                 .await?;
             if n == 0 {
@@ -616,6 +616,65 @@ impl GalleryStore for PostgresGallery {
                 )
                 .await?;
             Ok(rows.iter().map(face).collect())
+        })
+    }
+
+    fn identities_page(
+        &self,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<(String, usize)>, usize)> {
+        let g = self.gallery;
+        let (offset, limit) = (offset as i64, limit as i64);
+        self.run(|c| async move {
+            let total: i64 = c
+                .query_one("SELECT COUNT(*) FROM subjects WHERE gallery_id = $1", &[&g])
+                .await?
+                .get(0);
+            let rows = c
+                .query(
+                    "SELECT s.name, (SELECT COUNT(*) FROM faces f WHERE f.subject_id = s.id)
+                     FROM subjects s WHERE s.gallery_id = $1 ORDER BY s.name LIMIT $2 OFFSET $3",
+                    &[&g, &limit, &offset],
+                )
+                .await?;
+            let page = rows
+                .iter()
+                .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1) as usize))
+                .collect();
+            Ok((page, total as usize))
+        })
+    }
+
+    fn faces_page(
+        &self,
+        identity: Option<&str>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<FaceRecord>, usize)> {
+        let g = self.gallery;
+        let (offset, limit) = (offset as i64, limit as i64);
+        self.run(|c| async move {
+            if let Some(name) = identity
+                && subject_id(&c, g, name).await?.is_none()
+            {
+                return Err(Failure::Gallery(GalleryError::UnknownIdentity(name.into())));
+            }
+            let filter = "FROM faces f JOIN subjects s ON s.id = f.subject_id
+                          WHERE s.gallery_id = $1 AND ($2::TEXT IS NULL OR s.name = $2)";
+            let total: i64 = c
+                .query_one(&format!("SELECT COUNT(*) {filter}"), &[&g, &identity])
+                .await?
+                .get(0);
+            let rows = c
+                .query(
+                    &format!(
+                        "SELECT {FACE_COLUMNS} {filter} ORDER BY s.name, f.id LIMIT $3 OFFSET $4"
+                    ),
+                    &[&g, &identity, &limit, &offset],
+                )
+                .await?;
+            Ok((rows.iter().map(face).collect(), total as usize))
         })
     }
 

@@ -14,12 +14,13 @@ use facenet::Distance;
 use facenet::eval::Evaluation;
 use facenet::eval::openset::{ImpostorTable, expected_fir};
 use facenet::image::RgbImage;
-use facenet::pipeline::{Face, FaceChoice, FacePipeline};
+use facenet::pipeline::{Face, FaceChoice, FacePipeline, NoFace};
 use serde::Serialize;
 
 use crate::search::GalleryRule;
 use crate::{
-    AnnConfig, GalleryError, GalleryStore, Match, ModelInfo, NewFace, Result, SearchIndex, Settings,
+    GalleryError, GalleryStore, LiveIndex, Match, ModelInfo, NewFace, Refresh, Result, SearchIndex,
+    Settings,
 };
 
 /// Default decision threshold, L2 distance between unit embeddings (0..2), for the Keras
@@ -37,8 +38,54 @@ pub const DEFAULT_FIR: f64 = 0.01;
 /// pairs, loose for checks such as "is this the account holder".
 pub const DEFAULT_VERIFY_FAR: f64 = 1e-3;
 
-/// The name given to a face that matches no one within the threshold.
+/// The name the fronts show for a face that matches no one within the threshold. It is only
+/// a label: whether a face is known is [`Identity`]'s variant, so a subject may be called
+/// "unknown".
 pub const UNKNOWN: &str = "unknown";
+
+/// Who a face is: an enrolled identity within the threshold, or no one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// This enrolled identity.
+    Known(String),
+    /// No identity within the threshold (or an empty gallery).
+    Unknown,
+}
+
+impl Identity {
+    /// The name to show: the identity's, or [`UNKNOWN`].
+    pub fn name(&self) -> &str {
+        match self {
+            Identity::Known(n) => n,
+            Identity::Unknown => UNKNOWN,
+        }
+    }
+
+    /// Whether it is an enrolled identity.
+    pub fn is_known(&self) -> bool {
+        matches!(self, Identity::Known(_))
+    }
+
+    /// The enrolled identity, if known.
+    pub fn known(&self) -> Option<&str> {
+        match self {
+            Identity::Known(n) => Some(n),
+            Identity::Unknown => None,
+        }
+    }
+}
+
+/// Serialized as two fields of the face: `"identity"` (the name, or `"unknown"`) and
+/// `"known"` (which of the two it is).
+impl Serialize for Identity {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(2))?;
+        m.serialize_entry("identity", self.name())?;
+        m.serialize_entry("known", &self.is_known())?;
+        m.end()
+    }
+}
 
 /// Where a decision threshold came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -216,7 +263,7 @@ pub struct PairVerification {
     pub distance: f32,
     /// The threshold that decided, with its source.
     pub threshold: Threshold,
-    /// `distance <= threshold`.
+    /// `distance < threshold`.
     pub verified: bool,
     /// The faces' boxes.
     pub bboxes: [Option<[f32; 4]>; 2],
@@ -233,20 +280,25 @@ pub struct PhotoEnrolment {
     pub bbox: Option<[f32; 4]>,
     /// Why the photo was refused (no face, several comparable faces, undecodable...).
     pub error: Option<String>,
+    /// The refusal's kind where the photo had no usable face (a front adds its own hint).
+    #[serde(skip)]
+    pub no_face: Option<NoFace>,
 }
 
 /// One face of a photo, identified.
 #[derive(Debug, Clone, Serialize)]
 pub struct Identification {
-    /// Index of the face in the photo (largest first).
+    /// Index of the face in the photo ([`facenet::align::order`]: 0 is the face of the photo).
     pub face: usize,
     /// Its box, when detected.
     #[serde(rename = "box")]
     pub bbox: Option<[f32; 4]>,
     /// Detector score, when detected.
     pub score: Option<f32>,
-    /// The best identity, or `unknown` when its distance is not below the threshold.
-    pub identity: String,
+    /// The best identity, or [`Identity::Unknown`] when its distance is not below the
+    /// threshold.
+    #[serde(flatten)]
+    pub identity: Identity,
     /// Distance to the best identity (L2 between unit embeddings).
     pub distance: Option<f32>,
     /// The threshold applied.
@@ -299,8 +351,9 @@ pub struct Calibration {
     pub impostor: ImpostorTable,
 }
 
-/// A gallery ready to search: every face in one matrix (and an HNSW graph for large ones),
-/// with the threshold to apply. Built once for many queries.
+/// A gallery ready to search, with the threshold to apply: the recognizer's live index (every
+/// face in one matrix, and an HNSW graph for large galleries), or the store itself where it
+/// searches itself. Cheap to make: make one per request, or one for many queries.
 #[derive(Debug)]
 pub struct Searcher {
     backend: Backend,
@@ -310,8 +363,11 @@ pub struct Searcher {
 /// Where a [`Searcher`] looks.
 #[derive(Debug)]
 enum Backend {
-    /// The gallery's faces (or centroids) in this process.
-    Index(SearchIndex),
+    /// The gallery's faces (or centroids) in this process, read for this searcher alone (a
+    /// store that keeps no record of its changes).
+    Index(Box<SearchIndex>),
+    /// The recognizer's live index, shared with every other searcher of the gallery.
+    Live(Arc<LiveIndex>),
     /// The store searches itself (a database server), comparing with this many entries.
     Store(Arc<dyn GalleryStore>, GalleryRule, usize),
 }
@@ -327,6 +383,7 @@ impl Searcher {
     pub fn len(&self) -> usize {
         match &self.backend {
             Backend::Index(i) => i.len(),
+            Backend::Live(live) => live.read().as_ref().map_or(0, |s| s.index.len()),
             Backend::Store(_, _, n) => *n,
         }
     }
@@ -341,6 +398,10 @@ impl Searcher {
         let k = top_k.max(2);
         let m = match &self.backend {
             Backend::Index(i) => i.search(&f.embedding, k)?,
+            Backend::Live(live) => match live.read().as_ref() {
+                Some(s) => s.index.search(&f.embedding, k)?,
+                None => Vec::new(),
+            },
             Backend::Store(store, rule, _) => store
                 .search(&f.embedding, k, *rule)?
                 .ok_or_else(|| GalleryError::Invalid("the store no longer searches".into()))?,
@@ -352,8 +413,8 @@ impl Searcher {
             bbox: f.detection.map(|d| d.bbox),
             score: f.detection.map(|d| d.score),
             identity: match best {
-                Some(b) if known => b.identity.clone(),
-                _ => UNKNOWN.into(),
+                Some(b) if known => Identity::Known(b.identity.clone()),
+                _ => Identity::Unknown,
             },
             distance: best.map(|b| b.distance),
             threshold: self.threshold.value,
@@ -375,6 +436,8 @@ pub struct Recognizer {
     store: Arc<dyn GalleryStore>,
     model: ModelInfo,
     rule: GalleryRule,
+    /// The gallery in memory, shared by clones.
+    live: Arc<LiveIndex>,
 }
 
 impl Recognizer {
@@ -390,6 +453,7 @@ impl Recognizer {
             store,
             model,
             rule: GalleryRule::Centroid,
+            live: Arc::default(),
         }
     }
 
@@ -398,6 +462,7 @@ impl Recognizer {
     /// 1 % false identifications, the nearest photo 75.9 %), or the nearest photo.
     pub fn with_rule(mut self, rule: GalleryRule) -> Self {
         self.rule = rule;
+        self.live = Arc::default();
         self
     }
 
@@ -445,9 +510,10 @@ impl Recognizer {
         self.store.check_model(&self.model)?;
         let mut new = Vec::with_capacity(photos.len());
         for (label, img) in photos {
-            let face = self.pipeline.face(img, choice)?.map_err(|why| {
-                GalleryError::Invalid(format!("{label}: {}", why.describe(choice)))
-            })?;
+            let face = self
+                .pipeline
+                .face(img, choice)?
+                .map_err(|why| no_face(label, why))?;
             new.push(new_face(label.clone(), face));
         }
         let ids = self.store.enroll(identity, &new, &self.model)?;
@@ -475,12 +541,13 @@ impl Recognizer {
                 Ok(img) => self
                     .pipeline
                     .face(&img, choice)?
-                    .map_err(|why| why.describe(choice)),
-                Err(e) => Err(e),
+                    .map_err(|why| (why.to_string(), Some(why))),
+                Err(e) => Err((e, None)),
             };
             results.push(PhotoEnrolment {
                 bbox: face.as_ref().ok().and_then(|f| f.detection.map(|d| d.bbox)),
-                error: face.as_ref().err().cloned(),
+                error: face.as_ref().err().map(|e| e.0.clone()),
+                no_face: face.as_ref().err().and_then(|e| e.1.clone()),
                 face_id: None,
                 label: label.clone(),
             });
@@ -514,14 +581,18 @@ impl Recognizer {
     /// The gallery ready to search, with the identification threshold (`explicit`, else
     /// derived for the target false-identification rate `fir`, see
     /// [`Threshold::for_identification`]; a stranger is compared with every gallery entry: one
-    /// per identity under the centroid rule, every face under the nearest-sample rule). From
-    /// [`crate::ANN_MIN_FACES`] faces on, an HNSW graph is used, saved beside the gallery
-    /// where the store keeps files and reused while its faces are unchanged.
+    /// per identity under the centroid rule, every face under the nearest-sample rule).
+    ///
+    /// The gallery is held in memory by the recognizer (and its clones): read whole by the
+    /// first call, then brought up to date before each search with what any process wrote
+    /// since ([`LiveIndex::refresh`]). From [`crate::ANN_MIN_FACES`] entries on, an HNSW graph
+    /// is used, saved beside the gallery where the store keeps files and reused while its
+    /// faces are unchanged. A store that searches itself (PostgreSQL) is searched in place.
     pub fn searcher(&self, explicit: Option<f32>, fir: Option<f64>) -> Result<Searcher> {
         self.store.check_model(&self.model)?;
-        let settings = self.store.settings()?;
-        let table = self.impostor_table(&settings);
         if let Some(n) = self.store.entries(self.rule)? {
+            let settings = self.store.settings()?;
+            let table = self.impostor_table(&settings);
             let threshold =
                 Threshold::for_identification(explicit, fir, &settings, table.as_ref(), n)?;
             return Ok(Searcher {
@@ -529,22 +600,38 @@ impl Recognizer {
                 threshold,
             });
         }
-        let mut index = SearchIndex::with_rule(&self.store.faces(None)?, self.rule)?;
-        if index.len() >= crate::ANN_MIN_FACES {
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-            match self.store.ann_path() {
-                Some(path) => {
-                    index.load_or_build_ann(&path, AnnConfig::default(), threads)?;
-                }
-                None => index.build_ann(AnnConfig::default(), threads)?,
+        if self.live.refresh(self.store.as_ref(), self.rule)? != Refresh::Untracked {
+            let state = self.live.read();
+            if let Some(state) = state.as_ref() {
+                let table = self.impostor_table(&state.settings);
+                let threshold = Threshold::for_identification(
+                    explicit,
+                    fir,
+                    &state.settings,
+                    table.as_ref(),
+                    state.index.len(),
+                )?;
+                return Ok(Searcher {
+                    backend: Backend::Live(self.live.clone()),
+                    threshold,
+                });
             }
         }
+        let settings = self.store.settings()?;
+        let table = self.impostor_table(&settings);
+        let index = Box::new(crate::live::read_whole(self.store.as_ref(), self.rule)?);
         let threshold =
             Threshold::for_identification(explicit, fir, &settings, table.as_ref(), index.len())?;
         Ok(Searcher {
             backend: Backend::Index(index),
             threshold,
         })
+    }
+
+    /// The live index's catch-up with the store, alone (a service can call it after each of
+    /// its own writes, or on a timer, so that the next search finds nothing to read).
+    pub fn refresh(&self) -> Result<Refresh> {
+        self.live.refresh(self.store.as_ref(), self.rule)
     }
 
     /// Every face of a photo, identified against `searcher` (build it once for many photos).
@@ -598,24 +685,8 @@ impl Recognizer {
         photos: [(&str, &RgbImage); 2],
         explicit: Option<f32>,
     ) -> Result<PairVerification> {
-        let mut faces = Vec::with_capacity(2);
-        for (label, img) in photos {
-            let face = self
-                .pipeline
-                .face(img, FaceChoice::Primary)?
-                .map_err(|why| {
-                    GalleryError::Invalid(format!("{label}: {}", why.describe(FaceChoice::Primary)))
-                })?;
-            faces.push(face);
-        }
         let threshold = self.verify_threshold(explicit)?;
-        let distance = facenet::Distance::L2.between(&faces[0].embedding, &faces[1].embedding);
-        Ok(PairVerification {
-            distance,
-            threshold,
-            verified: threshold.accepts(distance),
-            bboxes: [0, 1].map(|i| faces[i].detection.map(|d| d.bbox)),
-        })
+        verify_pair(&self.pipeline, photos, threshold)
     }
 
     /// Thresholds from labelled photos (`(person, path)`, the primary face of each): the
@@ -657,6 +728,39 @@ impl Recognizer {
             evaluation,
         })
     }
+}
+
+/// Are the faces of two photos (the face of each photo, [`FaceChoice::Primary`]) the same
+/// person under `threshold`? A photo without a face is an error naming it (`labels`). The
+/// one comparison of two photos of every front: [`Recognizer::verify_photos`] with a
+/// gallery's threshold, Python's `FaceNet.verify` without a gallery.
+pub fn verify_pair(
+    pipeline: &FacePipeline,
+    photos: [(&str, &RgbImage); 2],
+    threshold: Threshold,
+) -> Result<PairVerification> {
+    let mut faces = Vec::with_capacity(2);
+    for (label, img) in photos {
+        let face = pipeline
+            .face(img, FaceChoice::Primary)?
+            .map_err(|why| no_face(label, why))?;
+        faces.push(face);
+    }
+    let distance = facenet::Distance::L2.between(&faces[0].embedding, &faces[1].embedding);
+    Ok(PairVerification {
+        distance,
+        threshold,
+        verified: threshold.accepts(distance),
+        bboxes: [0, 1].map(|i| faces[i].detection.map(|d| d.bbox)),
+    })
+}
+
+/// The error of a photo (`label`) without the face asked for.
+fn no_face(label: &str, why: NoFace) -> GalleryError {
+    GalleryError::Facenet(facenet::Error::NoFace {
+        path: label.into(),
+        why,
+    })
 }
 
 /// A face of the pipeline as the store keeps it.

@@ -8,6 +8,11 @@
 //! Approximate: with an HNSW graph attached ([`SearchIndex::build_ann`], used by the CLI from
 //! [`crate::ann::ANN_MIN_FACES`] faces on), a query visits a few thousand faces instead of
 //! all of them; the identities are ranked from its nearest faces.
+//!
+//! Live: [`SearchIndex::replace_identity`] swaps one identity's rows for its current faces in
+//! place (the old rows are marked dead, left out of every search and of the graph, and the
+//! matrix is compacted once they are many), so a gallery handle follows enrolments, renames
+//! and deletions at a cost that grows with what changed, not with the gallery.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -42,7 +47,17 @@ pub struct SearchIndex {
     ids: Vec<i64>,
     ann: Option<Arc<AnnIndex>>,
     rule: GalleryRule,
+    /// The rows of each label (dead rows removed).
+    rows_of: Vec<Vec<usize>>,
+    /// Rows left out of searches ([`SearchIndex::replace_identity`]); `dead.len()` may be
+    /// shorter than the rows (a missing entry is alive).
+    dead: Vec<bool>,
+    /// How many rows are dead.
+    num_dead: usize,
 }
+
+/// A row's label once the row is dead.
+const DEAD: usize = usize::MAX;
 
 impl SearchIndex {
     /// Builds the index from stored faces.
@@ -62,26 +77,14 @@ impl SearchIndex {
         if rule == GalleryRule::NearestSample {
             return Self::new(faces);
         }
-        let mut sums: std::collections::BTreeMap<&str, (Vec<f32>, usize)> = Default::default();
+        let mut by_name: std::collections::BTreeMap<&str, Vec<&FaceRecord>> = Default::default();
         for f in faces {
-            let (sum, n) = sums
-                .entry(f.identity.as_str())
-                .or_insert_with(|| (vec![0.0; f.embedding.len()], 0));
-            if sum.len() != f.embedding.len() {
-                return Err(GalleryError::Invalid(format!(
-                    "{}: embedding has {} values, the identity's others {}",
-                    f.source,
-                    f.embedding.len(),
-                    sum.len()
-                )));
-            }
-            sum.iter_mut().zip(&f.embedding).for_each(|(a, b)| *a += b);
-            *n += 1;
+            by_name.entry(f.identity.as_str()).or_default().push(f);
         }
         let mut idx = Self::default();
-        for (name, (sum, n)) in sums {
-            let c = facenet::embed::l2_normalize(&sum);
-            idx.push(name, &c, &format!("centroid of {n} face(s)"))?;
+        for (name, faces) in by_name {
+            let (c, source) = centroid(&faces)?;
+            idx.push(name, &c, &source)?;
         }
         // The saved graph's key: any change of faces changes the centroids.
         idx.ids = faces.iter().map(|f| f.id).collect();
@@ -109,7 +112,8 @@ impl SearchIndex {
         Ok(())
     }
 
-    /// Adds one face; an embedding of another length than the others is refused.
+    /// Adds one face; an embedding of another length than the others is refused. An
+    /// attached graph gains it too.
     pub fn push(&mut self, identity: &str, embedding: &[f32], source: &str) -> Result<()> {
         self.check_dim(&format!("the embedding of {source}"), embedding.len())?;
         if self.data.is_empty() {
@@ -119,30 +123,107 @@ impl SearchIndex {
             Some(&i) => i,
             None => {
                 self.names.push(identity.to_string());
+                self.rows_of.push(Vec::new());
                 self.label_of
                     .insert(identity.to_string(), self.names.len() - 1);
                 self.names.len() - 1
             }
         };
+        let row = self.labels.len();
+        if let Some(ann) = &self.ann {
+            ann.add(row as u64, embedding)?;
+        }
         self.data.extend_from_slice(embedding);
         self.labels.push(label);
-        // A graph built before covers fewer faces: drop it rather than miss the new one.
-        self.ann = None;
+        self.rows_of[label].push(row);
         self.sources.push(source.to_string());
         Ok(())
     }
 
-    /// Number of faces.
-    pub fn len(&self) -> usize {
+    /// Replaces the rows of `identity` by `faces` (all of that identity, as the store now
+    /// holds them; none when it was removed or renamed away): its faces under the
+    /// nearest-sample rule, their centroid under the centroid rule. The old rows are left out
+    /// of searches at once and the matrix is compacted when more than half of it is dead.
+    pub fn replace_identity(&mut self, identity: &str, faces: &[FaceRecord]) -> Result<()> {
+        if let Some(f) = faces.iter().find(|f| f.identity != identity) {
+            return Err(GalleryError::Invalid(format!(
+                "{}: a face of `{}` given as one of `{identity}`",
+                f.source, f.identity
+            )));
+        }
+        if let Some(&label) = self.label_of.get(identity) {
+            for row in std::mem::take(&mut self.rows_of[label]) {
+                if let Some(ann) = &self.ann {
+                    ann.remove(row as u64)?;
+                }
+                if self.dead.len() <= row {
+                    self.dead.resize(row + 1, false);
+                }
+                self.dead[row] = true;
+                self.labels[row] = DEAD;
+                self.num_dead += 1;
+            }
+        }
+        match self.rule {
+            GalleryRule::NearestSample => {
+                for f in faces {
+                    self.push(identity, &f.embedding, &f.source)?;
+                }
+            }
+            GalleryRule::Centroid if !faces.is_empty() => {
+                let (c, source) = centroid(&faces.iter().collect::<Vec<_>>())?;
+                self.push(identity, &c, &source)?;
+            }
+            GalleryRule::Centroid => {}
+        }
+        if self.num_dead > 1024 && self.num_dead > self.len() {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    /// Drops the dead rows (and rebuilds an attached graph over the rest).
+    fn compact(&mut self) -> Result<()> {
+        let mut next = Self {
+            rule: self.rule,
+            ..Self::default()
+        };
+        for row in 0..self.labels.len() {
+            if self.labels[row] != DEAD {
+                let e = &self.data[row * self.dim..(row + 1) * self.dim];
+                next.push(&self.names[self.labels[row]], e, &self.sources[row])?;
+            }
+        }
+        if let Some(ann) = &self.ann {
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            next.build_ann(ann.config(), threads)?;
+        }
+        *self = next;
+        Ok(())
+    }
+
+    /// Rows held, dead ones included.
+    #[cfg(test)]
+    pub(crate) fn rows(&self) -> usize {
         self.labels.len()
+    }
+
+    /// Whether `row` is searched.
+    fn alive(&self, row: usize) -> bool {
+        !self.dead.get(row).copied().unwrap_or(false)
+    }
+
+    /// Number of faces (of identities, under the centroid rule) searched.
+    pub fn len(&self) -> usize {
+        self.labels.len() - self.num_dead
     }
 
     /// Whether no face is enrolled.
     pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
+        self.len() == 0
     }
 
-    /// Dot products of the query with every face.
+    /// Dot products of the query with every row (dead ones too: the callers skip them).
     fn dots(&self, q: &[f32]) -> Vec<f32> {
         self.data
             .chunks_exact(self.dim.max(1))
@@ -150,14 +231,14 @@ impl SearchIndex {
             .collect()
     }
 
-    /// The `k` nearest faces (index, L2 distance), nearest first.
+    /// The `k` nearest faces (row, L2 distance), nearest first.
     pub fn nearest_faces(&self, q: &[f32], k: usize) -> Result<Vec<(usize, f32)>> {
         self.check_dim("the query", q.len())?;
         if self.is_empty() {
             return Ok(Vec::new());
         }
         let dots = self.dots(q);
-        let mut idx: Vec<usize> = (0..dots.len()).collect();
+        let mut idx: Vec<usize> = (0..dots.len()).filter(|&i| self.alive(i)).collect();
         let k = k.min(idx.len());
         idx.select_nth_unstable_by(k.saturating_sub(1), |&a, &b| dots[b].total_cmp(&dots[a]));
         idx.truncate(k);
@@ -169,6 +250,9 @@ impl SearchIndex {
     /// uses it from then on.
     pub fn build_ann(&mut self, config: AnnConfig, threads: usize) -> Result<()> {
         let ann = AnnIndex::build(&self.data, self.dim, config, threads)?;
+        for row in (0..self.labels.len()).filter(|&r| !self.alive(r)) {
+            ann.remove(row as u64)?;
+        }
         self.ann = Some(Arc::new(ann));
         Ok(())
     }
@@ -241,11 +325,14 @@ impl SearchIndex {
         Ok(self.rank(dots.into_iter().enumerate(), k))
     }
 
-    /// Ranks identities by their best face among `(face, dot)` candidates.
+    /// Ranks identities by their best face among `(face, dot)` candidates (dead rows skipped).
     fn rank(&self, candidates: impl Iterator<Item = (usize, f32)>, k: usize) -> Vec<Match> {
         let mut best: Vec<Option<(f32, usize)>> = vec![None; self.names.len()];
         for (i, d) in candidates {
-            let slot = &mut best[self.labels[i]];
+            let Some(&label) = self.labels.get(i).filter(|&&l| l != DEAD) else {
+                continue;
+            };
+            let slot = &mut best[label];
             if slot.is_none_or(|(bd, _)| d > bd) {
                 *slot = Some((d, i));
             }
@@ -265,6 +352,27 @@ impl SearchIndex {
             })
             .collect()
     }
+}
+
+/// The normalized mean of one identity's unit embeddings, and the source a match on it
+/// reports.
+fn centroid(faces: &[&FaceRecord]) -> Result<(Vec<f32>, String)> {
+    let dim = faces.first().map_or(0, |f| f.embedding.len());
+    let mut sum = vec![0.0f32; dim];
+    for f in faces {
+        if f.embedding.len() != dim {
+            return Err(GalleryError::Invalid(format!(
+                "{}: embedding has {} values, the identity's others {dim}",
+                f.source,
+                f.embedding.len(),
+            )));
+        }
+        sum.iter_mut().zip(&f.embedding).for_each(|(a, b)| *a += b);
+    }
+    Ok((
+        facenet::embed::l2_normalize(&sum),
+        format!("centroid of {} face(s)", faces.len()),
+    ))
 }
 
 /// FNV-1a over the face ids: a cheap key that changes when any face is added or removed.
@@ -323,5 +431,50 @@ mod tests {
         assert!(e.contains("3 values") && e.contains('2'), "{e}");
         assert!(idx.push("dan", &[1.0], "d1").is_err());
         assert_eq!(idx.len(), 4);
+    }
+
+    /// With a graph attached, replacing an identity updates the graph too: its old rows are
+    /// never returned, its new ones are found, through the graph as exactly.
+    #[test]
+    fn replacing_an_identity_updates_the_graph() {
+        let g = crate::synthetic::face_like(300, 4, 0, 16, 7);
+        let faces: Vec<FaceRecord> = (0..g.labels.len())
+            .map(|i| FaceRecord {
+                id: i as i64,
+                identity: format!("p{}", g.labels[i]),
+                embedding: g.gallery[i * 16..(i + 1) * 16].to_vec(),
+                source: format!("f{i}"),
+                bbox: None,
+                created: 0,
+            })
+            .collect();
+        let mut idx = SearchIndex::new(&faces).unwrap();
+        idx.build_ann(AnnConfig::default(), 2).unwrap();
+        // p0 takes p1's faces' places (the same vectors, new sources); p1 leaves.
+        let moved: Vec<FaceRecord> = faces
+            .iter()
+            .filter(|f| f.identity == "p1")
+            .map(|f| FaceRecord {
+                identity: "p0".into(),
+                source: format!("moved {}", f.source),
+                ..f.clone()
+            })
+            .collect();
+        idx.replace_identity("p1", &[]).unwrap();
+        idx.replace_identity("p0", &moved).unwrap();
+        assert_eq!(idx.len(), faces.len() - 4);
+        for f in &moved {
+            let m = idx.search(&f.embedding, 3).unwrap();
+            // The graph's distances are computed in its own arithmetic: within 1e-3 of 0.
+            assert_eq!(m[0].identity, "p0");
+            assert!(m[0].distance < 1e-3, "{:?}", m[0]);
+            assert!(m[0].source.starts_with("moved"), "{:?}", m[0]);
+            assert!(m.iter().all(|m| m.identity != "p1"));
+            let exact = &idx.search_exact(&f.embedding, 1).unwrap()[0];
+            assert_eq!(
+                (&exact.identity, &exact.source),
+                (&m[0].identity, &m[0].source)
+            );
+        }
     }
 }

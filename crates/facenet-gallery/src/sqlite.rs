@@ -2,22 +2,29 @@
 //! processes wait for each other instead of failing, and every write in a transaction.
 //!
 //! One file holds several galleries (the CLI uses [`DEFAULT_GALLERY`]; a service keeps one per
-//! tenant) and the service's API keys. Schema version 2; a version-1 file (one gallery) is
-//! migrated in one transaction when opened, its faces becoming the default gallery's.
+//! tenant) and the service's API keys. Schema version 3; a version-1 file (one gallery) is
+//! migrated in one transaction when opened, its faces becoming the default gallery's, and a
+//! version-2 file gains the change record.
+//!
+//! Every write records, in its own transaction, which identities it touched and a generation
+//! number (table `changes`: one row per gallery and identity, its `seq` the generation of the
+//! last write that touched it; the row of identity `''` stands for the settings), so that a
+//! process holding a gallery in memory catches up with other processes by reading only those
+//! identities ([`GalleryStore::changes`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use crate::tenants::{ApiKey, DEFAULT_GALLERY, Role, Tenants, check_gallery_name};
 use crate::{
     FaceRecord, GalleryError, GalleryStore, ImportBatch, ModelInfo, NewFace, Result, Settings,
-    check_faces, check_identity_name,
+    check_faces, check_identity_name, now,
 };
 
-const SCHEMA_VERSION: &str = "2";
+const SCHEMA_VERSION: &str = "3";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (
@@ -53,6 +60,14 @@ CREATE TABLE IF NOT EXISTS faces (
     created     INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS faces_identity ON faces(identity_id);
+CREATE TABLE IF NOT EXISTS changes (
+    gallery_id INTEGER NOT NULL REFERENCES galleries(id) ON DELETE CASCADE,
+    identity   TEXT NOT NULL,     -- '' = the gallery's settings
+    seq        INTEGER NOT NULL,  -- the generation of the last write that touched it
+    PRIMARY KEY (gallery_id, identity)
+);
+CREATE INDEX IF NOT EXISTS changes_seq ON changes(seq);
+CREATE INDEX IF NOT EXISTS changes_gallery_seq ON changes(gallery_id, seq);
 CREATE TABLE IF NOT EXISTS api_keys (
     id         TEXT PRIMARY KEY,  -- public id, inside the key
     hash       TEXT NOT NULL,     -- SHA-256 of the whole key, hex
@@ -110,13 +125,6 @@ pub struct SqliteGallery {
     db: Arc<Db>,
     gallery: i64,
     name: String,
-}
-
-pub(crate) fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 impl SqliteGallery {
@@ -219,7 +227,8 @@ impl SqliteGallery {
                             reason: format!("migrating schema version 1 to 2 failed: {e}"),
                         })?
                 }
-                None | Some(SCHEMA_VERSION) => {}
+                // Version 2 to 3 only adds the change record (SCHEMA below creates it).
+                None | Some("2") | Some(SCHEMA_VERSION) => {}
                 Some(v) => {
                     return Err(GalleryError::Corrupt {
                         path: path.clone(),
@@ -232,7 +241,8 @@ impl SqliteGallery {
             }
             tx.execute_batch(SCHEMA).map_err(not_gallery)?;
             tx.execute(
-                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?1)",
+                "INSERT INTO meta(key, value) VALUES ('schema_version', ?1)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 [SCHEMA_VERSION],
             )
             .map_err(not_gallery)?;
@@ -338,6 +348,7 @@ impl SqliteGallery {
         )
         .map_err(err)?;
         let id = self.identity_id(tx, identity)?.expect("inserted");
+        self.touch(tx, &[identity])?;
         let mut ids = Vec::with_capacity(faces.len());
         for (f, created) in faces.iter().zip(times) {
             let b = f.bbox.map(|b| b.map(|v| v as f64));
@@ -361,6 +372,21 @@ impl SqliteGallery {
             ids.push(tx.last_insert_rowid());
         }
         Ok(ids)
+    }
+
+    /// Records inside `tx` that it touches `identities` (`""`: the settings): each gets the
+    /// next generation of the file.
+    fn touch(&self, tx: &Transaction<'_>, identities: &[&str]) -> Result<()> {
+        for name in identities {
+            tx.execute(
+                "INSERT INTO changes(gallery_id, identity, seq)
+                 VALUES (?1, ?2, (SELECT COALESCE(MAX(seq), 0) + 1 FROM changes))
+                 ON CONFLICT(gallery_id, identity) DO UPDATE SET seq = excluded.seq",
+                params![self.gallery, name],
+            )
+            .map_err(|e| self.err(e))?;
+        }
+        Ok(())
     }
 
     fn identity_id(&self, conn: &Connection, name: &str) -> Result<Option<i64>> {
@@ -492,6 +518,7 @@ impl GalleryStore for SqliteGallery {
                             params![self.gallery, name, now()],
                         )
                         .map_err(|e| self.err(e))?;
+                        self.touch(tx, &[name])?;
                     }
                 }
             }
@@ -510,7 +537,7 @@ impl GalleryStore for SqliteGallery {
                 params![self.gallery, identity, now()],
             )
             .map_err(|e| self.err(e))?;
-            Ok(())
+            self.touch(tx, &[identity])
         })
     }
 
@@ -551,6 +578,72 @@ impl GalleryStore for SqliteGallery {
             .map_err(|e| self.err(e))
     }
 
+    fn identities_page(
+        &self,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<(String, usize)>, usize)> {
+        let conn = self.conn();
+        let err = |e| self.err(e);
+        let total: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM identities WHERE gallery_id = ?1",
+                [self.gallery],
+                |r| r.get(0),
+            )
+            .map_err(err)?;
+        let mut st = conn
+            .prepare(
+                "SELECT i.name, (SELECT COUNT(*) FROM faces f WHERE f.identity_id = i.id)
+                 FROM identities i WHERE i.gallery_id = ?1 ORDER BY i.name LIMIT ?2 OFFSET ?3",
+            )
+            .map_err(err)?;
+        let rows = st
+            .query_map(params![self.gallery, limit as i64, offset as i64], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as usize))
+            })
+            .map_err(err)?;
+        let page = rows.collect::<std::result::Result<_, _>>().map_err(err)?;
+        Ok((page, total as usize))
+    }
+
+    fn faces_page(
+        &self,
+        identity: Option<&str>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<FaceRecord>, usize)> {
+        let conn = self.conn();
+        let err = |e| self.err(e);
+        if let Some(name) = identity
+            && self.identity_id(&conn, name)?.is_none()
+        {
+            return Err(GalleryError::UnknownIdentity(name.into()));
+        }
+        let filter = "FROM faces f JOIN identities i ON i.id = f.identity_id
+                      WHERE i.gallery_id = ?1 AND (?2 IS NULL OR i.name = ?2)";
+        let total: i64 = conn
+            .query_row(
+                &format!("SELECT COUNT(*) {filter}"),
+                params![self.gallery, identity],
+                |r| r.get(0),
+            )
+            .map_err(err)?;
+        let mut st = conn
+            .prepare(&format!(
+                "SELECT {FACE_COLUMNS} {filter} ORDER BY i.name, f.id LIMIT ?3 OFFSET ?4"
+            ))
+            .map_err(err)?;
+        let rows = st
+            .query_map(
+                params![self.gallery, identity, limit as i64, offset as i64],
+                face_row,
+            )
+            .map_err(err)?;
+        let page = rows.collect::<std::result::Result<_, _>>().map_err(err)?;
+        Ok((page, total as usize))
+    }
+
     fn remove(&self, identity: &str) -> Result<usize> {
         let err = |e| self.err(e);
         self.write(|tx| {
@@ -562,6 +655,7 @@ impl GalleryStore for SqliteGallery {
                 .map_err(err)?;
             tx.execute("DELETE FROM identities WHERE id = ?1", [id])
                 .map_err(err)?;
+            self.touch(tx, &[identity])?;
             Ok(n)
         })
     }
@@ -582,6 +676,7 @@ impl GalleryStore for SqliteGallery {
                 .ok_or(GalleryError::UnknownFace(id))?;
             tx.execute("DELETE FROM faces WHERE id = ?1", [id])
                 .map_err(|e| self.err(e))?;
+            self.touch(tx, &[&face.identity])?;
             Ok(face)
         })
     }
@@ -600,7 +695,7 @@ impl GalleryStore for SqliteGallery {
                 params![new, id],
             )
             .map_err(|e| self.err(e))?;
-            Ok(())
+            self.touch(tx, &[old, new])
         })
     }
 
@@ -659,8 +754,43 @@ impl GalleryStore for SqliteGallery {
                 }
                 .map_err(|e| self.err(e))?;
             }
-            Ok(())
+            self.touch(tx, &[""])
         })
+    }
+
+    fn changes(&self, since: i64) -> Result<Option<crate::Changes>> {
+        let conn = self.conn();
+        let err = |e| self.err(e);
+        let generation: i64 = conn
+            .query_row(
+                "SELECT COALESCE(MAX(seq), 0) FROM changes WHERE gallery_id = ?1",
+                [self.gallery],
+                |r| r.get(0),
+            )
+            .map_err(err)?;
+        let mut changes = crate::Changes {
+            generation,
+            ..Default::default()
+        };
+        if generation > since {
+            let mut st = conn
+                .prepare_cached(
+                    "SELECT identity FROM changes WHERE gallery_id = ?1 AND seq > ?2 ORDER BY identity",
+                )
+                .map_err(err)?;
+            let rows = st
+                .query_map(params![self.gallery, since], |r| r.get::<_, String>(0))
+                .map_err(err)?;
+            for name in rows {
+                let name = name.map_err(err)?;
+                if name.is_empty() {
+                    changes.settings = true;
+                } else {
+                    changes.identities.push(name);
+                }
+            }
+        }
+        Ok(Some(changes))
     }
 }
 

@@ -275,9 +275,40 @@ pub(crate) fn hostile_names_verbatim_or_refused(open: Open<'_>) {
     assert_eq!(g.identities().unwrap().len(), verbatim.len());
 }
 
+/// Pages of the listings are slices of the whole listings, with their totals.
+pub(crate) fn pages_are_slices_of_the_listings(open: Open<'_>) {
+    let g = default(open().as_ref());
+    for (name, n) in [("cy", 1), ("ada", 3), ("bob", 2)] {
+        let faces: Vec<_> = (0..n)
+            .map(|i| face(1.0, i as f32, &format!("{name}{i}.jpg")))
+            .collect();
+        g.enroll(name, &faces, &model()).unwrap();
+    }
+    g.create_identity("dan").unwrap();
+    let all = g.identities().unwrap();
+    assert_eq!(g.identities_page(0, 100).unwrap(), (all.clone(), 4));
+    assert_eq!(g.identities_page(1, 2).unwrap(), (all[1..3].to_vec(), 4));
+    assert_eq!(g.identities_page(9, 2).unwrap(), (vec![], 4));
+    let faces = g.faces(None).unwrap();
+    assert_eq!(g.faces_page(None, 2, 3).unwrap(), (faces[2..5].to_vec(), 6));
+    let ada = g.faces(Some("ada")).unwrap();
+    assert_eq!(
+        g.faces_page(Some("ada"), 1, 5).unwrap(),
+        (ada[1..].to_vec(), 3)
+    );
+    assert!(matches!(
+        g.faces_page(Some("zed"), 0, 5),
+        Err(crate::GalleryError::UnknownIdentity(_))
+    ));
+}
+
 pub(crate) fn all(fresh: &dyn Fn() -> Box<dyn Fn() -> Arc<dyn Tenants>>) {
     type Body = fn(Open<'_>);
-    let bodies: [(&str, Body); 7] = [
+    let bodies: [(&str, Body); 8] = [
+        (
+            "pages_are_slices_of_the_listings",
+            pages_are_slices_of_the_listings,
+        ),
         (
             "enroll_list_show_rename_remove",
             enroll_list_show_rename_remove,

@@ -142,7 +142,7 @@ pub fn create_key(
         gallery: gallery.into(),
         role,
         label: label.into(),
-        created: crate::sqlite::now(),
+        created: crate::now(),
     };
     store.insert_key(&key, &key_hash(&secret))?;
     Ok((key, secret))

@@ -272,7 +272,7 @@ pub fn distances(
 /// minutes (one colour per run, named in the legend); a dashed line at `goal` if given.
 pub fn training_curves(
     path: &Path,
-    runs: &[(String, Vec<facenet::train::CurvePoint>)],
+    runs: &[(String, Vec<facenet_train::CurvePoint>)],
     goal: Option<f64>,
 ) -> Result<()> {
     fonts();

@@ -48,18 +48,39 @@ fn class_of(e: &facenet::Error) -> &'static str {
     use facenet::Error as E;
     match e {
         E::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => "NotFound",
-        E::Decode { .. } | E::BadImage { .. } | E::InvalidArgument { .. } => "InvalidInput",
+        E::Decode { .. } | E::BadImage { .. } | E::InvalidArgument { .. } | E::NoFace { .. } => {
+            "InvalidInput"
+        }
         _ => "Error",
     }
 }
 
+/// The package's advice for a photo without the face asked for, after the library's message.
+fn with_hint(e: &facenet::Error, message: String) -> String {
+    use facenet::pipeline::NoFace;
+    let hint = match e {
+        facenet::Error::NoFace { why, .. } => match why {
+            NoFace::None => {
+                "is the face small or turned away? FaceNet.detect(image) shows what \
+                             the detector finds"
+            }
+            NoFace::Ambiguous(_) => "pass face=\"primary\" or face=\"largest\"",
+            NoFace::NoSuchIndex { .. } => "FaceNet.detect(image) lists the faces in order",
+        },
+        _ => return message,
+    };
+    format!("{message} ({hint})")
+}
+
 fn fe(py: Python<'_>, e: facenet::Error) -> PyErr {
-    raise(py, class_of(&e), chain(&e))
+    raise(py, class_of(&e), with_hint(&e, chain(&e)))
 }
 
 fn ge(py: Python<'_>, e: GalleryError) -> PyErr {
+    if let GalleryError::Facenet(inner) = &e {
+        return raise(py, class_of(inner), with_hint(inner, chain(&e)));
+    }
     let class = match &e {
-        GalleryError::Facenet(inner) => class_of(inner),
         GalleryError::UnknownIdentity(_) | GalleryError::UnknownFace(_) => "UnknownSubject",
         GalleryError::Invalid(_)
         | GalleryError::NameTaken(_)
@@ -194,12 +215,13 @@ impl Engine {
         self.pipeline.embedder().metadata().fingerprint.clone()
     }
 
-    /// Faces of an image, largest first: `(box, score, landmarks)`.
+    /// Faces of an image, the face of the photo first (the order of every front):
+    /// `(box, score, landmarks)`.
     fn detect(&self, py: Python<'_>, img: PyReadonlyArray3<'_, u8>) -> PyResult<Vec<FaceTuple>> {
         let img = image(py, &img, "image")?;
-        let det = self.pipeline.detector().expect("the engine has a detector");
-        let mut found = py.detach(|| det.detect(&img)).map_err(|e| fe(py, e))?;
-        found.sort_by(|a, b| b.area().total_cmp(&a.area()));
+        let found = py
+            .detach(|| self.pipeline.detect(&img))
+            .map_err(|e| fe(py, e))?;
         Ok(found.iter().map(detection).collect())
     }
 
@@ -247,7 +269,8 @@ impl Engine {
         ))
     }
 
-    /// Every face of an image, largest first: `(box, score, landmarks, crop, embedding)`.
+    /// Every face of an image, the face of the photo first: `(box, score, landmarks, crop,
+    /// embedding)`.
     #[allow(clippy::type_complexity)]
     fn faces<'py>(
         &self,
@@ -284,6 +307,35 @@ impl Engine {
             .collect()
     }
 
+    /// Are the faces of two images (the face of each photo) the same person? The library's
+    /// comparison under the 1:1 threshold ([`Engine::verify_threshold`]):
+    /// `(verified, distance, threshold, source, box1, box2)`.
+    #[pyo3(signature = (img1, img2, threshold = None))]
+    #[allow(clippy::type_complexity)]
+    fn verify(
+        &self,
+        py: Python<'_>,
+        img1: PyReadonlyArray3<'_, u8>,
+        img2: PyReadonlyArray3<'_, u8>,
+        threshold: Option<f32>,
+    ) -> PyResult<(bool, f32, f32, String, Option<[f32; 4]>, Option<[f32; 4]>)> {
+        let (a, b) = (image(py, &img1, "img1")?, image(py, &img2, "img2")?);
+        let t = self.threshold(py, threshold)?;
+        let v = py
+            .detach(|| {
+                facenet_gallery::verify_pair(&self.pipeline, [("img1", &a), ("img2", &b)], t)
+            })
+            .map_err(|e| ge(py, e))?;
+        Ok((
+            v.verified,
+            v.distance,
+            v.threshold.value,
+            v.threshold.source.name().into(),
+            v.bboxes[0],
+            v.bboxes[1],
+        ))
+    }
+
     /// The 1:1 threshold: `explicit`, else the one for a false accept rate of 1e-3 (the
     /// impostor table shipped for the weights), else 1.115. `(value, source, description)`.
     #[pyo3(signature = (explicit = None))]
@@ -292,11 +344,19 @@ impl Engine {
         py: Python<'_>,
         explicit: Option<f32>,
     ) -> PyResult<(f32, String, String)> {
+        let t = self.threshold(py, explicit)?;
+        Ok((t.value, t.source.name().into(), t.describe()))
+    }
+}
+
+impl Engine {
+    /// The 1:1 threshold without a gallery: `explicit`, else by the impostor table shipped for
+    /// the weights.
+    fn threshold(&self, py: Python<'_>, explicit: Option<f32>) -> PyResult<Threshold> {
         let fp = &self.pipeline.embedder().metadata().fingerprint;
         let table = facenet::eval::openset::bundled_table(fp);
-        let t = Threshold::for_verification(explicit, &Settings::default(), table.as_ref())
-            .map_err(|e| ge(py, e))?;
-        Ok((t.value, t.source.name().into(), t.describe()))
+        Threshold::for_verification(explicit, &Settings::default(), table.as_ref())
+            .map_err(|e| ge(py, e))
     }
 }
 
@@ -399,8 +459,8 @@ impl Gallery {
                 let d = PyDict::new(py);
                 d.set_item("box", i.bbox)?;
                 d.set_item("score", i.score)?;
-                d.set_item("identity", &i.identity)?;
-                d.set_item("known", i.identity != facenet_gallery::UNKNOWN)?;
+                d.set_item("identity", i.identity.name())?;
+                d.set_item("known", i.identity.is_known())?;
                 d.set_item("distance", i.distance)?;
                 d.set_item("threshold", i.threshold)?;
                 d.set_item("threshold_source", i.threshold_source.name())?;

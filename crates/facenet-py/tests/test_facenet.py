@@ -85,6 +85,25 @@ def test_verify_in_deepfaces_shape(net):
     assert net.verify(a[1], b[1], threshold=0.1)["verified"] is False
 
 
+def test_verify_is_the_librarys_comparison(net, tmp_path):
+    """FaceNet.verify is the library's pair check (as `facenet compare` and POST /verify): the
+    face of each photo, and "same person" strictly below the threshold."""
+    a, b = photos("val", "madonna")[1:3]
+    r = net.verify(a[1], b[1])
+    out = subprocess.run([str(CLI), "compare", "--detect", str(a[1]), str(b[1])],
+                         capture_output=True, text=True, check=True).stdout
+    assert abs(float(out.split()[0]) - r["distance"]) < 1e-4, (out, r)
+    # At a threshold equal to the distance the pair is not the same person: `<`, not `<=`.
+    assert net.verify(a[1], b[1], threshold=r["distance"])["verified"] is False
+    assert net.verify(a[1], b[1], threshold=r["distance"] + 1e-4)["verified"] is True
+    # A faceless image: the library's reason, then the package's own hint.
+    blank = tmp_path / "blank.png"
+    from PIL import Image
+    Image.new("RGB", (80, 80), (128, 128, 128)).save(blank)
+    with pytest.raises(facenet.InvalidInput, match=r"img2: no face found \(.*FaceNet.detect"):
+        net.verify(a[1], blank)
+
+
 def test_face_recognition_script_runs_by_changing_the_import():
     """face_recognition's recipe: known encodings (every train photo), then for each val photo
     the locations, encodings and the best match under tolerance 0.6."""

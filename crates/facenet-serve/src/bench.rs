@@ -27,6 +27,8 @@ pub struct Load {
 pub struct LoadReport {
     /// The route.
     pub route: String,
+    /// Faces in the gallery searched (the sample's and the synthetic ones).
+    pub gallery_faces: usize,
     /// Concurrent clients.
     pub clients: usize,
     /// Requests answered 2xx.
@@ -163,6 +165,7 @@ pub async fn run(load: &Load, photos: &[(String, Vec<u8>)]) -> LoadReport {
     };
     LoadReport {
         route: load.route.clone(),
+        gallery_faces: 0,
         clients: load.clients,
         ok: ok.len(),
         shed: shed.len(),
@@ -195,8 +198,9 @@ pub fn heap_in_use_mib() -> f64 {
 /// The table `facenet bench serve` prints.
 pub fn table(direct_faces_per_s: f64, reports: &[LoadReport]) -> String {
     let mut out = format!(
-        "{:<18} {:>7} {:>6} {:>6} {:>6} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7}  {}\n",
+        "{:<18} {:>9} {:>7} {:>6} {:>6} {:>6} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7}  {}\n",
         "route",
+        "gallery",
         "clients",
         "ok",
         "shed",
@@ -211,8 +215,9 @@ pub fn table(direct_faces_per_s: f64, reports: &[LoadReport]) -> String {
     );
     for r in reports {
         out.push_str(&format!(
-            "{:<18} {:>7} {:>6} {:>6} {:>6} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>6.2}x  {}\n",
+            "{:<18} {:>9} {:>7} {:>6} {:>6} {:>6} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>6.2}x  {}\n",
             r.route.trim_start_matches("/api/v1"),
+            r.gallery_faces,
             r.clients,
             r.ok,
             r.shed,
@@ -232,7 +237,9 @@ pub fn table(direct_faces_per_s: f64, reports: &[LoadReport]) -> String {
         ));
     }
     out.push_str(&format!(
-        "vs lib: faces/s over the library's {direct_faces_per_s:.1} faces/s on the same photos \
+        "gallery: faces the identifications search (the sample's enrolled photos, and \
+         synthetic face-like identities of 5 faces each beside them)\n\
+         vs lib: faces/s over the library's {direct_faces_per_s:.1} faces/s on the same photos \
          (detection and alignment, then the network at batch 8), measured in this run\n"
     ));
     out
@@ -255,6 +262,9 @@ pub struct ServeBench {
     pub max_time: Duration,
     /// The service's settings (its listen address is replaced by a free loopback port).
     pub config: crate::ServeConfig,
+    /// Synthetic faces added to the gallery beside the enrolled photos, one service (and
+    /// one SQLite file) per value: `/identify`'s latency as the gallery grows.
+    pub synthetic_faces: Vec<usize>,
 }
 
 impl ServeBench {
@@ -301,6 +311,7 @@ impl ServeBench {
             requests: 160,
             max_time: Duration::from_secs(120),
             config,
+            synthetic_faces: vec![0],
         })
     }
 }
@@ -327,72 +338,163 @@ pub fn direct_faces_per_s(
     Ok(crops.len() as f64 / start.elapsed().as_secs_f64())
 }
 
-/// Starts the service in this process on a free loopback port over an in-memory store,
-/// enrols `bench.enrol`, measures the library alone, then runs the clients against `/embed`
-/// and `/identify`, and a single client after the largest run (does it recover?). Returns
-/// the table.
+/// Adds `faces` synthetic face-like faces (5 per identity, named `synthetic-N`,
+/// [`facenet_gallery::synthetic::face_like`]) under `model` to `store`, in transactions of
+/// 50,000 faces.
+pub fn add_synthetic(
+    store: &dyn facenet_gallery::GalleryStore,
+    model: &facenet_gallery::ModelInfo,
+    faces: usize,
+) -> Result<(), facenet_gallery::GalleryError> {
+    const PER: usize = 5;
+    const CHUNK: usize = 10_000;
+    let identities = faces.div_ceil(PER);
+    for first in (0..identities).step_by(CHUNK) {
+        let n = CHUNK.min(identities - first);
+        let g = facenet_gallery::synthetic::face_like(n, PER, 0, model.dim, first as u64 + 1);
+        let mut batch = facenet_gallery::ImportBatch {
+            model: Some(model.clone()),
+            identities: Vec::with_capacity(n),
+        };
+        for id in 0..n {
+            let faces: Vec<facenet_gallery::NewFace> = (0..PER)
+                .map(|j| {
+                    let row = id * PER + j;
+                    facenet_gallery::NewFace {
+                        embedding: g.gallery[row * model.dim..(row + 1) * model.dim].to_vec(),
+                        source: format!("synthetic {row}"),
+                        bbox: None,
+                    }
+                })
+                .collect();
+            batch
+                .identities
+                .push((format!("synthetic-{}", first + id), faces, vec![0; PER]));
+        }
+        store.import(&batch)?;
+    }
+    Ok(())
+}
+
+/// Starts the service in this process on a free loopback port, once per size of
+/// `bench.synthetic_faces`, over a new SQLite file each time: enrols `bench.enrol`, adds the
+/// synthetic faces, then runs the clients against each route, and a single client after the
+/// largest run (does it recover?). The library alone is measured once. Returns the table.
 pub fn serve_bench(
     pipeline: facenet::pipeline::FacePipeline,
     bench: &ServeBench,
 ) -> Result<String, crate::ServeError> {
     use facenet_gallery::tenants::create_key;
-    let store = Arc::new(facenet_gallery::SqliteGallery::in_memory()?);
-    let (_, key) = create_key(
-        store.as_ref(),
-        "bench",
-        facenet_gallery::Role::Write,
-        "bench",
-    )?;
     let mut config = bench.config.clone();
     config.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    let state = crate::AppState::new(pipeline, store, config)?;
-    state.pipeline().warm_up();
-    direct_faces_per_s(state.pipeline(), &bench.photos)?; // warm-up of every shape
-    let direct = direct_faces_per_s(state.pipeline(), &bench.photos)?;
-    let runtime = crate::runtime(&bench.config)?;
-    runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        tokio::spawn(axum::serve(listener, crate::router(state)).into_future());
-        let client = reqwest::Client::new();
-        for (subject, name, bytes) in &bench.enrol {
-            let part = reqwest::multipart::Part::bytes(bytes.clone()).file_name(name.clone());
-            let resp = client
-                .post(format!("{url}/api/v1/subjects/{subject}/faces"))
-                .header(crate::API_KEY_HEADER, &key)
-                .multipart(reqwest::multipart::Form::new().part("file", part))
-                .send()
-                .await;
-            if !resp.is_ok_and(|r| r.status().is_success()) {
-                tracing::warn!("bench: enrolling {name} as {subject} failed");
+    let mut pipeline = Some(pipeline);
+    let mut direct = None;
+    let mut shared: Option<Arc<facenet::pipeline::FacePipeline>> = None;
+    let mut reports = Vec::new();
+    let dir = std::env::temp_dir().join(format!("facenet-bench-serve-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let sizes = if bench.synthetic_faces.is_empty() {
+        vec![0]
+    } else {
+        bench.synthetic_faces.clone()
+    };
+    for (i, &extra) in sizes.iter().enumerate() {
+        let store = Arc::new(facenet_gallery::SqliteGallery::open(
+            &dir.join(format!("gallery-{i}.db")),
+        )?);
+        let (_, key) = create_key(
+            store.as_ref(),
+            "bench",
+            facenet_gallery::Role::Write,
+            "bench",
+        )?;
+        // One pipeline (and batcher) for every size: the first state starts it.
+        let st = match (&shared, pipeline.take()) {
+            (Some(p), _) => {
+                crate::AppState::with_pipeline(p.clone(), store.clone(), config.clone())
             }
-        }
-        let mut reports = Vec::new();
-        for route in &bench.routes {
-            let route = route.as_str();
-            for &clients in &bench.clients {
-                let load = Load {
+            (None, Some(p)) => {
+                let st = crate::AppState::new(p, store.clone(), config.clone())?;
+                st.pipeline().warm_up();
+                direct_faces_per_s(st.pipeline(), &bench.photos)?; // warm-up of every shape
+                direct = Some(direct_faces_per_s(st.pipeline(), &bench.photos)?);
+                shared = Some(st.pipeline().clone());
+                st
+            }
+            (None, None) => unreachable!("the pipeline is taken by the first size"),
+        };
+        let runtime = crate::runtime(&bench.config)?;
+        let model = {
+            let m = st.pipeline().embedder().metadata();
+            facenet_gallery::ModelInfo {
+                fingerprint: m.fingerprint.clone(),
+                dim: m.config.embedding_dim,
+            }
+        };
+        let gallery: Arc<dyn facenet_gallery::GalleryStore> = Arc::new(store.gallery("bench")?);
+        let found: Result<Vec<LoadReport>, crate::ServeError> = runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+            let url = format!("http://{}", listener.local_addr()?);
+            tokio::spawn(axum::serve(listener, crate::router(st.clone())).into_future());
+            let client = reqwest::Client::new();
+            for (subject, name, bytes) in &bench.enrol {
+                let part = reqwest::multipart::Part::bytes(bytes.clone()).file_name(name.clone());
+                let resp = client
+                    .post(format!("{url}/api/v1/subjects/{subject}/faces"))
+                    .header(crate::API_KEY_HEADER, &key)
+                    .multipart(reqwest::multipart::Form::new().part("file", part))
+                    .send()
+                    .await;
+                if !resp.is_ok_and(|r| r.status().is_success()) {
+                    tracing::warn!("bench: enrolling {name} as {subject} failed");
+                }
+            }
+            let g = gallery.clone();
+            tokio::task::spawn_blocking(move || add_synthetic(g.as_ref(), &model, extra))
+                .await
+                .map_err(std::io::Error::other)??;
+            let faces = gallery.identities()?.iter().map(|i| i.1).sum();
+            // The service reads the gallery (and builds its graph) once, before the runs.
+            let warm = st.clone();
+            tokio::task::spawn_blocking(move || {
+                warm.recognizer("bench")?.searcher(None, None).map(drop)
+            })
+            .await
+            .map_err(std::io::Error::other)??;
+            let mut reports = Vec::new();
+            for route in &bench.routes {
+                let route = route.as_str();
+                for &clients in &bench.clients {
+                    let load = Load {
+                        url: url.clone(),
+                        key: key.clone(),
+                        route: route.into(),
+                        clients,
+                        requests: bench.requests.max(2 * clients),
+                        max_time: bench.max_time,
+                    };
+                    let mut r = run(&load, &bench.photos).await;
+                    r.gallery_faces = faces;
+                    reports.push(r);
+                }
+                let after = Load {
                     url: url.clone(),
                     key: key.clone(),
                     route: route.into(),
-                    clients,
-                    requests: bench.requests.max(2 * clients),
+                    clients: 1,
+                    requests: 8,
                     max_time: bench.max_time,
                 };
-                reports.push(run(&load, &bench.photos).await);
+                let mut recovered = run(&after, &bench.photos).await;
+                recovered.route = format!("{route} (after)");
+                recovered.gallery_faces = faces;
+                reports.push(recovered);
             }
-            let after = Load {
-                url: url.clone(),
-                key: key.clone(),
-                route: route.into(),
-                clients: 1,
-                requests: 8,
-                max_time: bench.max_time,
-            };
-            let mut recovered = run(&after, &bench.photos).await;
-            recovered.route = format!("{route} (after)");
-            reports.push(recovered);
-        }
-        Ok(table(direct, &reports))
-    })
+            Ok(reports)
+        });
+        reports.extend(found?);
+        drop(runtime);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(table(direct.unwrap_or(0.0), &reports))
 }

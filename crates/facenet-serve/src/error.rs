@@ -92,9 +92,7 @@ impl From<GalleryError> for ApiError {
             G::Invalid(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        if status == StatusCode::INTERNAL_SERVER_ERROR {
-            tracing::error!("{}", chain(&e));
-        }
+        // A 500's detail is logged and replaced by the router (`hide_internal`).
         Self::new(status, chain(&e))
     }
 }
@@ -103,14 +101,28 @@ impl ApiError {
     fn from_ref(e: &facenet::Error, detail: String) -> Self {
         use facenet::Error as E;
         let status = match e {
-            E::Decode { .. } | E::BadImage { .. } => StatusCode::BAD_REQUEST,
+            E::Decode { .. } | E::BadImage { .. } | E::NoFace { .. } => StatusCode::BAD_REQUEST,
             E::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        if status == StatusCode::INTERNAL_SERVER_ERROR {
-            tracing::error!("{detail}");
-        }
+        let detail = match e {
+            E::NoFace { why, .. } => format!("{detail}; {}", no_face_hint(why)),
+            _ => detail,
+        };
         Self::new(status, detail)
+    }
+}
+
+/// The service's advice for a photo without the face asked for.
+pub fn no_face_hint(why: &facenet::pipeline::NoFace) -> &'static str {
+    use facenet::pipeline::NoFace;
+    match why {
+        NoFace::None => {
+            "send a photo where the face is larger and turned to the camera \
+             (POST /api/v1/detect shows what the detector finds)"
+        }
+        NoFace::Ambiguous(_) => "send a photo of this person alone, or crop it to their face",
+        NoFace::NoSuchIndex { .. } => "POST /api/v1/detect lists the faces in order",
     }
 }
 

@@ -144,6 +144,9 @@ pub struct AppState {
     config: ServeConfig,
     metrics: metrics::Metrics,
     ready: AtomicBool,
+    /// One recognizer per gallery opened so far: each holds its gallery in memory and
+    /// catches up with other processes' writes before each search.
+    galleries: std::sync::Mutex<std::collections::HashMap<String, Recognizer>>,
 }
 
 impl AppState {
@@ -158,8 +161,18 @@ impl AppState {
             max_wait: Duration::from_millis(config.batch_wait_ms),
             queue: config.queue.max(1),
         })?;
-        Ok(Arc::new(Self {
-            pipeline: Arc::new(pipeline),
+        Ok(Self::with_pipeline(Arc::new(pipeline), tenants, config))
+    }
+
+    /// State over a pipeline already set up (batching included) and shared, e.g. by several
+    /// services in one process.
+    pub fn with_pipeline(
+        pipeline: Arc<FacePipeline>,
+        tenants: Arc<dyn Tenants>,
+        config: ServeConfig,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            pipeline,
             tenants,
             permits: Arc::new(Semaphore::new(config.queue.max(1))),
             decode_budget: Arc::new(Semaphore::new(budget_kilopixels(&config) as usize)),
@@ -167,7 +180,8 @@ impl AppState {
             config,
             metrics: metrics::Metrics::default(),
             ready: AtomicBool::new(false),
-        }))
+            galleries: Default::default(),
+        })
     }
 
     /// Runs blocking work (decoding, the network, the store) on the blocking pool, holding one
@@ -267,6 +281,17 @@ impl AppState {
     pub fn pipeline(&self) -> &Arc<FacePipeline> {
         &self.pipeline
     }
+
+    /// The recognizer of a gallery: the one this service holds, opened on first use.
+    pub fn recognizer(&self, gallery: &str) -> Result<Recognizer, facenet_gallery::GalleryError> {
+        let mut held = self.galleries.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = held.get(gallery) {
+            return Ok(r.clone());
+        }
+        let r = Recognizer::new(self.pipeline.clone(), self.tenants.gallery(gallery)?);
+        held.insert(gallery.to_string(), r.clone());
+        Ok(r)
+    }
 }
 
 /// The caller, from its `x-api-key`: its key and a recognizer over its gallery.
@@ -316,15 +341,13 @@ impl FromRequestParts<Arc<AppState>> for Tenant {
             .map_err(|_| unauthorized("x-api-key header: not a valid key"))?
             .trim()
             .to_string();
-        let tenants = state.tenants.clone();
-        let pipeline = state.pipeline.clone();
+        let state = state.clone();
         tokio::task::spawn_blocking(move || {
-            let key = facenet_gallery::tenants::authenticate(tenants.as_ref(), &presented)?
+            let key = facenet_gallery::tenants::authenticate(state.tenants.as_ref(), &presented)?
                 .ok_or_else(|| unauthorized("x-api-key header: not a valid key"))?;
-            let store = tenants.gallery(&key.gallery)?;
             Ok(Tenant {
+                recognizer: state.recognizer(&key.gallery)?,
                 key,
-                recognizer: Recognizer::new(pipeline, store),
             })
         })
         .await
@@ -344,6 +367,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(middleware::from_fn_with_state(limit, read_body))
         .layer(middleware::from_fn_with_state(limit, refuse_oversized))
         .layer(middleware::from_fn_with_state(state, metrics::record))
+        .layer(middleware::from_fn(hide_internal))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(
             TraceLayer::new_for_http()
@@ -360,6 +384,32 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .on_failure(()),
         )
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// A 500 tells the client only that it happened and under which request id; its cause (an
+/// error chain that may name files and servers) goes to the log, in the request's span.
+async fn hide_internal(req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_string();
+    let r = next.run(req).await;
+    if r.status() != StatusCode::INTERNAL_SERVER_ERROR {
+        return r;
+    }
+    let body = axum::body::to_bytes(r.into_body(), 1 << 20)
+        .await
+        .unwrap_or_default();
+    let cause = serde_json::from_slice::<error::ErrorBody>(&body)
+        .map(|b| b.detail)
+        .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
+    tracing::error!(request_id = %id, "internal error: {cause}");
+    axum::response::IntoResponse::into_response(ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("internal error (request id {id}); the server's log has its cause"),
+    ))
 }
 
 /// A body announced larger than the limit is refused before any of it is read (a chunked body

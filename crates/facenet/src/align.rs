@@ -86,6 +86,31 @@ pub fn confident(faces: &[Detection]) -> Vec<Detection> {
         .collect()
 }
 
+/// The one order in which every front lists the faces of a photo (`facenet detect`,
+/// `embed --detect`, `identify`, the HTTP API, Python) and `--face N` counts them: the face of
+/// the photo first ([`FaceSelection::Primary`]), then the other confident faces (within
+/// [`SCORE_GAP`] of the best score), then the rest; within each group by davidsandberg's
+/// centre-weighted key (area less twice the squared distance of the box's centre from the
+/// image's), ties by score.
+pub fn order(faces: &mut [Detection], width: u32, height: u32) {
+    let best = faces.iter().map(|d| d.score).fold(f32::MIN, f32::max);
+    let (cx, cy) = (width as f32 / 2.0, height as f32 / 2.0);
+    let key = |d: &Detection| {
+        let ox = (d.bbox[0] + d.bbox[2]) / 2.0 - cx;
+        let oy = (d.bbox[1] + d.bbox[3]) / 2.0 - cy;
+        (
+            d.score >= best - SCORE_GAP,
+            d.area() - 2.0 * (ox * ox + oy * oy),
+        )
+    };
+    faces.sort_by(|a, b| {
+        let (ka, kb) = (key(a), key(b));
+        kb.0.cmp(&ka.0)
+            .then(kb.1.total_cmp(&ka.1))
+            .then(b.score.total_cmp(&a.score))
+    });
+}
+
 /// Picks faces per `selection`; for one-face rules the result has at most one element.
 pub fn select(
     faces: &[Detection],
@@ -111,12 +136,12 @@ pub fn select(
         FaceSelection::All => faces.to_vec(),
         FaceSelection::Largest => best(&|d| d.area()),
         FaceSelection::CenterWeighted => best(&centre_weighted),
-        FaceSelection::Primary => select(
-            &confident(faces),
-            width,
-            height,
-            FaceSelection::CenterWeighted,
-        ),
+        FaceSelection::Primary => {
+            let mut all = faces.to_vec();
+            order(&mut all, width, height);
+            all.truncate(1);
+            all
+        }
     }
 }
 

@@ -34,6 +34,16 @@ pub enum Error {
         reason: String,
     },
 
+    /// A photo without the face asked for (none found, several comparable, an index past
+    /// the faces found).
+    #[error("{path}: {why}")]
+    NoFace {
+        /// The file (or a label for in-memory images).
+        path: PathBuf,
+        /// Why there is no face.
+        why: NoFace,
+    },
+
     /// The embedding queue is full: the caller should retry later (a service answers 503).
     #[error("busy: {queued} embedding requests are already waiting; retry shortly")]
     Busy {
@@ -178,3 +188,23 @@ impl ParseError {
 
 /// Result alias of the library.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a photo gave no face for a [`crate::pipeline::FaceChoice`]. Its message names no front's option: each
+/// front adds its own hint (a CLI flag, a query parameter, a Python argument).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoFace {
+    /// The detector found nothing.
+    #[error("no face found")]
+    None,
+    /// Several comparable faces and no choice made; their number.
+    #[error("{0} faces found, none clearly the face of the photo")]
+    Ambiguous(usize),
+    /// `FaceChoice::Index` past the faces found.
+    #[error("face {index} asked for, but {found} face(s) found")]
+    NoSuchIndex {
+        /// The index asked for.
+        index: usize,
+        /// Faces found.
+        found: usize,
+    },
+}

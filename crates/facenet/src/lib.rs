@@ -19,6 +19,7 @@ pub mod align;
 pub mod batch;
 pub mod bench;
 pub mod detect;
+pub mod distance;
 pub mod draw;
 pub mod embed;
 pub mod engine;
@@ -31,7 +32,7 @@ pub mod model;
 pub mod paths;
 pub mod pipeline;
 pub mod quantize;
-pub mod train;
+pub mod rng;
 pub mod weights;
 
 pub use burn::tensor::Device;

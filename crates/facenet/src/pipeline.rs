@@ -16,10 +16,11 @@ use std::sync::{Arc, Mutex};
 
 use image::RgbImage;
 
-use crate::align::{AlignConfig, AlignMethod, FaceSelection, align, confident, select};
+use crate::align::{AlignConfig, AlignMethod, FaceSelection, align, confident, order, select};
 use crate::batch::{BatchConfig, BatchSnapshot, Batcher};
 use crate::detect::{Detection, Detector};
 use crate::embed::Embedder;
+pub use crate::error::NoFace;
 use crate::error::{Error, Result};
 
 /// One face of a photo.
@@ -44,35 +45,9 @@ pub enum FaceChoice {
     Primary,
     /// The largest face.
     Largest,
-    /// Face `n` in the order of [`FacePipeline::faces`] (largest first).
+    /// Face `n` in the order of [`FacePipeline::faces`] ([`crate::align::order`]: 0 is the
+    /// face of the photo).
     Index(usize),
-}
-
-/// Why a photo gave no face for a [`FaceChoice`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NoFace {
-    /// The detector found nothing.
-    None,
-    /// Several comparable faces and no choice made; their number.
-    Ambiguous(usize),
-    /// [`FaceChoice::Index`] past the faces found; their number.
-    NoSuchIndex(usize),
-}
-
-impl NoFace {
-    /// The problem in words, for an error naming the photo.
-    pub fn describe(&self, choice: FaceChoice) -> String {
-        match (self, choice) {
-            (NoFace::None, _) => "no face found".into(),
-            (NoFace::Ambiguous(n), _) => {
-                format!("{n} faces found; choose one with --largest or --face N (0 = largest)")
-            }
-            (NoFace::NoSuchIndex(n), FaceChoice::Index(i)) => {
-                format!("--face {i}, but only {n} face(s) found")
-            }
-            (NoFace::NoSuchIndex(n), _) => format!("only {n} face(s) found"),
-        }
-    }
 }
 
 /// Detect -> select -> align -> embed.
@@ -158,14 +133,24 @@ impl FacePipeline {
         }
     }
 
-    /// Every face of an image, largest first, with crops and embeddings (one forward pass
-    /// for all). Without a detector the image is the one face.
-    pub fn faces(&self, img: &RgbImage) -> Result<Vec<Face>> {
+    /// The faces of an image in the order every front lists them ([`crate::align::order`]:
+    /// the face of the photo first), without crops or embeddings; empty without a detector.
+    pub fn detect(&self, img: &RgbImage) -> Result<Vec<Detection>> {
         let Some(det) = &self.detector else {
-            return self.embed_faces(vec![(None, img.clone())]);
+            return Ok(Vec::new());
         };
         let mut found = det.detect(img)?;
-        found.sort_by(|a, b| b.area().total_cmp(&a.area()));
+        order(&mut found, img.width(), img.height());
+        Ok(found)
+    }
+
+    /// Every face of an image with crops and embeddings (one forward pass for all), in the
+    /// order of [`FacePipeline::detect`]. Without a detector the image is the one face.
+    pub fn faces(&self, img: &RgbImage) -> Result<Vec<Face>> {
+        if self.detector.is_none() {
+            return self.embed_faces(vec![(None, img.clone())]);
+        }
+        let found = self.detect(img)?;
         let crops = found
             .into_iter()
             .map(|d| Ok((Some(d), align(img, &d, &self.align)?)))
@@ -184,27 +169,32 @@ impl FacePipeline {
         img: &RgbImage,
         choice: FaceChoice,
     ) -> Result<std::result::Result<Face, NoFace>> {
-        let Some(det) = &self.detector else {
+        if self.detector.is_none() {
             return Ok(Ok(self.faces(img)?.remove(0)));
-        };
-        let mut found = det.detect(img)?;
+        }
+        let found = self.detect(img)?;
         if found.is_empty() {
             return Ok(Err(NoFace::None));
         }
-        found.sort_by(|a, b| b.area().total_cmp(&a.area()));
-        let (w, h) = img.dimensions();
         let picked = match choice {
             FaceChoice::Index(i) => match found.get(i) {
                 Some(d) => *d,
-                None => return Ok(Err(NoFace::NoSuchIndex(found.len()))),
+                None => {
+                    return Ok(Err(NoFace::NoSuchIndex {
+                        index: i,
+                        found: found.len(),
+                    }));
+                }
             },
-            FaceChoice::Largest => found[0],
+            FaceChoice::Largest => *found
+                .iter()
+                .max_by(|a, b| a.area().total_cmp(&b.area()))
+                .expect("not empty"),
             FaceChoice::Unambiguous if confident(&found).len() > 1 => {
                 return Ok(Err(NoFace::Ambiguous(confident(&found).len())));
             }
-            FaceChoice::Unambiguous | FaceChoice::Primary => {
-                select(&found, w, h, FaceSelection::Primary)[0]
-            }
+            // The face of the photo is the first of the order.
+            FaceChoice::Unambiguous | FaceChoice::Primary => found[0],
         };
         let crop = align(img, &picked, &self.align)?;
         Ok(Ok(self.embed_faces(vec![(Some(picked), crop)])?.remove(0)))
@@ -213,9 +203,9 @@ impl FacePipeline {
     /// [`FacePipeline::face`] of an image file, with a missing face as an error naming it.
     pub fn face_in_file(&self, path: &Path, choice: FaceChoice) -> Result<Face> {
         self.face(&self.load(path)?, choice)?
-            .map_err(|why| Error::BadImage {
+            .map_err(|why| Error::NoFace {
                 path: path.into(),
-                reason: why.describe(choice),
+                why,
             })
     }
 

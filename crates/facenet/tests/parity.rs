@@ -309,7 +309,8 @@ fn lfw_int8_calibration() -> facenet::quantize::Int8Calibration {
     let pairs = facenet::eval::Pairs::read(&lfw.join("lfw-protocol/pairsDevTrain.txt")).unwrap();
     let cfg = ProtocolConfig::lfw(lfw.join("lfw"));
     let mut e = embedder(Standardization::Prewhiten, 16);
-    facenet::quantize::calibrate_on_pairs(&mut e, &pairs, None, &cfg, Some(&pool), 48, &()).unwrap()
+    facenet::eval::calibrate::calibrate_on_pairs(&mut e, &pairs, None, &cfg, Some(&pool), 48, &())
+        .unwrap()
 }
 
 /// int8 (8-bit activations scaled by an LFW DevTrain calibration, 7-bit per-channel weights,

@@ -86,7 +86,7 @@ fn train_bench(args: &TrainArgs, device: Device) -> anyhow::Result<()> {
         }
         return Ok(());
     };
-    let s = facenet::train::trainer::time_triplet_steps(model, args.triplets, args.steps, &device)?;
+    let s = facenet_train::trainer::time_triplet_steps(model, args.triplets, args.steps, &device)?;
     println!(
         "train model={} batch={} s_per_step={s:.2} peak_rss_mib={:.0}",
         model.name(),

@@ -38,14 +38,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let mut points = Vec::new();
         let mut names = Vec::new();
         for dir in &parts {
-            let p = facenet::train::read_curve(dir)?;
+            let p = facenet_train::read_curve(dir)?;
             if p.is_empty() {
                 bail!(
                     "{}: no validation in log.jsonl (train with --val-pairs and --val-images)",
                     dir.display()
                 );
             }
-            points = facenet::train::chain_curves(&points, &p);
+            points = facenet_train::chain_curves(&points, &p);
             names.push(
                 dir.file_name()
                     .map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into()),

@@ -76,7 +76,7 @@ fn one_run(
                 .first()
                 .map(|c| c.identity.clone())
                 .unwrap_or_default(),
-            predicted: id.identity,
+            predicted: id.identity.name().to_string(),
             distance: id.distance.unwrap_or(f32::NAN),
             face,
         });

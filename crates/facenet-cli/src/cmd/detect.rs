@@ -34,9 +34,11 @@ pub fn run(args: Args, device: Device) -> anyhow::Result<()> {
     let mut out = stdout.lock();
     for path in &args.images {
         let img = facenet::image::load_rgb(path)?;
-        let faces = detector
+        let mut faces = detector
             .detect(&img)
             .with_context(|| format!("detecting faces in {}", path.display()))?;
+        // The order of every front: `--face N` of enroll and compare counts in it.
+        facenet::align::order(&mut faces, img.width(), img.height());
         if args.json {
             let line = serde_json::json!({
                 "path": display(path),

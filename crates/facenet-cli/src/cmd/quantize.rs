@@ -11,8 +11,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use facenet::eval::Pairs;
+use facenet::eval::calibrate::calibrate_on_pairs;
 use facenet::eval::protocol::ProtocolConfig;
-use facenet::quantize::{self, Int8Calibration};
+use facenet::quantize::Int8Calibration;
 use facenet::{Device, Embedder};
 
 use crate::common::{DetectorArg, PhaseBar, bar};
@@ -64,7 +65,7 @@ pub fn run(args: Args, device: Device) -> anyhow::Result<()> {
     let pairs = Pairs::read(&args.pairs)?;
     let exclude = args.exclude.as_deref().map(Pairs::read).transpose()?;
     let pb = PhaseBar(bar(0, "{bar:40} {pos}/{len} {msg} {elapsed}"));
-    let cal = quantize::calibrate_on_pairs(
+    let cal = calibrate_on_pairs(
         &mut embedder,
         &pairs,
         exclude.as_ref(),

@@ -146,7 +146,8 @@ pub fn identify(args: IdentifyArgs, device: Device) -> anyhow::Result<()> {
             writeln!(
                 out,
                 "{path} face {}: {} (distance {dist}{margin})",
-                id.face, id.identity
+                id.face,
+                id.identity.name()
             )?;
             for c in id.candidates.iter().skip(1) {
                 writeln!(out, "    then {} {:.3}", c.identity, c.distance)?;

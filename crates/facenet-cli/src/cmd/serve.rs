@@ -73,6 +73,11 @@ pub struct BenchArgs {
     /// Longest one run may take, seconds.
     #[arg(long, default_value_t = 120)]
     max_time_s: u64,
+    /// Synthetic face-like faces beside the enrolled photos, comma separated: one service and
+    /// gallery per value (e.g. `0,10000,100000,1000000`), so that `/identify`'s latency and
+    /// memory are shown as the gallery grows.
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    synthetic_faces: Vec<usize>,
     /// Sample dataset (`train/PERSON/*.jpg` are enrolled, `val/*/*.jpg` are sent). Default:
     /// the one `facenet fetch` downloads.
     #[arg(long)]
@@ -95,6 +100,7 @@ pub fn bench(args: BenchArgs, device: Device) -> anyhow::Result<()> {
         .map(|r| format!("/api/v1/{}", r.trim_start_matches('/')))
         .collect();
     bench.max_time = Duration::from_secs(args.max_time_s);
+    bench.synthetic_faces = args.synthetic_faces;
     print!(
         "{}",
         facenet_serve::bench::serve_bench(args.pipeline.open(&device)?, &bench)?

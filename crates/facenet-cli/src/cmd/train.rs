@@ -1,11 +1,11 @@
-//! `facenet train`: arguments into `facenet::train::TrainConfig`, a progress bar over
-//! `facenet::train::Trainer`.
+//! `facenet train`: arguments into `facenet_train::TrainConfig`, a progress bar over
+//! `facenet_train::Trainer`.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use facenet::Device;
-use facenet::train::{LearningRateSchedule, TrainConfig, Trainer};
+use facenet_train::{LearningRateSchedule, TrainConfig, Trainer};
 
 use crate::common::bar;
 
@@ -50,7 +50,7 @@ pub fn run(args: Args, device: Device) -> anyhow::Result<()> {
                     Some(p) => Some(LearningRateSchedule::read(p)?.steps),
                     None => None,
                 },
-                git_revision: facenet::train::trainer::git_revision(),
+                git_revision: facenet_train::trainer::git_revision(),
                 data,
                 ..args.config
             };

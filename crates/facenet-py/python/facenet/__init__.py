@@ -143,7 +143,8 @@ class FaceNet:
         return self._engine.fingerprint
 
     def detect(self, image: ImageLike) -> List[Face]:
-        """Faces of an image, largest first (box, score, landmarks; no crop or embedding)."""
+        """Faces of an image, the face of the photo first, as every front lists them (box, score,
+        landmarks; no crop or embedding)."""
         return [_face(t) for t in self._engine.detect(load_image(image))]
 
     def align(self, image: ImageLike, face: Union[Face, Sequence[float]]) -> np.ndarray:
@@ -176,7 +177,7 @@ class FaceNet:
         return self._engine.embed(crops)
 
     def faces(self, image: ImageLike) -> List[Face]:
-        """Every face of an image, largest first: detected, aligned and embedded (one forward
+        """Every face of an image, the face of the photo first: detected, aligned and embedded (one forward
         pass for all)."""
         return [_face(t) for t in self._engine.faces(load_image(image))]
 
@@ -193,31 +194,28 @@ class FaceNet:
         return distance(a, b)
 
     def verify(self, img1: ImageLike, img2: ImageLike, threshold: Optional[float] = None) -> Dict[str, Any]:
-        """Are the faces of two images (the largest of each) the same person?
+        """Are the faces of two images (the face of each photo, as ``facenet compare`` and the
+        service choose it) the same person?
 
         Returns a dict in deepface's shape: ``verified``, ``distance``, ``threshold``,
         ``model``, ``distance_metric`` (``"euclidean_l2"``), ``facial_areas`` (``img1``,
         ``img2``), plus ``threshold_source``. The default threshold is the one for a false
-        accept rate of 1e-3 on LFW's impostor pairs (the same as ``facenet verify``).
-        Raises ``InvalidInput`` when an image has no face.
+        accept rate of 1e-3 on LFW's impostor pairs (the same as ``facenet verify``); a pair is
+        the same person when its distance is below it. Raises ``InvalidInput`` when an image
+        has no face.
         """
-        pair = []
-        for name, img in (("img1", img1), ("img2", img2)):
-            found = self.faces(img)
-            if not found:
-                raise InvalidInput(f"{name}: no face found")
-            pair.append(found[0])
-        value, source, _ = self._engine.verify_threshold(threshold)
-        d = distance(pair[0].embedding, pair[1].embedding)
+        verified, d, value, source, box1, box2 = self._engine.verify(
+            load_image(img1), load_image(img2), threshold)
+        area = lambda b: None if b is None else Face(tuple(b), 1.0, [], None, None).facial_area()
         return {
-            "verified": d <= value,
+            "verified": verified,
             "distance": d,
             "threshold": value,
             "threshold_source": source,
             "model": "Facenet",
             "detector_backend": "mtcnn",
             "distance_metric": "euclidean_l2",
-            "facial_areas": {"img1": pair[0].facial_area(), "img2": pair[1].facial_area()},
+            "facial_areas": {"img1": area(box1), "img2": area(box2)},
         }
 
 

@@ -30,7 +30,8 @@ pub struct PageParams {
     pub subject: Option<String>,
 }
 
-fn page_of<T>(items: Vec<T>, q: &PageParams) -> Result<(Vec<T>, usize, usize, usize), ApiError> {
+/// The page asked for: `(page, per_page, offset)`, checked.
+fn page_of(q: &PageParams) -> Result<(usize, usize, usize), ApiError> {
     let page = q.page.unwrap_or(1);
     let per = q.per_page.unwrap_or(100);
     if page == 0 || !(1..=1000).contains(&per) {
@@ -38,13 +39,7 @@ fn page_of<T>(items: Vec<T>, q: &PageParams) -> Result<(Vec<T>, usize, usize, us
             "page {page}, per_page {per}: pages count from 1, per_page is 1 to 1000"
         )));
     }
-    let total = items.len();
-    let list = items
-        .into_iter()
-        .skip((page - 1).saturating_mul(per))
-        .take(per)
-        .collect();
-    Ok((list, total, page, per))
+    Ok((page, per, (page - 1).saturating_mul(per)))
 }
 
 /// A subject and its number of faces.
@@ -78,8 +73,8 @@ pub(crate) async fn list_subjects(
     Query(q): Query<PageParams>,
 ) -> Result<Json<SubjectPage>, ApiError> {
     s.work(move || {
-        let all = t.recognizer.store().identities()?;
-        let (list, total, page, per_page) = page_of(all, &q)?;
+        let (page, per_page, offset) = page_of(&q)?;
+        let (list, total) = t.recognizer.store().identities_page(offset, per_page)?;
         Ok(Json(SubjectPage {
             subjects: list
                 .into_iter()
@@ -240,7 +235,13 @@ pub(crate) async fn add_faces(
         if enrolled == 0 {
             let why: Vec<String> = results
                 .iter()
-                .filter_map(|r| r.error.as_ref().map(|e| format!("{}: {e}", r.label)))
+                .filter_map(|r| {
+                    let hint = r.no_face.as_ref().map(crate::error::no_face_hint);
+                    r.error.as_ref().map(|e| match hint {
+                        Some(h) => format!("{}: {e} ({h})", r.label),
+                        None => format!("{}: {e}", r.label),
+                    })
+                })
                 .collect();
             return Err(ApiError::bad_request(format!(
                 "no face enrolled: {}",
@@ -315,8 +316,8 @@ pub(crate) async fn list_faces(
     Query(q): Query<PageParams>,
 ) -> Result<Json<FacePage>, ApiError> {
     s.work(move || {
-        let all = store(&t).faces(q.subject.as_deref())?;
-        let (list, total, page, per_page) = page_of(all, &q)?;
+        let (page, per_page, offset) = page_of(&q)?;
+        let (list, total) = store(&t).faces_page(q.subject.as_deref(), offset, per_page)?;
         Ok(Json(FacePage {
             faces: list.into_iter().map(stored).collect(),
             total,

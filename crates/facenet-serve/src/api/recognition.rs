@@ -43,7 +43,7 @@ pub struct ImageFaces {
     pub width: u32,
     /// Height in pixels.
     pub height: u32,
-    /// Faces, largest first.
+    /// Faces, the face of the photo first (the order of every front).
     pub faces: Vec<FaceOut>,
 }
 
@@ -84,11 +84,7 @@ pub(crate) async fn detect(
         let mut out = Vec::new();
         for (index, u) in images.0.iter().enumerate() {
             let img = decode(&p, u)?;
-            let mut found = match p.detector() {
-                Some(det) => det.detect(&img)?,
-                None => Vec::new(),
-            };
-            found.sort_by(|a, b| b.area().total_cmp(&a.area()));
+            let found = p.detect(&img)?;
             out.push(ImageFaces {
                 index,
                 name: u.label.clone(),
@@ -304,7 +300,7 @@ pub struct IdentifiedImage {
     pub index: usize,
     /// Its file name, or `images[i]`.
     pub name: String,
-    /// Faces, largest first.
+    /// Faces, the face of the photo first (the order of every front).
     pub faces: Vec<IdentifiedFace>,
 }
 
@@ -326,12 +322,11 @@ pub struct IdentifyResponse {
 }
 
 fn identified(i: Identification) -> IdentifiedFace {
-    let known = i.identity != facenet_gallery::UNKNOWN;
     IdentifiedFace {
         bbox: i.bbox.map_or_else(Vec::new, |b| b.to_vec()),
         score: i.score.unwrap_or(1.0),
-        subject: i.identity,
-        known,
+        subject: i.identity.name().to_string(),
+        known: i.identity.is_known(),
         distance: i.distance,
         candidates: i
             .candidates

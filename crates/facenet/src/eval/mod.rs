@@ -6,6 +6,7 @@
 //! facenet evaluate --pairs lfw-protocol/pairs.txt --images lfw/ --out report/
 //! ```
 
+pub mod calibrate;
 pub mod metrics;
 pub mod openset;
 pub mod pairs;

@@ -65,7 +65,7 @@ impl OpenSetSplit {
                 continue;
             }
             if seed != 0 {
-                let mut rng = crate::train::Rng::new(seed ^ fnv(&p));
+                let mut rng = crate::rng::Rng::new(seed ^ fnv(&p));
                 rng.shuffle(&mut imgs);
             }
             let k = match per_person {

@@ -682,7 +682,7 @@ impl InceptionResnetV1 {
     /// For each residual block, what it adds ([`Self::residual_shares`]) and how far each
     /// face's unit embedding moves when it is left out ([`Self::forward_skipping`]).
     pub fn residual_effects(&self, x: Tensor<4>) -> Vec<ResidualEffect> {
-        use crate::embed::{Distance, l2_normalize};
+        use crate::distance::{Distance, l2_normalize};
         let unit = |t: Tensor<2>| -> Vec<Vec<f32>> {
             let d = t.dims()[1];
             let v = t.into_data().try_into_vec::<f32>().unwrap_or_default();

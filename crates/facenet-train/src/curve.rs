@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::error::{Error, ParseError, Result};
+use facenet::error::{Error, ParseError, Result};
 
 /// One validation of a run.
 #[derive(Debug, Clone, Copy, PartialEq)]

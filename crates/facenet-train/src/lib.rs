@@ -11,6 +11,10 @@
 //! ```text
 //! facenet train --data aligned/ --loss triplet --model small --out runs/exp1
 //! ```
+//!
+//! A crate of its own above `facenet`: the fronts that only recognise faces (the service, the
+//! Python package) do not compile it.
+#![deny(missing_docs)]
 
 pub mod curve;
 pub mod loss;

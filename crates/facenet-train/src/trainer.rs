@@ -24,12 +24,12 @@ use burn::store::{ModuleSnapshot, SafetensorsStore};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
-use crate::eval::Pairs;
-use crate::model::{InceptionResnetV1, InceptionResnetV1Config, Preset};
-use crate::train::loss::{CenterLoss, l2_normalize_rows, triplet_loss};
-use crate::train::{LearningRateSchedule, Rng, Selection, sample_people, select_triplets};
-use crate::{Distance, Standardization};
+use crate::loss::{CenterLoss, l2_normalize_rows, triplet_loss};
+use crate::{LearningRateSchedule, Rng, Selection, sample_people, select_triplets};
+use facenet::error::{Error, Result};
+use facenet::eval::Pairs;
+use facenet::model::{InceptionResnetV1, InceptionResnetV1Config, Preset};
+use facenet::{Distance, Standardization};
 
 /// The loss.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -222,7 +222,7 @@ pub struct Dataset {
 impl Dataset {
     /// Reads `person/*.png` aligned faces resized to `side` pixels; `step` after each.
     pub fn load(dir: &Path, side: u32, step: &dyn Fn()) -> Result<Self> {
-        let files = crate::files::dataset_files(dir)?;
+        let files = facenet::files::dataset_files(dir)?;
         if files.is_empty() {
             return Err(Error::InvalidArgument {
                 field: "data",
@@ -239,9 +239,9 @@ impl Dataset {
                 classes.push(person.clone());
                 images.push(Vec::new());
             }
-            let img = crate::image::load_face(&path)?;
+            let img = facenet::image::load_face(&path)?;
             if let Some(list) = images.last_mut() {
-                list.push(crate::image::resize_square(&img, side));
+                list.push(facenet::image::resize_square(&img, side));
             }
             step();
         }
@@ -278,7 +278,7 @@ fn view(img: &image::RgbImage, size: u32, augment: bool, rng: &mut Rng) -> image
     };
     let crop = image::imageops::crop_imm(img, x, y, size.min(img.width()), size.min(img.height()))
         .to_image();
-    let crop = crate::image::resize_square(&crop, size);
+    let crop = facenet::image::resize_square(&crop, size);
     if augment && rng.below(2) == 1 {
         image::imageops::flip_horizontal(&crop)
     } else {
@@ -462,12 +462,12 @@ impl Trainer {
                     .into(),
             });
         }
-        crate::files::write_json_atomic(&run_dir.join("config.json"), &cfg)?;
+        facenet::files::write_json_atomic(&run_dir.join("config.json"), &cfg)?;
         let device = device.clone().autodiff();
         // Seeding the device makes weight init and dropout reproducible.
         device.seed(cfg.seed);
         if let Some(path) = &cfg.init_weights {
-            let (net, meta) = crate::weights::load(path, &device)?;
+            let (net, meta) = facenet::weights::load(path, &device)?;
             if meta.config != cfg.network {
                 return Err(Error::InvalidArgument {
                     field: "init-weights",
@@ -486,7 +486,7 @@ impl Trainer {
         }
         let net = match (cfg.init, pretrained) {
             (Init::Random, _) => cfg.network.init(&device),
-            (Init::Pretrained, Some(p)) => crate::weights::load(p, &device)?.0,
+            (Init::Pretrained, Some(p)) => facenet::weights::load(p, &device)?.0,
             (Init::Pretrained, None) => {
                 return Err(Error::InvalidArgument {
                     field: "init",
@@ -515,7 +515,7 @@ impl Trainer {
         let device = device.clone().autodiff();
         device.seed(cfg.seed);
         let ckpt = run_dir.join("checkpoint");
-        let net = crate::weights::load(&ckpt.join("model.safetensors"), &device)?.0;
+        let net = facenet::weights::load(&ckpt.join("model.safetensors"), &device)?.0;
         let mut t = Self::assemble(run_dir, cfg, net, device, loading)?;
         let state_path = ckpt.join("state.json");
         let bytes = std::fs::read(&state_path).map_err(|e| Error::io(&state_path, e))?;
@@ -564,8 +564,8 @@ impl Trainer {
                 let mut faces = Vec::new();
                 for img in pairs.images() {
                     let Some(p) = img.find(dir) else { continue };
-                    let face = crate::image::load_face(&p)?;
-                    faces.push((img.stem(), crate::image::resize_square(&face, size)));
+                    let face = facenet::image::load_face(&p)?;
+                    faces.push((img.stem(), facenet::image::resize_square(&face, size)));
                 }
                 if faces.is_empty() {
                     return Err(Error::InvalidArgument {
@@ -782,7 +782,7 @@ impl Trainer {
 
     fn checkpoint(&mut self, done: usize) -> Result<()> {
         let ckpt = self.run_dir.join("checkpoint");
-        crate::weights::save(
+        facenet::weights::save(
             &self.net()?.valid(),
             &self.cfg.network,
             Standardization::Prewhiten,
@@ -807,7 +807,7 @@ impl Trainer {
             rng: self.rng.next_u64(),
             centers: (self.cfg.loss == Loss::Softmax).then(|| self.centers.centers.clone()),
         };
-        crate::files::write_json_atomic(&ckpt.join("state.json"), &st)
+        facenet::files::write_json_atomic(&ckpt.join("state.json"), &st)
     }
 
     /// Accuracy (by the file's folds) and VAL@FAR=1e-3 on the aligned validation pairs.
@@ -821,7 +821,7 @@ impl Trainer {
             .map(|f| f.0.clone())
             .zip(self.embed(&imgs)?)
             .collect();
-        let (e, _) = crate::eval::protocol::score_pairs(pairs, &emb, Distance::L2, 1e-3)?;
+        let (e, _) = facenet::eval::protocol::score_pairs(pairs, &emb, Distance::L2, 1e-3)?;
         Ok((e.accuracy, e.val))
     }
 }

@@ -7,7 +7,7 @@ use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
-use facenet::train::loss::{
+use facenet_train::loss::{
     l2_normalize_rows, triplet_hinge_arguments_naive, triplet_loss, triplet_loss_naive,
 };
 

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::error::{Error, ParseError, Result};
+use facenet::error::{Error, ParseError, Result};
 
 /// A piecewise-constant schedule.
 #[derive(Debug, Clone, PartialEq)]
