@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use facenet::detect::Detector;
 use facenet::pipeline::{FaceChoice, FacePipeline};
-use facenet::{Device, Embedder, Precision, Standardization};
+use facenet::{Device, Embedder, Inference, Precision, Standardization};
 use facenet_gallery::{GalleryStore, Recognizer};
 
 /// `--weights` and `--precision`: the embedding network.
@@ -40,10 +40,16 @@ impl WeightsArg {
         Ok(p)
     }
 
+    /// How the network runs: the device and `--precision`, with the kernel families and the
+    /// helpers' spin window of the environment (`FACENET_F32_KERNEL`, ..., `FACENET_SPIN_US`).
+    pub fn inference(&self, device: &Device) -> anyhow::Result<Inference> {
+        Ok(Inference::new(device.clone(), self.precision).with_vars(|k| std::env::var(k).ok())?)
+    }
+
     /// The embedder with these weights and precision.
     pub fn open(&self, device: &Device) -> anyhow::Result<Embedder> {
         let path = self.path()?;
-        Embedder::open_with(&path, device, self.precision).with_context(|| {
+        Embedder::open_with_options(&path, &self.inference(device)?).with_context(|| {
             format!(
                 "loading weights from {} (--precision {})",
                 path.display(),

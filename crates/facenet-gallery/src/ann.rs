@@ -43,11 +43,21 @@ impl Default for AnnConfig {
     }
 }
 
+/// Searches and insertions one graph serves at once. usearch keeps a working context per
+/// concurrent caller, reserved ahead, and fails a call that finds none free; a service's
+/// workers (`--workers`, 16 by default) and a Python program's threads search one shared
+/// graph, so more contexts are reserved than they use, and callers beyond them wait
+/// ([`AnnIndex`]'s gate) instead of failing.
+pub const ANN_CONTEXTS: usize = 64;
+
 /// An HNSW graph over rows `0..n` of an embedding matrix.
 pub struct AnnIndex {
     index: Index,
     config: AnnConfig,
     dim: usize,
+    /// Calls in progress, at most [`ANN_CONTEXTS`].
+    busy: std::sync::Mutex<usize>,
+    freed: std::sync::Condvar,
 }
 
 impl std::fmt::Debug for AnnIndex {
@@ -79,7 +89,35 @@ impl AnnIndex {
             multi: false,
         };
         let index = Index::new(&options).map_err(|e| err("create", e))?;
-        Ok(Self { index, config, dim })
+        Ok(Self {
+            index,
+            config,
+            dim,
+            busy: std::sync::Mutex::new(0),
+            freed: std::sync::Condvar::new(),
+        })
+    }
+
+    /// Runs `f` holding one of the [`ANN_CONTEXTS`] places (waiting for one if all are taken).
+    fn gated<T>(&self, f: impl FnOnce() -> T) -> T {
+        let lock = || self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        let mut busy = lock();
+        while *busy >= ANN_CONTEXTS {
+            busy = self.freed.wait(busy).unwrap_or_else(|p| p.into_inner());
+        }
+        *busy += 1;
+        drop(busy);
+        let out = f();
+        *lock() -= 1;
+        self.freed.notify_one();
+        out
+    }
+
+    /// Reserves room for `capacity` rows and [`ANN_CONTEXTS`] concurrent calls.
+    fn reserve(&self, capacity: usize) -> Result<()> {
+        self.index
+            .reserve_capacity_and_threads(capacity, ANN_CONTEXTS)
+            .map_err(|e| err("reserve", e))
     }
 
     /// Builds the graph over the rows of `data` (`n x dim`, row-major) on `threads` threads.
@@ -111,10 +149,12 @@ impl AnnIndex {
                 });
             }
         });
-        match failed.into_inner().expect("lock") {
-            Some(e) => Err(e),
-            None => Ok(ann),
+        if let Some(e) = failed.into_inner().expect("lock") {
+            return Err(e);
         }
+        // From here on the graph serves concurrent searches.
+        ann.reserve(n)?;
+        Ok(ann)
     }
 
     /// Adds row `key` (growing the graph's capacity by half when it is full).
@@ -126,16 +166,18 @@ impl AnnIndex {
                 self.dim
             )));
         }
-        if self.index.size() >= self.index.capacity() {
-            let grown = (self.index.capacity() * 3 / 2).max(self.index.size() + 1024);
-            self.index.reserve(grown).map_err(|e| err("reserve", e))?;
-        }
-        self.index.add(key, vector).map_err(|e| err("insert", e))
+        self.gated(|| {
+            if self.index.size() >= self.index.capacity() {
+                let grown = (self.index.capacity() * 3 / 2).max(self.index.size() + 1024);
+                self.reserve(grown)?;
+            }
+            self.index.add(key, vector).map_err(|e| err("insert", e))
+        })
     }
 
     /// Removes row `key` from the graph (searches no longer return it).
     pub fn remove(&self, key: u64) -> Result<()> {
-        self.index.remove(key).map_err(|e| err("remove", e))?;
+        self.gated(|| self.index.remove(key).map_err(|e| err("remove", e)))?;
         Ok(())
     }
 
@@ -163,7 +205,9 @@ impl AnnIndex {
                 self.dim
             )));
         }
-        let m = self.index.search(q, k).map_err(|e| err("search", e))?;
+        let m = self
+            .gated(|| self.index.search(q, k))
+            .map_err(|e| err("search", e))?;
         // usearch's IP distance is 1 - dot.
         Ok(m.keys
             .iter()
@@ -198,6 +242,7 @@ impl AnnIndex {
             ));
         }
         ann.index.change_expansion_search(config.expansion_search);
+        ann.reserve(ann.index.size())?;
         Ok(ann)
     }
 }

@@ -477,4 +477,35 @@ mod tests {
             );
         }
     }
+
+    /// More concurrent searches of one graph than usearch has contexts for wait for a place
+    /// instead of failing (a service's 16 workers once got "Reserve capacity ahead of
+    /// searches!" from a graph built on 2 threads).
+    #[test]
+    fn a_shared_graph_takes_many_concurrent_searches() {
+        let g = crate::synthetic::face_like(500, 2, 0, 16, 3);
+        let mut idx = SearchIndex::default();
+        for i in 0..g.labels.len() {
+            idx.push(
+                &format!("p{}", g.labels[i]),
+                &g.gallery[i * 16..(i + 1) * 16],
+                "f",
+            )
+            .unwrap();
+        }
+        idx.build_ann(AnnConfig::default(), 2).unwrap();
+        let threads = 2 * crate::ann::ANN_CONTEXTS + 8;
+        std::thread::scope(|s| {
+            for t in 0..threads {
+                let (idx, g) = (&idx, &g);
+                s.spawn(move || {
+                    for j in 0..20 {
+                        let row = (t * 20 + j) % g.labels.len();
+                        let m = idx.search(&g.gallery[row * 16..(row + 1) * 16], 1).unwrap();
+                        assert_eq!(m[0].identity, format!("p{}", g.labels[row]));
+                    }
+                });
+            }
+        });
+    }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use facenet::detect::Detection;
 use facenet::image::RgbImage;
 use facenet::pipeline::{FaceChoice, FacePipeline};
-use facenet::{Device, Distance, Embedder, Precision, detect::Detector};
+use facenet::{Device, Distance, Embedder, Inference, Precision, detect::Detector};
 use facenet_gallery::{GalleryError, Recognizer, Settings, SqliteGallery, Threshold};
 use numpy::ndarray::{Array2, Array3};
 use numpy::{
@@ -185,22 +185,15 @@ impl Engine {
                 ));
             }
         }
-        let precision = match precision {
-            "f32" => Precision::F32,
-            "bf16" => Precision::Bf16,
-            "int8" => Precision::Int8,
-            other => {
-                return Err(invalid(
-                    py,
-                    format!("precision `{other}`: use \"f32\", \"bf16\" or \"int8\""),
-                ));
-            }
-        };
+        // The package's options: the precision argument, the kernel families and spin window
+        // of the environment (as the CLI reads them).
+        let options = Precision::parse(precision, "precision")
+            .and_then(|p| Inference::new(Device::flex(), p).with_vars(|k| std::env::var(k).ok()))
+            .map_err(|e| fe(py, e))?;
         let pipeline = py
             .detach(|| -> facenet::Result<FacePipeline> {
-                let cpu = Device::flex();
-                let embedder = Embedder::open_with(&weights, &cpu, precision)?;
-                let detector = Detector::open(&mtcnn, &cpu)?;
+                let embedder = Embedder::open_with_options(&weights, &options)?;
+                let detector = Detector::open(&mtcnn, &options.device)?;
                 Ok(FacePipeline::new(embedder, Some(detector)))
             })
             .map_err(|e| fe(py, e))?;

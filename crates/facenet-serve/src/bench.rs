@@ -316,6 +316,21 @@ impl ServeBench {
     }
 }
 
+impl ServeBench {
+    /// Keeps the first `n` photos of each person to enrol (0: all).
+    pub fn keep_per_person(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let mut seen: std::collections::HashMap<String, usize> = Default::default();
+        self.enrol.retain(|(person, _, _)| {
+            let k = seen.entry(person.clone()).or_default();
+            *k += 1;
+            *k <= n
+        });
+    }
+}
+
 /// Faces per second of the library alone on `photos`: detection and alignment of each, then
 /// the network at batch 8 over all crops.
 pub fn direct_faces_per_s(

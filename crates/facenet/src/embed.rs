@@ -11,7 +11,7 @@ use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 pub use crate::distance::{Distance, l2_normalize};
-pub use crate::engine::{Engine, Precision};
+pub use crate::engine::{Engine, Inference, Precision};
 use crate::error::{Error, Result};
 use crate::fast::FastNet;
 use crate::image::{Standardization, resize_square};
@@ -90,13 +90,46 @@ impl Embedder {
     /// the weights ([`Int8Calibration::path_for`]), and fails, naming the command that makes
     /// it, where there is none.
     pub fn open_with(path: &Path, device: &Device, precision: Precision) -> Result<Self> {
-        let e = Self::open(path, device)?;
-        match precision {
-            Precision::Int8 => {
-                let cal = Int8Calibration::load(&Int8Calibration::path_for(path))?;
-                e.with_int8(&cal)
+        Self::open_with_options(path, &Inference::new(device.clone(), precision))
+    }
+
+    /// Opens the weights and applies `options` ([`Embedder::with_inference`]): the way the
+    /// fronts make their embedder. int8 reads the calibration beside the weights.
+    pub fn open_with_options(path: &Path, options: &Inference) -> Result<Self> {
+        Self::open(path, &options.device)?.with_inference(options, Some(path))
+    }
+
+    /// Applies everything of `options` but the device: the engine, the kernel families and
+    /// the precision, the threads, the helpers' spin window (process-wide). int8 needs the
+    /// calibration beside `weights`.
+    pub fn with_inference(self, options: &Inference, weights: Option<&Path>) -> Result<Self> {
+        if let Some(spin) = options.spin {
+            crate::fast::set_spin_window(spin);
+        }
+        let mut e = self.with_engine(options.engine)?;
+        if let Some(n) = options.threads {
+            e = e.with_threads(n);
+        }
+        if let Some(k) = options.f32_kernel {
+            e = e.with_f32_kernel(k)?;
+        }
+        let wrong = |reason: String| Error::InvalidArgument {
+            field: "precision",
+            reason,
+        };
+        match options.precision {
+            Precision::F32 => Ok(e),
+            Precision::Bf16 => {
+                let k = crate::fast::Bf16Kernel::resolve(options.bf16_kernel).map_err(wrong)?;
+                e.with_bf16_kernel(k)
             }
-            p => e.with_precision(p),
+            Precision::Int8 => {
+                let weights = weights.ok_or_else(|| {
+                    wrong("int8 needs the calibration beside the weights file".into())
+                })?;
+                let cal = Int8Calibration::load(&Int8Calibration::path_for(weights))?;
+                e.with_int8_on(&cal, options.int8_kernel)
+            }
         }
     }
 
@@ -134,7 +167,17 @@ impl Embedder {
 
     /// Runs the products of int8 (see [`Precision::Int8`]) on this calibration, which must
     /// have been measured on these weights.
-    pub fn with_int8(mut self, cal: &Int8Calibration) -> Result<Self> {
+    pub fn with_int8(self, cal: &Int8Calibration) -> Result<Self> {
+        self.with_int8_on(cal, None)
+    }
+
+    /// [`Embedder::with_int8`] on the int8 kernel family asked for (it must run here), else
+    /// the fastest.
+    pub fn with_int8_on(
+        mut self,
+        cal: &Int8Calibration,
+        kernel: Option<crate::fast::Int8Kernel>,
+    ) -> Result<Self> {
         if cal.fingerprint != self.metadata.fingerprint {
             return Err(Error::InvalidArgument {
                 field: "int8 calibration",
@@ -145,7 +188,7 @@ impl Embedder {
             });
         }
         self.fast = match self.fast.take() {
-            Some(fast) => Some(fast.with_int8(&cal.ranges)?),
+            Some(fast) => Some(fast.with_int8_on(&cal.ranges, kernel)?),
             None => {
                 return Err(Error::InvalidArgument {
                     field: "precision",
@@ -172,6 +215,13 @@ impl Embedder {
     /// Uses another standardization than the one the weights were trained with.
     pub fn with_standardization(mut self, s: Standardization) -> Self {
         self.standardization = s;
+        self
+    }
+
+    /// Runs each forward pass of the fast path on at most `n` threads of rayon's pool (default:
+    /// all of them).
+    pub fn with_threads(mut self, n: usize) -> Self {
+        self.fast = self.fast.take().map(|f| f.with_threads(n));
         self
     }
 

@@ -37,7 +37,7 @@ pub mod weights;
 
 pub use burn::tensor::Device;
 pub use embed::{Distance, Embedder, Embedding, Engine};
-pub use engine::Precision;
+pub use engine::{Inference, Precision};
 pub use error::{Error, Result};
 pub use image::Standardization;
 pub use model::{InceptionResnetV1, InceptionResnetV1Config};

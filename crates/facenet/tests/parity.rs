@@ -334,7 +334,7 @@ fn int8_embeddings_stay_close_to_keras() {
             .with_int8(&cal)
             .unwrap();
         assert_eq!(e.precision(), facenet::Precision::Int8);
-        let best = facenet::fast::Int8Kernel::chosen().unwrap();
+        let best = facenet::fast::Int8Kernel::resolve(None).unwrap();
         assert_eq!(e.kernel(), best.name());
         // Every convolution whose input stayed non-negative, which leaves out the first and
         // the bottleneck (pooled features of a block without ReLU), but the second (which

@@ -351,16 +351,13 @@ fn worker(args: &EmbedArgs, batch: usize, device: Device) -> anyhow::Result<()> 
             )
         }
     };
-    let embedder = embedder.with_engine(args.engine)?;
-    let embedder = match (args.weights.precision, args.weights.path()) {
-        (facenet::Precision::Int8, Ok(p)) => {
-            let cal = facenet::quantize::Int8Calibration::load(
-                &facenet::quantize::Int8Calibration::path_for(&p),
-            )?;
-            embedder.with_int8(&cal).context("--precision int8")?
-        }
-        (precision, _) => embedder.with_precision(precision).context("--precision")?,
+    let options = facenet::Inference {
+        engine: args.engine,
+        ..args.weights.inference(&device)?
     };
+    let embedder = embedder
+        .with_inference(&options, args.weights.path().ok().as_deref())
+        .with_context(|| format!("--precision {}", options.precision.name()))?;
     let size = 160.min(args.model.config().image_size);
     let median =
         facenet::bench::embed_throughput(&embedder, batch, size, (args.runs, args.min_run_s))?;

@@ -78,6 +78,9 @@ pub struct BenchArgs {
     /// memory are shown as the gallery grows.
     #[arg(long, value_delimiter = ',', default_value = "0")]
     synthetic_faces: Vec<usize>,
+    /// Enrol at most this many `train/` photos per person (0: all of them).
+    #[arg(long, default_value_t = 0)]
+    enrol_per_person: usize,
     /// Sample dataset (`train/PERSON/*.jpg` are enrolled, `val/*/*.jpg` are sent). Default:
     /// the one `facenet fetch` downloads.
     #[arg(long)]
@@ -101,6 +104,7 @@ pub fn bench(args: BenchArgs, device: Device) -> anyhow::Result<()> {
         .collect();
     bench.max_time = Duration::from_secs(args.max_time_s);
     bench.synthetic_faces = args.synthetic_faces;
+    bench.keep_per_person(args.enrol_per_person);
     print!(
         "{}",
         facenet_serve::bench::serve_bench(args.pipeline.open(&device)?, &bench)?

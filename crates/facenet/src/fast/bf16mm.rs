@@ -54,11 +54,10 @@ impl Bf16Kernel {
         super::family::best()
     }
 
-    /// The family `Precision::Bf16` uses: the one the environment variable
-    /// `FACENET_BF16_KERNEL` names (`amx` or `avx512-bf16`: for comparing them on one
-    /// machine), else [`Bf16Kernel::best`]. The error says what is missing.
-    pub fn chosen() -> Result<Bf16Kernel, String> {
-        super::family::chosen(|| {
+    /// The family `Precision::Bf16` uses: the one asked for (it must run here), else
+    /// [`Bf16Kernel::best`]. The error says what is missing.
+    pub fn resolve(asked: Option<Self>) -> Result<Bf16Kernel, String> {
+        super::family::resolve(asked, || {
             Self::best().ok_or_else(|| {
                 format!(
                     "bf16 needs {} or {}; this machine has neither, use f32",
@@ -67,6 +66,11 @@ impl Bf16Kernel {
                 )
             })
         })
+    }
+
+    /// The family of that name, or an error listing the names (`what`: where it came from).
+    pub fn parse(name: &str, what: &str) -> Result<Self, String> {
+        super::family::parse(name, what)
     }
 
     /// What the family needs, in words.
@@ -98,7 +102,6 @@ impl Bf16Kernel {
 
 impl super::family::Family for Bf16Kernel {
     const ALL: &'static [Self] = &Self::ALL;
-    const VAR: &'static str = "FACENET_BF16_KERNEL";
     fn name(self) -> &'static str {
         Bf16Kernel::name(self)
     }

@@ -1,14 +1,14 @@
 //! What the kernel families of every precision share ([`super::F32Kernel`],
 //! [`super::Bf16Kernel`], [`super::Int8Kernel`]): a name, what the CPU must have, and the
-//! environment variable that forces one of them, for comparing them on one machine.
+//! environment variable through which the fronts let a user force one of them, for comparing
+//! them on one machine ([`crate::engine::Inference::with_vars`]; the library itself reads no
+//! environment).
 
 /// A precision's kernel families, picked at run time.
 pub(super) trait Family: Copy + 'static {
     /// Every family, fastest first.
     const ALL: &'static [Self];
-    /// The environment variable that names one.
-    const VAR: &'static str;
-    /// Its name as [`Family::VAR`] and the benchmarks spell it.
+    /// Its name, as the fronts' environment variables and the benchmarks spell it.
     fn name(self) -> &'static str;
     /// Whether this CPU runs it.
     fn available(self) -> bool;
@@ -16,28 +16,35 @@ pub(super) trait Family: Copy + 'static {
     fn requirement(self) -> &'static str;
 }
 
-/// The family [`Family::VAR`] names, where it is set, else `default()`. The error says what
-/// is wrong with the name, or what the family named needs.
-pub(super) fn chosen<K: Family>(default: impl FnOnce() -> Result<K, String>) -> Result<K, String> {
-    match std::env::var(K::VAR) {
-        Ok(name) if !name.is_empty() => match K::ALL.iter().find(|k| k.name() == name) {
-            Some(&k) if k.available() => Ok(k),
-            Some(&k) => Err(format!(
-                "{}={name}: this machine does not run it (needs {})",
-                K::VAR,
-                k.requirement()
-            )),
-            None => Err(format!(
-                "{}={name}: unknown kernel family; use {}",
-                K::VAR,
-                K::ALL
-                    .iter()
-                    .map(|k| format!("`{}`", k.name()))
-                    .collect::<Vec<_>>()
-                    .join(" or ")
-            )),
-        },
-        _ => default(),
+/// The family of that name, or an error that lists the names (`what` says where the name
+/// came from: a flag, an environment variable, an argument).
+pub(super) fn parse<K: Family>(name: &str, what: &str) -> Result<K, String> {
+    from_name(name).ok_or_else(|| {
+        format!(
+            "{what}={name}: unknown kernel family; use {}",
+            K::ALL
+                .iter()
+                .map(|k| format!("`{}`", k.name()))
+                .collect::<Vec<_>>()
+                .join(" or ")
+        )
+    })
+}
+
+/// The family asked for, which must run here, else `default()`. The error says what the
+/// family asked for needs.
+pub(super) fn resolve<K: Family>(
+    asked: Option<K>,
+    default: impl FnOnce() -> Result<K, String>,
+) -> Result<K, String> {
+    match asked {
+        Some(k) if k.available() => Ok(k),
+        Some(k) => Err(format!(
+            "kernel family {}: this machine does not run it (needs {})",
+            k.name(),
+            k.requirement()
+        )),
+        None => default(),
     }
 }
 

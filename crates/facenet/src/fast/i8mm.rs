@@ -111,11 +111,10 @@ impl Int8Kernel {
         super::family::best()
     }
 
-    /// The family `Precision::Int8` uses: the one the environment variable
-    /// `FACENET_INT8_KERNEL` names (`avx512-vnni`, `avx-vnni` or `avx2-int8`: for comparing
-    /// them on one machine), else [`Int8Kernel::best`]. The error says what is missing.
-    pub fn chosen() -> Result<Int8Kernel, String> {
-        super::family::chosen(|| {
+    /// The family `Precision::Int8` uses: the one asked for (it must run here), else
+    /// [`Int8Kernel::best`]. The error says what is missing.
+    pub fn resolve(asked: Option<Self>) -> Result<Int8Kernel, String> {
+        super::family::resolve(asked, || {
             Self::best().ok_or_else(|| {
                 format!(
                     "int8 needs {}; this machine does not provide it, use f32",
@@ -123,6 +122,11 @@ impl Int8Kernel {
                 )
             })
         })
+    }
+
+    /// The family of that name, or an error listing the names (`what`: where it came from).
+    pub fn parse(name: &str, what: &str) -> Result<Self, String> {
+        super::family::parse(name, what)
     }
 
     /// Output rows per micro-kernel call.
@@ -137,7 +141,6 @@ impl Int8Kernel {
 
 impl super::family::Family for Int8Kernel {
     const ALL: &'static [Self] = &Self::ALL;
-    const VAR: &'static str = "FACENET_INT8_KERNEL";
     fn name(self) -> &'static str {
         Int8Kernel::name(self)
     }

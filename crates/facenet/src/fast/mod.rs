@@ -22,7 +22,7 @@
 //!   products, no synchronisation); a single image splits each product across the cores, by
 //!   rows where the map is large and by output channels where it is small, on a team of
 //!   helper threads that spin between a forward pass's convolutions instead of sleeping
-//!   (`fast/team.rs`; `FACENET_SPIN_US`).
+//!   (`fast/team.rs`; [`set_spin_window`], `FACENET_SPIN_US` in the fronts).
 //!
 //! The matrix products run on kernels of our own (`fast/sgemm.rs`), [`F32Kernel::Avx512`] on
 //! CPUs with AVX-512F and [`F32Kernel::Avx2`] on those with AVX2 and FMA only: weights packed
@@ -68,6 +68,7 @@ use conv::*;
 pub use i8mm::Int8Kernel;
 pub use mtcnn::{FastMtcnn, ONET_OUT, PNET_OUT, RNET_OUT};
 pub use sgemm::F32Kernel;
+pub use team::set_spin_window;
 
 /// Whether [`Precision::Bf16`] can run on this machine: Intel AMX (AMX-TILE, AMX-BF16 and the
 /// operating system's permission for the tiles) or AVX-512 BF16 (see [`Bf16Kernel`]).
@@ -187,10 +188,7 @@ impl FastNet {
             precision: Precision::F32,
             bf16_kernel: None,
             int8_kernel: None,
-            f32_kernel: F32Kernel::chosen().map_err(|reason| Error::InvalidArgument {
-                field: "FACENET_F32_KERNEL",
-                reason,
-            })?,
+            f32_kernel: F32Kernel::best(),
         }
         .with_kernels(Precision::F32, None)
         .with_winograd(true))
@@ -259,10 +257,11 @@ impl FastNet {
                     .into(),
             }),
             Precision::Bf16 => {
-                let kernel = Bf16Kernel::chosen().map_err(|reason| Error::InvalidArgument {
-                    field: "precision",
-                    reason,
-                })?;
+                let kernel =
+                    Bf16Kernel::resolve(None).map_err(|reason| Error::InvalidArgument {
+                        field: "precision",
+                        reason,
+                    })?;
                 self.with_bf16_kernel(kernel)
             }
         }
@@ -331,7 +330,12 @@ impl FastNet {
     /// f32 ([`Int8Kernel::replaces_winograd`]). Fails where the CPU lacks AVX2 or the ranges
     /// do not fit the plan.
     pub fn with_int8(self, ranges: &[InputRange]) -> Result<Self> {
-        let kernel = Int8Kernel::chosen().map_err(|reason| Error::InvalidArgument {
+        self.with_int8_on(ranges, None)
+    }
+
+    /// [`FastNet::with_int8`] on the family asked for (it must run here), else the fastest.
+    pub fn with_int8_on(self, ranges: &[InputRange], kernel: Option<Int8Kernel>) -> Result<Self> {
+        let kernel = Int8Kernel::resolve(kernel).map_err(|reason| Error::InvalidArgument {
             field: "precision",
             reason,
         })?;

@@ -96,16 +96,19 @@ impl F32Kernel {
         super::family::best().unwrap_or(F32Kernel::Gemm)
     }
 
-    /// The family f32 products use: the one `FACENET_F32_KERNEL` names (`gemm` or
-    /// `avx2-fma`), else [`F32Kernel::best`]. The error says what is wrong with the name.
-    pub fn chosen() -> Result<Self, String> {
-        super::family::chosen(|| Ok(Self::best()))
+    /// The family asked for (it must run here), else [`F32Kernel::best`].
+    pub fn resolve(asked: Option<Self>) -> Result<Self, String> {
+        super::family::resolve(asked, || Ok(Self::best()))
+    }
+
+    /// The family of that name, or an error listing the names (`what`: where it came from).
+    pub fn parse(name: &str, what: &str) -> Result<Self, String> {
+        super::family::parse(name, what)
     }
 }
 
 impl super::family::Family for F32Kernel {
     const ALL: &'static [Self] = &Self::ALL;
-    const VAR: &'static str = "FACENET_F32_KERNEL";
     fn name(self) -> &'static str {
         F32Kernel::name(self)
     }

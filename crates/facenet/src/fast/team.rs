@@ -19,7 +19,8 @@
 //!
 //! One team serves the process; a caller that finds it busy (another forward pass on another
 //! thread) or too small splits through rayon instead, so concurrent callers never wait for
-//! each other. `FACENET_SPIN_US=0` turns the team off (rayon only).
+//! each other. A spin window of zero ([`set_spin_window`]; `FACENET_SPIN_US=0` in the fronts) turns the team
+//! off (rayon only).
 
 use std::cell::UnsafeCell;
 use std::ops::Range;
@@ -28,17 +29,23 @@ use std::sync::{Arc, Mutex, OnceLock, TryLockError};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
-/// How long an idle helper spins for the next job before it sleeps: `FACENET_SPIN_US`
-/// microseconds, 1000 by default; 0 turns the team off.
+/// How long an idle helper spins for the next job before it sleeps, in microseconds.
+static SPIN_US: AtomicU64 = AtomicU64::new(1000);
+
+/// How long an idle helper spins for the next job before it sleeps: 1 ms unless
+/// [`set_spin_window`] said otherwise; zero turns the team off.
 pub(super) fn spin_window() -> Duration {
-    static WINDOW: OnceLock<Duration> = OnceLock::new();
-    *WINDOW.get_or_init(|| {
-        let us = std::env::var("FACENET_SPIN_US")
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(1000);
-        Duration::from_micros(us)
-    })
+    Duration::from_micros(SPIN_US.load(Ordering::Relaxed))
+}
+
+/// Sets how long the helper threads of the fast path spin for the next job before they sleep
+/// (process-wide; default 1 ms, `Duration::ZERO` turns the team off and leaves the splits to
+/// rayon). [`crate::Embedder::with_inference`] applies [`crate::engine::Inference::spin`].
+pub fn set_spin_window(window: Duration) {
+    SPIN_US.store(
+        window.as_micros().min(u64::MAX as u128) as u64,
+        Ordering::Relaxed,
+    );
 }
 
 /// Chunk `c` of `chunks` over `0..total`: nearly equal parts with their bounds at multiples
