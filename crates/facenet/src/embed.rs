@@ -11,11 +11,12 @@ use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 pub use crate::distance::{Distance, l2_normalize};
-pub use crate::engine::{Engine, Inference, Precision};
+pub use crate::engine::{Engine, Precision};
 use crate::error::{Error, Result};
 use crate::fast::FastNet;
 use crate::image::{Standardization, resize_square};
 use crate::model::InceptionResnetV1;
+pub use crate::options::Inference;
 use crate::quantize::Int8Calibration;
 use crate::weights::{self, WeightsMetadata};
 
@@ -301,7 +302,7 @@ impl Embedder {
         }
     }
 
-    /// Runs the f32 products on this kernel family (default: [`crate::fast::F32Kernel::chosen`]);
+    /// Runs the f32 products on this kernel family (default: [`crate::fast::F32Kernel::best`]);
     /// fails where the CPU lacks it or off the fast path.
     pub fn with_f32_kernel(mut self, kernel: crate::fast::F32Kernel) -> Result<Self> {
         self.fast = match self.fast.take() {

@@ -7,7 +7,8 @@
 //! - [`align`]: crop with margin or 5-landmark similarity alignment.
 //! - [`detect`]: MTCNN face detection ([`detect::Detector`]).
 //! - [`eval`]: pairs files and verification metrics (accuracy, VAL@FAR, ROC, AUC, EER).
-//! - [`train`]: triplet loss, online mining, center loss, sampling, schedules.
+//! - [`options`]: how the networks run ([`Inference`]), resolved once by each front.
+//! - Training (triplet loss, online mining, center loss) is the crate `facenet-train`.
 //! - [`fast`]: the fast CPU inference path compiled from the burn model ([`fast::FastNet`]).
 //! - [`embed`]: [`Embedder`], [`Embedding`] and [`Distance`].
 //!
@@ -29,6 +30,7 @@ pub mod fast;
 pub mod files;
 pub mod image;
 pub mod model;
+pub mod options;
 pub mod paths;
 pub mod pipeline;
 pub mod quantize;
@@ -37,10 +39,11 @@ pub mod weights;
 
 pub use burn::tensor::Device;
 pub use embed::{Distance, Embedder, Embedding, Engine};
-pub use engine::{Inference, Precision};
+pub use engine::Precision;
 pub use error::{Error, Result};
 pub use image::Standardization;
 pub use model::{InceptionResnetV1, InceptionResnetV1Config};
+pub use options::Inference;
 
 /// Where the network runs: the CPU (burn's flex backend and the fast path), CUDA device 0
 /// (`cuda` feature), or the first GPU through wgpu / Vulkan (`gpu` feature).

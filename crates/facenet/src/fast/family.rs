@@ -1,7 +1,7 @@
 //! What the kernel families of every precision share ([`super::F32Kernel`],
 //! [`super::Bf16Kernel`], [`super::Int8Kernel`]): a name, what the CPU must have, and the
 //! environment variable through which the fronts let a user force one of them, for comparing
-//! them on one machine ([`crate::engine::Inference::with_vars`]; the library itself reads no
+//! them on one machine ([`crate::options::Inference::with_vars`]; the library itself reads no
 //! environment).
 
 /// A precision's kernel families, picked at run time.

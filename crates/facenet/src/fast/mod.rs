@@ -244,7 +244,7 @@ impl FastNet {
     }
 
     /// Chooses the arithmetic: f32 (the default, the parity-tested one) or bf16 products
-    /// ([`Precision::Bf16`]) on the family [`Bf16Kernel::chosen`] picks; fails with a clear
+    /// ([`Precision::Bf16`]) on the family [`Bf16Kernel::resolve`] picks; fails with a clear
     /// error where the CPU provides none.
     pub fn with_precision(self, precision: Precision) -> Result<Self> {
         match precision {
@@ -285,7 +285,7 @@ impl FastNet {
     }
 
     /// f32 products on this kernel family ([`F32Kernel`]), which must run here; the default
-    /// is [`F32Kernel::chosen`].
+    /// is [`F32Kernel::best`].
     pub fn with_f32_kernel(mut self, kernel: F32Kernel) -> Result<Self> {
         if !kernel.available() {
             return Err(Error::InvalidArgument {
@@ -325,7 +325,7 @@ impl FastNet {
     /// gets 8-bit inputs and 7-bit per-channel weights, all but the stem's first (whose input
     /// is the standardized image), its second (Conv2d_2a_3x3: in int8 it moved embeddings over
     /// 20 times more than any other) and the bottleneck. The products are int8, on the family
-    /// [`Int8Kernel::chosen`] picks, except that on the AVX2 family Winograd keeps the 3x3
+    /// [`Int8Kernel::resolve`] picks, except that on the AVX2 family Winograd keeps the 3x3
     /// and 1x7 / 7x1 convolutions where it pays (enough tiles, 1.75-4x fewer multiplies), in
     /// f32 ([`Int8Kernel::replaces_winograd`]). Fails where the CPU lacks AVX2 or the ranges
     /// do not fit the plan.

@@ -40,7 +40,7 @@ pub(super) fn spin_window() -> Duration {
 
 /// Sets how long the helper threads of the fast path spin for the next job before they sleep
 /// (process-wide; default 1 ms, `Duration::ZERO` turns the team off and leaves the splits to
-/// rayon). [`crate::Embedder::with_inference`] applies [`crate::engine::Inference::spin`].
+/// rayon). [`crate::Embedder::with_inference`] applies [`crate::options::Inference::spin`].
 pub fn set_spin_window(window: Duration) {
     SPIN_US.store(
         window.as_micros().min(u64::MAX as u128) as u64,
