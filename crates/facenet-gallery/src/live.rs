@@ -32,6 +32,9 @@ pub struct LiveState {
 #[derive(Debug, Default)]
 pub struct LiveIndex {
     state: RwLock<Option<LiveState>>,
+    /// Held while the gallery is read whole, so that the requests arriving together at a
+    /// cold service read it once, not once each.
+    loading: std::sync::Mutex<()>,
 }
 
 /// How a catch-up went ([`LiveIndex::refresh`]).
@@ -53,7 +56,16 @@ impl LiveIndex {
     /// from beside the store where one was saved for exactly these faces), later ones only
     /// what changed.
     pub fn refresh(&self, store: &dyn GalleryStore, rule: GalleryRule) -> Result<Refresh> {
-        let held = self.read().as_ref().map(|s| s.generation);
+        let mut held = self.read().as_ref().map(|s| s.generation);
+        let _loading = match held {
+            Some(_) => None,
+            None => {
+                let guard = self.loading.lock().unwrap_or_else(|p| p.into_inner());
+                // Another caller may have read it while this one waited.
+                held = self.read().as_ref().map(|s| s.generation);
+                Some(guard)
+            }
+        };
         let Some(since) = held else {
             // Read the generation before the rows: a write in between is applied again later.
             let Some(changes) = store.changes(i64::MAX)? else {
@@ -283,5 +295,29 @@ mod tests {
         for p in (0..36).map(|d| d as f32 * 10.0 + 1.3) {
             assert_eq!(best(&live, p), fresh(&g, rule, p), "probe {p}");
         }
+    }
+
+    /// Requests arriving together at a cold index read the gallery once.
+    #[test]
+    fn concurrent_first_searches_read_the_gallery_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = SqliteGallery::open(&dir.path().join("g.db")).unwrap();
+        for i in 0..20 {
+            add(&g, &format!("p{i}"), i as f32 * 9.0);
+        }
+        let live = LiveIndex::default();
+        let outcomes: Vec<Refresh> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| live.refresh(&g, GalleryRule::Centroid).unwrap()))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let loads = outcomes.iter().filter(|o| **o == Refresh::Loaded).count();
+        assert_eq!(loads, 1, "{outcomes:?}");
+        assert!(
+            outcomes
+                .iter()
+                .all(|o| matches!(o, Refresh::Loaded | Refresh::Current))
+        );
     }
 }

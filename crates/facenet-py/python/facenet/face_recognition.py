@@ -63,7 +63,7 @@ def _css(box) -> Tuple[int, int, int, int]:
 
 
 def face_locations(img, number_of_times_to_upsample: int = 1, model: str = "hog") -> List[Tuple[int, int, int, int]]:
-    """Boxes of the faces, largest first, as ``(top, right, bottom, left)``.
+    """Boxes of the faces, the face of the photo first (the order of every front), as ``(top, right, bottom, left)``.
     ``number_of_times_to_upsample`` and ``model`` are accepted and ignored."""
     return [_css(f.box) for f in _net().detect(img)]
 
