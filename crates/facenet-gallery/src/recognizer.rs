@@ -590,41 +590,29 @@ impl Recognizer {
     /// faces are unchanged. A store that searches itself (PostgreSQL) is searched in place.
     pub fn searcher(&self, explicit: Option<f32>, fir: Option<f64>) -> Result<Searcher> {
         self.store.check_model(&self.model)?;
+        // The threshold for a stranger compared with `n` gallery entries.
+        let threshold = |settings: &Settings, n: usize| {
+            let table = self.impostor_table(settings);
+            Threshold::for_identification(explicit, fir, settings, table.as_ref(), n)
+        };
         if let Some(n) = self.store.entries(self.rule)? {
-            let settings = self.store.settings()?;
-            let table = self.impostor_table(&settings);
-            let threshold =
-                Threshold::for_identification(explicit, fir, &settings, table.as_ref(), n)?;
             return Ok(Searcher {
+                threshold: threshold(&self.store.settings()?, n)?,
                 backend: Backend::Store(self.store.clone(), self.rule, n),
-                threshold,
             });
         }
-        if self.live.refresh(self.store.as_ref(), self.rule)? != Refresh::Untracked {
-            let state = self.live.read();
-            if let Some(state) = state.as_ref() {
-                let table = self.impostor_table(&state.settings);
-                let threshold = Threshold::for_identification(
-                    explicit,
-                    fir,
-                    &state.settings,
-                    table.as_ref(),
-                    state.index.len(),
-                )?;
-                return Ok(Searcher {
-                    backend: Backend::Live(self.live.clone()),
-                    threshold,
-                });
-            }
+        if self.live.refresh(self.store.as_ref(), self.rule)? != Refresh::Untracked
+            && let Some(state) = self.live.read().as_ref()
+        {
+            return Ok(Searcher {
+                threshold: threshold(&state.settings, state.index.len())?,
+                backend: Backend::Live(self.live.clone()),
+            });
         }
-        let settings = self.store.settings()?;
-        let table = self.impostor_table(&settings);
         let index = Box::new(crate::live::read_whole(self.store.as_ref(), self.rule)?);
-        let threshold =
-            Threshold::for_identification(explicit, fir, &settings, table.as_ref(), index.len())?;
         Ok(Searcher {
+            threshold: threshold(&self.store.settings()?, index.len())?,
             backend: Backend::Index(index),
-            threshold,
         })
     }
 

@@ -84,9 +84,66 @@ pub fn face_like(
     out
 }
 
+/// Adds `faces` synthetic face-like faces (5 per identity, named `synthetic-N`,
+/// [`face_like`]) under `model` to `store`, in transactions of
+/// 50,000 faces.
+pub fn add_synthetic(
+    store: &dyn crate::GalleryStore,
+    model: &crate::ModelInfo,
+    faces: usize,
+) -> Result<(), crate::GalleryError> {
+    const PER: usize = 5;
+    const CHUNK: usize = 10_000;
+    let identities = faces.div_ceil(PER);
+    for first in (0..identities).step_by(CHUNK) {
+        let n = CHUNK.min(identities - first);
+        let g = face_like(n, PER, 0, model.dim, first as u64 + 1);
+        let mut batch = crate::ImportBatch {
+            model: Some(model.clone()),
+            identities: Vec::with_capacity(n),
+        };
+        for id in 0..n {
+            let faces: Vec<crate::NewFace> = (0..PER)
+                .map(|j| {
+                    let row = id * PER + j;
+                    crate::NewFace {
+                        embedding: g.gallery[row * model.dim..(row + 1) * model.dim].to_vec(),
+                        source: format!("synthetic {row}"),
+                        bbox: None,
+                    }
+                })
+                .collect();
+            batch
+                .identities
+                .push((format!("synthetic-{}", first + id), faces, vec![0; PER]));
+        }
+        store.import(&batch)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn synthetic_faces_fill_whole_identities() {
+        use crate::GalleryStore;
+        let store = crate::SqliteGallery::in_memory().unwrap();
+        let model = crate::ModelInfo {
+            fingerprint: "f".into(),
+            dim: 8,
+        };
+        add_synthetic(&store, &model, 23).unwrap();
+        // 23 faces round up to 5 identities of 5.
+        let ids = store.identities().unwrap();
+        assert_eq!(ids.len(), 5);
+        assert!(
+            ids.iter()
+                .all(|(n, k)| n.starts_with("synthetic-") && *k == 5)
+        );
+        assert_eq!(store.model().unwrap(), Some(model));
+    }
 
     #[test]
     fn distances_look_like_face_embeddings() {

@@ -353,44 +353,6 @@ pub fn direct_faces_per_s(
     Ok(crops.len() as f64 / start.elapsed().as_secs_f64())
 }
 
-/// Adds `faces` synthetic face-like faces (5 per identity, named `synthetic-N`,
-/// [`facenet_gallery::synthetic::face_like`]) under `model` to `store`, in transactions of
-/// 50,000 faces.
-pub fn add_synthetic(
-    store: &dyn facenet_gallery::GalleryStore,
-    model: &facenet_gallery::ModelInfo,
-    faces: usize,
-) -> Result<(), facenet_gallery::GalleryError> {
-    const PER: usize = 5;
-    const CHUNK: usize = 10_000;
-    let identities = faces.div_ceil(PER);
-    for first in (0..identities).step_by(CHUNK) {
-        let n = CHUNK.min(identities - first);
-        let g = facenet_gallery::synthetic::face_like(n, PER, 0, model.dim, first as u64 + 1);
-        let mut batch = facenet_gallery::ImportBatch {
-            model: Some(model.clone()),
-            identities: Vec::with_capacity(n),
-        };
-        for id in 0..n {
-            let faces: Vec<facenet_gallery::NewFace> = (0..PER)
-                .map(|j| {
-                    let row = id * PER + j;
-                    facenet_gallery::NewFace {
-                        embedding: g.gallery[row * model.dim..(row + 1) * model.dim].to_vec(),
-                        source: format!("synthetic {row}"),
-                        bbox: None,
-                    }
-                })
-                .collect();
-            batch
-                .identities
-                .push((format!("synthetic-{}", first + id), faces, vec![0; PER]));
-        }
-        store.import(&batch)?;
-    }
-    Ok(())
-}
-
 /// Starts the service in this process on a free loopback port, once per size of
 /// `bench.synthetic_faces`, over a new SQLite file each time: enrols `bench.enrol`, adds the
 /// synthetic faces, then runs the clients against each route, and a single client after the
@@ -465,9 +427,11 @@ pub fn serve_bench(
                 }
             }
             let g = gallery.clone();
-            tokio::task::spawn_blocking(move || add_synthetic(g.as_ref(), &model, extra))
-                .await
-                .map_err(std::io::Error::other)??;
+            tokio::task::spawn_blocking(move || {
+                facenet_gallery::synthetic::add_synthetic(g.as_ref(), &model, extra)
+            })
+            .await
+            .map_err(std::io::Error::other)??;
             let faces = gallery.identities()?.iter().map(|i| i.1).sum();
             // The service reads the gallery (and builds its graph) once, before the runs.
             let warm = st.clone();
