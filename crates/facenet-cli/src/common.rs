@@ -22,6 +22,10 @@ pub struct WeightsArg {
     /// the calibration `facenet quantize` writes beside the weights).
     #[arg(long, value_enum, default_value = "f32")]
     pub precision: Precision,
+    /// Embed each face together with its mirror image and average the two (test-time
+    /// augmentation: twice the work; a gallery remembers whether it was enrolled so).
+    #[arg(long)]
+    pub mirror: bool,
 }
 
 impl WeightsArg {
@@ -49,13 +53,15 @@ impl WeightsArg {
     /// The embedder with these weights and precision.
     pub fn open(&self, device: &Device) -> anyhow::Result<Embedder> {
         let path = self.path()?;
-        Embedder::open_with_options(&path, &self.inference(device)?).with_context(|| {
-            format!(
-                "loading weights from {} (--precision {})",
-                path.display(),
-                self.precision.name()
-            )
-        })
+        Ok(Embedder::open_with_options(&path, &self.inference(device)?)
+            .with_context(|| {
+                format!(
+                    "loading weights from {} (--precision {})",
+                    path.display(),
+                    self.precision.name()
+                )
+            })?
+            .with_mirror(self.mirror))
     }
 }
 
@@ -65,6 +71,10 @@ pub struct DetectorArg {
     /// MTCNN weights (safetensors from `facenet fetch`). Default: mtcnn.safetensors in the cache.
     #[arg(long)]
     pub mtcnn: Option<PathBuf>,
+    /// Accept MTCNN's miss where it finds no face, instead of looking again at the photo
+    /// padded and at lower thresholds (which finds profiles and faces that fill the frame).
+    #[arg(long)]
+    pub no_rescue: bool,
 }
 
 impl DetectorArg {
@@ -97,14 +107,24 @@ impl DetectorArg {
         let path = self.path()?;
         let pool = facenet::pipeline::DetectorPool::open(&path, device, threads)
             .with_context(|| format!("loading MTCNN from {}", path.display()))?;
-        Ok(Some(pool))
+        Ok(Some(pool.with_config(self.config())))
     }
 
     /// The detector.
     pub fn open(&self, device: &Device) -> anyhow::Result<Detector> {
         let path = self.path()?;
-        Detector::open(&path, device)
-            .with_context(|| format!("loading MTCNN weights from {}", path.display()))
+        Ok(Detector::open(&path, device)
+            .with_context(|| format!("loading MTCNN weights from {}", path.display()))?
+            .with_config(self.config()))
+    }
+
+    /// The cascade's settings these flags ask for.
+    pub fn config(&self) -> facenet::detect::MtcnnConfig {
+        let mut config = facenet::detect::MtcnnConfig::default();
+        if self.no_rescue {
+            config.rescue = None;
+        }
+        config
     }
 }
 

@@ -143,6 +143,9 @@ fn hint(err: &anyhow::Error) -> Option<&'static str> {
              face of the photo)"
         }
         NoFace::NoSuchIndex { .. } => "`facenet detect PHOTO` lists the faces with their numbers",
+        NoFace::LowQuality { .. } => {
+            "enrol a sharper, larger, frontal photo, or pass --min-quality 0 to take this one"
+        }
     })
 }
 

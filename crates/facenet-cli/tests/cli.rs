@@ -1018,7 +1018,8 @@ fn r41_detect_face_0_is_the_face_enroll_face_0_takes() {
             assert_eq!(line["face"], i);
             assert_eq!(line["box"], face["box"], "{}: face {i}", p.display());
         }
-        // enroll --face N stores face N's box, for every N.
+        // enroll --face N stores face N's box, for every N (whatever its quality: the side
+        // faces of a group photo are often small or turned).
         for (i, face) in faces.iter().enumerate() {
             let name = format!("p{several}f{i}");
             let out = gallery_run(
@@ -1028,6 +1029,8 @@ fn r41_detect_face_0_is_the_face_enroll_face_0_takes() {
                     &o(&name),
                     &o("--face"),
                     &o(&i.to_string()),
+                    &o("--min-quality"),
+                    &o("0"),
                     s(p),
                 ],
             );
@@ -1106,5 +1109,70 @@ fn r41_a_subject_called_unknown_is_known() {
             && err.contains("hint: ")
             && err.contains("facenet detect"),
         "{err}"
+    );
+}
+
+/// Every face carries its quality (`detect --json`, `identify --json`); enrolment refuses a
+/// blurred face, saying why and what to do, and takes it with `--min-quality 0`.
+#[test]
+fn enrolment_is_gated_by_quality() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = dir.path().join("g.db");
+    let sharp = photo("madonna_1.png");
+    let blurred = dir.path().join("blurred.png");
+    image::imageops::blur(&image::open(&sharp).unwrap().to_rgb8(), 2.5)
+        .save(&blurred)
+        .unwrap();
+    let out = run(&[
+        s(Path::new("detect")),
+        s(Path::new("--json")),
+        s(&sharp),
+        s(&blurred),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines = json_lines(&out.stdout);
+    let q = |i: usize| lines[i]["faces"][0]["quality"].clone();
+    assert!(q(0)["score"].as_f64().unwrap() >= 0.3, "{}", q(0));
+    assert!(q(1)["sharpness"].as_f64().unwrap() < q(0)["sharpness"].as_f64().unwrap());
+    let o = |v: &str| std::ffi::OsString::from(v);
+    let out = gallery_run(&g, &[&o("enroll"), &o("madonna"), s(&blurred)]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("blurred.png")
+            && err.contains("quality")
+            && err.contains("blurred")
+            && err.contains("--min-quality 0"),
+        "{err}"
+    );
+    // Nothing was stored by the refused call; the override takes the face.
+    let out = gallery_run(
+        &g,
+        &[
+            &o("enroll"),
+            &o("madonna"),
+            &o("--min-quality"),
+            &o("0"),
+            s(&blurred),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = gallery_run(
+        &g,
+        &[
+            &o("enroll"),
+            &o("madonna"),
+            &o("--min-quality"),
+            &o("1.5"),
+            s(&sharp),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("0 to 1"), "{}", stderr(&out));
+    let ids = identify_json(&g, &[&sharp]);
+    assert!(
+        ids[0]["quality"]["score"].as_f64().unwrap() >= 0.3,
+        "{}",
+        ids[0]
     );
 }

@@ -350,6 +350,21 @@ fn serve_enrol_identify_verify_and_every_error_path() {
     let body = s.enrol(&w, "madonna", &[&madonna[0], &madonna[1]]);
     assert_eq!(body["enrolled"], 2);
     assert!(body["results"][1]["face_id"].as_i64().is_some(), "{body}");
+    // Each enrolled face with its quality; a gate past 1 is the request's mistake.
+    let q = &body["results"][0]["quality"];
+    assert!(
+        q["score"].as_f64().unwrap() >= 0.3 && q["reason"].is_string(),
+        "{body}"
+    );
+    let e = expect(
+        c.post(s.at("/api/v1/subjects/madonna/faces?min_quality=2"))
+            .key(&w)
+            .multipart(bytes_form("m.jpg", std::fs::read(&madonna[0]).unwrap()))
+            .send()
+            .unwrap(),
+        StatusCode::BAD_REQUEST,
+    );
+    assert!(e["detail"].as_str().unwrap().contains("min_quality"), "{e}");
     // JSON base64 (a data URL too), with one undecodable image reported and skipped.
     let ben = std::fs::read(photo("train/ben_afflek", 0)).unwrap();
     let b64 = base64::engine::general_purpose::STANDARD.encode(&ben);

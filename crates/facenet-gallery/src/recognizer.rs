@@ -15,6 +15,7 @@ use facenet::eval::Evaluation;
 use facenet::eval::openset::{ImpostorTable, expected_fir};
 use facenet::image::RgbImage;
 use facenet::pipeline::{Face, FaceChoice, FacePipeline, NoFace};
+use facenet::quality::Quality;
 use serde::Serialize;
 
 use crate::search::GalleryRule;
@@ -278,6 +279,8 @@ pub struct PhotoEnrolment {
     pub face_id: Option<i64>,
     /// The face's box in the photo.
     pub bbox: Option<[f32; 4]>,
+    /// The face's quality ([`facenet::quality`]), also where it was too low to enrol.
+    pub quality: Option<Quality>,
     /// Why the photo was refused (no face, several comparable faces, undecodable...).
     pub error: Option<String>,
     /// The refusal's kind where the photo had no usable face (a front adds its own hint).
@@ -295,6 +298,8 @@ pub struct Identification {
     pub bbox: Option<[f32; 4]>,
     /// Detector score, when detected.
     pub score: Option<f32>,
+    /// The face's quality ([`facenet::quality`]), when detected.
+    pub quality: Option<Quality>,
     /// The best identity, or [`Identity::Unknown`] when its distance is not below the
     /// threshold.
     #[serde(flatten)]
@@ -412,6 +417,7 @@ impl Searcher {
             face,
             bbox: f.detection.map(|d| d.bbox),
             score: f.detection.map(|d| d.score),
+            quality: f.quality,
             identity: match best {
                 Some(b) if known => Identity::Known(b.identity.clone()),
                 _ => Identity::Unknown,
@@ -438,14 +444,22 @@ pub struct Recognizer {
     rule: GalleryRule,
     /// The gallery in memory, shared by clones.
     live: Arc<LiveIndex>,
+    min_quality: f32,
 }
 
 impl Recognizer {
     /// Joins a pipeline and a store.
     pub fn new(pipeline: Arc<FacePipeline>, store: Arc<dyn GalleryStore>) -> Self {
         let m = pipeline.embedder().metadata();
+        // Embeddings averaged with the mirror image are another model's as far as a gallery
+        // is concerned: they are not mixed with plain ones.
+        let mirror = if pipeline.embedder().mirror() {
+            "+mirror"
+        } else {
+            ""
+        };
         let model = ModelInfo {
-            fingerprint: m.fingerprint.clone(),
+            fingerprint: format!("{}{mirror}", m.fingerprint),
             dim: m.config.embedding_dim,
         };
         Self {
@@ -454,6 +468,7 @@ impl Recognizer {
             model,
             rule: GalleryRule::Centroid,
             live: Arc::default(),
+            min_quality: facenet::quality::ENROL_MIN,
         }
     }
 
@@ -498,6 +513,30 @@ impl Recognizer {
         Threshold::for_verification(explicit, &settings, table.as_ref())
     }
 
+    /// Sets the quality a face needs to be enrolled ([`facenet::quality`]; default
+    /// [`facenet::quality::ENROL_MIN`]; 0 takes every face). Identification takes every face
+    /// whatever this says.
+    pub fn with_min_quality(mut self, minimum: f32) -> Self {
+        self.min_quality = minimum;
+        self
+    }
+
+    /// The quality a face needs to be enrolled.
+    pub fn min_quality(&self) -> f32 {
+        self.min_quality
+    }
+
+    /// The enrolment gate: a face below the quality asked for is refused, with its quality.
+    fn gate(&self, face: Face) -> std::result::Result<Face, NoFace> {
+        match face.quality {
+            Some(quality) if quality.score < self.min_quality => Err(NoFace::LowQuality {
+                quality,
+                minimum: self.min_quality,
+            }),
+            _ => Ok(face),
+        }
+    }
+
     /// Enrols `identity` from photos (`(label, image)`), one face each chosen by `choice`, in
     /// one transaction: a photo without a usable face fails the whole call, naming it, and
     /// nothing is stored.
@@ -513,6 +552,7 @@ impl Recognizer {
             let face = self
                 .pipeline
                 .face(img, choice)?
+                .and_then(|f| self.gate(f))
                 .map_err(|why| no_face(label, why))?;
             new.push(new_face(label.clone(), face));
         }
@@ -541,10 +581,17 @@ impl Recognizer {
                 Ok(img) => self
                     .pipeline
                     .face(&img, choice)?
+                    .and_then(|f| self.gate(f))
                     .map_err(|why| (why.to_string(), Some(why))),
                 Err(e) => Err((e, None)),
             };
+            let quality = match &face {
+                Ok(f) => f.quality,
+                Err((_, Some(NoFace::LowQuality { quality, .. }))) => Some(*quality),
+                Err(_) => None,
+            };
             results.push(PhotoEnrolment {
+                quality,
                 bbox: face.as_ref().ok().and_then(|f| f.detection.map(|d| d.bbox)),
                 error: face.as_ref().err().map(|e| e.0.clone()),
                 no_face: face.as_ref().err().and_then(|e| e.1.clone()),
@@ -821,7 +868,8 @@ pub struct LabelledResult {
 
 impl Recognizer {
     /// Enrols the first `per_person` photos of each person of a labelled folder (all with
-    /// 0), the primary face of each; photos without a face are skipped and returned.
+    /// 0), the primary face of each; photos without a face (or below the enrolment quality,
+    /// [`Recognizer::with_min_quality`]) are skipped and returned.
     pub fn enroll_folder(&self, dir: &Path, per_person: usize) -> Result<Vec<PathBuf>> {
         self.store.check_model(&self.model)?;
         let mut by_person: std::collections::BTreeMap<String, Vec<NewFace>> = Default::default();
@@ -834,6 +882,7 @@ impl Recognizer {
             match self
                 .pipeline
                 .face(&self.pipeline.load(&path)?, FaceChoice::Primary)?
+                .and_then(|f| self.gate(f))
             {
                 Ok(face) => list.push(new_face(path.display().to_string(), face)),
                 Err(_) => skipped.push(path),

@@ -66,6 +66,9 @@ fn with_hint(e: &facenet::Error, message: String) -> String {
             }
             NoFace::Ambiguous(_) => "pass face=\"primary\" or face=\"largest\"",
             NoFace::NoSuchIndex { .. } => "FaceNet.detect(image) lists the faces in order",
+            NoFace::LowQuality { .. } => {
+                "enrol a sharper, larger, frontal photo, or pass min_quality=0 to take this one"
+            }
         },
         _ => return message,
     };
@@ -123,10 +126,24 @@ fn rows(py: Python<'_>, v: Vec<Vec<f32>>, dim: usize) -> Bound<'_, PyArray2<f32>
         .into_pyarray(py)
 }
 
-type FaceTuple = ([f32; 4], f32, [[f32; 2]; 5]);
+type FaceTuple<'py> = ([f32; 4], f32, [[f32; 2]; 5], Bound<'py, PyDict>);
 
-fn detection(d: &Detection) -> FaceTuple {
-    (d.bbox, d.score, d.landmarks)
+fn detection<'py>(py: Python<'py>, img: &RgbImage, d: &Detection) -> PyResult<FaceTuple<'py>> {
+    let q = quality(py, &facenet::quality::assess(img, d))?;
+    Ok((d.bbox, d.score, d.landmarks, q))
+}
+
+/// A face's quality as a dict: `score`, its parts, `weakest` and `reason`.
+fn quality<'py>(py: Python<'py>, q: &facenet::quality::Quality) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("score", q.score)?;
+    d.set_item("size", q.size)?;
+    d.set_item("sharpness", q.sharpness)?;
+    d.set_item("pose", q.pose)?;
+    d.set_item("confidence", q.confidence)?;
+    d.set_item("weakest", q.weakest())?;
+    d.set_item("reason", q.reason())?;
+    Ok(d)
 }
 
 /// Reads an image file as the CLI does (EXIF orientation applied, size guards).
@@ -209,13 +226,17 @@ impl Engine {
     }
 
     /// Faces of an image, the face of the photo first (the order of every front):
-    /// `(box, score, landmarks)`.
-    fn detect(&self, py: Python<'_>, img: PyReadonlyArray3<'_, u8>) -> PyResult<Vec<FaceTuple>> {
+    /// `(box, score, landmarks, quality)`.
+    fn detect<'py>(
+        &self,
+        py: Python<'py>,
+        img: PyReadonlyArray3<'_, u8>,
+    ) -> PyResult<Vec<FaceTuple<'py>>> {
         let img = image(py, &img, "image")?;
         let found = py
             .detach(|| self.pipeline.detect(&img))
             .map_err(|e| fe(py, e))?;
-        Ok(found.iter().map(detection).collect())
+        found.iter().map(|d| detection(py, &img, d)).collect()
     }
 
     /// The aligned crop (160 x 160 x 3) of the face in `box`.
@@ -274,6 +295,7 @@ impl Engine {
             [f32; 4],
             f32,
             [[f32; 2]; 5],
+            Option<Bound<'py, PyDict>>,
             Bound<'py, PyArray3<u8>>,
             Bound<'py, numpy::PyArray1<f32>>,
         )>,
@@ -293,6 +315,7 @@ impl Engine {
                     d.bbox,
                     d.score,
                     d.landmarks,
+                    f.quality.map(|q| quality(py, &q)).transpose()?,
                     array(py, f.crop),
                     f.embedding.into_pyarray(py),
                 ))
@@ -408,23 +431,32 @@ impl Gallery {
     }
 
     /// Enrols `name` from images (one face each, chosen by `face`), in one transaction;
-    /// returns the number of faces stored.
-    #[pyo3(signature = (name, images, face = "unambiguous"))]
+    /// returns the number of faces stored. A face below `min_quality` (default 0.3; 0 takes
+    /// every face) fails the call, naming the image and why.
+    #[pyo3(signature = (name, images, face = "unambiguous", min_quality = None))]
     fn enroll(
         &self,
         py: Python<'_>,
         name: &str,
         images: Vec<PyReadonlyArray3<'_, u8>>,
         face: &str,
+        min_quality: Option<f32>,
     ) -> PyResult<usize> {
         let face = choice(py, face)?;
+        let recognizer = match min_quality {
+            Some(m) if !(0.0..=1.0).contains(&m) => {
+                return Err(invalid(py, format!("min_quality {m}: a quality is 0 to 1")));
+            }
+            Some(m) => self.recognizer.clone().with_min_quality(m),
+            None => self.recognizer.clone(),
+        };
         let photos = images
             .iter()
             .enumerate()
             .map(|(i, a)| Ok((format!("image {i}"), image(py, a, &format!("image {i}"))?)))
             .collect::<PyResult<Vec<_>>>()?;
         let r = py
-            .detach(|| self.recognizer.enroll(name, &photos, face))
+            .detach(|| recognizer.enroll(name, &photos, face))
             .map_err(|e| ge(py, e))?;
         Ok(r.faces)
     }
@@ -452,6 +484,7 @@ impl Gallery {
                 let d = PyDict::new(py);
                 d.set_item("box", i.bbox)?;
                 d.set_item("score", i.score)?;
+                d.set_item("quality", i.quality.map(|q| quality(py, &q)).transpose()?)?;
                 d.set_item("identity", i.identity.name())?;
                 d.set_item("known", i.identity.is_known())?;
                 d.set_item("distance", i.distance)?;

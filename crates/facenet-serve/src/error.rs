@@ -123,6 +123,9 @@ pub fn no_face_hint(why: &facenet::pipeline::NoFace) -> &'static str {
         }
         NoFace::Ambiguous(_) => "send a photo of this person alone, or crop it to their face",
         NoFace::NoSuchIndex { .. } => "POST /api/v1/detect lists the faces in order",
+        NoFace::LowQuality { .. } => {
+            "send a sharper, larger, frontal photo, or pass min_quality=0 to take this one"
+        }
     }
 }
 

@@ -53,6 +53,9 @@ pub struct Embedder {
     batch_size: usize,
     /// The digest of the int8 calibration in use ([`Precision::Int8`]).
     int8: Option<String>,
+    /// Test-time augmentation: each face is embedded with its mirror image and the two unit
+    /// embeddings are averaged ([`Embedder::with_mirror`]).
+    mirror: bool,
 }
 
 impl Embedder {
@@ -84,6 +87,7 @@ impl Embedder {
             standardization,
             batch_size: 16,
             int8: None,
+            mirror: false,
         })
     }
 
@@ -434,8 +438,51 @@ impl Embedder {
         }
     }
 
+    /// Test-time augmentation: with `on`, each face is embedded together with its mirror image
+    /// (in the same batch) and the embedding is the normalized mean of the two unit
+    /// embeddings. It costs twice the network's work. Embeddings made with and without it
+    /// differ (by about as much as two photos of one moment), so a gallery records it.
+    pub fn with_mirror(mut self, on: bool) -> Self {
+        self.mirror = on;
+        self
+    }
+
+    /// Whether faces are embedded with their mirror images ([`Embedder::with_mirror`]).
+    pub fn mirror(&self) -> bool {
+        self.mirror
+    }
+
     /// Embeds face crops, `batch_size` at a time.
     pub fn embed(&self, faces: &[RgbImage]) -> Result<Vec<Embedding>> {
+        if self.mirror {
+            return self.embed_mirrored(faces);
+        }
+        self.embed_plain(faces)
+    }
+
+    /// [`Embedder::embed`] with [`Embedder::with_mirror`]: each chunk and its mirror images in
+    /// one batch.
+    fn embed_mirrored(&self, faces: &[RgbImage]) -> Result<Vec<Embedding>> {
+        let mut out = Vec::with_capacity(faces.len());
+        for chunk in faces.chunks(self.batch_size.div_ceil(2).max(1)) {
+            let mut both = chunk.to_vec();
+            both.extend(chunk.iter().map(image::imageops::flip_horizontal));
+            let embs = self.embed_plain(&both)?;
+            let (plain, mirrored) = embs.split_at(chunk.len());
+            out.extend(plain.iter().zip(mirrored).map(|(a, b)| {
+                let mean: Vec<f32> = a
+                    .normalized
+                    .iter()
+                    .zip(&b.normalized)
+                    .map(|(x, y)| (x + y) / 2.0)
+                    .collect();
+                Embedding::from_raw(mean)
+            }));
+        }
+        Ok(out)
+    }
+
+    fn embed_plain(&self, faces: &[RgbImage]) -> Result<Vec<Embedding>> {
         let mut out = Vec::with_capacity(faces.len());
         for chunk in faces.chunks(self.batch_size) {
             let (data, shape) = self.input_data(chunk)?;

@@ -191,7 +191,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Why a photo gave no face for a [`crate::pipeline::FaceChoice`]. Its message names no front's option: each
 /// front adds its own hint (a CLI flag, a query parameter, a Python argument).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum NoFace {
     /// The detector found nothing.
     #[error("no face found")]
@@ -206,5 +206,13 @@ pub enum NoFace {
         index: usize,
         /// Faces found.
         found: usize,
+    },
+    /// The face's quality is below what was asked for (enrolment).
+    #[error("face quality {:.2} is below {minimum:.2}: {}", quality.score, quality.reason())]
+    LowQuality {
+        /// The face's quality.
+        quality: crate::quality::Quality,
+        /// The quality asked for.
+        minimum: f32,
     },
 }

@@ -33,6 +33,7 @@ pub mod model;
 pub mod options;
 pub mod paths;
 pub mod pipeline;
+pub mod quality;
 pub mod quantize;
 pub mod rng;
 pub mod weights;

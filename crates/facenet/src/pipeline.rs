@@ -22,12 +22,15 @@ use crate::detect::{Detection, Detector};
 use crate::embed::Embedder;
 pub use crate::error::NoFace;
 use crate::error::{Error, Result};
+use crate::quality::{Quality, assess};
 
 /// One face of a photo.
 #[derive(Debug, Clone)]
 pub struct Face {
     /// The detection (box, score, landmarks); `None` when the input was an aligned crop.
     pub detection: Option<Detection>,
+    /// How usable the face is ([`crate::quality`]); `None` when the input was an aligned crop.
+    pub quality: Option<Quality>,
     /// The aligned crop the network saw.
     pub crop: RgbImage,
     /// Unit-length embedding.
@@ -84,7 +87,7 @@ impl FacePipeline {
         if let Some(det) = &self.detector {
             let _ = det.detect(&blank);
         }
-        let _ = self.embed_faces(vec![(None, blank)]);
+        let _ = self.embed_faces(vec![(None, None, blank)]);
     }
 
     /// The batching counters, when batching.
@@ -148,12 +151,12 @@ impl FacePipeline {
     /// order of [`FacePipeline::detect`]. Without a detector the image is the one face.
     pub fn faces(&self, img: &RgbImage) -> Result<Vec<Face>> {
         if self.detector.is_none() {
-            return self.embed_faces(vec![(None, img.clone())]);
+            return self.embed_faces(vec![(None, None, img.clone())]);
         }
         let found = self.detect(img)?;
         let crops = found
             .into_iter()
-            .map(|d| Ok((Some(d), align(img, &d, &self.align)?)))
+            .map(|d| Ok((Some(d), Some(assess(img, &d)), align(img, &d, &self.align)?)))
             .collect::<Result<Vec<_>>>()?;
         self.embed_faces(crops)
     }
@@ -197,7 +200,10 @@ impl FacePipeline {
             FaceChoice::Unambiguous | FaceChoice::Primary => found[0],
         };
         let crop = align(img, &picked, &self.align)?;
-        Ok(Ok(self.embed_faces(vec![(Some(picked), crop)])?.remove(0)))
+        let quality = assess(img, &picked);
+        Ok(Ok(self
+            .embed_faces(vec![(Some(picked), Some(quality), crop)])?
+            .remove(0)))
     }
 
     /// [`FacePipeline::face`] of an image file, with a missing face as an error naming it.
@@ -210,11 +216,19 @@ impl FacePipeline {
     }
 
     /// Embeds aligned crops (one forward pass per batch).
-    fn embed_faces(&self, faces: Vec<(Option<Detection>, RgbImage)>) -> Result<Vec<Face>> {
+    fn embed_faces(
+        &self,
+        faces: Vec<(Option<Detection>, Option<Quality>, RgbImage)>,
+    ) -> Result<Vec<Face>> {
         if faces.is_empty() {
             return Ok(Vec::new());
         }
-        let (detections, crops): (Vec<_>, Vec<_>) = faces.into_iter().unzip();
+        let mut detections = Vec::with_capacity(faces.len());
+        let mut crops = Vec::with_capacity(faces.len());
+        for (d, q, c) in faces {
+            detections.push((d, q));
+            crops.push(c);
+        }
         let (crops, embs) = match &self.batcher {
             Some(b) => b.embed(crops)?,
             None => {
@@ -226,8 +240,9 @@ impl FacePipeline {
             .into_iter()
             .zip(crops)
             .zip(embs)
-            .map(|((detection, crop), e)| Face {
+            .map(|(((detection, quality), crop), e)| Face {
                 detection,
+                quality,
                 crop,
                 embedding: e.normalized,
             })
@@ -267,6 +282,21 @@ impl DetectorPool {
             .map(|_| Detector::open(mtcnn, device))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self { detectors })
+    }
+
+    /// Gives every detector of the pool these settings.
+    pub fn with_config(mut self, config: crate::detect::MtcnnConfig) -> Self {
+        self.detectors = self
+            .detectors
+            .into_iter()
+            .map(|d| d.with_config(config.clone()))
+            .collect();
+        self
+    }
+
+    /// The detectors' settings.
+    pub fn config(&self) -> &crate::detect::MtcnnConfig {
+        self.detectors[0].config()
     }
 
     /// Number of workers.

@@ -208,3 +208,97 @@ fn fast_and_burn_engines_agree() {
     }
     assert!(faces_seen > 0);
 }
+
+/// The reference photos cut to 80 % of their face's box (the face more than fills the frame):
+/// the published cascade misses some; the rescue (padding, lower thresholds) finds more, and
+/// what it finds is in the crop's own coordinates, over the crop.
+#[test]
+fn the_rescue_finds_faces_that_fill_the_frame() {
+    use facenet::bench::recall::{frame_filling_crop, recall};
+    use facenet::detect::{MtcnnConfig, Rescue};
+    let published = MtcnnConfig {
+        rescue: None,
+        ..MtcnnConfig::default()
+    };
+    let det = detector().with_config(published.clone());
+    let images = reference_json("mtcnn.json");
+    let crops: Vec<image::RgbImage> = images["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|im| {
+            let img = photo(im);
+            let mut faces = det.detect(&img).unwrap();
+            facenet::align::order(&mut faces, img.width(), img.height());
+            frame_filling_crop(&img, &faces[0], -0.2, 150)
+        })
+        .collect();
+    let plain = recall(detector(), published, &crops).unwrap();
+    let rescued = recall(detector(), MtcnnConfig::default(), &crops).unwrap();
+    assert_eq!(MtcnnConfig::default().rescue, Some(Rescue::default()));
+    assert!(
+        rescued.found > plain.found,
+        "rescue {} vs published {} of {}",
+        rescued.found,
+        plain.found,
+        crops.len()
+    );
+    // The rescue only adds: a crop found at once is found with it on.
+    assert!(rescued.missed.iter().all(|i| plain.missed.contains(i)));
+    let on = detector();
+    for (i, crop) in crops.iter().enumerate() {
+        if rescued.missed.contains(&i) {
+            continue;
+        }
+        let faces = on.detect(crop).unwrap();
+        let b = faces[0].bbox;
+        let (cx, cy) = ((b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0);
+        assert!(
+            (0.0..150.0).contains(&cx) && (0.0..150.0).contains(&cy),
+            "crop {i}: box {b:?} is not over the 150x150 crop"
+        );
+        assert!(
+            b[2] - b[0] > 75.0,
+            "crop {i}: box {b:?} is not the face that fills it"
+        );
+        if plain.missed.contains(&i) {
+            assert!(faces[0].score >= 0.3 && faces[0].score < 1.0);
+        }
+    }
+}
+
+/// Quality on real photos: the reference faces are usable; blurred, they are refused for
+/// sharpness; mirrored, their yaw changes sign.
+#[test]
+fn quality_of_real_faces() {
+    use facenet::quality::{ENROL_MIN, assess};
+    let det = detector();
+    let images = reference_json("mtcnn.json");
+    for im in images["images"].as_array().unwrap() {
+        let img = photo(im);
+        let mut faces = det.detect(&img).unwrap();
+        facenet::align::order(&mut faces, img.width(), img.height());
+        let q = assess(&img, &faces[0]);
+        assert!(q.score >= ENROL_MIN, "{}: {q:?}", im["file_png"]);
+        let blurred = image::imageops::blur(&img, q.face_px / 20.0);
+        let qb = assess(&blurred, &faces[0]);
+        assert!(
+            qb.score < ENROL_MIN && qb.weakest() == "sharpness",
+            "{} blurred: {qb:?}",
+            im["file_png"]
+        );
+        let mirrored = image::imageops::flip_horizontal(&img);
+        let mut back = det.detect(&mirrored).unwrap();
+        facenet::align::order(&mut back, img.width(), img.height());
+        let qm = assess(&mirrored, &back[0]);
+        // The landmarks are the detector's (a few pixels of noise): the mirror's yaw is the
+        // negative within 0.25 half eye-distances.
+        assert!(
+            (qm.yaw + q.yaw).abs() < 0.25,
+            "{}: yaw {} mirrored {}",
+            im["file_png"],
+            q.yaw,
+            qm.yaw
+        );
+    }
+}

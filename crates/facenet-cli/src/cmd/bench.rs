@@ -21,6 +21,9 @@ pub enum Bench {
     /// Detection speed: `detect engine=E photos_per_s=X` over a folder of photos, and
     /// `detect engine=E size=WxH ms=Y` for a photo enlarged to 640x480 and 1920x1080.
     Detect(DetectArgs),
+    /// Detection recall: `recall settings=published|rescue found=F photos=N photos_per_s=X`,
+    /// over a folder of photos or of frame-filling crops cut from them (`--crop`).
+    Recall(RecallArgs),
     /// Gallery search: `search n=N ms_per_query=X kind=exact|hnsw` over N face-like unit
     /// vectors, with the HNSW index's build time and recall@1.
     Search(SearchArgs),
@@ -260,6 +263,89 @@ fn detect_bench(args: &DetectArgs, device: Device) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Arguments of `facenet bench recall`.
+#[derive(Debug, clap::Args)]
+pub struct RecallArgs {
+    /// Folder of photos (searched recursively).
+    #[arg(long)]
+    pub photos: std::path::PathBuf,
+    /// Keep only files whose name contains this (`_01` picks CFP's profiles).
+    #[arg(long)]
+    pub name_contains: Option<String>,
+    /// Keep every Nth file of the sorted list.
+    #[arg(long, default_value_t = 1)]
+    pub every: usize,
+    /// Replace each photo by a 150x150 crop of its face (the published cascade's box, grown
+    /// by this fraction of its size), so that the face fills the frame.
+    #[arg(long)]
+    pub crop: Option<f32>,
+    /// Print the photos without a face.
+    #[arg(long)]
+    pub list_missed: bool,
+    #[command(flatten)]
+    pub detector: crate::common::DetectorArg,
+}
+
+fn recall_bench(args: &RecallArgs, device: Device) -> anyhow::Result<()> {
+    use facenet::bench::recall::{frame_filling_crop, recall};
+    use facenet::detect::{MtcnnConfig, Rescue};
+    let mut files = facenet::files::walk_images(&args.photos)?;
+    files.sort();
+    files.retain(|p| {
+        args.name_contains.as_ref().is_none_or(|s| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().contains(s.as_str()))
+        })
+    });
+    let files: Vec<_> = files.into_iter().step_by(args.every.max(1)).collect();
+    if files.is_empty() {
+        bail!("{}: no photos match", args.photos.display());
+    }
+    let published = MtcnnConfig {
+        rescue: None,
+        ..MtcnnConfig::default()
+    };
+    let mut kept = Vec::new();
+    let mut imgs = Vec::new();
+    let cutter = args.detector.open(&device)?.with_config(published.clone());
+    for p in files {
+        let img = facenet::image::load_rgb(&p)?;
+        match args.crop {
+            None => imgs.push(img),
+            Some(margin) => {
+                let mut faces = cutter.detect(&img)?;
+                facenet::align::order(&mut faces, img.width(), img.height());
+                let Some(face) = faces.first() else { continue };
+                imgs.push(frame_filling_crop(&img, face, margin, 150));
+            }
+        }
+        kept.push(p);
+    }
+    let settings = [
+        ("published", published),
+        (
+            "rescue",
+            MtcnnConfig {
+                rescue: Some(Rescue::default()),
+                ..MtcnnConfig::default()
+            },
+        ),
+    ];
+    for (name, config) in settings {
+        let r = recall(args.detector.open(&device)?, config, &imgs)?;
+        println!(
+            "recall settings={name} found={} photos={} photos_per_s={:.1}",
+            r.found, r.photos, r.photos_per_s
+        );
+        if args.list_missed {
+            for i in r.missed {
+                println!("  missed {}", kept[i].display());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Arguments of `facenet bench embed`.
 #[derive(Debug, clap::Args)]
 pub struct EmbedArgs {
@@ -292,6 +378,7 @@ pub fn run(bench: Bench, device: Device) -> anyhow::Result<()> {
             None => parent(&args, &device),
         },
         Bench::Detect(args) => detect_bench(&args, device),
+        Bench::Recall(args) => recall_bench(&args, device),
         Bench::Search(args) => search_bench(&args),
         Bench::Train(args) => train_bench(&args, device),
         Bench::Serve(args) => crate::cmd::serve::bench(args, device),

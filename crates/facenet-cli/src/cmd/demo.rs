@@ -102,6 +102,7 @@ pub fn run(args: Args, device: Device) -> anyhow::Result<()> {
     let root = args.dataset.clone().unwrap_or_else(|| paths.dataset());
     let embedder = Embedder::open(&paths.weights(), &device)?;
     let detector = DetectorArg {
+        no_rescue: false,
         mtcnn: Some(paths.mtcnn_weights()),
     }
     .open(&device)?;

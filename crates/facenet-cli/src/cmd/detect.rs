@@ -15,7 +15,8 @@ pub struct Args {
     /// Photos.
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
-    /// One JSON object per image: {"path", "width", "height", "faces": [{box, score, landmarks}]}.
+    /// One JSON object per image: {"path", "width", "height", "faces": [{box, score, landmarks,
+    /// quality}]}.
     #[arg(long)]
     pub json: bool,
     /// Write a PNG per image into this folder with boxes and landmarks drawn.
@@ -44,13 +45,14 @@ pub fn run(args: Args, device: Device) -> anyhow::Result<()> {
                 "path": display(path),
                 "width": img.width(),
                 "height": img.height(),
-                "faces": faces.iter().map(face_json).collect::<Vec<_>>(),
+                "faces": faces.iter().map(|f| face_json(&img, f)).collect::<Vec<_>>(),
             });
             writeln!(out, "{line}")?;
         } else {
             writeln!(out, "{}: {} face(s)", display(path), faces.len())?;
             for (i, f) in faces.iter().enumerate() {
-                writeln!(out, "  #{i} {f}")?;
+                let q = facenet::quality::assess(&img, f);
+                writeln!(out, "  #{i} {f} {q}")?;
             }
         }
         if let Some(dir) = &args.annotate {
@@ -71,6 +73,9 @@ pub fn run(args: Args, device: Device) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn face_json(f: &Detection) -> serde_json::Value {
-    serde_json::json!({ "box": f.bbox, "score": f.score, "landmarks": f.landmarks })
+fn face_json(img: &image::RgbImage, f: &Detection) -> serde_json::Value {
+    serde_json::json!({
+        "box": f.bbox, "score": f.score, "landmarks": f.landmarks,
+        "quality": facenet::quality::assess(img, f),
+    })
 }

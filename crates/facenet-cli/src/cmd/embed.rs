@@ -44,7 +44,8 @@ pub fn run_embed(mut args: EmbedArgs, device: Device) -> anyhow::Result<()> {
                 let d = f.detection;
                 let line = serde_json::json!({
                     "path": display(path), "face": i, "box": d.map(|d| d.bbox),
-                    "score": d.map(|d| d.score), "embedding": f.embedding
+                    "score": d.map(|d| d.score), "quality": f.quality,
+                    "embedding": f.embedding
                 });
                 writeln!(out, "{line}")?;
             }

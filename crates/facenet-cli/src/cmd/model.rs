@@ -64,6 +64,7 @@ fn residuals(args: &Args) -> anyhow::Result<()> {
     let path = match &args.weights {
         Some(p) => p.clone(),
         None => crate::common::WeightsArg {
+            mirror: false,
             weights: None,
             precision: facenet::Precision::F32,
         }

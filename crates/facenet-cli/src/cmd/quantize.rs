@@ -51,6 +51,7 @@ pub struct Args {
 
 pub fn run(args: Args, device: Device) -> anyhow::Result<()> {
     let weights = crate::common::WeightsArg {
+        mirror: false,
         weights: args.weights.clone(),
         precision: facenet::Precision::F32,
     }

@@ -21,14 +21,29 @@ pub struct EnrollArgs {
     pub photos: Vec<PathBuf>,
     #[command(flatten)]
     pub face: FaceArgs,
+    /// The quality a face needs to be enrolled, 0 to 1: size, sharpness, pose and the
+    /// detector's confidence, the weakest of them (`facenet detect PHOTO` prints it). 0 takes
+    /// every face.
+    #[arg(long, default_value_t = facenet::quality::ENROL_MIN, value_parser = unit_interval)]
+    pub min_quality: f32,
     #[command(flatten)]
     pub gallery: GalleryArgs,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
 }
 
+fn unit_interval(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s}: a quality is a number from 0 to 1")),
+    }
+}
+
 pub fn enroll(args: EnrollArgs, device: Device) -> anyhow::Result<()> {
-    let r = args.gallery.recognizer(&args.pipeline, true, &device)?;
+    let r = args
+        .gallery
+        .recognizer(&args.pipeline, true, &device)?
+        .with_min_quality(args.min_quality);
     let e = r.enroll_files(&args.name, &args.photos, args.face.choice())?;
     println!(
         "enrolled {} face(s) as {} in {}",

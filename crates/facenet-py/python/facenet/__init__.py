@@ -98,7 +98,9 @@ class Face:
     ``box`` is ``(x1, y1, x2, y2)`` in pixels, ``score`` the detector's probability,
     ``landmarks`` the five points (left eye, right eye, nose, left and right mouth corner, as
     seen in the image) as ``(x, y)``; ``crop`` the aligned 160 x 160 x 3 crop and
-    ``embedding`` the 128-d unit embedding, when computed.
+    ``embedding`` the 128-d unit embedding, when computed. ``quality`` says how usable the face
+    is for recognition: ``{"score", "size", "sharpness", "pose", "confidence", "weakest",
+    "reason"}``, each part 0..1 and the score the smallest; enrolment refuses faces below 0.3.
     """
 
     box: Tuple[float, float, float, float]
@@ -106,6 +108,7 @@ class Face:
     landmarks: List[Tuple[float, float]]
     crop: Optional[np.ndarray] = field(default=None, repr=False)
     embedding: Optional[np.ndarray] = field(default=None, repr=False)
+    quality: Optional[Dict[str, Any]] = None
 
     def facial_area(self) -> Dict[str, int]:
         """The box in deepface's shape: ``{"x", "y", "w", "h"}``."""
@@ -114,10 +117,10 @@ class Face:
 
 
 def _face(t) -> Face:
-    box, score, landmarks = t[0], t[1], t[2]
-    crop = t[3] if len(t) > 3 else None
-    emb = t[4] if len(t) > 4 else None
-    return Face(tuple(box), float(score), [tuple(p) for p in landmarks], crop, emb)
+    box, score, landmarks, quality = t[0], t[1], t[2], t[3]
+    crop = t[4] if len(t) > 4 else None
+    emb = t[5] if len(t) > 5 else None
+    return Face(tuple(box), float(score), [tuple(p) for p in landmarks], crop, emb, quality)
 
 
 class FaceNet:
@@ -233,13 +236,21 @@ class Gallery:
         self.net = net or FaceNet()
         self._gallery = _facenet.Gallery(os.fspath(path), self.net._engine, name)
 
-    def enroll(self, name: str, images: Union[ImageLike, Sequence[ImageLike]], face: str = "unambiguous") -> int:
+    def enroll(
+        self,
+        name: str,
+        images: Union[ImageLike, Sequence[ImageLike]],
+        face: str = "unambiguous",
+        min_quality: Optional[float] = None,
+    ) -> int:
         """Enrol ``name`` from one or several images (one face each), in one transaction;
         returns the number of faces stored. ``face``: ``"unambiguous"`` (refuse a photo with
-        two comparable faces), ``"primary"`` or ``"largest"``."""
+        two comparable faces), ``"primary"`` or ``"largest"``. A face whose quality is below
+        ``min_quality`` (default 0.3; 0 takes every face) is refused with the reason:
+        ``Face.quality`` from ``FaceNet.detect`` shows it beforehand."""
         if not isinstance(images, (list, tuple)):
             images = [images]
-        return self._gallery.enroll(name, [load_image(i) for i in images], face)
+        return self._gallery.enroll(name, [load_image(i) for i in images], face, min_quality)
 
     def identify(self, image: ImageLike, top_k: int = 1, threshold: Optional[float] = None, fir: Optional[float] = None) -> List[Dict[str, Any]]:
         """Every face of an image: ``box``, ``identity`` (or ``"unknown"``), ``distance``,

@@ -187,8 +187,19 @@ pub struct EnrolResult {
     /// The face enrolled, `[x1, y1, x2, y2]`.
     #[serde(rename = "box")]
     pub bbox: Option<Vec<f32>>,
+    /// The face's quality, also where it was too low to enrol.
+    pub quality: Option<super::recognition::QualityOut>,
     /// Why the image was refused.
     pub error: Option<String>,
+}
+
+/// Enrolment parameters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct EnrolParams {
+    /// The quality a face needs to be enrolled, 0 to 1 (default 0.3; 0 takes every face).
+    pub min_quality: Option<f32>,
 }
 
 /// An enrolment.
@@ -206,16 +217,26 @@ pub struct EnrolResponse {
 /// Images without a usable face are reported and skipped; the others are stored in one
 /// transaction. 201 when at least one face was stored, 400 when none.
 #[utoipa::path(post, path = "/api/v1/subjects/{name}/faces", tag = "gallery",
-    params(("name" = String, Path, description = "The subject")),
+    params(("name" = String, Path, description = "The subject"), EnrolParams),
     request_body(content((ImagesForm = "multipart/form-data"), (ImagesJson = "application/json"))),
     responses((status = 201, body = EnrolResponse), Errors), security(("api_key" = [])))]
 pub(crate) async fn add_faces(
     State(s): State<Arc<AppState>>,
     t: Tenant,
     Path(name): Path<String>,
+    Query(q): Query<EnrolParams>,
     images: Images,
 ) -> Result<Response, ApiError> {
     t.require_write("enrolling")?;
+    let recognizer = match q.min_quality {
+        Some(m) if !(0.0..=1.0).contains(&m) => {
+            return Err(ApiError::bad_request(format!(
+                "min_quality {m}: a quality is 0 to 1"
+            )));
+        }
+        Some(m) => t.recognizer.clone().with_min_quality(m),
+        None => t.recognizer.clone(),
+    };
     let p = s.pipeline.clone();
     s.work_decoding(images.total_pixels(), move || {
         let photos = images
@@ -228,9 +249,7 @@ pub(crate) async fn add_faces(
                 (u.label.clone(), img)
             })
             .collect();
-        let results = t
-            .recognizer
-            .enroll_each(&name, photos, FaceChoice::Primary)?;
+        let results = recognizer.enroll_each(&name, photos, FaceChoice::Primary)?;
         let enrolled = results.iter().filter(|r| r.face_id.is_some()).count();
         if enrolled == 0 {
             let why: Vec<String> = results
@@ -259,6 +278,7 @@ pub(crate) async fn add_faces(
                     name: r.label,
                     face_id: r.face_id,
                     bbox: r.bbox.map(|b| b.to_vec()),
+                    quality: r.quality.map(Into::into),
                     error: r.error,
                 })
                 .collect(),

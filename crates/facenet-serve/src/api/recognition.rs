@@ -20,6 +20,9 @@ use crate::{AppState, Tenant};
 /// One detected face.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct FaceOut {
+    /// How usable the face is for recognition (absent for an aligned crop).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quality: Option<QualityOut>,
     /// `[x1, y1, x2, y2]` in pixels of the uploaded image.
     #[serde(rename = "box")]
     pub bbox: Vec<f32>,
@@ -54,9 +57,44 @@ pub struct FacesResponse {
     pub images: Vec<ImageFaces>,
 }
 
+/// How usable a face is for recognition: four parts in 0..1 and the score, the smallest of
+/// them. Enrolment refuses faces below `min_quality` (default 0.3).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct QualityOut {
+    /// The smallest part, 0..1.
+    pub score: f32,
+    /// Size: 0 at 20 pixels across and below, 1 from 60.
+    pub size: f32,
+    /// Sharpness (variance of the Laplacian): 1 from 40.
+    pub sharpness: f32,
+    /// Pose: 1 frontal, 0 in profile (the nose 1.5 half eye-distances off the eyes' midline).
+    pub pose: f32,
+    /// The detector's confidence: 0 at 0.5, 1 from 0.9.
+    pub confidence: f32,
+    /// The part that sets the score: size, sharpness, pose or confidence.
+    pub weakest: String,
+    /// The weakest part in words.
+    pub reason: String,
+}
+
+impl From<facenet::quality::Quality> for QualityOut {
+    fn from(q: facenet::quality::Quality) -> Self {
+        Self {
+            score: q.score,
+            size: q.size,
+            sharpness: q.sharpness,
+            pose: q.pose,
+            confidence: q.confidence,
+            weakest: q.weakest().into(),
+            reason: q.reason(),
+        }
+    }
+}
+
 fn face_out(d: Option<&Detection>, img: &RgbImage, embedding: Option<Vec<f32>>) -> FaceOut {
     let (w, h) = img.dimensions();
     FaceOut {
+        quality: d.map(|d| facenet::quality::assess(img, d).into()),
         bbox: d.map_or(vec![0.0, 0.0, w as f32, h as f32], |d| d.bbox.to_vec()),
         score: d.map_or(1.0, |d| d.score),
         landmarks: d.map_or_else(Vec::new, |d| {
@@ -282,6 +320,9 @@ pub struct IdentifiedFace {
     pub bbox: Vec<f32>,
     /// Detector probability.
     pub score: f32,
+    /// How usable the face is for recognition.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quality: Option<QualityOut>,
     /// The best subject within the threshold, or `unknown`.
     pub subject: String,
     /// Whether `subject` is a gallery member (`false`: `unknown`).
@@ -325,6 +366,7 @@ fn identified(i: Identification) -> IdentifiedFace {
     IdentifiedFace {
         bbox: i.bbox.map_or_else(Vec::new, |b| b.to_vec()),
         score: i.score.unwrap_or(1.0),
+        quality: i.quality.map(Into::into),
         subject: i.identity.name().to_string(),
         known: i.identity.is_known(),
         distance: i.distance,

@@ -6,6 +6,7 @@
 //! ```
 
 pub mod peak;
+pub mod recall;
 pub mod report;
 
 use std::time::{Duration, Instant};

@@ -267,6 +267,19 @@ pub fn embed_images(
     if embedder.precision() != crate::Precision::F32 {
         settings["precision"] = embedder.precision().name().into();
     }
+    if embedder.mirror() {
+        settings["mirror"] = true.into();
+    }
+    // Likewise only the detector's rescue adds a key (caches from before it had none).
+    if let Some(rescue) = pool
+        .and_then(|p| p.config().rescue.clone())
+        .filter(|_| !cfg.aligned)
+    {
+        settings["rescue"] = serde_json::to_value(rescue).map_err(|e| Error::InvalidArgument {
+            field: "rescue",
+            reason: e.to_string(),
+        })?;
+    }
     if let Some(d) = embedder.int8_calibration() {
         settings["int8_calibration"] = d.into();
         // The families differ in which convolutions run int8 (the AVX2 one keeps Winograd's
