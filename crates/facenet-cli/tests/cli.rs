@@ -1176,3 +1176,60 @@ fn enrolment_is_gated_by_quality() {
         ids[0]
     );
 }
+
+/// `evaluate --open-set` on 80 LFW people: the table, and the calibration of derived
+/// thresholds (achieved beside target FIR per gallery size) in print, JSON and a plot.
+#[test]
+fn evaluate_open_set_reports_calibration() {
+    let lfw = shared().join("data/lfw");
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("people");
+    std::fs::create_dir_all(&images).unwrap();
+    let mut people: Vec<_> = std::fs::read_dir(&lfw)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    people.sort();
+    for p in people.iter().take(80) {
+        std::os::unix::fs::symlink(p, images.join(p.file_name().unwrap())).unwrap();
+    }
+    let out_dir = dir.path().join("report");
+    let out = bin()
+        .args(["evaluate", "--open-set", "--images"])
+        .arg(&images)
+        .arg("--cache")
+        .arg(dir.path().join("cache"))
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("(derived)") && text.contains("calibration: a table from half"),
+        "{text}"
+    );
+    let cal: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("calibration.json")).unwrap()).unwrap();
+    // The half table and the shipped one; 80 people allow galleries of 10 and 30 (half: 10).
+    assert_eq!(cal.as_array().unwrap().len(), 2, "{cal}");
+    let shipped = cal[1]["points"].as_array().unwrap();
+    assert_eq!(shipped.len(), 6, "{cal}");
+    for p in shipped {
+        let a = p["achieved"].as_f64().unwrap();
+        assert!(
+            (0.0..=1.0).contains(&a) && p["searches"].as_u64().unwrap() > 0,
+            "{p}"
+        );
+    }
+    // Per gallery size, a laxer target gets a laxer threshold; a larger gallery a stricter one.
+    let th = |i: usize| shipped[i]["threshold"].as_f64().unwrap();
+    assert!(th(0) > th(1) && th(1) > th(2), "{cal}");
+    assert!(th(3) < th(0) && th(4) < th(1), "{cal}");
+    for f in ["calibration.png", "open_set.png", "open_set.json"] {
+        assert!(
+            std::fs::metadata(out_dir.join(f)).unwrap().len() > 1000,
+            "{f}"
+        );
+    }
+}

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use facenet::Distance;
 use facenet::eval::Evaluation;
-use facenet::eval::openset::{ImpostorTable, expected_fir};
+use facenet::eval::openset::ImpostorTable;
 use facenet::image::RgbImage;
 use facenet::pipeline::{Face, FaceChoice, FacePipeline, NoFace};
 use facenet::quality::Quality;
@@ -134,8 +134,8 @@ pub struct Threshold {
     pub comparisons: Option<usize>,
     /// The per-pair false accept rate at this threshold, by the impostor table.
     pub far: Option<f64>,
-    /// The expected share of strangers named as someone at this threshold and gallery size:
-    /// `1 - (1 - far)^comparisons`.
+    /// The expected share of strangers named as someone at this threshold and gallery size,
+    /// by the impostor table's per-probe spread ([`ImpostorTable::fir`]).
     pub expected_fir: Option<f64>,
 }
 
@@ -194,7 +194,7 @@ impl Threshold {
                 Self {
                     comparisons: Some(comparisons),
                     far: Some(far),
-                    expected_fir: Some(expected_fir(far, comparisons)),
+                    expected_fir: Some(tab.fir(t.value, comparisons)),
                     ..t
                 }
             }
@@ -869,8 +869,8 @@ pub struct LabelledResult {
 impl Recognizer {
     /// Enrols the first `per_person` photos of each person of a labelled folder (all with
     /// 0), the primary face of each; photos without a face (or below the enrolment quality,
-    /// [`Recognizer::with_min_quality`]) are skipped and returned.
-    pub fn enroll_folder(&self, dir: &Path, per_person: usize) -> Result<Vec<PathBuf>> {
+    /// [`Recognizer::with_min_quality`]) are skipped and returned with the reason.
+    pub fn enroll_folder(&self, dir: &Path, per_person: usize) -> Result<Vec<(PathBuf, NoFace)>> {
         self.store.check_model(&self.model)?;
         let mut by_person: std::collections::BTreeMap<String, Vec<NewFace>> = Default::default();
         let mut skipped = Vec::new();
@@ -885,7 +885,7 @@ impl Recognizer {
                 .and_then(|f| self.gate(f))
             {
                 Ok(face) => list.push(new_face(path.display().to_string(), face)),
-                Err(_) => skipped.push(path),
+                Err(why) => skipped.push((path, why)),
             }
         }
         for (person, faces) in by_person {

@@ -71,7 +71,25 @@ type RateChart<'a, 'b> =
 fn rate_plot(
     path: &Path,
     caption: &str,
+    axes: (&str, &str),
+    draw: impl FnOnce(&mut RateChart<'_, '_>) -> Result<()>,
+) -> Result<()> {
+    log_x_plot(
+        path,
+        caption,
+        axes,
+        ((MIN_RATE, 1.0), (0.0, 1.0), SeriesLabelPosition::LowerRight),
+        draw,
+    )
+}
+
+/// [`rate_plot`] with the ranges of the log x axis and the linear y axis and the legend's
+/// place given.
+fn log_x_plot(
+    path: &Path,
+    caption: &str,
     (x_desc, y_desc): (&str, &str),
+    ((x0, x1), (y0, y1), legend): ((f64, f64), (f64, f64), SeriesLabelPosition),
     draw: impl FnOnce(&mut RateChart<'_, '_>) -> Result<()>,
 ) -> Result<()> {
     fonts();
@@ -82,7 +100,7 @@ fn rate_plot(
         .margin(15)
         .x_label_area_size(45)
         .y_label_area_size(60)
-        .build_cartesian_2d((MIN_RATE..1.0f64).log_scale(), 0.0f64..1.0)
+        .build_cartesian_2d((x0..x1).log_scale(), y0..y1)
         .map_err(err(path))?;
     chart
         .configure_mesh()
@@ -94,7 +112,7 @@ fn rate_plot(
     draw(&mut chart)?;
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
+        .position(legend)
         .label_font(("sans-serif", 15))
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
@@ -493,5 +511,77 @@ pub fn contact_sheet(path: &Path, tiles: &[Tile<'_>]) -> Result<()> {
     canvas.save(path).map_err(|source| PlotError::Write {
         path: path.into(),
         source,
+    })
+}
+
+/// The calibration plot: achieved over target false-identification rate against gallery
+/// size, a line per table and target, the band 0.7-1.1 shaded.
+pub fn calibration(
+    path: &Path,
+    reports: &[facenet::eval::openset::CalibrationReport],
+) -> Result<()> {
+    let max_n = reports
+        .iter()
+        .flat_map(|r| r.points.iter().map(|p| p.identities))
+        .max()
+        .unwrap_or(10)
+        .max(20) as f64;
+    let caption = "Derived thresholds: achieved / target false-identification rate";
+    let axes = (
+        "identities in the gallery (log scale)",
+        "achieved FIR / target FIR",
+    );
+    let ranges = (
+        (5.0, max_n * 2.0),
+        (0.0, 2.0),
+        SeriesLabelPosition::UpperRight,
+    );
+    log_x_plot(path, caption, axes, ranges, |chart| {
+        chart
+            .draw_series(std::iter::once(Rectangle::new(
+                [(5.0, 0.7), (max_n * 2.0, 1.1)],
+                GREEN.mix(0.15).filled(),
+            )))
+            .map_err(err(path))?
+            .label("goal: 0.7 to 1.1")
+            .legend(|(x, y)| {
+                Rectangle::new([(x, y - 5), (x + 20, y + 5)], GREEN.mix(0.3).filled())
+            });
+        let colours = [BLUE, RED, MAGENTA, CYAN, BLACK, GREEN];
+        let mut k = 0;
+        for (ri, r) in reports.iter().enumerate() {
+            let mut targets: Vec<f64> = r.points.iter().map(|p| p.target).collect();
+            targets.sort_by(f64::total_cmp);
+            targets.dedup();
+            let which = if ri == 0 {
+                "held-out half"
+            } else {
+                "table in use"
+            };
+            for t in targets {
+                let colour = colours[k % colours.len()];
+                k += 1;
+                let pts: Vec<(f64, f64)> = r
+                    .points
+                    .iter()
+                    .filter(|p| p.target == t)
+                    .map(|p| (p.identities as f64, p.ratio().min(2.0)))
+                    .collect();
+                let style = if ri == 0 {
+                    colour.stroke_width(2)
+                } else {
+                    colour.mix(0.6).stroke_width(1)
+                };
+                chart
+                    .draw_series(LineSeries::new(pts.clone(), style))
+                    .map_err(err(path))?
+                    .label(format!("target {t}, {which}"))
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+                chart
+                    .draw_series(pts.into_iter().map(|p| Circle::new(p, 3, colour.filled())))
+                    .map_err(err(path))?;
+            }
+        }
+        Ok(())
     })
 }

@@ -50,8 +50,8 @@ fn one_run(
     threshold: Option<f32>,
 ) -> anyhow::Result<(Vec<Row>, usize, usize, Threshold)> {
     let r = Recognizer::new(pipeline.clone(), Arc::new(SqliteGallery::in_memory()?));
-    for p in r.enroll_folder(&root.join("train"), per_person)? {
-        eprintln!("enroll: no face in {}, skipped", p.display());
+    for (p, why) in r.enroll_folder(&root.join("train"), per_person)? {
+        eprintln!("enroll: {}: {why}, skipped", p.display());
     }
     let people = r.store().identities()?.len();
     if people == 0 {

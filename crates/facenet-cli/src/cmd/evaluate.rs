@@ -155,6 +155,45 @@ pub fn run(args: Args, device: Device) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Gallery sizes the calibration is measured at (those that leave a quarter of the people
+/// as strangers).
+const CALIBRATION_SIZES: [usize; 6] = [10, 30, 100, 300, 1000, 3000];
+
+/// Whether derived thresholds hit their targets: a table made from half of the people, tried
+/// on galleries and strangers from the other half; and the table in use, on all of them.
+fn calibrate(
+    people: &[String],
+    vecs: &[Vec<f32>],
+    fp: &str,
+    table: Option<&ImpostorTable>,
+    firs: &[f64],
+) -> Vec<openset::CalibrationReport> {
+    let (a, b) = openset::halves(people);
+    let pick = |idx: &[usize]| -> (Vec<String>, Vec<Vec<f32>>) {
+        idx.iter()
+            .map(|&i| (people[i].clone(), vecs[i].clone()))
+            .unzip()
+    };
+    let ((pa, ea), (pb, eb)) = (pick(&a), pick(&b));
+    let half = ImpostorTable::from_labelled(&ea, &pa, fp, "half", (0.3, 1.6, 0.005));
+    let mut out = vec![openset::CalibrationReport {
+        what: format!(
+            "a table from half of the people ({} photos), galleries and strangers from the other \
+             half ({} photos)",
+            a.len(),
+            b.len()
+        ),
+        points: openset::calibration(&pb, &eb, &half, &CALIBRATION_SIZES, firs, (20, 1)),
+    }];
+    if let Some(t) = table {
+        out.push(openset::CalibrationReport {
+            what: format!("the table in use ({}), on all of these people", t.source),
+            points: openset::calibration(people, vecs, t, &CALIBRATION_SIZES, firs, (20, 2)),
+        });
+    }
+    out
+}
+
 /// `--open-set`: embeds every photo (cached), then the open-set table.
 fn open_set(
     args: &Args,
@@ -187,8 +226,22 @@ fn open_set(
         &firs,
         table.as_ref(),
     );
-    print!("{r}");
+    if r.strangers == 0 {
+        println!(
+            "{} identities, no strangers (everyone has two or more photos): the calibration \
+             below holds people back as strangers",
+            r.identities
+        );
+    } else {
+        print!("{r}");
+    }
+    let calibration = calibrate(&people, &vecs, fp, table.as_ref(), &firs);
+    for c in &calibration {
+        print!("{c}");
+    }
     if let Some(out) = &args.out {
+        facenet::files::write_json_atomic(&out.join("calibration.json"), &calibration)?;
+        facenet_plot::calibration(&out.join("calibration.png"), &calibration)?;
         facenet::files::write_json_atomic(&out.join("open_set.json"), &r)?;
         facenet_plot::open_set(&out.join("open_set.png"), &r)?;
         println!("report       {}", out.display());

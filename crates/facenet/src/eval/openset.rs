@@ -113,10 +113,13 @@ pub struct OpenSetPoint {
     pub misidentified: f64,
 }
 
-/// Scores a split: `emb[i]` is image `i`'s unit embedding.
-pub fn score(split: &OpenSetSplit, emb: &[Vec<f32>], rule: GalleryRule) -> OpenSetScores {
+/// The gallery's points (one per face, or one centroid per person) and each one's person.
+fn gallery_points(
+    split: &OpenSetSplit,
+    emb: &[Vec<f32>],
+    rule: GalleryRule,
+) -> (Vec<f32>, Vec<usize>) {
     let dim = emb.first().map_or(0, Vec::len);
-    // Gallery points and the identity of each.
     let mut points: Vec<f32> = Vec::new();
     let mut owner: Vec<usize> = Vec::new();
     for (g, (_, imgs)) in split.gallery.iter().enumerate() {
@@ -137,9 +140,16 @@ pub fn score(split: &OpenSetSplit, emb: &[Vec<f32>], rule: GalleryRule) -> OpenS
             }
         }
     }
+    (points, owner)
+}
+
+/// Scores a split: `emb[i]` is image `i`'s unit embedding.
+pub fn score(split: &OpenSetSplit, emb: &[Vec<f32>], rule: GalleryRule) -> OpenSetScores {
+    let dim = emb.first().map_or(0, Vec::len).max(1);
+    let (points, owner) = gallery_points(split, emb, rule);
     let nearest = |q: &[f32]| -> (f32, usize) {
         let mut best = (f32::MIN, usize::MAX);
-        for (row, &o) in points.chunks_exact(dim.max(1)).zip(&owner) {
+        for (row, &o) in points.chunks_exact(dim).zip(&owner) {
             let dot: f32 = row.iter().zip(q).map(|(a, b)| a * b).sum();
             if dot > best.0 {
                 best = (dot, o);
@@ -147,6 +157,46 @@ pub fn score(split: &OpenSetSplit, emb: &[Vec<f32>], rule: GalleryRule) -> OpenS
         }
         ((2.0 - 2.0 * best.0).max(0.0).sqrt(), best.1)
     };
+    score_with(split, emb, owner.len(), &nearest)
+}
+
+/// [`score`] with the nearest distance replaced by its z-score among the probe's distances
+/// to every gallery entry (test normalization with the gallery as the cohort): how far below
+/// the probe's typical distance its nearest entry lies. A face close to everyone is
+/// discounted.
+pub fn score_normalized(
+    split: &OpenSetSplit,
+    emb: &[Vec<f32>],
+    rule: GalleryRule,
+) -> OpenSetScores {
+    let dim = emb.first().map_or(0, Vec::len).max(1);
+    let (points, owner) = gallery_points(split, emb, rule);
+    let nearest = |q: &[f32]| -> (f32, usize) {
+        let mut best = (f32::MAX, usize::MAX);
+        let (mut sum, mut sq) = (0f64, 0f64);
+        for (row, &o) in points.chunks_exact(dim).zip(&owner) {
+            let dot: f32 = row.iter().zip(q).map(|(a, b)| a * b).sum();
+            let d = (2.0 - 2.0 * dot).max(0.0).sqrt();
+            sum += d as f64;
+            sq += d as f64 * d as f64;
+            if d < best.0 {
+                best = (d, o);
+            }
+        }
+        let n = owner.len().max(1) as f64;
+        let mean = sum / n;
+        let sd = (sq / n - mean * mean).max(1e-12).sqrt();
+        (((best.0 as f64 - mean) / sd) as f32, best.1)
+    };
+    score_with(split, emb, owner.len(), &nearest)
+}
+
+fn score_with(
+    split: &OpenSetSplit,
+    emb: &[Vec<f32>],
+    faces: usize,
+    nearest: &dyn Fn(&[f32]) -> (f32, usize),
+) -> OpenSetScores {
     let probes = split
         .probes
         .iter()
@@ -164,7 +214,7 @@ pub fn score(split: &OpenSetSplit, emb: &[Vec<f32>], rule: GalleryRule) -> OpenS
         probes,
         strangers,
         identities: split.gallery.len(),
-        faces: owner.len(),
+        faces,
     }
 }
 
@@ -230,6 +280,9 @@ pub struct OpenSetReport {
     /// At the threshold derived from an impostor table for each target FIR and this gallery's
     /// size (what `identify` applies by default).
     pub derived: Vec<(f64, OpenSetPoint)>,
+    /// At each target FIR, thresholds set on these strangers for the z-score of the nearest
+    /// distance among the probe's distances to the whole gallery ([`score_normalized`]).
+    pub normalized: Vec<(f64, OpenSetPoint)>,
     /// A point per 0.01 of threshold, for plots.
     pub curve: Vec<OpenSetPoint>,
 }
@@ -255,6 +308,10 @@ impl std::fmt::Display for OpenSetReport {
         for (name, rows) in [
             ("on these strangers", &self.at_fir),
             ("derived", &self.derived),
+            (
+                "z-score over the gallery, on these strangers",
+                &self.normalized,
+            ),
         ] {
             for (fir, p) in rows {
                 writeln!(
@@ -296,8 +353,151 @@ pub fn evaluate(
         rank1: s.rank1(),
         at_fir: firs.iter().map(|&f| (f, s.at_fir(f))).collect(),
         derived,
+        normalized: {
+            let z = score_normalized(&split, emb, rule);
+            firs.iter().map(|&f| (f, z.at_fir(f))).collect()
+        },
         curve: s.curve(200),
     }
+}
+
+/// One cell of a calibration table: for a gallery size and a target, the threshold the
+/// impostor table derives and the share of strangers it names.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct CalibrationPoint {
+    /// Identities in the gallery (one photo each).
+    pub identities: usize,
+    /// The target false-identification rate.
+    pub target: f64,
+    /// The derived threshold.
+    pub threshold: f32,
+    /// Strangers named as someone at it (over all draws).
+    pub achieved: f64,
+    /// Stranger searches counted (over all draws).
+    pub searches: usize,
+}
+
+impl CalibrationPoint {
+    /// Achieved over target.
+    pub fn ratio(&self) -> f64 {
+        self.achieved / self.target
+    }
+}
+
+/// Whether derived thresholds keep their promise on a labelled set.
+#[derive(Debug, Clone, Serialize)]
+pub struct CalibrationReport {
+    /// Where the table came from and what it was tried on.
+    pub what: String,
+    /// A cell per gallery size and target.
+    pub points: Vec<CalibrationPoint>,
+}
+
+impl std::fmt::Display for CalibrationReport {
+    /// Achieved FIR beside each target, a row per gallery size.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "calibration: {}", self.what)?;
+        writeln!(
+            f,
+            "identities | target FIR | threshold | achieved FIR | achieved / target | searches"
+        )?;
+        for p in &self.points {
+            writeln!(
+                f,
+                "{:>10} | {:>10} | {:.3} | {:.5} | {:.2} | {}",
+                p.identities,
+                p.target,
+                p.threshold,
+                p.achieved,
+                p.ratio(),
+                p.searches
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Measures derived thresholds against their targets. For each gallery size of `sizes` (those
+/// leaving a quarter of the people as strangers), `draws` galleries are drawn (reproducibly
+/// from `seed`) from the people of `people`, one photo each (the person's first in file
+/// order); one photo (drawn at random) of each person not drawn is a stranger. The achieved FIR is the share of strangers whose nearest entry is closer than
+/// the threshold `table` derives for the target and the gallery's size.
+pub fn calibration(
+    people: &[String],
+    emb: &[Vec<f32>],
+    table: &ImpostorTable,
+    sizes: &[usize],
+    targets: &[f64],
+    (draws, seed): (usize, u64),
+) -> Vec<CalibrationPoint> {
+    use rayon::prelude::*;
+    let mut order: Vec<&str> = Vec::new();
+    let mut photos: std::collections::HashMap<&str, Vec<usize>> = Default::default();
+    for (i, p) in people.iter().enumerate() {
+        let list = photos.entry(p.as_str()).or_default();
+        if list.is_empty() {
+            order.push(p);
+        }
+        list.push(i);
+    }
+    let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+    let mut out = Vec::new();
+    let mut rng = crate::rng::Rng::new(seed.max(1));
+    for &n in sizes
+        .iter()
+        .filter(|&&n| n >= 1 && n * 4 <= order.len() * 3)
+    {
+        let mut hits = vec![0usize; targets.len()];
+        let mut searches = 0usize;
+        let thresholds: Vec<f32> = targets
+            .iter()
+            .map(|&t| table.threshold_for_fir(t, n))
+            .collect();
+        for _ in 0..draws.max(1) {
+            let mut shuffled = order.clone();
+            rng.shuffle(&mut shuffled);
+            let gallery: Vec<&[f32]> = shuffled[..n]
+                .iter()
+                .map(|p| emb[photos[p][0]].as_slice())
+                .collect();
+            // One photo of each person not drawn (a random one): strangers are people.
+            let strangers: Vec<usize> = shuffled[n..]
+                .iter()
+                .map(|p| photos[p][rng.below(photos[p].len())])
+                .collect();
+            let nearest: Vec<f32> = strangers
+                .par_iter()
+                .map(|&i| {
+                    let best = gallery
+                        .iter()
+                        .map(|g| dot(g, &emb[i]))
+                        .fold(f32::MIN, f32::max);
+                    (2.0 - 2.0 * best).max(0.0).sqrt()
+                })
+                .collect();
+            searches += nearest.len();
+            for (h, &t) in hits.iter_mut().zip(&thresholds) {
+                *h += nearest.iter().filter(|&&d| d < t).count();
+            }
+        }
+        for ((&target, &threshold), &h) in targets.iter().zip(&thresholds).zip(&hits) {
+            out.push(CalibrationPoint {
+                identities: n,
+                target,
+                threshold,
+                achieved: h as f64 / searches.max(1) as f64,
+                searches,
+            });
+        }
+    }
+    out
+}
+
+/// The people of a labelled set split in two by a hash of their names: `(first, second)`
+/// image indices. A table made from one half and tried on the other is measured out of
+/// sample.
+pub fn halves(people: &[String]) -> (Vec<usize>, Vec<usize>) {
+    (0..people.len()).partition(|&i| fnv(&people[i]).is_multiple_of(2))
 }
 
 /// The impostor table shipped for the Keras FaceNet weights (`facenet fetch`), made by
@@ -331,6 +531,74 @@ pub struct ImpostorTable {
     pub thresholds: Vec<f32>,
     /// Impostor pairs with a distance below each threshold.
     pub below: Vec<u64>,
+    /// How the impostor rate is spread over probes ([`ProbeSpread`]): what makes the
+    /// false-identification rate of a gallery of N exact rather than the independence
+    /// formula's bound. Tables made before it have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spread: Option<ProbeSpread>,
+}
+
+/// Per-probe impostor rates: at every `stride`-th threshold of the table, the probes grouped
+/// by the share of their own impostors (everyone else, each person's photos weighing one
+/// person in all) closer than it, in
+/// logarithmic bins of [`SPREAD_BINS_PER_DECADE`] per decade; each bin holds its probes and
+/// their mean rate.
+///
+/// A stranger is not an average probe: some faces sit close to many others, most close to
+/// none. Given the stranger, the N gallery entries are independent draws, so the chance that
+/// one of them falls under the threshold is `1 - (1 - r)^N` for the stranger's own rate `r`,
+/// and the false-identification rate is its mean over strangers
+/// ([`ImpostorTable::fir`]). The independence formula `1 - (1 - far)^N` with the pooled
+/// rate `far` (the mean of `r`) is larger by Jensen's inequality: it overstates the rate
+/// and makes thresholds stricter than their target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeSpread {
+    /// Probes counted, as people (each person's photos weigh one in all).
+    pub probes: f64,
+    /// Rows are kept at thresholds `thresholds[k * stride]`.
+    pub stride: usize,
+    /// Per kept threshold: `(probes as people, mean rate)` of each non-empty bin (probes with
+    /// rate 0 are not listed).
+    pub rows: Vec<Vec<(f64, f64)>>,
+}
+
+/// Every how many grid thresholds [`ImpostorTable::from_labelled`] keeps a row of the
+/// [`ProbeSpread`].
+pub const SPREAD_STRIDE: usize = 2;
+/// Bins per decade of [`ProbeSpread`].
+pub const SPREAD_BINS_PER_DECADE: f64 = 8.0;
+/// Decades of [`ProbeSpread`]'s bins, down from rate 1 (rates below share the last bin).
+const SPREAD_DECADES: f64 = 8.0;
+
+impl ProbeSpread {
+    fn bin(rate: f64) -> usize {
+        let max = (SPREAD_DECADES * SPREAD_BINS_PER_DECADE) as usize;
+        ((-rate.log10() * SPREAD_BINS_PER_DECADE).floor().max(0.0) as usize).min(max)
+    }
+
+    /// The false-identification rate at kept row `row` for `comparisons` entries. A
+    /// probe's rate is resolved to one person in [`ProbeSpread::probes`], so galleries up to
+    /// that many people are computed from the spread itself; a larger one is taken as
+    /// independent blocks of that size, `1 - (1 - FIR(P))^(N/P)`, which by Jensen's inequality
+    /// is an upper bound: its thresholds err on the strict side.
+    fn fir_at(&self, row: usize, comparisons: usize) -> f64 {
+        let n = comparisons.max(1) as f64;
+        let people = self.probes.floor().max(1.0);
+        if n > people {
+            let block = self.mixture(row, people);
+            return 1.0 - (1.0 - block).powf(n / people);
+        }
+        self.mixture(row, n)
+    }
+
+    /// The mean over probes of `1 - (1 - r)^n` at kept row `row`.
+    fn mixture(&self, row: usize, n: f64) -> f64 {
+        self.rows[row]
+            .iter()
+            .map(|&(w, r)| w * (1.0 - (1.0 - r).powf(n)))
+            .sum::<f64>()
+            / self.probes.max(f64::MIN_POSITIVE)
+    }
 }
 
 impl ImpostorTable {
@@ -346,13 +614,33 @@ impl ImpostorTable {
         use rayon::prelude::*;
         let n_grid = ((hi - lo) / step).round() as usize + 1;
         let thresholds: Vec<f32> = (0..n_grid).map(|k| lo + step * k as f32).collect();
-        // Dot-product bins: distance d <-> dot 1 - d^2 / 2; a histogram over the grid cells.
-        let (hist, pairs) = (0..emb.len())
+        let stride = SPREAD_STRIDE;
+        let kept = n_grid.div_ceil(stride);
+        let n_bins = (SPREAD_DECADES * SPREAD_BINS_PER_DECADE) as usize + 1;
+        // Per image: its impostors' distances in grid cells (pairs j > i also feed the pooled
+        // histogram, each pair once), then its own rate at every kept threshold, binned.
+        type Acc = (Vec<u64>, u64, Vec<Vec<(f64, f64)>>, f64);
+        let empty = || -> Acc {
+            (
+                vec![0u64; n_grid + 1],
+                0,
+                vec![vec![(0f64, 0f64); n_bins]; kept],
+                0.0,
+            )
+        };
+        // A gallery holds people, not photos: a probe's own rate weighs each impostor photo by
+        // one over its person's photos (someone with 500 photos counts once).
+        let mut photos: std::collections::HashMap<&str, f64> = Default::default();
+        for p in people {
+            *photos.entry(p.as_str()).or_default() += 1.0;
+        }
+        let weight: Vec<f64> = people.iter().map(|p| 1.0 / photos[p.as_str()]).collect();
+        let (hist, pairs, rows, probes) = (0..emb.len())
             .into_par_iter()
-            .map(|i| {
-                let mut h = vec![0u64; n_grid + 1];
-                let mut pairs = 0u64;
-                for j in i + 1..emb.len() {
+            .fold(empty, |(mut h, mut pairs, mut rows, mut probes), i| {
+                let mut own = vec![0f64; n_grid + 1];
+                let mut impostors = 0f64;
+                for j in 0..emb.len() {
                     if people[i] == people[j] {
                         continue;
                     }
@@ -364,18 +652,52 @@ impl ImpostorTable {
                     } else {
                         (((d - lo) / step).floor() as usize + 1).min(n_grid)
                     };
-                    h[c] += 1;
-                    pairs += 1;
+                    own[c] += weight[j];
+                    impostors += weight[j];
+                    if j > i {
+                        h[c] += 1;
+                        pairs += 1;
+                    }
                 }
-                (h, pairs)
+                if impostors > 0.0 {
+                    // Probes weigh as people too: each person's photos one in all.
+                    probes += weight[i];
+                    let mut acc = 0f64;
+                    for (k, &o) in own[..n_grid].iter().enumerate() {
+                        acc += o;
+                        if k % stride == 0 && acc > 0.0 {
+                            let rate = (acc / impostors).min(1.0);
+                            let cell = &mut rows[k / stride][ProbeSpread::bin(rate)];
+                            cell.0 += weight[i];
+                            cell.1 += weight[i] * rate;
+                        }
+                    }
+                }
+                (h, pairs, rows, probes)
             })
-            .reduce(
-                || (vec![0u64; n_grid + 1], 0),
-                |(mut a, pa), (b, pb)| {
-                    a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-                    (a, pa + pb)
-                },
-            );
+            .reduce(empty, |(mut a, pa, mut ra, na), (b, pb, rb, nb)| {
+                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                for (x, y) in ra.iter_mut().zip(&rb) {
+                    for (p, q) in x.iter_mut().zip(y) {
+                        p.0 += q.0;
+                        p.1 += q.1;
+                    }
+                }
+                (a, pa + pb, ra, na + nb)
+            });
+        let spread = ProbeSpread {
+            probes,
+            stride,
+            rows: rows
+                .into_iter()
+                .map(|row| {
+                    row.into_iter()
+                        .filter(|c| c.0 > 0.0)
+                        .map(|(w, sum)| (w, sum / w))
+                        .collect()
+                })
+                .collect(),
+        };
         let mut below = Vec::with_capacity(n_grid);
         let mut acc = 0u64;
         for h in &hist[..n_grid] {
@@ -388,6 +710,7 @@ impl ImpostorTable {
             pairs,
             thresholds,
             below,
+            spread: Some(spread),
         }
     }
 
@@ -433,11 +756,61 @@ impl ImpostorTable {
         }
     }
 
-    /// The threshold that keeps the false-identification rate at `fir` when a stranger is
-    /// compared with `comparisons` gallery entries: the one for the per-comparison rate
-    /// [`per_comparison_far`].
+    /// The false-identification rate at threshold `t` when a stranger is compared with
+    /// `comparisons` gallery entries: the mean over probes of `1 - (1 - r)^N`
+    /// ([`ProbeSpread`]), linear between kept thresholds; without a spread, the
+    /// independence formula [`expected_fir`] of the pooled rate.
+    pub fn fir(&self, t: f32, comparisons: usize) -> f64 {
+        let Some(spread) = self.spread.as_ref().filter(|s| !s.rows.is_empty()) else {
+            return expected_fir(self.far(t), comparisons);
+        };
+        let at = |row: usize| -> f32 {
+            self.thresholds[(row * spread.stride).min(self.thresholds.len() - 1)]
+        };
+        let last = spread.rows.len() - 1;
+        if t <= at(0) {
+            return spread.fir_at(0, comparisons);
+        }
+        if t >= at(last) {
+            return spread.fir_at(last, comparisons);
+        }
+        let k = (1..=last).find(|&k| at(k) >= t).unwrap_or(last);
+        let (t0, t1) = (at(k - 1), at(k));
+        let (f0, f1) = (
+            spread.fir_at(k - 1, comparisons),
+            spread.fir_at(k, comparisons),
+        );
+        f0 + (f1 - f0) * ((t - t0) / (t1 - t0)) as f64
+    }
+
+    /// The largest threshold at which the false-identification rate for `comparisons`
+    /// gallery entries ([`ImpostorTable::fir`]) is at most `fir`. Without a
+    /// [`ProbeSpread`], the threshold of the per-comparison rate [`per_comparison_far`].
     pub fn threshold_for_fir(&self, fir: f64, comparisons: usize) -> f32 {
-        self.threshold_for_far(per_comparison_far(fir, comparisons))
+        let Some(spread) = self.spread.as_ref().filter(|s| !s.rows.is_empty()) else {
+            return self.threshold_for_far(per_comparison_far(fir, comparisons));
+        };
+        // The rate rises with the threshold: bisect between the grid's ends.
+        let (mut lo, mut hi) = (
+            self.thresholds[0],
+            self.thresholds
+                [((spread.rows.len() - 1) * spread.stride).min(self.thresholds.len() - 1)],
+        );
+        if self.fir(lo, comparisons) > fir {
+            return lo;
+        }
+        if self.fir(hi, comparisons) <= fir {
+            return hi;
+        }
+        for _ in 0..40 {
+            let mid = (lo + hi) / 2.0;
+            if self.fir(mid, comparisons) <= fir {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
     }
 }
 
@@ -551,5 +924,111 @@ mod tests {
         assert!((per_comparison_far(0.01, 1) - 0.01).abs() < 1e-15);
         assert!(per_comparison_far(0.01, 1000) < 1.01e-5);
         assert!(per_comparison_far(0.01, 1000) > 1.0e-5);
+    }
+
+    #[test]
+    fn spread_makes_the_false_identification_rate_exact_by_hand() {
+        // a and b are 0.5 apart, c is opposite a (2.0) and 1.94 from b.
+        let th = 2.0 * 0.25f32.asin();
+        let emb = vec![vec![1.0, 0.0], vec![th.cos(), th.sin()], vec![-1.0, 0.0]];
+        let people = names(&["a", "b", "c"]);
+        let t = ImpostorTable::from_labelled(&emb, &people, "fp", "test", (0.0, 2.0, 0.5));
+        let spread = t.spread.clone().unwrap();
+        assert_eq!(
+            (spread.probes, spread.stride, spread.rows.len()),
+            (3.0, 2, 3)
+        );
+        // At 1.0 a and b each have one impostor of two below (rate 0.5), c none.
+        assert_eq!(spread.rows[1].len(), 1);
+        assert_eq!(spread.rows[1][0].0, 2.0);
+        assert!((spread.rows[1][0].1 - 0.5).abs() < 1e-12);
+        // A stranger is a, b or c: FIR(N) = (2/3) (1 - 0.5^N); at N = 1 1/3, at N = 2 1/2,
+        // where the independence formula with the pooled rate 1/3 says 1 - (2/3)^2 = 5/9.
+        assert!((t.fir(1.0, 1) - 1.0 / 3.0).abs() < 1e-9);
+        assert!((t.fir(1.0, 2) - 0.5).abs() < 1e-9);
+        assert!((expected_fir(t.far(1.0), 2) - 5.0 / 9.0).abs() < 1e-9);
+        // Linear between kept rows (0 at 0.0): 1/6 at 0.5; the threshold for 1/4 is 0.75.
+        assert!((t.fir(0.5, 1) - 1.0 / 6.0).abs() < 1e-9);
+        assert!((t.threshold_for_fir(0.25, 1) - 0.75).abs() < 1e-5);
+        // At 2.0: a 1/2, b 1 (both below), c 1/2 -> N = 1: 2/3.
+        assert!((t.fir(2.0, 1) - 2.0 / 3.0).abs() < 1e-9);
+        // A table without a spread falls back to the independence formula.
+        let plain = ImpostorTable {
+            spread: None,
+            ..t.clone()
+        };
+        assert!((plain.fir(1.0, 2) - 5.0 / 9.0).abs() < 1e-9);
+        assert!((plain.threshold_for_fir(0.19, 2) - plain.threshold_for_far(0.1)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn calibration_by_hand() {
+        // Eight people, one photo each, mutually orthogonal: every impostor distance is
+        // sqrt(2). Below it nobody is named (a tiny target: the derived threshold stays under
+        // sqrt(2)); at a threshold past it (target 1) everybody is.
+        let emb: Vec<Vec<f32>> = (0..8)
+            .map(|i| (0..8).map(|j| if i == j { 1.0 } else { 0.0 }).collect())
+            .collect();
+        let people = names(&["a", "b", "c", "d", "e", "f", "g", "h"]);
+        let table = ImpostorTable::from_labelled(&emb, &people, "fp", "test", (0.0, 2.0, 0.001));
+        let points = calibration(&people, &emb, &table, &[2, 6, 7], &[1e-6, 1.0], (3, 7));
+        // Size 7 leaves one stranger of eight: fewer than a quarter, skipped.
+        assert_eq!(points.len(), 4);
+        for p in &points {
+            // Two galleries sizes, 3 draws, 8 - n strangers each.
+            assert_eq!(p.searches, 3 * (8 - p.identities));
+            if p.target == 1.0 {
+                assert!(
+                    p.threshold > std::f32::consts::SQRT_2 && p.achieved == 1.0,
+                    "{p:?}"
+                );
+            } else {
+                assert!(
+                    p.threshold < std::f32::consts::SQRT_2 && p.achieved == 0.0,
+                    "{p:?}"
+                );
+            }
+        }
+        let (a, b) = halves(&people);
+        assert_eq!(a.len() + b.len(), 8);
+        assert!(a.iter().all(|i| !b.contains(i)));
+    }
+
+    #[test]
+    fn spread_weighs_people_not_photos() {
+        // b has two (identical) photos 0.5 from a; c is far from both. For a, b counts as one
+        // person of two (rate 0.5 at 1.0, not 2/3 as photos would say); b's two photos weigh
+        // one probe together.
+        let th = 2.0 * 0.25f32.asin();
+        let b = vec![th.cos(), th.sin()];
+        let emb = vec![vec![1.0, 0.0], b.clone(), b, vec![-1.0, 0.0]];
+        let people = names(&["a", "b", "b", "c"]);
+        let t = ImpostorTable::from_labelled(&emb, &people, "fp", "test", (0.0, 2.0, 0.5));
+        let spread = t.spread.clone().unwrap();
+        assert!((spread.probes - 3.0).abs() < 1e-12);
+        assert_eq!(spread.rows[1].len(), 1);
+        let (w, r) = spread.rows[1][0];
+        assert!(
+            (w - 2.0).abs() < 1e-12 && (r - 0.5).abs() < 1e-12,
+            "{w} {r}"
+        );
+        assert!((t.fir(1.0, 1) - 1.0 / 3.0).abs() < 1e-9);
+        // The pooled table still counts photo pairs: (a,b) twice of five.
+        assert_eq!(t.pairs, 5);
+    }
+
+    #[test]
+    fn galleries_larger_than_the_table_are_independent_blocks() {
+        // Three people (as in the spread test): at 1.0, FIR(N) = (2/3) (1 - 0.5^N) up to
+        // N = 3; for N = 6, two independent blocks of 3: 1 - (1 - FIR(3))^2.
+        let th = 2.0 * 0.25f32.asin();
+        let emb = vec![vec![1.0, 0.0], vec![th.cos(), th.sin()], vec![-1.0, 0.0]];
+        let people = names(&["a", "b", "c"]);
+        let t = ImpostorTable::from_labelled(&emb, &people, "fp", "test", (0.0, 2.0, 0.5));
+        let at3 = 2.0 / 3.0 * (1.0 - 0.125);
+        assert!((t.fir(1.0, 3) - at3).abs() < 1e-9);
+        assert!((t.fir(1.0, 6) - (1.0 - (1.0 - at3) * (1.0 - at3))).abs() < 1e-9);
+        // More entries, never a lower rate.
+        assert!(t.fir(1.0, 6) > t.fir(1.0, 3));
     }
 }
