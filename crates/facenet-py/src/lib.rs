@@ -129,7 +129,7 @@ fn rows(py: Python<'_>, v: Vec<Vec<f32>>, dim: usize) -> Bound<'_, PyArray2<f32>
 type FaceTuple<'py> = ([f32; 4], f32, [[f32; 2]; 5], Bound<'py, PyDict>);
 
 fn detection<'py>(py: Python<'py>, img: &RgbImage, d: &Detection) -> PyResult<FaceTuple<'py>> {
-    let q = quality(py, &facenet::quality::assess(img, d))?;
+    let q = quality(py, &d.quality(img))?;
     Ok((d.bbox, d.score, d.landmarks, q))
 }
 

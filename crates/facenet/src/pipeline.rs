@@ -22,7 +22,7 @@ use crate::detect::{Detection, Detector};
 use crate::embed::Embedder;
 pub use crate::error::NoFace;
 use crate::error::{Error, Result};
-use crate::quality::{Quality, assess};
+use crate::quality::Quality;
 
 /// One face of a photo.
 #[derive(Debug, Clone)]
@@ -156,7 +156,7 @@ impl FacePipeline {
         let found = self.detect(img)?;
         let crops = found
             .into_iter()
-            .map(|d| Ok((Some(d), Some(assess(img, &d)), align(img, &d, &self.align)?)))
+            .map(|d| Ok((Some(d), Some(d.quality(img)), align(img, &d, &self.align)?)))
             .collect::<Result<Vec<_>>>()?;
         self.embed_faces(crops)
     }
@@ -200,7 +200,7 @@ impl FacePipeline {
             FaceChoice::Unambiguous | FaceChoice::Primary => found[0],
         };
         let crop = align(img, &picked, &self.align)?;
-        let quality = assess(img, &picked);
+        let quality = picked.quality(img);
         Ok(Ok(self
             .embed_faces(vec![(Some(picked), Some(quality), crop)])?
             .remove(0)))

@@ -23,8 +23,6 @@
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
-use crate::detect::Detection;
-
 /// Below this shorter side (pixels) the size part is 0.
 pub const SIZE_MIN_PX: f32 = 20.0;
 /// From this shorter side (pixels) on the size part is 1.
@@ -102,12 +100,13 @@ impl std::fmt::Display for Quality {
     }
 }
 
-/// The quality of `face` in `img`.
-pub fn assess(img: &RgbImage, face: &Detection) -> Quality {
-    let [x1, y1, x2, y2] = face.bbox;
+/// The quality of the face with box `bbox` (`[x1, y1, x2, y2]`), detector probability `score`
+/// and five `landmarks` in `img` ([`crate::detect::Detection::quality`] calls it).
+pub fn measure(img: &RgbImage, bbox: [f32; 4], score: f32, landmarks: &[[f32; 2]; 5]) -> Quality {
+    let [x1, y1, x2, y2] = bbox;
     let face_px = (x2 - x1).min(y2 - y1).max(0.0);
-    let laplacian_var = sharpness(img, face);
-    let yaw = yaw(&face.landmarks);
+    let laplacian_var = sharpness(img, bbox);
+    let yaw = yaw(landmarks);
     let unit = |v: f32| {
         if v.is_finite() {
             v.clamp(0.0, 1.0)
@@ -118,7 +117,7 @@ pub fn assess(img: &RgbImage, face: &Detection) -> Quality {
     let size = unit((face_px - SIZE_MIN_PX) / (SIZE_FULL_PX - SIZE_MIN_PX));
     let sharpness = unit(laplacian_var / SHARP_FULL);
     let pose = unit(1.0 - yaw.abs() / YAW_LIMIT);
-    let confidence = unit((face.score - 0.5) / 0.4);
+    let confidence = unit((score - 0.5) / 0.4);
     Quality {
         score: size.min(sharpness).min(pose).min(confidence),
         size,
@@ -147,17 +146,11 @@ fn yaw(l: &[[f32; 2]; 5]) -> f32 {
 
 /// Variance of the 4-neighbour Laplacian of the box's grey levels, the box (clipped to the
 /// photo) resized to 112x112.
-fn sharpness(img: &RgbImage, face: &Detection) -> f32 {
+fn sharpness(img: &RgbImage, bbox: [f32; 4]) -> f32 {
     const SIDE: u32 = 112;
     let clip = |v: f32, hi: u32| v.round().clamp(0.0, hi as f32) as u32;
-    let (l, t) = (
-        clip(face.bbox[0], img.width()),
-        clip(face.bbox[1], img.height()),
-    );
-    let (r, b) = (
-        clip(face.bbox[2], img.width()),
-        clip(face.bbox[3], img.height()),
-    );
+    let (l, t) = (clip(bbox[0], img.width()), clip(bbox[1], img.height()));
+    let (r, b) = (clip(bbox[2], img.width()), clip(bbox[3], img.height()));
     if r <= l + 2 || b <= t + 2 {
         return 0.0;
     }
@@ -179,6 +172,16 @@ fn sharpness(img: &RgbImage, face: &Detection) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    struct Detection {
+        bbox: [f32; 4],
+        score: f32,
+        landmarks: [[f32; 2]; 5],
+    }
+
+    fn assess(img: &RgbImage, d: &Detection) -> Quality {
+        measure(img, d.bbox, d.score, &d.landmarks)
+    }
 
     fn frontal(bbox: [f32; 4], score: f32) -> Detection {
         let (x, y, w) = (bbox[0], bbox[1], bbox[2] - bbox[0]);

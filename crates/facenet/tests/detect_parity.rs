@@ -271,17 +271,17 @@ fn the_rescue_finds_faces_that_fill_the_frame() {
 /// sharpness; mirrored, their yaw changes sign.
 #[test]
 fn quality_of_real_faces() {
-    use facenet::quality::{ENROL_MIN, assess};
+    use facenet::quality::ENROL_MIN;
     let det = detector();
     let images = reference_json("mtcnn.json");
     for im in images["images"].as_array().unwrap() {
         let img = photo(im);
         let mut faces = det.detect(&img).unwrap();
         facenet::align::order(&mut faces, img.width(), img.height());
-        let q = assess(&img, &faces[0]);
+        let q = faces[0].quality(&img);
         assert!(q.score >= ENROL_MIN, "{}: {q:?}", im["file_png"]);
         let blurred = image::imageops::blur(&img, q.face_px / 20.0);
-        let qb = assess(&blurred, &faces[0]);
+        let qb = faces[0].quality(&blurred);
         assert!(
             qb.score < ENROL_MIN && qb.weakest() == "sharpness",
             "{} blurred: {qb:?}",
@@ -290,7 +290,7 @@ fn quality_of_real_faces() {
         let mirrored = image::imageops::flip_horizontal(&img);
         let mut back = det.detect(&mirrored).unwrap();
         facenet::align::order(&mut back, img.width(), img.height());
-        let qm = assess(&mirrored, &back[0]);
+        let qm = back[0].quality(&mirrored);
         // The landmarks are the detector's (a few pixels of noise): the mirror's yaw is the
         // negative within 0.25 half eye-distances.
         assert!(

@@ -51,7 +51,7 @@ pub fn run(args: Args, device: Device) -> anyhow::Result<()> {
         } else {
             writeln!(out, "{}: {} face(s)", display(path), faces.len())?;
             for (i, f) in faces.iter().enumerate() {
-                let q = facenet::quality::assess(&img, f);
+                let q = f.quality(&img);
                 writeln!(out, "  #{i} {f} {q}")?;
             }
         }
@@ -76,6 +76,6 @@ pub fn run(args: Args, device: Device) -> anyhow::Result<()> {
 fn face_json(img: &image::RgbImage, f: &Detection) -> serde_json::Value {
     serde_json::json!({
         "box": f.bbox, "score": f.score, "landmarks": f.landmarks,
-        "quality": facenet::quality::assess(img, f),
+        "quality": f.quality(img),
     })
 }

@@ -94,7 +94,7 @@ impl From<facenet::quality::Quality> for QualityOut {
 fn face_out(d: Option<&Detection>, img: &RgbImage, embedding: Option<Vec<f32>>) -> FaceOut {
     let (w, h) = img.dimensions();
     FaceOut {
-        quality: d.map(|d| facenet::quality::assess(img, d).into()),
+        quality: d.map(|d| d.quality(img).into()),
         bbox: d.map_or(vec![0.0, 0.0, w as f32, h as f32], |d| d.bbox.to_vec()),
         score: d.map_or(1.0, |d| d.score),
         landmarks: d.map_or_else(Vec::new, |d| {

@@ -122,6 +122,11 @@ pub struct Detection {
 }
 
 impl Detection {
+    /// How usable this face of `img` is for recognition ([`crate::quality`]).
+    pub fn quality(&self, img: &RgbImage) -> crate::quality::Quality {
+        crate::quality::measure(img, self.bbox, self.score, &self.landmarks)
+    }
+
     /// Box area in pixels.
     pub fn area(&self) -> f32 {
         (self.bbox[2] - self.bbox[0]) * (self.bbox[3] - self.bbox[1])
