@@ -59,7 +59,8 @@ pub use live::{LiveIndex, Refresh};
 pub use recognizer::{
     Calibration, ClusteredFace, DEFAULT_FIR, DEFAULT_THRESHOLD, DEFAULT_VERIFY_FAR, Enrolment,
     Identification, Identity, LabelledResult, PairVerification, PhotoEnrolment, Recognizer,
-    Searcher, Threshold, ThresholdSource, UNKNOWN, Verification, cluster_folder, verify_pair,
+    Searcher, Threshold, ThresholdSource, UNKNOWN, Verification, cluster_folder,
+    impostor_table_for, verify_pair,
 };
 pub use search::{GalleryRule, Match, SearchIndex};
 pub use sqlite::SqliteGallery;

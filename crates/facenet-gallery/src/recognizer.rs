@@ -137,6 +137,9 @@ pub struct Threshold {
     /// The expected share of strangers named as someone at this threshold and gallery size,
     /// by the impostor table's per-probe spread ([`ImpostorTable::fir`]).
     pub expected_fir: Option<f64>,
+    /// The expected share of enrolled people's photos named at this threshold with one photo
+    /// per person, and with three ([`ImpostorTable::expected_dir`]).
+    pub expected_dir: Option<[f64; 2]>,
 }
 
 impl Threshold {
@@ -148,6 +151,7 @@ impl Threshold {
             comparisons: None,
             far: None,
             expected_fir: None,
+            expected_dir: None,
         }
     }
 
@@ -195,6 +199,10 @@ impl Threshold {
                     comparisons: Some(comparisons),
                     far: Some(far),
                     expected_fir: Some(tab.fir(t.value, comparisons)),
+                    expected_dir: tab
+                        .expected_dir(t.value, 1)
+                        .zip(tab.expected_dir(t.value, 3))
+                        .map(|(a, b)| [a, b]),
                     ..t
                 }
             }
@@ -233,18 +241,46 @@ impl Threshold {
                 "per-pair false accept rate {} by the impostor table",
                 self.target.unwrap_or(0.0)
             ),
-            ThresholdSource::TargetFir => format!(
-                "derived for at most {} of strangers named as someone among {} gallery entries; expected {}",
-                pct(self.target.unwrap_or(0.0)),
-                self.comparisons.unwrap_or(0),
-                pct(self.expected_fir.unwrap_or(0.0)),
-            ),
+            ThresholdSource::TargetFir => {
+                let mut s = format!(
+                    "derived for at most {} of strangers named as someone among {} gallery entries; expected {}",
+                    pct(self.target.unwrap_or(0.0)),
+                    self.comparisons.unwrap_or(0),
+                    pct(self.expected_fir.unwrap_or(0.0)),
+                );
+                if let Some([one, three]) = self.expected_dir {
+                    s.push_str(&format!(
+                        "; about {:.0} % of enrolled people's photos named with one photo each, {:.0} % with three",
+                        100.0 * one,
+                        100.0 * three
+                    ));
+                }
+                s
+            }
             ThresholdSource::Default => {
                 "default, best accuracy on LFW (no impostor table for these weights)".into()
             }
         }
     }
 }
+
+/// The impostor table of a gallery: its own (`facenet calibrate --store`) where it belongs to
+/// the model `fingerprint`, else the one shipped for the weights.
+pub fn impostor_table_for(settings: &Settings, fingerprint: &str) -> Option<ImpostorTable> {
+    settings
+        .impostor
+        .clone()
+        .filter(|t| t.fingerprint == fingerprint)
+        .or_else(|| {
+            // Mirror-averaged embeddings keep the plain ones' table (their distances are
+            // slightly smaller: on LFW, 1.23 % of strangers named instead of 1.13 %).
+            facenet::eval::openset::bundled_table(fingerprint.trim_end_matches("+mirror"))
+        })
+}
+
+/// Below this expected share of enrolled people's photos named (one photo per person),
+/// enrolment answers with [`Recognizer::advice`].
+pub const ADVICE_BELOW: f64 = 0.5;
 
 /// The result of an enrolment.
 #[derive(Debug, Clone, Serialize)]
@@ -499,11 +535,7 @@ impl Recognizer {
     /// The impostor table in force: the gallery's own (`calibrate --store`, for these
     /// weights), else the one shipped for the weights, if any.
     pub fn impostor_table(&self, settings: &Settings) -> Option<ImpostorTable> {
-        settings
-            .impostor
-            .clone()
-            .filter(|t| t.fingerprint == self.model.fingerprint)
-            .or_else(|| facenet::eval::openset::bundled_table(&self.model.fingerprint))
+        impostor_table_for(settings, &self.model.fingerprint)
     }
 
     /// The 1:1 threshold ([`Threshold::for_verification`]) on this gallery.
@@ -524,6 +556,28 @@ impl Recognizer {
     /// The quality a face needs to be enrolled.
     pub fn min_quality(&self) -> f32 {
         self.min_quality
+    }
+
+    /// Advice on what this gallery can do, where it is needed: when, at the gallery's size and
+    /// target FIR, fewer than [`ADVICE_BELOW`] of enrolled people's photos are expected to be
+    /// named with one photo each, the expected shares with one and three photos, and what to
+    /// do. `None` while the gallery can do more, or without a table to tell.
+    pub fn advice(&self) -> Result<Option<String>> {
+        let t = self.searcher(None, None)?.threshold();
+        Ok(match (t.source, t.expected_dir, t.comparisons) {
+            (ThresholdSource::TargetFir, Some([one, three]), Some(n)) if one < ADVICE_BELOW => {
+                Some(format!(
+                    "at {n} gallery entries and {:.3} % false identifications, about {:.0} % of \
+                     enrolled people's photos will be named with one photo per person and {:.0} % \
+                     with three: enrol three or more photos per person, or accept more strangers \
+                     named (a higher --fir)",
+                    100.0 * t.target.unwrap_or(0.0),
+                    100.0 * one,
+                    100.0 * three
+                ))
+            }
+            _ => None,
+        })
     }
 
     /// The enrolment gate: a face below the quality asked for is refused, with its quality.

@@ -170,6 +170,31 @@ fn threshold_rules_and_all_or_nothing_enrolment() {
     let strict = r.searcher(None, Some(1e-3)).unwrap().threshold();
     assert!(strict.value < two.value);
     assert!(r.searcher(None, Some(1.5)).is_err());
+    // What the gallery can do: two people name most enrolled people's photos, so no advice.
+    let [one_photo, three] = two.expected_dir.unwrap();
+    assert!(one_photo > 0.9 && three >= one_photo, "{two:?}");
+    assert!(
+        two.describe().contains("of enrolled people's photos named"),
+        "{}",
+        two.describe()
+    );
+    assert_eq!(r.advice().unwrap(), None);
+    // At 20,000 people (synthetic faces beside the two) the threshold has to be strict: the
+    // enrolment's advice says how many will be named and what to do.
+    facenet_gallery::synthetic::add_synthetic(
+        r.store(),
+        &r.store().model().unwrap().unwrap(),
+        100_000,
+    )
+    .unwrap();
+    let big = r.searcher(None, None).unwrap().threshold();
+    let [one_big, three_big] = big.expected_dir.unwrap();
+    assert!(one_big < 0.5 && three_big > one_big, "{big:?}");
+    let advice = r.advice().unwrap().expect("advice for a large gallery");
+    assert!(
+        advice.contains("20002 gallery entries") && advice.contains("three or more photos"),
+        "{advice}"
+    );
 
     let r = recognizer(&p);
     let blank = RgbImage::from_pixel(120, 120, image::Rgb([128, 128, 128]));

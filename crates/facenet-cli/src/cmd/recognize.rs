@@ -51,6 +51,9 @@ pub fn enroll(args: EnrollArgs, device: Device) -> anyhow::Result<()> {
         e.identity,
         args.gallery.path().display()
     );
+    if let Some(advice) = r.advice()? {
+        eprintln!("note: {advice}");
+    }
     Ok(())
 }
 
@@ -229,7 +232,9 @@ pub enum GalleryAction {
         #[arg(long)]
         drop: bool,
     },
-    /// Show, or set, the false-identification rate `identify` aims at in this gallery.
+    /// Show, or set, the false-identification rate `identify` aims at in this gallery, with
+    /// the threshold it means at the gallery's size and the expected share of enrolled
+    /// people's photos named.
     Fir {
         /// The rate, in (0, 1): 0.01 names at most 1 % of strangers as someone.
         rate: Option<f64>,
@@ -309,6 +314,23 @@ pub fn gallery(cmd: GalleryCmd) -> anyhow::Result<()> {
             }
             let fir = s.target_fir.unwrap_or(facenet_gallery::DEFAULT_FIR);
             println!("target false-identification rate: {fir}");
+            // What that means at this gallery's size.
+            if let Some(model) = g.model()? {
+                let n = g.identities()?.len();
+                let table = facenet_gallery::impostor_table_for(&s, &model.fingerprint);
+                let t = facenet_gallery::Threshold::for_identification(
+                    None,
+                    None,
+                    &s,
+                    table.as_ref(),
+                    n,
+                )?;
+                println!(
+                    "{n} identities: threshold {:.3} ({})",
+                    t.value,
+                    t.describe()
+                );
+            }
         }
     }
     Ok(())

@@ -211,6 +211,10 @@ pub struct EnrolResponse {
     pub enrolled: usize,
     /// One result per image, in order.
     pub results: Vec<EnrolResult>,
+    /// What the gallery can do, when it needs saying: at its size and target FIR, the
+    /// expected share of enrolled people's photos named with one and three photos each.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advice: Option<String>,
 }
 
 /// Enrols the face of each image (the photo's main face) under a subject, created if new.
@@ -267,7 +271,9 @@ pub(crate) async fn add_faces(
                 why.join("; ")
             )));
         }
+        let advice = recognizer.advice()?;
         let body = EnrolResponse {
+            advice,
             subject: name,
             enrolled,
             results: results
