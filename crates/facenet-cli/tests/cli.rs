@@ -1177,8 +1177,9 @@ fn enrolment_is_gated_by_quality() {
     );
 }
 
-/// `evaluate --open-set` on 80 LFW people: the table, and the calibration of derived
-/// thresholds (achieved beside target FIR per gallery size) in print, JSON and a plot.
+/// `evaluate --open-set` on 80 LFW people: the table, the enrolment gate's effect, and the
+/// calibration of derived thresholds (achieved beside target FIR per gallery size) in print,
+/// JSON and a plot.
 #[test]
 fn evaluate_open_set_reports_calibration() {
     let lfw = shared().join("data/lfw");
@@ -1195,7 +1196,7 @@ fn evaluate_open_set_reports_calibration() {
     }
     let out_dir = dir.path().join("report");
     let out = bin()
-        .args(["evaluate", "--open-set", "--images"])
+        .args(["evaluate", "--open-set", "--min-quality", "0.3", "--images"])
         .arg(&images)
         .arg("--cache")
         .arg(dir.path().join("cache"))
@@ -1207,6 +1208,11 @@ fn evaluate_open_set_reports_calibration() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("(derived)") && text.contains("calibration: a table from half"),
+        "{text}"
+    );
+    // The enrolment gate, measured on the same probes with and without it.
+    assert!(
+        text.contains("enrolment gate at quality 0.3") && text.contains("without the gate"),
         "{text}"
     );
     let cal: serde_json::Value =

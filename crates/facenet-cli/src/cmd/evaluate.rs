@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use facenet::align::{AlignConfig, AlignMethod, FaceSelection};
 use facenet::eval::Pairs;
 use facenet::eval::openset::{self, GalleryRule, ImpostorTable};
@@ -36,6 +36,11 @@ pub struct Args {
     /// the nearest one.
     #[arg(long, value_enum, default_value = "centroid")]
     pub rule: GalleryRule,
+    /// Open set: also measure the enrolment quality gate at this quality: DIR with each
+    /// person's first photos enrolled against their first photos of at least this quality,
+    /// on the same probes.
+    #[arg(long, requires = "open_set")]
+    pub min_quality: Option<f32>,
     /// Open set: also count every cross-person pair and write the impostor table to FILE.
     #[arg(long)]
     pub impostor_table: Option<PathBuf>,
@@ -234,6 +239,49 @@ fn open_set(
         );
     } else {
         print!("{r}");
+    }
+    if let Some(q) = args.min_quality {
+        let Some(pool) = pool else {
+            bail!("--min-quality needs photos to detect faces in (not --aligned)");
+        };
+        let qualities = protocol::face_qualities(cfg, pool, pb)?;
+        pb.0.finish_and_clear();
+        let usable: Vec<bool> = qualities.iter().map(|&s| s >= q).collect();
+        let (plain, gated, left_out) =
+            openset::OpenSetSplit::gated(&people, args.per_person, args.seed, &usable);
+        let changed = plain
+            .gallery
+            .iter()
+            .zip(&gated.gallery)
+            .filter(|(a, b)| a.1 != b.1)
+            .count();
+        println!(
+            "enrolment gate at quality {q}: {} of {} photos below it; {changed} of {} people \
+             enrol other photos with it, {left_out} left out (no photo passes, or none left to \
+             probe); the same {} probes",
+            usable.iter().filter(|u| !**u).count(),
+            usable.len(),
+            plain.gallery.len(),
+            plain.probes.len()
+        );
+        let (a, b) = (
+            openset::score(&plain, &vecs, args.rule),
+            openset::score(&gated, &vecs, args.rule),
+        );
+        if a.strangers.is_empty() {
+            println!(
+                "  rank-1 (no strangers to set a threshold on): without the gate {:.4}, with it {:.4}",
+                a.rank1(),
+                b.rank1()
+            );
+        }
+        for &f in firs.iter().filter(|_| !a.strangers.is_empty()) {
+            println!(
+                "  DIR at FIR {f} (on these strangers): without the gate {:.4}, with it {:.4}",
+                a.at_fir(f).dir,
+                b.at_fir(f).dir
+            );
+        }
     }
     let calibration = calibrate(&people, &vecs, fp, table.as_ref(), &firs);
     for c in &calibration {

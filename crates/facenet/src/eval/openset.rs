@@ -44,29 +44,15 @@ impl OpenSetSplit {
     /// are probes. `seed` 0 keeps file order; another seed shuffles each person's images
     /// first, reproducibly.
     pub fn new(people: &[String], per_person: usize, seed: u64) -> Self {
-        let mut order: Vec<String> = Vec::new();
-        let mut by_person: std::collections::HashMap<&str, Vec<usize>> = Default::default();
-        for (i, p) in people.iter().enumerate() {
-            let list = by_person.entry(p).or_default();
-            if list.is_empty() {
-                order.push(p.clone());
-            }
-            list.push(i);
-        }
         let mut split = Self {
             gallery: Vec::new(),
             probes: Vec::new(),
             strangers: Vec::new(),
         };
-        for p in order {
-            let mut imgs = by_person.remove(p.as_str()).unwrap_or_default();
+        for (p, mut imgs) in persons(people, seed) {
             if imgs.len() == 1 {
                 split.strangers.push(imgs[0]);
                 continue;
-            }
-            if seed != 0 {
-                let mut rng = crate::rng::Rng::new(seed ^ fnv(&p));
-                rng.shuffle(&mut imgs);
             }
             let k = match per_person {
                 0 => imgs.len() - 1,
@@ -79,6 +65,82 @@ impl OpenSetSplit {
         }
         split
     }
+
+    /// Two splits that differ only in what is enrolled, for measuring an enrolment gate:
+    /// without it, each person enrols their first `per_person` images (at least 1); with it,
+    /// their first `per_person` images that are `usable`. The probes are the same in both:
+    /// the person's images enrolled in neither. People with no usable image, or no image left
+    /// to probe with, are left out of both; their number is returned. Strangers (people with
+    /// one image) are the same in both.
+    pub fn gated(
+        people: &[String],
+        per_person: usize,
+        seed: u64,
+        usable: &[bool],
+    ) -> (Self, Self, usize) {
+        let k = per_person.max(1);
+        let empty = Self {
+            gallery: Vec::new(),
+            probes: Vec::new(),
+            strangers: Vec::new(),
+        };
+        let (mut plain, mut gated) = (empty.clone(), empty);
+        let mut left_out = 0;
+        for (name, imgs) in persons(people, seed) {
+            if imgs.len() == 1 {
+                plain.strangers.push(imgs[0]);
+                gated.strangers.push(imgs[0]);
+                continue;
+            }
+            let first: Vec<usize> = imgs.iter().copied().take(k).collect();
+            let good: Vec<usize> = imgs
+                .iter()
+                .copied()
+                .filter(|&i| usable.get(i).copied().unwrap_or(false))
+                .take(k)
+                .collect();
+            let probes: Vec<usize> = imgs
+                .iter()
+                .copied()
+                .filter(|i| !first.contains(i) && !good.contains(i))
+                .collect();
+            if good.is_empty() || probes.is_empty() {
+                left_out += 1;
+                continue;
+            }
+            for (split, enrolled) in [(&mut plain, first), (&mut gated, good)] {
+                let g = split.gallery.len();
+                split.probes.extend(probes.iter().map(|&i| (g, i)));
+                split.gallery.push((name.clone(), enrolled));
+            }
+        }
+        (plain, gated, left_out)
+    }
+}
+
+/// Each person's image indices, people in order of first appearance; `seed` 0 keeps file
+/// order, another shuffles each person's images, reproducibly.
+fn persons(people: &[String], seed: u64) -> Vec<(String, Vec<usize>)> {
+    let mut order: Vec<String> = Vec::new();
+    let mut by_person: std::collections::HashMap<&str, Vec<usize>> = Default::default();
+    for (i, p) in people.iter().enumerate() {
+        let list = by_person.entry(p).or_default();
+        if list.is_empty() {
+            order.push(p.clone());
+        }
+        list.push(i);
+    }
+    order
+        .into_iter()
+        .map(|p| {
+            let mut imgs = by_person.remove(p.as_str()).unwrap_or_default();
+            if seed != 0 && imgs.len() > 1 {
+                let mut rng = crate::rng::Rng::new(seed ^ fnv(&p));
+                rng.shuffle(&mut imgs);
+            }
+            (p, imgs)
+        })
+        .collect()
 }
 
 fn fnv(s: &str) -> u64 {
@@ -1160,5 +1222,23 @@ mod tests {
         assert!(t.expected_dir(2.0, 3).unwrap() == 1.0);
         let plain = ImpostorTable { genuine: None, ..t };
         assert_eq!(plain.expected_dir(1.0, 1), None);
+    }
+
+    #[test]
+    fn gated_splits_by_hand() {
+        // a: 4 photos, the first unusable; b: 2 photos, none usable; c: 1 photo (stranger).
+        let people = names(&["a", "a", "a", "a", "b", "b", "c"]);
+        let usable = [false, true, true, true, false, false, true];
+        let (plain, gated, left_out) = OpenSetSplit::gated(&people, 1, 0, &usable);
+        assert_eq!(left_out, 1);
+        assert_eq!(plain.gallery, vec![("a".to_string(), vec![0])]);
+        assert_eq!(gated.gallery, vec![("a".to_string(), vec![1])]);
+        // The same probes in both: a's photos enrolled in neither.
+        assert_eq!(plain.probes, vec![(0, 2), (0, 3)]);
+        assert_eq!(gated.probes, plain.probes);
+        assert_eq!(
+            (plain.strangers.clone(), gated.strangers),
+            (vec![6], vec![6])
+        );
     }
 }

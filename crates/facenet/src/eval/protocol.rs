@@ -377,6 +377,29 @@ pub fn embed_folder(
         .collect())
 }
 
+/// The quality ([`crate::quality`]) of the face `cfg` selects in each image of the folder
+/// `cfg.images`, in [`embed_folder`]'s order; 0 where no face is found. Detected on the pool.
+pub fn face_qualities(
+    cfg: &ProtocolConfig,
+    pool: &DetectorPool,
+    progress: &dyn Progress,
+) -> Result<Vec<f32>> {
+    let files = crate::files::dataset_files(&cfg.images)?;
+    progress.start("quality", files.len());
+    pool.map(
+        &files,
+        |det, (_, path)| {
+            let img = crate::image::load_rgb(path)?;
+            let found = det.detect(&img)?;
+            let face = select(&found, img.width(), img.height(), cfg.selection);
+            Ok(face.first().map_or(0.0, |d| d.quality(&img).score))
+        },
+        &|| progress.step(1),
+    )
+    .into_iter()
+    .collect()
+}
+
 /// Detects, aligns (on the pool) and embeds; returns embeddings in `todo` order and the
 /// images where no face was found (their central region is used).
 fn embed_all(
