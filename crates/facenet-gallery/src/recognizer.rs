@@ -563,7 +563,20 @@ impl Recognizer {
     /// named with one photo each, the expected shares with one and three photos, and what to
     /// do. `None` while the gallery can do more, or without a table to tell.
     pub fn advice(&self) -> Result<Option<String>> {
-        let t = self.searcher(None, None)?.threshold();
+        // Only the gallery's size is needed: a gallery already in memory is brought up to
+        // date; one that is not (a CLI enrolment) is counted, not read.
+        let t = if self.live.read().is_some() || self.store.entries(self.rule)?.is_some() {
+            self.searcher(None, None)?.threshold()
+        } else {
+            let settings = self.store.settings()?;
+            let ids = self.store.identities()?;
+            let n = match self.rule {
+                GalleryRule::Centroid => ids.len(),
+                GalleryRule::NearestSample => ids.iter().map(|(_, k)| k).sum(),
+            };
+            let table = self.impostor_table(&settings);
+            Threshold::for_identification(None, None, &settings, table.as_ref(), n)?
+        };
         Ok(match (t.source, t.expected_dir, t.comparisons) {
             (ThresholdSource::TargetFir, Some([one, three]), Some(n)) if one < ADVICE_BELOW => {
                 Some(format!(

@@ -180,7 +180,8 @@ fn threshold_rules_and_all_or_nothing_enrolment() {
     );
     assert_eq!(r.advice().unwrap(), None);
     // At 20,000 people (synthetic faces beside the two) the threshold has to be strict: the
-    // enrolment's advice says how many will be named and what to do.
+    // enrolment's advice says how many will be named and what to do. A recognizer that has not
+    // read the gallery counts it instead, and says the same.
     facenet_gallery::synthetic::add_synthetic(
         r.store(),
         &r.store().model().unwrap().unwrap(),
@@ -195,6 +196,33 @@ fn threshold_rules_and_all_or_nothing_enrolment() {
         advice.contains("20002 gallery entries") && advice.contains("three or more photos"),
         "{advice}"
     );
+    let store: Arc<dyn facenet_gallery::GalleryStore> =
+        Arc::new(SqliteGallery::in_memory().unwrap());
+    let fresh = Recognizer::new(p.clone(), store.clone());
+    fresh
+        .enroll_files(
+            "madonna",
+            &[first("train/madonna")],
+            FaceChoice::Unambiguous,
+        )
+        .unwrap();
+    facenet_gallery::synthetic::add_synthetic(
+        store.as_ref(),
+        &store.model().unwrap().unwrap(),
+        100_000,
+    )
+    .unwrap();
+    let cold = Recognizer::new(p.clone(), store.clone()).advice().unwrap();
+    let warm = {
+        fresh.searcher(None, None).unwrap();
+        fresh.advice().unwrap()
+    };
+    assert!(
+        cold.as_ref()
+            .is_some_and(|a| a.contains("20001 gallery entries")),
+        "{cold:?}"
+    );
+    assert_eq!(cold, warm);
 
     let r = recognizer(&p);
     let blank = RgbImage::from_pixel(120, 120, image::Rgb([128, 128, 128]));
