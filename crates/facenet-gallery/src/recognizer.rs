@@ -818,7 +818,7 @@ impl Recognizer {
             &names,
             &self.model.fingerprint,
             &format!("{} labelled photos (facenet calibrate)", faces.len()),
-            (0.3, 1.6, 0.005),
+            facenet::eval::openset::TABLE_GRID,
         );
         Ok(Calibration {
             impostor,

@@ -287,39 +287,24 @@ pub struct RecallArgs {
 }
 
 fn recall_bench(args: &RecallArgs, device: Device) -> anyhow::Result<()> {
-    use facenet::bench::recall::{frame_filling_crop, recall};
+    use facenet::bench::recall::{photo_set, recall};
     use facenet::detect::{MtcnnConfig, Rescue};
-    let mut files = facenet::files::walk_images(&args.photos)?;
-    files.sort();
-    files.retain(|p| {
-        args.name_contains.as_ref().is_none_or(|s| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().contains(s.as_str()))
-        })
-    });
-    let files: Vec<_> = files.into_iter().step_by(args.every.max(1)).collect();
-    if files.is_empty() {
-        bail!("{}: no photos match", args.photos.display());
-    }
     let published = MtcnnConfig {
         rescue: None,
         ..MtcnnConfig::default()
     };
-    let mut kept = Vec::new();
-    let mut imgs = Vec::new();
     let cutter = args.detector.open(&device)?.with_config(published.clone());
-    for p in files {
-        let img = facenet::image::load_rgb(&p)?;
-        match args.crop {
-            None => imgs.push(img),
-            Some(margin) => {
-                let mut faces = cutter.detect(&img)?;
-                facenet::align::order(&mut faces, img.width(), img.height());
-                let Some(face) = faces.first() else { continue };
-                imgs.push(frame_filling_crop(&img, face, margin, 150));
-            }
-        }
-        kept.push(p);
+    let crop = args.crop.map(|margin| (&cutter, margin));
+    let (kept, imgs): (Vec<_>, Vec<_>) = photo_set(
+        &args.photos,
+        args.name_contains.as_deref(),
+        args.every,
+        crop,
+    )?
+    .into_iter()
+    .unzip();
+    if imgs.is_empty() {
+        bail!("{}: no photos match", args.photos.display());
     }
     let settings = [
         ("published", published),

@@ -160,45 +160,6 @@ pub fn run(args: Args, device: Device) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Gallery sizes the calibration is measured at (those that leave a quarter of the people
-/// as strangers).
-const CALIBRATION_SIZES: [usize; 6] = [10, 30, 100, 300, 1000, 3000];
-
-/// Whether derived thresholds hit their targets: a table made from half of the people, tried
-/// on galleries and strangers from the other half; and the table in use, on all of them.
-fn calibrate(
-    people: &[String],
-    vecs: &[Vec<f32>],
-    fp: &str,
-    table: Option<&ImpostorTable>,
-    firs: &[f64],
-) -> Vec<openset::CalibrationReport> {
-    let (a, b) = openset::halves(people);
-    let pick = |idx: &[usize]| -> (Vec<String>, Vec<Vec<f32>>) {
-        idx.iter()
-            .map(|&i| (people[i].clone(), vecs[i].clone()))
-            .unzip()
-    };
-    let ((pa, ea), (pb, eb)) = (pick(&a), pick(&b));
-    let half = ImpostorTable::from_labelled(&ea, &pa, fp, "half", (0.3, 1.6, 0.005));
-    let mut out = vec![openset::CalibrationReport {
-        what: format!(
-            "a table from half of the people ({} photos), galleries and strangers from the other \
-             half ({} photos)",
-            a.len(),
-            b.len()
-        ),
-        points: openset::calibration(&pb, &eb, &half, &CALIBRATION_SIZES, firs, (20, 1)),
-    }];
-    if let Some(t) = table {
-        out.push(openset::CalibrationReport {
-            what: format!("the table in use ({}), on all of these people", t.source),
-            points: openset::calibration(people, vecs, t, &CALIBRATION_SIZES, firs, (20, 2)),
-        });
-    }
-    out
-}
-
 /// `--open-set`: embeds every photo (cached), then the open-set table.
 fn open_set(
     args: &Args,
@@ -216,7 +177,7 @@ fn open_set(
     let table = match &args.impostor_table {
         Some(out) => {
             let source = format!("every cross-person pair of {}", args.images.display());
-            let t = ImpostorTable::from_labelled(&vecs, &people, fp, &source, (0.3, 1.6, 0.005));
+            let t = ImpostorTable::from_labelled(&vecs, &people, fp, &source, openset::TABLE_GRID);
             facenet::files::write_json_atomic(out, &t)?;
             println!("impostor table: {} pairs -> {}", t.pairs, out.display());
             Some(t)
@@ -246,44 +207,17 @@ fn open_set(
         };
         let qualities = protocol::face_qualities(cfg, pool, pb)?;
         pb.0.finish_and_clear();
-        let usable: Vec<bool> = qualities.iter().map(|&s| s >= q).collect();
-        let (plain, gated, left_out) =
-            openset::OpenSetSplit::gated(&people, args.per_person, args.seed, &usable);
-        let changed = plain
-            .gallery
-            .iter()
-            .zip(&gated.gallery)
-            .filter(|(a, b)| a.1 != b.1)
-            .count();
-        println!(
-            "enrolment gate at quality {q}: {} of {} photos below it; {changed} of {} people \
-             enrol other photos with it, {left_out} left out (no photo passes, or none left to \
-             probe); the same {} probes",
-            usable.iter().filter(|u| !**u).count(),
-            usable.len(),
-            plain.gallery.len(),
-            plain.probes.len()
+        let gate = openset::gate_effect(
+            &people,
+            &vecs,
+            &qualities,
+            q,
+            (args.per_person, args.seed, args.rule),
+            &firs,
         );
-        let (a, b) = (
-            openset::score(&plain, &vecs, args.rule),
-            openset::score(&gated, &vecs, args.rule),
-        );
-        if a.strangers.is_empty() {
-            println!(
-                "  rank-1 (no strangers to set a threshold on): without the gate {:.4}, with it {:.4}",
-                a.rank1(),
-                b.rank1()
-            );
-        }
-        for &f in firs.iter().filter(|_| !a.strangers.is_empty()) {
-            println!(
-                "  DIR at FIR {f} (on these strangers): without the gate {:.4}, with it {:.4}",
-                a.at_fir(f).dir,
-                b.at_fir(f).dir
-            );
-        }
+        print!("{gate}");
     }
-    let calibration = calibrate(&people, &vecs, fp, table.as_ref(), &firs);
+    let calibration = openset::calibration_reports(&people, &vecs, fp, table.as_ref(), &firs);
     for c in &calibration {
         print!("{c}");
     }

@@ -6,6 +6,7 @@
 //! facenet bench recall --photos ../shared/data/lfw --every 7 --crop 0.0
 //! ```
 
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use image::RgbImage;
@@ -24,6 +25,43 @@ pub fn frame_filling_crop(img: &RgbImage, face: &Detection, margin: f32, side: u
     let (r, b) = (clip(x2 + dw, img.width()), clip(y2 + dh, img.height()));
     let cut = image::imageops::crop_imm(img, l, t, (r - l).max(1), (b - t).max(1)).to_image();
     image::imageops::resize(&cut, side, side, image::imageops::FilterType::Triangle)
+}
+
+/// The photos of a recall run: every image under `dir` whose file name contains
+/// `name_contains`, every `every`-th of the sorted list; with `crop`, each replaced by a
+/// 150x150 [`frame_filling_crop`] of its face as `cutter` finds it (the face of the photo,
+/// [`crate::align::order`]), grown by that margin, and photos where it finds none left out.
+/// Returns each photo's path beside its image.
+pub fn photo_set(
+    dir: &Path,
+    name_contains: Option<&str>,
+    every: usize,
+    crop: Option<(&Detector, f32)>,
+) -> Result<Vec<(PathBuf, RgbImage)>> {
+    let mut files = crate::files::walk_images(dir)?;
+    files.sort();
+    files.retain(|p| {
+        name_contains.is_none_or(|s| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().contains(s))
+        })
+    });
+    let mut out = Vec::new();
+    for p in files.into_iter().step_by(every.max(1)) {
+        let img = crate::image::load_rgb(&p)?;
+        match crop {
+            None => out.push((p, img)),
+            Some((cutter, margin)) => {
+                let mut faces = cutter.detect(&img)?;
+                crate::align::order(&mut faces, img.width(), img.height());
+                if let Some(face) = faces.first() {
+                    let c = frame_filling_crop(&img, face, margin, 150);
+                    out.push((p, c));
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// What one setting of the detector found.

@@ -555,6 +555,142 @@ pub fn calibration(
     out
 }
 
+/// The grid `(lo, hi, step)` of the shipped impostor table and of the tables the calibration
+/// makes.
+pub const TABLE_GRID: (f32, f32, f32) = (0.3, 1.6, 0.005);
+
+/// Gallery sizes [`calibration_reports`] measures (those that leave a quarter of the people
+/// as strangers).
+pub const CALIBRATION_SIZES: [usize; 6] = [10, 30, 100, 300, 1000, 3000];
+
+/// Whether derived thresholds hit their targets `firs` on a labelled set: a table made from
+/// half of the people ([`halves`]), tried on galleries and strangers from the other half; and
+/// `table` (the one in use, where there is one), on all of them.
+pub fn calibration_reports(
+    people: &[String],
+    emb: &[Vec<f32>],
+    fingerprint: &str,
+    table: Option<&ImpostorTable>,
+    firs: &[f64],
+) -> Vec<CalibrationReport> {
+    let (a, b) = halves(people);
+    let pick = |idx: &[usize]| -> (Vec<String>, Vec<Vec<f32>>) {
+        idx.iter()
+            .map(|&i| (people[i].clone(), emb[i].clone()))
+            .unzip()
+    };
+    let ((pa, ea), (pb, eb)) = (pick(&a), pick(&b));
+    let half = ImpostorTable::from_labelled(&ea, &pa, fingerprint, "half", TABLE_GRID);
+    let mut out = vec![CalibrationReport {
+        what: format!(
+            "a table from half of the people ({} photos), galleries and strangers from the other \
+             half ({} photos)",
+            a.len(),
+            b.len()
+        ),
+        points: calibration(&pb, &eb, &half, &CALIBRATION_SIZES, firs, (20, 1)),
+    }];
+    if let Some(t) = table {
+        out.push(CalibrationReport {
+            what: format!("the table in use ({}), on all of these people", t.source),
+            points: calibration(people, emb, t, &CALIBRATION_SIZES, firs, (20, 2)),
+        });
+    }
+    out
+}
+
+/// What an enrolment quality gate does to identification ([`gate_effect`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct GateReport {
+    /// The quality asked for.
+    pub minimum: f32,
+    /// Photos below it, and photos in all.
+    pub below: (usize, usize),
+    /// People who enrol other photos with the gate.
+    pub changed: usize,
+    /// People in both galleries.
+    pub people: usize,
+    /// People left out of both (no photo passes, or none left to probe with).
+    pub left_out: usize,
+    /// Probes, the same for both.
+    pub probes: usize,
+    /// Rank-1 without and with the gate.
+    pub rank1: (f64, f64),
+    /// Per target FIR, DIR without and with the gate (thresholds set on the strangers);
+    /// empty without strangers.
+    pub dir: Vec<(f64, f64, f64)>,
+}
+
+impl std::fmt::Display for GateReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "enrolment gate at quality {}: {} of {} photos below it; {} of {} people enrol other \
+             photos with it, {} left out (no photo passes, or none left to probe); the same {} \
+             probes",
+            self.minimum,
+            self.below.0,
+            self.below.1,
+            self.changed,
+            self.people,
+            self.left_out,
+            self.probes
+        )?;
+        if self.dir.is_empty() {
+            writeln!(
+                f,
+                "  rank-1 (no strangers to set a threshold on): without the gate {:.4}, with it {:.4}",
+                self.rank1.0, self.rank1.1
+            )?;
+        }
+        for (fir, a, b) in &self.dir {
+            writeln!(
+                f,
+                "  DIR at FIR {fir} (on these strangers): without the gate {a:.4}, with it {b:.4}"
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Measures an enrolment gate at quality `minimum` ([`OpenSetSplit::gated`]): each image's
+/// face quality is `qualities[i]`; the two galleries are scored on the same probes.
+pub fn gate_effect(
+    people: &[String],
+    emb: &[Vec<f32>],
+    qualities: &[f32],
+    minimum: f32,
+    (per_person, seed, rule): (usize, u64, GalleryRule),
+    firs: &[f64],
+) -> GateReport {
+    let usable: Vec<bool> = qualities.iter().map(|&q| q >= minimum).collect();
+    let (plain, gated, left_out) = OpenSetSplit::gated(people, per_person, seed, &usable);
+    let changed = plain
+        .gallery
+        .iter()
+        .zip(&gated.gallery)
+        .filter(|(a, b)| a.1 != b.1)
+        .count();
+    let (a, b) = (score(&plain, emb, rule), score(&gated, emb, rule));
+    let dir = match a.strangers.is_empty() {
+        true => Vec::new(),
+        false => firs
+            .iter()
+            .map(|&f| (f, a.at_fir(f).dir, b.at_fir(f).dir))
+            .collect(),
+    };
+    GateReport {
+        minimum,
+        below: (usable.iter().filter(|u| !**u).count(), usable.len()),
+        changed,
+        people: plain.gallery.len(),
+        left_out,
+        probes: plain.probes.len(),
+        rank1: (a.rank1(), b.rank1()),
+        dir,
+    }
+}
+
 /// The people of a labelled set split in two by a hash of their names: `(first, second)`
 /// image indices. A table made from one half and tried on the other is measured out of
 /// sample.
