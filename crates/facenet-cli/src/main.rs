@@ -52,6 +52,9 @@ enum Command {
     Gallery(cmd::recognize::GalleryCmd),
     /// Group the faces of a folder by identity, without labels.
     Cluster(cmd::recognize::ClusterArgs),
+    /// A photo collection: index folders, group faces into people, name them, find photos
+    /// by person or by face.
+    Library(cmd::library::LibraryCmd),
     /// Train a face embedding network: triplet loss with online mining, or softmax + center loss.
     Train(cmd::train::Args),
     /// Thresholds for your own labelled photos (target FAR, best accuracy); can store one as
@@ -182,6 +185,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Identify(args) => cmd::recognize::identify(args, device()?),
         Command::Gallery(args) => cmd::recognize::gallery(args),
         Command::Cluster(args) => cmd::recognize::cluster(args, device()?),
+        Command::Library(args) => cmd::library::run(args, device()?),
         Command::Train(args) => cmd::train::run(args, device()?),
         Command::Calibrate(args) => cmd::calibrate::run(args, device()?),
         Command::Quantize(args) => cmd::quantize::run(args, device()?),

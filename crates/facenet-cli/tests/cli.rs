@@ -1239,3 +1239,217 @@ fn evaluate_open_set_reports_calibration() {
         );
     }
 }
+
+/// A small collection: the first `per` LFW photos of each of `people` in folders of their
+/// names, plus one file that is not an image.
+fn photo_collection(root: &Path, people: &[&str], per: usize) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for p in people {
+        let dir = root.join(p);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut src: Vec<PathBuf> = std::fs::read_dir(shared().join("data/lfw").join(p))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        src.sort();
+        for f in src.into_iter().take(per) {
+            let to = dir.join(f.file_name().unwrap());
+            std::fs::copy(&f, &to).unwrap();
+            out.push(to);
+        }
+    }
+    std::fs::write(root.join("broken.jpg"), b"not an image").unwrap();
+    out
+}
+
+/// `facenet library SUB... --gallery G`, which must succeed; its stdout.
+fn library(g: &Path, args: &[&str]) -> String {
+    let out = bin()
+        .arg("library")
+        .args(args)
+        .arg("--gallery")
+        .arg(g)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "library {args:?}: {}", stderr(&out));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn library_json(g: &Path, args: &[&str]) -> serde_json::Value {
+    let mut a = args.to_vec();
+    a.push("--json");
+    serde_json::from_str(&library(g, &a)).unwrap()
+}
+
+/// The folder (true person) of each face of a library person.
+fn folders_of(g: &Path, person: &str) -> Vec<String> {
+    library_json(g, &["faces", person])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            Path::new(f["path"].as_str().unwrap())
+                .parent()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect()
+}
+
+/// Index, rerun, move and delete photos, name a person (then `identify` knows them), find
+/// photos by person and by face, correct the grouping (and a recluster keeps the
+/// correction), merge, draw a contact sheet, forget.
+#[test]
+fn library_indexes_groups_names_and_finds() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("photos");
+    let g = dir.path().join("g.db");
+    let people = [
+        "Colin_Powell",
+        "George_W_Bush",
+        "Gerhard_Schroeder",
+        "Tony_Blair",
+    ];
+    let photos = photo_collection(&root, &people, 8);
+    let add = library_json(&g, &["add", root.to_str().unwrap()]);
+    assert_eq!(add["photos"], 33, "{add}");
+    assert!(add["faces"].as_u64().unwrap() >= 32, "{add}");
+    let bad = add["unreadable"].as_array().unwrap();
+    assert_eq!(bad.len(), 1, "{add}");
+    assert!(bad[0][0].as_str().unwrap().ends_with("broken.jpg"), "{add}");
+    // People: each is one true person (precision first), and someone has several faces.
+    let list = library_json(&g, &["people"]);
+    let list = list.as_array().unwrap();
+    assert!(list.len() >= 4, "{list:?}");
+    for p in list {
+        let f = folders_of(&g, &p["id"].to_string());
+        assert!(
+            f.iter().all(|x| *x == f[0]),
+            "person {} mixes {f:?}",
+            p["id"]
+        );
+    }
+    let top = list[0]["id"].to_string();
+    let top_faces = list[0]["faces"].as_u64().unwrap();
+    assert!(top_faces >= 4, "{list:?}");
+    let who = folders_of(&g, &top)[0].clone();
+
+    // A rerun skips everything; a moved photo keeps its face, a deleted one leaves.
+    let again = library_json(&g, &["add", root.to_str().unwrap()]);
+    assert_eq!(
+        (again["photos"].as_u64(), again["unchanged"].as_u64()),
+        (Some(0), Some(33))
+    );
+    let other = photos
+        .iter()
+        .find(|p| !p.starts_with(root.join(&who)))
+        .unwrap();
+    std::fs::rename(other, root.join("moved.jpg")).unwrap();
+    let gone = photos
+        .iter()
+        .rfind(|p| !p.starts_with(root.join(&who)))
+        .unwrap();
+    std::fs::remove_file(gone).unwrap();
+    let again = library_json(&g, &["add", root.to_str().unwrap()]);
+    assert_eq!(
+        (
+            again["photos"].as_u64(),
+            again["moved"].as_u64(),
+            again["removed"].as_u64()
+        ),
+        (Some(0), Some(1), Some(1)),
+        "{again}"
+    );
+
+    // Named, the person is a gallery identity: a photo outside the library is identified.
+    let out = library(&g, &["name", &top, "Somebody"]);
+    assert!(out.contains("Somebody"), "{out}");
+    let mut held_out: Vec<PathBuf> = std::fs::read_dir(shared().join("data/lfw").join(&who))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    held_out.sort();
+    let probe = held_out[8].clone();
+    let id = identify_json(&g, &[&probe]);
+    assert_eq!(id[0]["identity"], "Somebody", "{id:?}");
+    let found = library_json(&g, &["find", "--person", "Somebody"]);
+    assert_eq!(found.as_array().unwrap().len() as u64, top_faces, "{found}");
+    let hits = library_json(&g, &["find", "--face", probe.to_str().unwrap()]);
+    let first = hits[0]["path"].as_str().unwrap();
+    assert!(first.contains(&who), "{hits}");
+    assert!(hits[0]["distance"].as_f64().unwrap() < 1.0, "{hits}");
+    assert_eq!(hits[0]["person"], "Somebody", "{hits}");
+
+    // "Not this person": the face leaves, and stays out through a recluster.
+    let faces = library_json(&g, &["faces", "Somebody"]);
+    let face = faces[0]["id"].as_i64().unwrap();
+    library(&g, &["move", &face.to_string(), "--nobody"]);
+    library(&g, &["recluster"]);
+    let ids: Vec<i64> = library_json(&g, &["faces", "Somebody"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids.len() as u64, top_faces - 1);
+    assert!(!ids.contains(&face));
+    // A face moved to a person of its own, then merged back.
+    let moved = ids[0];
+    let out = library(&g, &["move", &moved.to_string(), "--to", "new"]);
+    let new_id = out
+        .split(" -> ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        library_json(&g, &["faces", "Somebody"])
+            .as_array()
+            .unwrap()
+            .len() as u64,
+        top_faces - 2
+    );
+    library(&g, &["merge", "Somebody", &new_id]);
+    assert_eq!(
+        library_json(&g, &["faces", "Somebody"])
+            .as_array()
+            .unwrap()
+            .len() as u64,
+        top_faces - 1
+    );
+
+    // A contact sheet of the person's faces.
+    let sheet = dir.path().join("sheet.png");
+    library(&g, &["sheet", "Somebody", "-o", sheet.to_str().unwrap()]);
+    let img = image::open(&sheet).unwrap();
+    assert_eq!(img.width(), 800);
+
+    // Errors name what is wrong.
+    let out = bin()
+        .args(["library", "name", "999", "X", "--gallery"])
+        .arg(&g)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no person `999`"), "{}", stderr(&out));
+
+    // Forgotten: gone from the library and from the gallery.
+    let o = std::ffi::OsStr::new;
+    let listed =
+        |g: &Path| String::from_utf8(gallery_run(g, &[o("gallery"), o("list")]).stdout).unwrap();
+    assert!(listed(&g).contains("Somebody"));
+    library(&g, &["forget", "Somebody"]);
+    let list = library_json(&g, &["people"]);
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["name"] != "Somebody")
+    );
+    assert!(!listed(&g).contains("Somebody"), "{}", listed(&g));
+}

@@ -54,7 +54,41 @@ struct Server {
     _dir: tempfile::TempDir,
 }
 
+/// LFW's folder of `person` in the shared data.
+fn lfw(person: &str) -> PathBuf {
+    std::env::var_os("FACENET_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
+        .join("data/lfw")
+        .join(person)
+}
+
 impl Server {
+    /// Indexes 8 LFW photos of each of three people into the photo library of `gallery`
+    /// (`facenet library add` on the service's file while it runs); the photos' folder.
+    fn index_library(&self, gallery: &str) -> tempfile::TempDir {
+        let photos = tempfile::tempdir().unwrap();
+        for p in ["Colin_Powell", "George_W_Bush", "Tony_Blair"] {
+            for f in facenet::files::walk_images(&lfw(p)).unwrap().iter().take(8) {
+                std::fs::copy(f, photos.path().join(f.file_name().unwrap())).unwrap();
+            }
+        }
+        let out = bin()
+            .args(["library", "add"])
+            .arg(photos.path())
+            .arg("--gallery")
+            .arg(&self.db)
+            .args(["--gallery-name", gallery])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        photos
+    }
+
     fn start(extra: &[&str]) -> Self {
         Self::start_on(None, extra)
     }
@@ -1380,6 +1414,21 @@ fn serve_web_page_in_a_real_browser() {
         "madonna",
         &[&photo("train/madonna", 0), &photo("train/madonna", 1)],
     );
+    let _photos = s.index_library("acme");
+    let people = |c: &Client| {
+        expect(
+            c.get(s.at("/api/v1/library/people"))
+                .key(&key)
+                .send()
+                .unwrap(),
+            StatusCode::OK,
+        )["people"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let before = people(&c);
+    assert!(before.len() >= 2, "{before:?}");
     let driver_port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -1416,6 +1465,18 @@ fn serve_web_page_in_a_real_browser() {
             .any(|x| x["name"] == "ben"),
         "{subjects}"
     );
+    // The People view named someone (a gallery subject now) and merged two people.
+    assert!(
+        subjects["subjects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["name"] == "Ada"),
+        "{subjects}"
+    );
+    let after = people(&c);
+    assert_eq!(after.len(), before.len() - 1, "{after:?}");
+    assert!(after.iter().any(|p| p["name"] == "Ada"), "{after:?}");
 }
 
 async fn browse(
@@ -1497,6 +1558,34 @@ async fn browse(
     b.find(Locator::Id("enrol-button")).await?.click().await?;
     wait_text("#subjects", "ben").await?;
     wait_text("#faces", "ben").await?;
+    // People: name the first, open them (their photos are drawn), merge two.
+    wait_text("#people", "photos").await?;
+    let enter: char = fantoccini::key::Key::Enter.into();
+    b.find(Locator::Css("#people .person-name"))
+        .await?
+        .send_keys(&format!("Ada{enter}"))
+        .await?;
+    wait_text("#subjects", "Ada").await?;
+    b.find(Locator::Css("#people .person-card img"))
+        .await?
+        .click()
+        .await?;
+    wait_text("#person-title", "Ada:").await?;
+    assert!(
+        !b.find_all(Locator::Css("#person-photos canvas"))
+            .await?
+            .is_empty()
+    );
+    if let Ok(path) = std::env::var("FACENET_SCREENSHOT_PEOPLE") {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let people = b.find(Locator::Id("people-section")).await?;
+        std::fs::write(path, people.screenshot().await?).unwrap();
+    }
+    let picks = b.find_all(Locator::Css("#people .person-pick")).await?;
+    picks[0].click().await?;
+    picks[1].click().await?;
+    b.find(Locator::Id("merge")).await?.click().await?;
+    wait_text("#status", "merged into").await?;
     b.close().await
 }
 
@@ -1612,4 +1701,154 @@ fn serve_internal_errors_hide_their_cause_and_log_it() {
             .any(|l| l.contains(&id) && l.contains("gallery.db") && l.contains("changes")),
         "{logged}"
     );
+}
+
+/// The photo library's routes: people, a person's faces and photos, thumbnails (cached), a
+/// photo, naming (a gallery subject then), find by face, moving a face, merging, forgetting;
+/// read keys may look but not change; another gallery's key sees another library; unknown
+/// people are 404.
+#[test]
+fn serve_library_routes() {
+    let s = Server::start(&[]);
+    let key = s.key("acme", "write");
+    let read = s.key("acme", "read");
+    let other = s.key("other", "write");
+    let c = client();
+    let _photos = s.index_library("acme");
+    let people = expect(
+        c.get(s.at("/api/v1/library/people"))
+            .key(&read)
+            .send()
+            .unwrap(),
+        StatusCode::OK,
+    )["people"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(people.len() >= 2, "{people:?}");
+    let top = people[0]["id"].as_i64().unwrap();
+    // Another gallery's library is its own (empty).
+    let theirs = expect(
+        c.get(s.at("/api/v1/library/people"))
+            .key(&other)
+            .send()
+            .unwrap(),
+        StatusCode::OK,
+    );
+    assert_eq!(theirs["people"].as_array().unwrap().len(), 0, "{theirs}");
+    // Faces and their thumbnails (JPEG, cached beside the gallery file).
+    let faces = expect(
+        c.get(s.at(&format!("/api/v1/library/people/{top}/faces")))
+            .key(&read)
+            .send()
+            .unwrap(),
+        StatusCode::OK,
+    );
+    let face = faces[0]["id"].as_i64().unwrap();
+    assert_eq!(Some(face), people[0]["cover"].as_i64());
+    let thumb = c
+        .get(s.at(&format!("/api/v1/library/faces/{face}/thumbnail")))
+        .key(&read)
+        .send()
+        .unwrap();
+    assert_eq!(thumb.status(), StatusCode::OK);
+    let img = image::load_from_memory(&thumb.bytes().unwrap()).unwrap();
+    assert_eq!((img.width(), img.height()), (112, 112));
+    let thumbs = PathBuf::from(format!("{}.thumbs", s.db.to_string_lossy()));
+    let cached: usize = std::fs::read_dir(&thumbs)
+        .unwrap()
+        .map(|d| std::fs::read_dir(d.unwrap().path()).unwrap().count())
+        .sum();
+    assert_eq!(cached, 1);
+    // Photos with boxes, and a photo's file.
+    let photos = expect(
+        c.get(s.at(&format!("/api/v1/library/people/{top}/photos")))
+            .key(&read)
+            .send()
+            .unwrap(),
+        StatusCode::OK,
+    );
+    let first = &photos[0];
+    assert!(!first["faces"].as_array().unwrap().is_empty(), "{photos}");
+    let file = c
+        .get(s.at(&format!("/api/v1/library/photos/{}", first["id"])))
+        .key(&read)
+        .send()
+        .unwrap();
+    assert_eq!(file.status(), StatusCode::OK);
+    assert_eq!(
+        file.bytes().unwrap().as_ref(),
+        std::fs::read(first["path"].as_str().unwrap()).unwrap()
+    );
+    // A read key may not name; a write key names, and the name is a gallery subject.
+    let name = |k: &str| {
+        c.put(s.at(&format!("/api/v1/library/people/{top}/name")))
+            .key(k)
+            .json(&json!({"name": "Ada"}))
+            .send()
+            .unwrap()
+    };
+    assert_eq!(name(&read).status(), StatusCode::FORBIDDEN);
+    let named = expect(name(&key), StatusCode::OK);
+    assert_eq!(named["name"], "Ada");
+    let who = Path::new(first["path"].as_str().unwrap())
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .rsplit_once('_')
+        .unwrap()
+        .0
+        .to_string();
+    let probe = facenet::files::walk_images(&lfw(&who)).unwrap()[8].clone();
+    assert_eq!(identified_as(&s, &key, &probe), ("Ada".to_string(), true));
+    // Find by face: the nearest photos are Ada's.
+    let found = expect(
+        c.post(s.at("/api/v1/library/find"))
+            .key(&read)
+            .multipart(files(&[&probe]))
+            .send()
+            .unwrap(),
+        StatusCode::OK,
+    );
+    assert_eq!(found["photos"][0]["person"], "Ada", "{found}");
+    // Move a face out ("not this person"), then merge another person in.
+    let moved = expect(
+        c.post(s.at(&format!("/api/v1/library/faces/{face}/move")))
+            .key(&key)
+            .json(&json!({"to": null}))
+            .send()
+            .unwrap(),
+        StatusCode::OK,
+    );
+    assert_eq!(moved["person"], Value::Null, "{moved}");
+    assert_eq!(moved["pinned"], json!(true), "{moved}");
+    let second = people[1]["id"].as_i64().unwrap();
+    let merged = expect(
+        c.post(s.at("/api/v1/library/people/Ada/merge"))
+            .key(&key)
+            .json(&json!({"people": [second.to_string()]}))
+            .send()
+            .unwrap(),
+        StatusCode::OK,
+    );
+    assert_eq!(
+        merged["faces"].as_u64().unwrap(),
+        people[0]["faces"].as_u64().unwrap() - 1 + people[1]["faces"].as_u64().unwrap()
+    );
+    // Unknown people are 404 with the key named; forgetting removes the subject.
+    let missing = c
+        .get(s.at("/api/v1/library/people/nobody/faces"))
+        .key(&read)
+        .send()
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert!(missing.text().unwrap().contains("no person `nobody`"));
+    expect(
+        c.delete(s.at("/api/v1/library/people/Ada"))
+            .key(&key)
+            .send()
+            .unwrap(),
+        StatusCode::OK,
+    );
+    assert!(!identified_as(&s, &key, &probe).1);
 }

@@ -41,6 +41,7 @@
 
 pub mod ann;
 pub mod cluster;
+pub mod library;
 pub mod live;
 #[cfg(feature = "postgres")]
 pub mod postgres;
@@ -127,6 +128,9 @@ pub enum GalleryError {
     /// The name is taken.
     #[error("an identity named `{0}` already exists")]
     NameTaken(String),
+    /// No such person or face in the photo library.
+    #[error("{0}")]
+    NotInLibrary(String),
     /// Invalid input (empty name, wrong vector length...).
     #[error("{0}")]
     Invalid(String),

@@ -25,9 +25,10 @@ use crate::{
 };
 
 /// The migrations, in order; the schema version is their count.
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     include_str!("../migrations/postgres/001_init.sql"),
     include_str!("../migrations/postgres/002_centroids_hnsw.sql"),
+    include_str!("../migrations/postgres/003_library.sql"),
 ];
 
 /// Most connections one store holds.
@@ -119,6 +120,11 @@ impl PostgresGallery {
         store.open_gallery(DEFAULT_GALLERY)
     }
 
+    /// The gallery's row id.
+    pub(crate) fn id(&self) -> i64 {
+        self.gallery
+    }
+
     /// Another gallery of the same database (created, empty, if new).
     pub fn open_gallery(&self, name: &str) -> Result<Self> {
         check_gallery_name(name)?;
@@ -140,7 +146,7 @@ impl PostgresGallery {
     }
 
     /// Runs `f` with a pooled connection on the store's runtime.
-    fn run<T, F, Fut>(&self, f: F) -> Result<T>
+    pub(crate) fn run<T, F, Fut>(&self, f: F) -> Result<T>
     where
         F: FnOnce(deadpool_postgres::Object) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, Failure>>,
@@ -219,7 +225,7 @@ impl PostgresGallery {
 }
 
 /// A database error, or a gallery error decided inside a transaction.
-enum Failure {
+pub(crate) enum Failure {
     Db(tokio_postgres::Error),
     Gallery(GalleryError),
 }
@@ -910,6 +916,10 @@ impl Tenants for PostgresGallery {
 
     fn gallery(&self, name: &str) -> Result<Arc<dyn GalleryStore>> {
         Ok(Arc::new(self.open_gallery(name)?))
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 
     fn galleries(&self) -> Result<Vec<String>> {

@@ -173,6 +173,11 @@ impl SqliteGallery {
         })
     }
 
+    /// The store's file (None in memory).
+    pub fn file(&self) -> Option<&Path> {
+        self.db.file.as_deref()
+    }
+
     /// This gallery's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -401,7 +406,7 @@ impl SqliteGallery {
 }
 
 /// A SQLite error of the file at `path`; a full or failing disk says so.
-fn sqlite_error(path: String, source: rusqlite::Error) -> GalleryError {
+pub(crate) fn sqlite_error(path: String, source: rusqlite::Error) -> GalleryError {
     match source.sqlite_error_code() {
         Some(rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::SystemIoFailure) => {
             GalleryError::Io {
@@ -430,11 +435,11 @@ fn gallery_id(conn: &Connection, name: &str, create: bool) -> rusqlite::Result<O
     .optional()
 }
 
-fn to_blob(v: &[f32]) -> Vec<u8> {
+pub(crate) fn to_blob(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-fn from_blob(b: &[u8]) -> Vec<f32> {
+pub(crate) fn from_blob(b: &[u8]) -> Vec<f32> {
     b.chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect()
@@ -841,6 +846,10 @@ impl Tenants for SqliteGallery {
 
     fn gallery(&self, name: &str) -> Result<Arc<dyn GalleryStore>> {
         Ok(Arc::new(SqliteGallery::gallery(self, name)?))
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 
     fn galleries(&self) -> Result<Vec<String>> {

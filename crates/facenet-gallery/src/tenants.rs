@@ -76,6 +76,9 @@ pub trait Tenants: Send + Sync + std::fmt::Debug {
     /// The gallery of that name, created (empty) if new; the name is checked
     /// ([`check_gallery_name`]).
     fn gallery(&self, name: &str) -> Result<Arc<dyn GalleryStore>>;
+    /// The store as `Any`, for a caller that needs to know which store it is (the photo
+    /// library keeps its tables in the same store).
+    fn as_any(&self) -> &dyn std::any::Any;
     /// The names of the galleries, sorted.
     fn galleries(&self) -> Result<Vec<String>>;
     /// Stores a key's record and the SHA-256 hash (hex) of its secret.

@@ -2,6 +2,8 @@
 //! (`python/facenet`) wraps these in documented classes and coerces images; every flow here
 //! is one library call, run with the GIL released.
 
+mod library;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -84,7 +86,9 @@ fn ge(py: Python<'_>, e: GalleryError) -> PyErr {
         return raise(py, class_of(inner), with_hint(inner, chain(&e)));
     }
     let class = match &e {
-        GalleryError::UnknownIdentity(_) | GalleryError::UnknownFace(_) => "UnknownSubject",
+        GalleryError::UnknownIdentity(_)
+        | GalleryError::UnknownFace(_)
+        | GalleryError::NotInLibrary(_) => "UnknownSubject",
         GalleryError::Invalid(_)
         | GalleryError::NameTaken(_)
         | GalleryError::ModelMismatch { .. } => "InvalidInput",
@@ -178,6 +182,8 @@ fn fetch(py: Python<'_>) -> PyResult<PathBuf> {
 #[pyclass(frozen, module = "facenet._facenet")]
 struct Engine {
     pipeline: Arc<FacePipeline>,
+    /// The MTCNN weights (a photo library detects on a pool of its own).
+    mtcnn: PathBuf,
 }
 
 #[pymethods]
@@ -216,6 +222,7 @@ impl Engine {
             .map_err(|e| fe(py, e))?;
         Ok(Self {
             pipeline: Arc::new(pipeline),
+            mtcnn,
         })
     }
 
@@ -568,6 +575,7 @@ fn _facenet(m: &Bound<'_, PyModule>) -> PyResult<()> {
     }
     m.add_class::<Engine>()?;
     m.add_class::<Gallery>()?;
+    m.add_class::<library::Library>()?;
     m.add_function(wrap_pyfunction!(load, m)?)?;
     m.add_function(wrap_pyfunction!(decode, m)?)?;
     m.add_function(wrap_pyfunction!(fetch, m)?)?;

@@ -203,6 +203,40 @@ def test_gallery_enrol_identify_verify(net, tmp_path):
     assert "madonna" in out
 
 
+def test_library_groups_names_and_finds(net, tmp_path):
+    lfw = SHARED / "data" / "lfw"
+    photos_dir = tmp_path / "photos"
+    for person in ["Colin_Powell", "Tony_Blair"]:
+        (photos_dir / person).mkdir(parents=True)
+        for f in sorted((lfw / person).iterdir())[:8]:
+            (photos_dir / person / f.name).write_bytes(f.read_bytes())
+    lib = facenet.Library(str(tmp_path / "lib.db"), net)
+    report = lib.add(photos_dir)
+    assert report["photos"] == 16 and report["faces"] >= 16, report
+    assert lib.add([photos_dir])["unchanged"] == 16
+    people = lib.people()
+    assert people and people[0]["faces"] >= 3, people
+    top = people[0]["id"]
+    folders = {Path(f["path"]).parent.name for f in lib.faces(top)}
+    assert len(folders) == 1, folders
+    who = folders.pop()
+    assert lib.name(top, "Someone")["name"] == "Someone"
+    assert len(lib.find(["Someone"])) == people[0]["photos"]
+    probe = sorted((lfw / who).iterdir())[8]
+    hits = lib.find_face(str(probe))
+    assert hits and who in hits[0]["path"] and hits[0]["person"] == "Someone", hits
+    # Named people are the gallery's subjects.
+    g = facenet.Gallery(str(tmp_path / "lib.db"), net)
+    assert g.identify(str(probe))[0]["identity"] == "Someone"
+    face = lib.faces("Someone")[0]["id"]
+    assert lib.move(face, None) is None
+    assert face not in [f["id"] for f in lib.faces("Someone")]
+    with pytest.raises(facenet.UnknownSubject, match="no person `nobody`"):
+        lib.faces("nobody")
+    assert lib.forget("Someone") >= 2
+    assert all(p["name"] != "Someone" for p in lib.people())
+
+
 @pytest.mark.skipif(not os.environ.get("FACENET_TEST_PG"), reason="needs FACENET_TEST_PG (a PostgreSQL with pgvector; .ci/run starts one)")
 def test_gallery_on_postgres(net):
     """The same gallery API on PostgreSQL: a gallery of this process's own on the test server."""

@@ -41,6 +41,7 @@ $("key-form").addEventListener("submit", async (e) => {
     await loadSubjects();
     $("key-status").textContent = "key accepted";
     status("");
+    loadPeople().catch((err) => status(err.message, true));
   } catch (err) {
     $("key-status").textContent = "";
     status(err.message, true);
@@ -242,6 +243,112 @@ async function loadSubjects() {
 }
 $("refresh").addEventListener("click", () => loadSubjects().catch((e) => status(e.message, true)));
 
+// ---- people of the photo library ----
+// An image of the API (thumbnails, photos) as an object URL: the key goes in a header.
+async function apiImage(path) {
+  const r = await fetch("/api/v1" + path, { headers: { "x-api-key": state.key } });
+  if (!r.ok) {
+    const data = await r.json().catch(() => ({ detail: r.statusText }));
+    throw new Error(data.detail || r.statusText);
+  }
+  return URL.createObjectURL(await r.blob());
+}
+
+const selected = new Set();
+function label(p) { return p.name || `#${p.id}`; }
+
+async function loadPeople() {
+  const data = await api("GET", "/library/people");
+  const grid = $("people");
+  grid.replaceChildren();
+  selected.clear();
+  $("merge").disabled = true;
+  if (!data.people.length) {
+    grid.textContent = "No people yet: index photos with `facenet library add`.";
+    return data;
+  }
+  for (const p of data.people) {
+    const card = document.createElement("div");
+    card.className = "person-card";
+    card.dataset.id = p.id;
+    const img = document.createElement("img");
+    img.alt = label(p);
+    img.title = `open ${label(p)}`;
+    if (p.cover) apiImage(`/library/faces/${p.cover}/thumbnail`).then((u) => { img.src = u; }).catch(() => {});
+    img.addEventListener("click", () => openPerson(p).catch((e) => status(e.message, true)));
+    const name = document.createElement("input");
+    name.className = "person-name";
+    name.value = p.name || "";
+    name.placeholder = `#${p.id}: name`;
+    name.addEventListener("keydown", async (e) => {
+      if (e.key !== "Enter" || !name.value.trim()) return;
+      try {
+        const r = await api("PUT", `/library/people/${p.id}/name`, { name: name.value.trim() });
+        status(`#${r.id} is ${r.name}`);
+        await loadPeople();
+        await loadSubjects();
+      } catch (err) {
+        status(err.message, true);
+      }
+    });
+    const meta = document.createElement("div");
+    meta.className = "muted";
+    const counts = document.createElement("span");
+    counts.textContent = `${p.faces} faces, ${p.photos} photos`;
+    const pick = document.createElement("input");
+    pick.type = "checkbox";
+    pick.className = "person-pick";
+    pick.title = "select to merge";
+    pick.addEventListener("change", () => {
+      if (pick.checked) selected.add(p.id); else selected.delete(p.id);
+      card.classList.toggle("selected", pick.checked);
+      $("merge").disabled = selected.size < 2;
+    });
+    meta.append(counts, pick);
+    card.append(img, name, meta);
+    grid.append(card);
+  }
+  return data;
+}
+
+async function openPerson(p) {
+  const photos = await api("GET", `/library/people/${p.id}/photos`);
+  $("person").hidden = false;
+  $("person-title").textContent = `${label(p)}: ${photos.length} photo(s)`;
+  const box = $("person-photos");
+  box.replaceChildren();
+  for (const ph of photos) {
+    const c = document.createElement("canvas");
+    c.title = ph.path;
+    box.append(c);
+    const url = await apiImage(`/library/photos/${ph.id}`);
+    const img = new Image();
+    img.onload = () => {
+      c.width = img.naturalWidth;
+      c.height = img.naturalHeight;
+      const g = c.getContext("2d");
+      g.drawImage(img, 0, 0);
+      g.lineWidth = Math.max(2, img.naturalWidth / 150);
+      g.strokeStyle = "#2a62d9";
+      for (const f of ph.faces) g.strokeRect(f.box[0], f.box[1], f.box[2] - f.box[0], f.box[3] - f.box[1]);
+    };
+    img.src = url;
+  }
+}
+
+$("merge").addEventListener("click", async () => {
+  const ids = [...selected];
+  if (ids.length < 2) return;
+  try {
+    const r = await api("POST", `/library/people/${ids[0]}/merge`, { people: ids.slice(1).map(String) });
+    status(`merged into ${label(r)}: ${r.faces} faces`);
+    await loadPeople();
+  } catch (err) {
+    status(err.message, true);
+  }
+});
+$("people-refresh").addEventListener("click", () => loadPeople().catch((e) => status(e.message, true)));
+
 // ---- verify two photos ----
 for (const side of ["a", "b"]) {
   $(`verify-${side}`).addEventListener("change", () => {
@@ -266,4 +373,7 @@ $("verify-button").addEventListener("click", async () => {
   }
 });
 
-if (state.key) loadSubjects().then(() => { $("key-status").textContent = "key accepted"; }).catch(() => {});
+if (state.key) {
+  loadSubjects().then(() => { $("key-status").textContent = "key accepted"; }).catch(() => {});
+  loadPeople().catch(() => {});
+}

@@ -87,7 +87,7 @@ impl From<GalleryError> for ApiError {
         use GalleryError as G;
         let status = match &e {
             G::Facenet(inner) => return ApiError::from_ref(inner, chain(&e)),
-            G::UnknownIdentity(_) | G::UnknownFace(_) => StatusCode::NOT_FOUND,
+            G::UnknownIdentity(_) | G::UnknownFace(_) | G::NotInLibrary(_) => StatusCode::NOT_FOUND,
             G::NameTaken(_) | G::ModelMismatch { .. } => StatusCode::CONFLICT,
             G::Invalid(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,

@@ -147,6 +147,8 @@ pub struct AppState {
     /// One recognizer per gallery opened so far: each holds its gallery in memory and
     /// catches up with other processes' writes before each search.
     galleries: std::sync::Mutex<std::collections::HashMap<String, Recognizer>>,
+    /// The photo library of each gallery opened so far (SQLite stores).
+    libraries: api::library::Libraries,
 }
 
 impl AppState {
@@ -181,6 +183,7 @@ impl AppState {
             metrics: metrics::Metrics::default(),
             ready: AtomicBool::new(false),
             galleries: Default::default(),
+            libraries: Default::default(),
         })
     }
 

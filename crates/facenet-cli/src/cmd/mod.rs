@@ -8,6 +8,7 @@ pub mod embed;
 pub mod evaluate;
 pub mod fetch;
 pub mod import;
+pub mod library;
 pub mod model;
 pub mod project;
 pub mod quantize;

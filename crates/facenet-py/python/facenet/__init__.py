@@ -32,6 +32,7 @@ __all__ = [
     "FaceNet",
     "Face",
     "Gallery",
+    "Library",
     "fetch",
     "load_image",
     "distance",
@@ -270,3 +271,68 @@ class Gallery:
     def remove(self, name: str) -> int:
         """Remove a subject and its faces; returns how many faces were removed."""
         return self._gallery.remove(name)
+
+
+class Library:
+    """A photo collection's faces, grouped into people, in a gallery file (beside its
+    subjects: a person you name becomes a subject, so ``Gallery.identify`` knows them).
+
+    >>> lib = facenet.Library("photos.db", net)
+    >>> lib.add(["~/Pictures"])["photos"]           # new photos indexed; reruns skip them
+    >>> lib.people()[0]                             # {"id": 3, "name": None, "faces": 41, ...}
+    >>> lib.name(3, "Ada")
+    >>> lib.find(["Ada", "Ben"])                    # paths of photos with both
+    >>> lib.find_face("probe.jpg")[0]["path"]       # photos with this face, nearest first
+    """
+
+    def __init__(self, path: str, net: Optional[FaceNet] = None, name: str = "default"):
+        self.net = net or FaceNet()
+        self._library = _facenet.Library(os.fspath(path), self.net._engine, name)
+
+    def add(self, paths: Union[str, "os.PathLike[str]", Sequence[Union[str, "os.PathLike[str]"]]]) -> Dict[str, Any]:
+        """Index folders (recursively) or photos: new photos are detected and embedded on
+        every core, stored a batch per transaction, and their faces grouped into people;
+        photos already indexed are skipped, moved ones keep their faces, deleted ones leave.
+        Returns the report (``photos``, ``faces``, ``unchanged``, ``moved``, ``removed``,
+        ``unreadable``, ``joined``, ``new_people``, seconds)."""
+        if isinstance(paths, (str, os.PathLike)):
+            paths = [paths]
+        return self._library.add([os.path.expanduser(os.fspath(p)) for p in paths])
+
+    def people(self) -> List[Dict[str, Any]]:
+        """Every person: ``id``, ``name`` (None until named), ``faces``, ``photos``."""
+        return self._library.people()
+
+    def faces(self, person: Union[int, str]) -> List[Dict[str, Any]]:
+        """A person's faces (``id``, ``path``, ``box``, ``quality``...), best first."""
+        return self._library.faces(person)
+
+    def name(self, person: Union[int, str], name: str) -> Dict[str, Any]:
+        """Name (or rename) a person by id or current name."""
+        return self._library.name(person, name)
+
+    def merge(self, into: Union[int, str], others: Sequence[Union[int, str]]) -> Dict[str, Any]:
+        """Merge people into ``into``."""
+        return self._library.merge(into, list(others))
+
+    def move(self, face: int, to: Union[int, str, None]) -> Optional[Dict[str, Any]]:
+        """Move a face to a person, to ``"new"``, or to None (no one). It stays where it is
+        put through every regrouping, and never goes back to the person it left."""
+        return self._library.move_face(face, to)
+
+    def forget(self, person: Union[int, str]) -> int:
+        """Forget a person: their name, their gallery subject, their faces' embeddings."""
+        return self._library.forget(person)
+
+    def recluster(self) -> Dict[str, Any]:
+        """Regroup every face no one vouched for (names and corrections are kept)."""
+        return self._library.recluster()
+
+    def find(self, people: Sequence[Union[int, str]]) -> List[str]:
+        """Paths of the photos with all of these people."""
+        return self._library.find(list(people))
+
+    def find_face(self, image: ImageLike, limit: int = 50) -> List[Dict[str, Any]]:
+        """Photos containing the main face of ``image``, nearest first (``path``, ``face``,
+        ``distance``, ``person``, ``box``); deepface's ``find``."""
+        return self._library.find_face(load_image(image), limit)

@@ -3,6 +3,7 @@
 //! [`facenet::pipeline::FacePipeline`]) and its result into JSON.
 
 pub mod gallery;
+pub mod library;
 pub mod recognition;
 
 use std::sync::Arc;
@@ -138,7 +139,10 @@ impl Modify for KeyAuth {
 #[openapi(
     info(title = "facenet", description = "Face detection, embedding, verification and identification (FaceNet, Inception-ResNet-v1). Keys: `facenet keys create --gallery NAME --role read|write`; send as `x-api-key`."),
     paths(detect, embed, verify, identify, list_subjects, create_subject, rename_subject,
-          delete_subject, add_faces, list_faces, delete_face, healthz, readyz, metrics),
+          delete_subject, add_faces, list_faces, delete_face, healthz, readyz, metrics,
+          library::people, library::faces, library::photos, library::name, library::merge,
+          library::forget, library::move_face, library::thumbnail, library::photo, library::find,
+          library::recluster),
     components(schemas(ErrorBody)),
     modifiers(&KeyAuth)
 )]
@@ -169,7 +173,18 @@ pub fn routes(state: Arc<AppState>) -> Router {
         )
         .route("/subjects/{name}/faces", post(add_faces))
         .route("/faces", get(list_faces))
-        .route("/faces/{id}", delete(delete_face));
+        .route("/faces/{id}", delete(delete_face))
+        .route("/library/people", get(library::people))
+        .route("/library/people/{person}", delete(library::forget))
+        .route("/library/people/{person}/faces", get(library::faces))
+        .route("/library/people/{person}/photos", get(library::photos))
+        .route("/library/people/{person}/name", put(library::name))
+        .route("/library/people/{person}/merge", post(library::merge))
+        .route("/library/faces/{id}/move", post(library::move_face))
+        .route("/library/faces/{id}/thumbnail", get(library::thumbnail))
+        .route("/library/photos/{id}", get(library::photo))
+        .route("/library/find", post(library::find))
+        .route("/library/recluster", post(library::recluster));
     Router::new()
         .nest("/api/v1", api)
         .route("/healthz", get(healthz))

@@ -104,7 +104,7 @@ fn face_out(d: Option<&Detection>, img: &RgbImage, embedding: Option<Vec<f32>>) 
     }
 }
 
-fn decode(p: &FacePipeline, u: &Upload) -> Result<RgbImage, ApiError> {
+pub(crate) fn decode(p: &FacePipeline, u: &Upload) -> Result<RgbImage, ApiError> {
     Ok(p.decode(&u.bytes, FsPath::new(&u.label))?)
 }
 

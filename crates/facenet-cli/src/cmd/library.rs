@@ -1,0 +1,344 @@
+//! `facenet library`: a photo collection's faces, grouped into people (on
+//! `facenet_gallery::library::Library`, in the gallery's file).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use facenet::Device;
+use facenet_gallery::library::{Library, ScoredRun};
+
+use crate::common::{GalleryArgs, PhaseBar, PipelineArgs, bar};
+
+/// `facenet library ...`.
+#[derive(Debug, clap::Args)]
+pub struct LibraryCmd {
+    #[command(subcommand)]
+    pub command: LibrarySub,
+    #[command(flatten)]
+    pub gallery: GalleryArgs,
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum LibrarySub {
+    /// Index photos (folders recursively): new photos are detected, embedded and grouped into
+    /// people; known ones are skipped, moved ones keep their faces, deleted ones leave.
+    Add {
+        /// Folders or photos.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every person with face and photo counts.
+    People {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A person's faces (ids, photos, boxes, quality), best first.
+    Faces {
+        /// Person: id (`12` or `#12`) or name.
+        person: String,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Name a person (or rename): they become a gallery identity, so `identify` knows them.
+    Name {
+        /// Person: id or current name.
+        person: String,
+        /// The name.
+        name: String,
+    },
+    /// Merge people into the first.
+    Merge {
+        /// The person that stays.
+        into: String,
+        /// People merged into it.
+        #[arg(required = true)]
+        others: Vec<String>,
+    },
+    /// Move a face to another person (`new`: a person of its own), or to no one: it stays
+    /// where you put it, and never goes back to the person it left.
+    Move {
+        /// Face id (`facenet library faces PERSON` lists them).
+        face: i64,
+        /// Person: id, name, or `new`.
+        #[arg(long, required_unless_present = "nobody")]
+        to: Option<String>,
+        /// To no one ("not this person").
+        #[arg(long, conflicts_with = "to")]
+        nobody: bool,
+    },
+    /// Forget a person: their name (in the gallery too) and their faces' embeddings.
+    Forget {
+        /// Person: id or name.
+        person: String,
+    },
+    /// Regroup every face you have not vouched for (names, moved faces and "not this person"
+    /// are kept).
+    Recluster,
+    /// Photos with all these people, or containing this face.
+    Find {
+        /// Person (id or name); repeat for photos with all of them.
+        #[arg(long, required_unless_present = "face", conflicts_with = "face")]
+        person: Vec<String>,
+        /// A photo of the face to look for (its main face).
+        #[arg(long)]
+        face: Option<PathBuf>,
+        /// At most this many photos (by face).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A contact sheet of a person's faces (best first).
+    Sheet {
+        /// Person: id or name.
+        person: String,
+        /// Output PNG.
+        #[arg(short, long, default_value = "person.png")]
+        output: PathBuf,
+        /// At most this many faces.
+        #[arg(long, default_value_t = 25)]
+        max: usize,
+    },
+    /// Score the people against the truth of a labelled collection (each photo's folder is
+    /// its person's name, as LFW): BCubed precision and recall, people merged and split;
+    /// beside regrouping from scratch, in batches, `facenet cluster` and Immich's rule.
+    Evaluate {
+        /// The incremental replay's number of batches.
+        #[arg(long, default_value_t = 10)]
+        batches: usize,
+        /// Also write the table as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+}
+
+pub fn run(args: LibraryCmd, device: Device) -> anyhow::Result<()> {
+    let file = args.gallery.path();
+    let recognizer = args.gallery.recognizer(&args.pipeline, true, &device)?;
+    if args.pipeline.aligned {
+        bail!("--aligned: a library indexes whole photos (it finds every face itself)");
+    }
+    let lib = Library::open(
+        &file.to_string_lossy(),
+        &args.gallery.gallery_name,
+        recognizer,
+    )
+    .with_context(|| {
+        format!(
+            "opening the library in {}",
+            facenet_gallery::redact(&file.to_string_lossy())
+        )
+    })?;
+    match args.command {
+        LibrarySub::Add { paths, json } => {
+            let pool = args
+                .pipeline
+                .detector
+                .pool(&device, false)?
+                .context("a detector")?;
+            let pb = PhaseBar(bar(0, "{msg:8} {wide_bar} {pos}/{len} {per_sec} ETA {eta}"));
+            let r = lib.add(&paths, &pool, &pb)?;
+            pb.0.finish_and_clear();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "{} photo(s) indexed ({} face(s)) in {:.1} s, {} unchanged, {} moved, {} copies skipped, {} removed",
+                    r.photos, r.faces, r.indexing_s, r.unchanged, r.moved, r.copies, r.removed
+                );
+                println!(
+                    "people: {} face(s) joined someone, {} new person(s)",
+                    r.joined, r.new_people
+                );
+                for (p, why) in &r.unreadable {
+                    eprintln!("skipped {}: {why}", p.display());
+                }
+            }
+        }
+        LibrarySub::People { json } => {
+            let people = lib.people()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&people)?);
+            } else {
+                let [photos, failed, faces, n, named] = lib.db().counts()?;
+                println!(
+                    "{photos} photos ({failed} unreadable), {faces} faces, {n} people ({named} named) in {}",
+                    lib.db().location()
+                );
+                for p in people {
+                    println!(
+                        "{:>8}  {:>5} faces  {:>5} photos",
+                        p.label(),
+                        p.faces,
+                        p.photos
+                    );
+                }
+            }
+        }
+        LibrarySub::Faces { person, json } => {
+            let faces = lib.faces_of(&person)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&faces)?);
+            } else {
+                for f in faces {
+                    println!(
+                        "{:>7}  q={:.2}{}  {} #{}",
+                        f.id,
+                        f.quality,
+                        if f.pinned { " (placed)" } else { "" },
+                        f.path,
+                        f.index
+                    );
+                }
+            }
+        }
+        LibrarySub::Name { person, name } => {
+            let p = lib.name(&person, &name)?;
+            println!(
+                "#{} is {name}: {} face(s) in {} photo(s); `facenet identify` knows them",
+                p.id, p.faces, p.photos
+            );
+        }
+        LibrarySub::Merge { into, others } => {
+            let p = lib.merge(&into, &others)?;
+            println!(
+                "{}: {} face(s) in {} photo(s)",
+                p.label(),
+                p.faces,
+                p.photos
+            );
+        }
+        LibrarySub::Move { face, to, nobody } => {
+            match lib.move_face(face, if nobody { None } else { to.as_deref() })? {
+                Some(p) => println!("face {face} -> {} ({} face(s))", p.label(), p.faces),
+                None => println!("face {face} -> no one"),
+            }
+        }
+        LibrarySub::Forget { person } => {
+            let n = lib.forget(&person)?;
+            println!("forgot {person}: {n} face(s) erased");
+        }
+        LibrarySub::Recluster => {
+            let r = lib.recluster()?;
+            println!(
+                "{} face(s) joined someone, {} new person(s); {} with a person, {} alone",
+                r.joined, r.new_people, r.assigned, r.unassigned
+            );
+        }
+        LibrarySub::Find {
+            person,
+            face,
+            limit,
+            json,
+        } => {
+            if let Some(probe) = face {
+                let f = lib
+                    .recognizer()
+                    .pipeline()
+                    .face_in_file(&probe, facenet::pipeline::FaceChoice::Primary)?;
+                let hits = lib.find_face(&f.embedding, limit)?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&hits)?);
+                } else {
+                    for h in hits {
+                        println!(
+                            "{:.3}  {}  {}",
+                            h.distance,
+                            h.path,
+                            h.person.unwrap_or_else(|| "-".into())
+                        );
+                    }
+                }
+            } else {
+                let photos = lib.find_people(&person)?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&photos)?);
+                } else {
+                    for p in photos.iter().take(limit) {
+                        println!("{}", p.path);
+                    }
+                }
+            }
+        }
+        LibrarySub::Sheet {
+            person,
+            output,
+            max,
+        } => {
+            let p = lib.person(&person)?;
+            let faces = lib.faces_of(&person)?;
+            let crops = faces
+                .iter()
+                .take(max)
+                .map(|f| lib.thumbnail(f, 160))
+                .collect::<Result<Vec<_>, _>>()?;
+            let tiles: Vec<_> = faces
+                .iter()
+                .zip(&crops)
+                .map(|(f, crop)| facenet_plot::Tile {
+                    face: crop,
+                    title: format!("{} · face {}", p.label(), f.id),
+                    subtitle: format!(
+                        "q={:.2} {}",
+                        f.quality,
+                        std::path::Path::new(&f.path)
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_default()
+                    ),
+                    ok: true,
+                })
+                .collect();
+            facenet_plot::contact_sheet(&output, &tiles)?;
+            println!(
+                "{} face(s) of {}: {}",
+                tiles.len(),
+                p.label(),
+                output.display()
+            );
+        }
+        LibrarySub::Evaluate { batches, json } => {
+            let truth = |path: &str| {
+                std::path::Path::new(path)
+                    .parent()
+                    .and_then(|d| d.file_name())
+                    .map(|n| n.to_string_lossy().into_owned())
+            };
+            let rule = lib.rule();
+            let runs = lib.evaluate(truth, batches)?;
+            println!(
+                "join below {:.3}, found below {:.3}, at least {} faces, {} votes",
+                rule.threshold, rule.found, rule.min_faces, rule.votes
+            );
+            print_table(&runs);
+            if let Some(path) = json {
+                facenet::files::write_json_atomic(
+                    &path,
+                    &serde_json::json!({"rule": rule, "runs": runs}),
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_table(runs: &[ScoredRun]) {
+    println!(
+        "| run | faces | people | BCubed P | BCubed R | F | merged | split | clusters |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for r in runs {
+        let s = &r.score;
+        println!(
+            "| {} | {} | {} | {:.4} | {:.4} | {:.4} | {} | {} | {} |",
+            r.run, s.faces, s.people, s.precision, s.recall, s.f, s.merged, s.split, s.clusters
+        );
+    }
+}
