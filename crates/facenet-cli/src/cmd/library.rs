@@ -114,6 +114,15 @@ pub enum LibrarySub {
         /// The incremental replay's number of batches.
         #[arg(long, default_value_t = 10)]
         batches: usize,
+        /// Score another join threshold (default: the impostor table's at the library's FAR).
+        #[arg(long)]
+        join: Option<f32>,
+        /// Score another founding threshold.
+        #[arg(long)]
+        found: Option<f32>,
+        /// Score another number of votes to join.
+        #[arg(long)]
+        votes: Option<usize>,
         /// Also write the table as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -285,13 +294,22 @@ pub fn run(args: LibraryCmd, device: Device) -> anyhow::Result<()> {
                 .zip(&crops)
                 .map(|(f, crop)| facenet_plot::Tile {
                     face: crop,
-                    title: format!("{} · face {}", p.label(), f.id),
+                    title: format!("face {}", f.id),
                     subtitle: format!(
                         "q={:.2} {}",
                         f.quality,
                         std::path::Path::new(&f.path)
-                            .file_name()
-                            .map(|n| n.to_string_lossy().into_owned())
+                            .file_stem()
+                            .map(|n| {
+                                // The end of the name (where photo numbers are).
+                                let n: Vec<char> = n.to_string_lossy().chars().collect();
+                                match n.len() > 14 {
+                                    true => {
+                                        format!("…{}", n[n.len() - 13..].iter().collect::<String>())
+                                    }
+                                    false => n.iter().collect(),
+                                }
+                            })
                             .unwrap_or_default()
                     ),
                     ok: true,
@@ -305,7 +323,28 @@ pub fn run(args: LibraryCmd, device: Device) -> anyhow::Result<()> {
                 output.display()
             );
         }
-        LibrarySub::Evaluate { batches, json } => {
+        LibrarySub::Evaluate {
+            batches,
+            json,
+            join,
+            found,
+            votes,
+        } => {
+            let mut rule = lib.rule();
+            rule.threshold = join.unwrap_or(rule.threshold);
+            rule.found = found.unwrap_or(rule.found);
+            rule.votes = votes.unwrap_or(rule.votes);
+            if !(rule.threshold > 0.0
+                && rule.threshold <= 2.0
+                && rule.found > 0.0
+                && rule.found <= 2.0)
+            {
+                bail!("--join and --found are L2 distances between unit embeddings, in (0, 2]");
+            }
+            if rule.votes == 0 {
+                bail!("--votes: at least 1");
+            }
+            let lib = lib.with_rule(rule);
             let truth = |path: &str| {
                 std::path::Path::new(path)
                     .parent()

@@ -171,7 +171,12 @@ impl Library {
                             drop.push(old);
                         }
                         moves.push((id, path.display().to_string(), *size, *time));
-                        report.moved += 1;
+                        // The same file touched (a new time, the same content) is unchanged.
+                        if *known == Some(id) {
+                            report.unchanged += 1;
+                        } else {
+                            report.moved += 1;
+                        }
                     }
                     Seen::Copy => report.copies += 1,
                     Seen::Unreadable(why) => report.unreadable.push((path.clone(), why)),
@@ -229,9 +234,14 @@ impl Library {
         }
         report.removed = gone.len();
         report.indexing_s = started.elapsed().as_secs_f64();
-        let g = self.group()?;
-        report.joined = g.joined;
-        report.new_people = g.new_people;
+        // Grouping reads every face: skipped when no face came since the last one (a rerun
+        // over an unchanged library; a run killed before grouping leaves the watermark behind,
+        // so the next run groups).
+        if self.db.needs_grouping()? {
+            let g = self.group()?;
+            report.joined = g.joined;
+            report.new_people = g.new_people;
+        }
         report.total_s = started.elapsed().as_secs_f64();
         Ok(report)
     }

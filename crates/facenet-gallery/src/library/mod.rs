@@ -60,7 +60,7 @@ pub const MIN_FACES: usize = 2;
 pub const IMMICH_MIN_FACES: usize = 3;
 
 /// Neighbours a face needs among a person's faces to join them.
-pub const VOTES: usize = 3;
+pub const VOTES: usize = 5;
 
 /// Faces of a named person enrolled into the gallery (the best by quality).
 pub const NAMED_FACES: usize = 10;

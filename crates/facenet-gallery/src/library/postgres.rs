@@ -309,8 +309,31 @@ impl LibraryStore for PostgresLibrary {
                 }
             }
             delete_empty(&tx, g).await?;
+            let seen = points.iter().map(|p| p.id).max().unwrap_or(0);
+            tx.execute(
+                "INSERT INTO library_meta(gallery_id, key, value) VALUES ($1, 'grouped', $2)
+                 ON CONFLICT (gallery_id, key) DO UPDATE SET value = EXCLUDED.value",
+                &[&g, &seen.to_string()],
+            )
+            .await?;
             tx.commit().await?;
             Ok(created)
+        })
+    }
+
+    fn needs_grouping(&self) -> Result<bool> {
+        let g = self.g();
+        self.db.run(|c| async move {
+            Ok(c.query_one(
+                "SELECT COALESCE((SELECT MAX(f.id) FROM library_faces f
+                                  JOIN library_photos p ON p.id = f.photo_id
+                                  WHERE p.gallery_id = $1), 0) >
+                        COALESCE((SELECT value::bigint FROM library_meta
+                                  WHERE gallery_id = $1 AND key = 'grouped'), 0)",
+                &[&g],
+            )
+            .await?
+            .get(0))
         })
     }
 

@@ -130,6 +130,9 @@ pub trait LibraryStore: Send + Sync + std::fmt::Debug {
     /// it decides, all in one transaction that excludes other writers of the library (two
     /// indexers never form one person twice). Returns the new people's ids.
     fn regroup(&self, f: &mut GroupFn<'_>) -> Result<Vec<i64>>;
+    /// Whether faces were stored since the last grouping (its watermark: the highest face id
+    /// it saw), so that a rerun with nothing new skips grouping.
+    fn needs_grouping(&self) -> Result<bool>;
     /// Every person with face and photo counts, named first, then by faces.
     fn people(&self) -> Result<Vec<Person>>;
     /// The id of the person of that name.
@@ -498,8 +501,28 @@ impl LibraryStore for SqliteLibrary {
             )
             .map_err(self.err())?;
         }
+        let seen = points.iter().map(|p| p.id).max().unwrap_or(0);
+        tx.execute(
+            &self.q("INSERT INTO library_meta(key, value) VALUES ('grouped', ?1)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value"),
+            [seen.to_string()],
+        )
+        .map_err(self.err())?;
         tx.commit().map_err(self.err())?;
         Ok(created)
+    }
+
+    fn needs_grouping(&self) -> Result<bool> {
+        self.conn()
+            .query_row(
+                &self.q(
+                    "SELECT COALESCE((SELECT MAX(id) FROM library_faces), 0) >
+                     COALESCE((SELECT CAST(value AS INTEGER) FROM library_meta WHERE key = 'grouped'), 0)",
+                ),
+                [],
+                |r| r.get(0),
+            )
+            .map_err(self.err())
     }
 
     /// Every person with face and photo counts, named first, then by faces.
