@@ -1,12 +1,14 @@
 -- The photo library of each gallery: photos, every face of every photo, people, and the
 -- user's "not this person". Embeddings are real[] (they are compared in the process).
-CREATE TABLE library_meta (
+-- Idempotent (IF NOT EXISTS), as a database rolled back to an earlier schema version may
+-- still hold these tables.
+CREATE TABLE IF NOT EXISTS library_meta (
     gallery_id BIGINT NOT NULL REFERENCES galleries(id) ON DELETE CASCADE,
     key        TEXT NOT NULL,
     value      TEXT NOT NULL,
     PRIMARY KEY (gallery_id, key)
 );
-CREATE TABLE library_photos (
+CREATE TABLE IF NOT EXISTS library_photos (
     id         BIGSERIAL PRIMARY KEY,
     gallery_id BIGINT NOT NULL REFERENCES galleries(id) ON DELETE CASCADE,
     path       TEXT NOT NULL,
@@ -20,14 +22,14 @@ CREATE TABLE library_photos (
     UNIQUE (gallery_id, path),
     UNIQUE (gallery_id, hash)
 );
-CREATE TABLE library_people (
+CREATE TABLE IF NOT EXISTS library_people (
     id         BIGSERIAL PRIMARY KEY,
     gallery_id BIGINT NOT NULL REFERENCES galleries(id) ON DELETE CASCADE,
     name       TEXT,
     created    BIGINT NOT NULL,
     UNIQUE (gallery_id, name)
 );
-CREATE TABLE library_faces (
+CREATE TABLE IF NOT EXISTS library_faces (
     id        BIGSERIAL PRIMARY KEY,
     photo_id  BIGINT NOT NULL REFERENCES library_photos(id) ON DELETE CASCADE,
     idx       INTEGER NOT NULL,
@@ -40,8 +42,8 @@ CREATE TABLE library_faces (
     pinned    BOOLEAN NOT NULL DEFAULT false,
     UNIQUE (photo_id, idx)
 );
-CREATE INDEX library_faces_person ON library_faces(person_id);
-CREATE TABLE library_rejects (
+CREATE INDEX IF NOT EXISTS library_faces_person ON library_faces(person_id);
+CREATE TABLE IF NOT EXISTS library_rejects (
     face_id   BIGINT NOT NULL REFERENCES library_faces(id) ON DELETE CASCADE,
     person_id BIGINT NOT NULL REFERENCES library_people(id) ON DELETE CASCADE,
     PRIMARY KEY (face_id, person_id)
