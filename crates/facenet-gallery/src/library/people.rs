@@ -12,6 +12,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+pub use crate::cluster::{distance2, neighbours};
+
 /// When faces count as one person.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PeopleRule {
@@ -56,67 +58,6 @@ pub struct Grouping {
     pub joined: Vec<(i64, i64)>,
     /// New people, each as its faces (ids).
     pub new_people: Vec<Vec<i64>>,
-}
-
-/// Squared L2 between two vectors, in 8 independent lanes (the compiler vectorizes it).
-pub fn distance2(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for k in 0..8 {
-            let d = x[k] - y[k];
-            acc[k] += d * d;
-        }
-    }
-    let mut s: f32 = acc.iter().sum();
-    for (x, y) in ra.iter().zip(rb) {
-        s += (x - y) * (x - y);
-    }
-    s
-}
-
-/// For each of `queries` (indices into `points`), the other points within `threshold`, with
-/// their distance; spread over the machine's cores.
-pub fn neighbours(
-    points: &[Vec<f32>],
-    queries: &[usize],
-    threshold: f32,
-) -> Vec<Vec<(usize, f32)>> {
-    let t2 = threshold * threshold;
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(queries.len().max(1));
-    let chunk = queries.len().div_ceil(threads).max(1);
-    let mut out = Vec::with_capacity(queries.len());
-    std::thread::scope(|s| {
-        let handles: Vec<_> = queries
-            .chunks(chunk)
-            .map(|part| {
-                s.spawn(move || {
-                    part.iter()
-                        .map(|&q| {
-                            let p = &points[q];
-                            points
-                                .iter()
-                                .enumerate()
-                                .filter(|&(j, _)| j != q)
-                                .filter_map(|(j, o)| {
-                                    let d2 = distance2(p, o);
-                                    (d2 < t2).then(|| (j, d2.max(0.0).sqrt()))
-                                })
-                                .collect::<Vec<_>>()
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        for h in handles {
-            out.extend(h.join().expect("a neighbour search thread panicked"));
-        }
-    });
-    out
 }
 
 /// One grouping pass over `points`: unassigned, unpinned faces join people or found new ones.
