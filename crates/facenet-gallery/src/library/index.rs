@@ -1,7 +1,7 @@
 //! `library add`: walk folders, skip what is known, detect and embed the rest in batches over
 //! every core, and store each batch of photos in one transaction.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -21,7 +21,7 @@ pub const BATCH: usize = 32;
 /// What the detection stage made of one file.
 enum Seen {
     /// Same content as a stored photo whose file is gone: it moved.
-    Moved(i64),
+    Moved(i64, String),
     /// Same content as a stored photo still in place: a copy, not indexed twice.
     Copy,
     /// New content: the photo with its crops (embedded next).
@@ -121,7 +121,7 @@ impl Library {
                             if Path::new(old).exists() && *old != path.display().to_string() {
                                 Seen::Copy
                             } else {
-                                Seen::Moved(*id)
+                                Seen::Moved(*id, hash)
                             },
                         );
                     }
@@ -163,14 +163,16 @@ impl Library {
             let mut photos = Vec::new();
             let mut crops = Vec::new();
             let mut moves = Vec::new();
+            let mut moved_hashes = Vec::new();
             let mut drop = Vec::new();
             for ((path, size, time, known), r) in chunk.iter().zip(results) {
                 match r? {
-                    Seen::Moved(id) => {
+                    Seen::Moved(id, hash) => {
                         if let Some(old) = known.filter(|k| *k != id) {
                             drop.push(old);
                         }
                         moves.push((id, path.display().to_string(), *size, *time));
+                        moved_hashes.push(hash);
                         // The same file touched (a new time, the same content) is unchanged.
                         if *known == Some(id) {
                             report.unchanged += 1;
@@ -214,9 +216,10 @@ impl Library {
                     }
                 }
             }
-            for (id, path, size, time) in &moves {
-                by_hash.retain(|_, v| v.0 != *id);
-                by_path.retain(|_, v| v.0 != *id);
+            for ((id, path, size, time), hash) in moves.iter().zip(moved_hashes) {
+                if let Some((_, old)) = by_hash.insert(hash, (*id, path.clone())) {
+                    by_path.remove(&old);
+                }
                 by_path.insert(path.clone(), (*id, *size, *time));
             }
         }
@@ -245,10 +248,4 @@ impl Library {
         report.total_s = started.elapsed().as_secs_f64();
         Ok(report)
     }
-}
-
-/// Paths known to the store, by id (for tests and reports).
-pub fn paths_by_id(lib: &Library) -> Result<HashMap<i64, String>> {
-    let (by_path, _) = lib.db.files()?;
-    Ok(by_path.into_iter().map(|(p, k)| (k.0, p)).collect())
 }

@@ -342,7 +342,9 @@ impl LibraryStore for PostgresLibrary {
         self.db.run(|c| async move {
             let rows = c
                 .query(
-                    "SELECT p.id, p.name, COUNT(f.id), COUNT(DISTINCT f.photo_id)
+                    "SELECT p.id, p.name, COUNT(f.id), COUNT(DISTINCT f.photo_id),
+                        (SELECT c.id FROM library_faces c WHERE c.person_id = p.id
+                         ORDER BY c.quality DESC, c.id LIMIT 1)
                      FROM library_people p LEFT JOIN library_faces f ON f.person_id = p.id
                      WHERE p.gallery_id = $1
                      GROUP BY p.id
@@ -357,6 +359,7 @@ impl LibraryStore for PostgresLibrary {
                     name: r.get(1),
                     faces: r.get::<_, i64>(2) as usize,
                     photos: r.get::<_, i64>(3) as usize,
+                    cover: r.get(4),
                 })
                 .collect())
         })

@@ -530,7 +530,9 @@ impl LibraryStore for SqliteLibrary {
         let conn = self.conn();
         let mut st = conn
             .prepare(&self.q(
-                "SELECT p.id, p.name, COUNT(f.id), COUNT(DISTINCT f.photo_id)
+                "SELECT p.id, p.name, COUNT(f.id), COUNT(DISTINCT f.photo_id),
+                        (SELECT c.id FROM library_faces c WHERE c.person_id = p.id
+                         ORDER BY c.quality DESC, c.id LIMIT 1)
                  FROM library_people p LEFT JOIN library_faces f ON f.person_id = p.id
                  GROUP BY p.id
                  ORDER BY p.name IS NULL, COUNT(f.id) DESC, p.id",
@@ -542,6 +544,7 @@ impl LibraryStore for SqliteLibrary {
                 name: r.get(1)?,
                 faces: r.get::<_, i64>(2)? as usize,
                 photos: r.get::<_, i64>(3)? as usize,
+                cover: r.get(4)?,
             })
         })
         .map_err(self.err())?

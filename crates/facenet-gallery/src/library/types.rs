@@ -14,6 +14,8 @@ pub struct Person {
     pub faces: usize,
     /// Photos.
     pub photos: usize,
+    /// Their best face by quality (a thumbnail for the person).
+    pub cover: Option<i64>,
 }
 
 impl Person {

@@ -41,6 +41,16 @@ impl AppState {
         held.insert(t.key.gallery.clone(), lib.clone());
         Ok(lib)
     }
+
+    /// `f` on the caller's library, as queued work ([`AppState::work`]).
+    async fn with_library<T: Send + 'static>(
+        self: &Arc<Self>,
+        t: Tenant,
+        f: impl FnOnce(&Library) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let s = self.clone();
+        self.work(move || f(&*s.library(&t)?)).await
+    }
 }
 
 /// People of the library.
@@ -65,15 +75,14 @@ pub struct PersonOut {
     pub cover: Option<i64>,
 }
 
-fn person_out(lib: &Library, p: Person) -> Result<PersonOut, ApiError> {
-    let cover = lib.db().faces_of(p.id)?.first().map(|f| f.id);
-    Ok(PersonOut {
+fn person_out(p: Person) -> PersonOut {
+    PersonOut {
         id: p.id,
         name: p.name,
         faces: p.faces,
         photos: p.photos,
-        cover,
-    })
+        cover: p.cover,
+    }
 }
 
 /// A face of the library.
@@ -127,14 +136,8 @@ pub(crate) async fn people(
     State(s): State<Arc<AppState>>,
     t: Tenant,
 ) -> Result<Json<PeopleOut>, ApiError> {
-    let s2 = s.clone();
-    s.work(move || {
-        let lib = s2.library(&t)?;
-        let people = lib
-            .people()?
-            .into_iter()
-            .map(|p| person_out(&lib, p))
-            .collect::<Result<_, _>>()?;
+    s.with_library(t, move |lib| {
+        let people = lib.people()?.into_iter().map(person_out).collect();
         Ok(Json(PeopleOut { people }))
     })
     .await
@@ -149,9 +152,7 @@ pub(crate) async fn faces(
     t: Tenant,
     Path(person): Path<String>,
 ) -> Result<Json<Vec<FaceOut>>, ApiError> {
-    let s2 = s.clone();
-    s.work(move || {
-        let lib = s2.library(&t)?;
+    s.with_library(t, move |lib| {
         Ok(Json(
             lib.faces_of(&person)?.into_iter().map(face_out).collect(),
         ))
@@ -168,9 +169,7 @@ pub(crate) async fn photos(
     t: Tenant,
     Path(person): Path<String>,
 ) -> Result<Json<Vec<PhotoOut>>, ApiError> {
-    let s2 = s.clone();
-    s.work(move || {
-        let lib = s2.library(&t)?;
+    s.with_library(t, move |lib| {
         let mut faces: HashMap<String, Vec<FaceOut>> = HashMap::new();
         for f in lib.faces_of(&person)? {
             faces.entry(f.path.clone()).or_default().push(face_out(f));
@@ -210,11 +209,9 @@ pub(crate) async fn name(
     Body(b): Body<NameIn>,
 ) -> Result<Json<PersonOut>, ApiError> {
     t.require_write("naming a person")?;
-    let s2 = s.clone();
-    s.work(move || {
-        let lib = s2.library(&t)?;
+    s.with_library(t, move |lib| {
         let p = lib.name(&person, &b.name)?;
-        Ok(Json(person_out(&lib, p)?))
+        Ok(Json(person_out(p)))
     })
     .await
 }
@@ -244,11 +241,9 @@ pub(crate) async fn merge(
             "people: name at least one person to merge",
         ));
     }
-    let s2 = s.clone();
-    s.work(move || {
-        let lib = s2.library(&t)?;
+    s.with_library(t, move |lib| {
         let p = lib.merge(&person, &b.people)?;
-        Ok(Json(person_out(&lib, p)?))
+        Ok(Json(person_out(p)))
     })
     .await
 }
@@ -270,9 +265,7 @@ pub(crate) async fn forget(
     Path(person): Path<String>,
 ) -> Result<Json<Forgotten>, ApiError> {
     t.require_write("forgetting a person")?;
-    let s2 = s.clone();
-    s.work(move || {
-        let lib = s2.library(&t)?;
+    s.with_library(t, move |lib| {
         Ok(Json(Forgotten {
             faces: lib.forget(&person)?,
         }))
@@ -299,9 +292,7 @@ pub(crate) async fn move_face(
     Body(b): Body<MoveIn>,
 ) -> Result<Json<FaceOut>, ApiError> {
     t.require_write("moving a face")?;
-    let s2 = s.clone();
-    s.work(move || {
-        let lib = s2.library(&t)?;
+    s.with_library(t, move |lib| {
         lib.move_face(id, b.to.as_deref())?;
         Ok(Json(face_out(lib.db().face(id)?)))
     })
@@ -318,9 +309,7 @@ pub(crate) async fn thumbnail(
     t: Tenant,
     Path(id): Path<i64>,
 ) -> Result<Response, ApiError> {
-    let s2 = s.clone();
-    s.work(move || {
-        let lib = s2.library(&t)?;
+    s.with_library(t, move |lib| {
         let jpeg = lib.thumbnail_jpeg(id, THUMBNAIL)?;
         Ok((
             [
@@ -344,9 +333,7 @@ pub(crate) async fn photo(
     t: Tenant,
     Path(id): Path<i64>,
 ) -> Result<Response, ApiError> {
-    let s2 = s.clone();
-    s.work(move || {
-        let lib = s2.library(&t)?;
+    s.with_library(t, move |lib| {
         let (bytes, kind) = lib.photo_file(id)?;
         Ok((
             [
@@ -449,9 +436,8 @@ pub(crate) async fn recluster(
     t: Tenant,
 ) -> Result<Json<ReclusterOut>, ApiError> {
     t.require_write("regrouping the library")?;
-    let s2 = s.clone();
-    s.work(move || {
-        let r = s2.library(&t)?.recluster()?;
+    s.with_library(t, move |lib| {
+        let r = lib.recluster()?;
         Ok(Json(ReclusterOut {
             joined: r.joined,
             new_people: r.new_people,
