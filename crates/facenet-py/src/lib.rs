@@ -2,6 +2,7 @@
 //! (`python/facenet`) wraps these in documented classes and coerces images; every flow here
 //! is one library call, run with the GIL released.
 
+mod landmarks;
 mod library;
 
 use std::path::{Path, PathBuf};
@@ -169,12 +170,17 @@ fn decode<'py>(py: Python<'py>, data: &[u8], label: &str) -> PyResult<Bound<'py,
     Ok(array(py, img))
 }
 
-/// Downloads the weights and sample photos into the cache (once); returns the cache folder.
+/// Downloads the weights and sample photos into the cache (once), and dlib's 68-point model
+/// with `landmarks`; returns the cache folder.
 #[pyfunction]
-fn fetch(py: Python<'_>) -> PyResult<PathBuf> {
+#[pyo3(signature = (landmarks = false))]
+fn fetch(py: Python<'_>, landmarks: bool) -> PyResult<PathBuf> {
     let root = facenet_import::fetch::cache_dir();
-    py.detach(|| facenet_import::fetch::ensure(&root, &mut |line| eprintln!("fetch: {line}")))
-        .map_err(|e| raise(py, "Error", chain(&e)))?;
+    let extras = facenet_import::fetch::Extras { landmarks };
+    py.detach(|| {
+        facenet_import::fetch::ensure_with(&root, extras, &mut |line| eprintln!("fetch: {line}"))
+    })
+    .map_err(|e| raise(py, "Error", chain(&e)))?;
     Ok(root)
 }
 
@@ -576,6 +582,7 @@ fn _facenet(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Engine>()?;
     m.add_class::<Gallery>()?;
     m.add_class::<library::Library>()?;
+    m.add_class::<landmarks::Landmarks68>()?;
     m.add_function(wrap_pyfunction!(load, m)?)?;
     m.add_function(wrap_pyfunction!(decode, m)?)?;
     m.add_function(wrap_pyfunction!(fetch, m)?)?;

@@ -134,6 +134,67 @@ def test_face_recognition_script_runs_by_changing_the_import():
     assert set(marks[0]) >= {"left_eye", "right_eye", "nose_tip", "top_lip", "bottom_lip"}
 
 
+FEATURES = {"chin": 17, "left_eyebrow": 5, "right_eyebrow": 5, "nose_bridge": 4, "nose_tip": 5,
+            "left_eye": 6, "right_eye": 6, "top_lip": 12, "bottom_lip": 12}
+
+
+def test_face_landmarks_gives_dlibs_68_points(tmp_path):
+    """With the model fetched (``facenet.fetch(landmarks=True)``), face_landmarks returns
+    face_recognition's nine features; in dlib's own boxes the points are dlib's (golden:
+    crates/facenet/data/landmarks68-dlib.json, all but 1 % of coordinates equal, none over 1 px
+    apart); and the features draw as face_recognition's feature and makeup examples draw them."""
+    from PIL import Image, ImageDraw
+
+    golden = json.loads((ROOT / "crates" / "facenet" / "data" / "landmarks68-dlib.json").read_text())
+    model = facenet._facenet.Landmarks68()
+    equal = total = 0
+    for face in golden["faces"]:
+        img = facenet.load_image(SHARED / "reference" / "photos" / face["photo"])
+        got = np.floor(model.in_box(img, [float(v) for v in face["box"]]) + 0.5)
+        want = np.asarray(face["points"], dtype=np.float32)
+        assert got.shape == (68, 2)
+        assert np.abs(got - want).max() <= 1, face["photo"]
+        equal += int((got == want).sum())
+        total += want.size
+    assert equal >= 0.99 * total, f"{equal}/{total}"
+
+    path = SHARED / "reference" / "photos" / "jerry_seinfeld_1.png"
+    image = face_recognition.load_image_file(path)
+    marks = face_recognition.face_landmarks(image)
+    assert marks and {k: len(v) for k, v in marks[0].items()} == FEATURES
+    assert all(isinstance(x, int) and isinstance(y, int) for pts in marks[0].values() for x, y in pts)
+    # The features example: every feature outlined.
+    outlined = Image.fromarray(image)
+    pen = ImageDraw.Draw(outlined)
+    for face in marks:
+        for feature in face:
+            pen.line(face[feature], width=3)
+    # The makeup example: eyebrows and lips filled, eyes lined.
+    made_up = Image.fromarray(image)
+    brush = ImageDraw.Draw(made_up, "RGBA")
+    for face in marks:
+        brush.polygon(face["left_eyebrow"], fill=(68, 54, 39, 128))
+        brush.polygon(face["right_eyebrow"], fill=(68, 54, 39, 128))
+        brush.polygon(face["top_lip"], fill=(150, 0, 0, 128))
+        brush.polygon(face["bottom_lip"], fill=(150, 0, 0, 128))
+        brush.line(face["left_eye"] + [face["left_eye"][0]], fill=(0, 0, 0, 110), width=6)
+        brush.line(face["right_eye"] + [face["right_eye"][0]], fill=(0, 0, 0, 110), width=6)
+    for drawn in (outlined, made_up):
+        changed = np.any(np.asarray(drawn) != image, axis=2)
+        ys, xs = np.nonzero(changed)
+        top, right, bottom, left = face_recognition.face_locations(image)[0]
+        # The drawing is on the face: its changed pixels lie within the face's box, grown a little.
+        grow = 0.25 * (bottom - top)
+        assert changed.sum() > 200
+        assert left - grow <= xs.min() and xs.max() <= right + grow
+        assert top - grow <= ys.min() and ys.max() <= bottom + grow
+    lips = np.mean([y for _, y in marks[0]["top_lip"] + marks[0]["bottom_lip"]])
+    eyes = np.mean([y for _, y in marks[0]["left_eye"] + marks[0]["right_eye"]])
+    assert eyes < lips
+    with pytest.raises(facenet.NotFound, match="no such file"):
+        facenet._facenet.Landmarks68(str(tmp_path / "missing.dat"))
+
+
 def test_bad_inputs_raise_the_right_exceptions(net, tmp_path):
     with pytest.raises(ValueError, match="dtype float"):
         net.faces(np.zeros((50, 50, 3), dtype=np.float32))

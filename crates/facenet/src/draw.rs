@@ -7,8 +7,9 @@ use image::{Rgb, RgbImage};
 
 use crate::detect::Detection;
 
-/// Green for boxes, red for landmarks.
+/// Green for boxes.
 const BOX: Rgb<u8> = Rgb([0, 220, 0]);
+/// Red for landmarks.
 const MARK: Rgb<u8> = Rgb([230, 20, 20]);
 
 fn put(img: &mut RgbImage, x: i64, y: i64, c: Rgb<u8>) {
@@ -51,6 +52,19 @@ pub fn detection(img: &mut RgbImage, d: &Detection) {
     rect(img, d.bbox, t, BOX);
     for [x, y] in d.landmarks {
         dot(img, x, y, t + 1, MARK);
+    }
+}
+
+/// Yellow for the 68-point shape.
+const SHAPE: Rgb<u8> = Rgb([255, 210, 0]);
+
+/// A detection's box with its 68-point shape ([`crate::landmarks`]) as dots sized to the face.
+pub fn detection_shape(img: &mut RgbImage, d: &Detection, points: &[[f32; 2]]) {
+    let side = (d.bbox[2] - d.bbox[0]).max(d.bbox[3] - d.bbox[1]);
+    rect(img, d.bbox, ((side / 80.0).round() as i64).max(1), BOX);
+    let r = ((side / 100.0).round() as i64).max(1);
+    for &[x, y] in points {
+        dot(img, x, y, r, SHAPE);
     }
 }
 

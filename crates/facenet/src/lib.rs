@@ -6,6 +6,7 @@
 //! - [`paths`]: the cache directory and default weights file.
 //! - [`align`]: crop with margin or 5-landmark similarity alignment.
 //! - [`detect`]: MTCNN face detection ([`detect::Detector`]).
+//! - [`landmarks`]: 68-point landmarks (dlib's shape predictor).
 //! - [`eval`]: pairs files and verification metrics (accuracy, VAL@FAR, ROC, AUC, EER).
 //! - [`options`]: how the networks run ([`Inference`]), resolved once by each front.
 //! - Training (triplet loss, online mining, center loss) is the crate `facenet-train`.
@@ -29,6 +30,7 @@ pub mod eval;
 pub mod fast;
 pub mod files;
 pub mod image;
+pub mod landmarks;
 pub mod model;
 pub mod options;
 pub mod paths;

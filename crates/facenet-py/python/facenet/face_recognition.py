@@ -4,7 +4,8 @@
 
 ``load_image_file``, ``face_locations`` (``(top, right, bottom, left)``), ``face_encodings``,
 ``compare_faces``, ``face_distance`` and ``face_landmarks`` behave as face_recognition's, on
-this engine (MTCNN + FaceNet, 128-d unit embeddings).
+this engine (MTCNN + FaceNet, 128-d unit embeddings). ``face_landmarks`` gives the 68 points
+of dlib's own shape predictor once ``facenet.fetch(landmarks=True)`` has fetched its model.
 
 **Distances are on face_recognition's scale.** Scripts written for face_recognition carry
 dlib's numbers: ``compare_faces``' default tolerance 0.6, and cutoffs like
@@ -21,13 +22,16 @@ upsampling, and one forward pass gives the embedding.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import FaceNet, InvalidInput, load_image
+from . import FaceNet, InvalidInput, NotFound, _facenet, load_image
 
 _NET: Optional[FaceNet] = None
+_SHAPE: Optional[Any] = None
+_SHAPE_WARNED = False
 
 
 def _net() -> FaceNet:
@@ -95,13 +99,44 @@ def compare_faces(known_face_encodings: Sequence[np.ndarray], face_encoding_to_c
     return list(face_distance(known_face_encodings, face_encoding_to_check) <= tolerance)
 
 
+def _shape_model():
+    """dlib's 68-point model if fetched (``facenet.fetch(landmarks=True)``), else ``None``
+    (with a warning, once)."""
+    global _SHAPE, _SHAPE_WARNED
+    if _SHAPE is None:
+        try:
+            _SHAPE = _facenet.Landmarks68()
+        except NotFound as e:
+            if not _SHAPE_WARNED:
+                warnings.warn(f"{e}; face_landmarks gives MTCNN's five points until then", stacklevel=3)
+                _SHAPE_WARNED = True
+            return None
+    return _SHAPE
+
+
+def _named(p) -> Dict[str, List[Tuple[int, int]]]:
+    """face_recognition's names for the 68 points (its lips run round their outline)."""
+    return {
+        "chin": p[0:17], "left_eyebrow": p[17:22], "right_eyebrow": p[22:27],
+        "nose_bridge": p[27:31], "nose_tip": p[31:36], "left_eye": p[36:42], "right_eye": p[42:48],
+        "top_lip": p[48:55] + [p[64], p[63], p[62], p[61], p[60]],
+        "bottom_lip": p[54:60] + [p[48], p[60], p[67], p[66], p[65], p[64]],
+    }
+
+
 def face_landmarks(face_image, face_locations: Optional[Iterable[Tuple[int, int, int, int]]] = None,
                    model: str = "large") -> List[Dict[str, List[Tuple[int, int]]]]:
-    """Landmarks per face under face_recognition's key names, where MTCNN has them: its five
-    points give ``left_eye``, ``right_eye`` (as seen in the image), ``nose_tip``, and the two
-    mouth corners as ``top_lip`` and ``bottom_lip``. ``face_locations`` picks faces by their
-    box (the nearest detection); ``model`` is ignored."""
-    faces = _net().detect(face_image)
+    """Landmarks per face under face_recognition's key names.
+
+    ``model="large"`` (the default) gives the 68 points of dlib's shape predictor, placed on
+    MTCNN's five, under face_recognition's keys (``chin``, ``left_eyebrow``, ``right_eyebrow``,
+    ``nose_bridge``, ``nose_tip``, ``left_eye``, ``right_eye``, ``top_lip``, ``bottom_lip``),
+    once ``facenet.fetch(landmarks=True)`` has fetched the model. Without it, and with
+    ``model="small"``, MTCNN's five points give ``left_eye``, ``right_eye`` (as seen in the
+    image), ``nose_tip``, and the two mouth corners as ``top_lip`` and ``bottom_lip``.
+    ``face_locations`` picks faces by their box (the nearest detection)."""
+    img = load_image(face_image)
+    faces = _net().detect(img)
     if face_locations is not None:
         wanted = []
         for (top, right, bottom, left) in face_locations:
@@ -109,8 +144,13 @@ def face_landmarks(face_image, face_locations: Optional[Iterable[Tuple[int, int,
             wanted.append(min(faces, key=lambda f: np.linalg.norm(
                 np.array([(f.box[0] + f.box[2]) / 2, (f.box[1] + f.box[3]) / 2]) - centre)))
         faces = wanted
+    shape = _shape_model() if model == "large" else None
     out = []
     for f in faces:
+        if shape is not None:
+            pts = shape.on_five(img, [list(map(float, xy)) for xy in f.landmarks])
+            out.append(_named([(int(np.floor(x + 0.5)), int(np.floor(y + 0.5))) for x, y in pts]))
+            continue
         p = [(int(round(x)), int(round(y))) for (x, y) in f.landmarks]
         out.append({"left_eye": [p[0]], "right_eye": [p[1]], "nose_tip": [p[2]],
                     "top_lip": [p[3], p[4]], "bottom_lip": [p[3], p[4]]})
