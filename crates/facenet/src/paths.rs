@@ -36,7 +36,5 @@ pub fn default_weights() -> PathBuf {
 
 /// The 68-point landmark model in the cache (`facenet fetch --landmarks`).
 pub fn landmarks68() -> PathBuf {
-    cache_dir()
-        .join("landmarks")
-        .join(LANDMARKS68_FILE)
+    cache_dir().join("landmarks").join(LANDMARKS68_FILE)
 }

@@ -26,7 +26,7 @@ use crate::fast::{FastMtcnn, ONET_OUT, PNET_OUT, RNET_OUT};
 use crate::model::mtcnn::{Mtcnn, face_probability};
 use bbox::{Candidate, Overlap, fix, nms, pad, regress, square};
 use rayon::prelude::*;
-use resize::resize_area;
+use resize::resize_area_rows;
 
 /// Settings of the cascade; the defaults are MTCNN's published ones.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -166,11 +166,11 @@ pub struct Detector {
     config: MtcnnConfig,
 }
 
-/// An RGB image as interleaved f64 (HWC), the cascade's working format.
-struct Pixels {
+/// An RGB image, interleaved (HWC).
+struct Pixels<'a> {
     w: usize,
     h: usize,
-    data: Vec<f64>,
+    data: &'a [u8],
 }
 
 const MEAN: f64 = 127.5;
@@ -318,25 +318,45 @@ impl Detector {
         let px = Pixels {
             w,
             h,
-            data: img.as_raw().iter().map(|&v| v as f64).collect(),
+            data: img.as_raw(),
         };
         let mut trace = Trace {
             scales: self.config.pyramid_scales(w, h),
             ..Trace::default()
         };
 
-        // Stage 1: P-Net over the pyramid. On the fast path the levels run in parallel (each
-        // on one thread); their areas halve, so two cores split the work about evenly.
+        // Stage 1: P-Net over the pyramid, resized in one pass over the photo. On the fast
+        // path the levels run in parallel (each on one thread); their areas halve, so two cores
+        // split the work about evenly.
+        let sizes: Vec<(usize, usize)> = trace
+            .scales
+            .iter()
+            .map(|&s| {
+                (
+                    (w as f64 * s).ceil() as usize,
+                    (h as f64 * s).ceil() as usize,
+                )
+            })
+            .collect();
+        let pyramid = match &self.fast {
+            Some(_) => pyramid_parallel(px.data, w, h, &sizes),
+            None => resize::pyramid_rgb(px.data, w, h, &sizes),
+        };
+        let work: Vec<(f64, (usize, usize), &Vec<u8>)> = trace
+            .scales
+            .iter()
+            .zip(&sizes)
+            .zip(&pyramid)
+            .map(|((&s, &size), level)| (s, size, level))
+            .collect();
         let levels: Vec<Vec<Candidate>> = match &self.fast {
-            Some(fast) => trace
-                .scales
+            Some(fast) => work
                 .par_iter()
-                .map(|&scale| self.pnet_level(&px, scale, t[0], Some(fast)))
+                .map(|&(scale, size, level)| self.pnet_level(level, size, scale, t[0], Some(fast)))
                 .collect::<Result<_>>()?,
-            None => trace
-                .scales
+            None => work
                 .iter()
-                .map(|&scale| self.pnet_level(&px, scale, t[0], None))
+                .map(|&(scale, size, level)| self.pnet_level(level, size, scale, t[0], None))
                 .collect::<Result<_>>()?,
         };
         let total: Vec<Candidate> = levels.into_iter().flatten().collect();
@@ -429,21 +449,17 @@ impl Detector {
         Ok((dets, trace))
     }
 
-    /// One pyramid level: resize, P-Net, candidate boxes above the threshold, NMS.
+    /// One pyramid level (8-bit RGB, `(ws, hs)`): P-Net, candidate boxes above the threshold,
+    /// NMS.
     fn pnet_level(
         &self,
-        px: &Pixels,
+        level: &[u8],
+        (ws, hs): (usize, usize),
         scale: f64,
         threshold: f64,
         fast: Option<&FastMtcnn>,
     ) -> Result<Vec<Candidate>> {
-        let hs = (px.h as f64 * scale).ceil() as usize;
-        let ws = (px.w as f64 * scale).ceil() as usize;
-        // The pyramid is resized as uint8 (rounded, saturated), then standardized.
-        let input: Vec<f32> = resize_area(&px.data, px.w, px.h, 3, ws, hs)
-            .into_iter()
-            .map(|v| standardize(v.round_ties_even().clamp(0.0, 255.0)))
-            .collect();
+        let input: Vec<f32> = level.iter().map(|&v| standardize(v as f64)).collect();
         let (mh, mw, prob, reg): (usize, usize, Vec<f64>, Vec<f32>) = match fast {
             Some(fast) => {
                 let (mh, mw, cells) = fast.pnet(&input, hs, ws)?;
@@ -550,6 +566,37 @@ impl Detector {
     }
 }
 
+/// [`resize::pyramid_rgb`] with the levels shared among the cores: each core makes a group of
+/// levels in its own pass over the photo, the groups balanced by the levels' widths (the cost
+/// of a level per source row), largest first to the least loaded.
+fn pyramid_parallel(src: &[u8], w: usize, h: usize, sizes: &[(usize, usize)]) -> Vec<Vec<u8>> {
+    let groups = rayon::current_num_threads().clamp(1, sizes.len().max(1));
+    let mut order: Vec<usize> = (0..sizes.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(sizes[i].0));
+    let mut members: Vec<Vec<usize>> = vec![Vec::new(); groups];
+    let mut load = vec![0usize; groups];
+    for i in order {
+        let g = (0..groups).min_by_key(|&g| load[g]).unwrap_or(0);
+        load[g] += sizes[i].0;
+        members[g].push(i);
+    }
+    let made: Vec<(Vec<usize>, Vec<Vec<u8>>)> = members
+        .into_par_iter()
+        .map(|m| {
+            let subset: Vec<(usize, usize)> = m.iter().map(|&i| sizes[i]).collect();
+            let levels = resize::pyramid_rgb(src, w, h, &subset);
+            (m, levels)
+        })
+        .collect();
+    let mut out: Vec<Vec<u8>> = vec![Vec::new(); sizes.len()];
+    for (m, levels) in made {
+        for (i, level) in m.into_iter().zip(levels) {
+            out[i] = level;
+        }
+    }
+    out
+}
+
 fn standardize(v: f64) -> f32 {
     ((v - MEAN) * SCALE) as f32
 }
@@ -559,23 +606,30 @@ fn standardize(v: f64) -> f32 {
 fn crops(px: &Pixels, boxes: &[[f64; 4]], size: usize) -> (Vec<f32>, Vec<usize>) {
     let mut data = Vec::with_capacity(boxes.len() * size * size * 3);
     let mut kept = Vec::new();
+    let mut crop = vec![0f64; size * size * 3];
     for (i, b) in boxes.iter().enumerate() {
         let Some(p) = pad(b, px.w, px.h) else {
             continue;
         };
-        let mut tmp = vec![0f64; p.tmp_w * p.tmp_h * 3];
-        let rows = p.src[3] - p.src[1];
+        // The box's pixels, zero outside the image, row by row.
         let cols = p.src[2] - p.src[0];
-        for r in 0..rows {
-            let s = ((p.src[1] + r) * px.w + p.src[0]) * 3;
-            let d = ((p.dst[1] + r) * p.tmp_w + p.dst[0]) * 3;
-            tmp[d..d + cols * 3].copy_from_slice(&px.data[s..s + cols * 3]);
-        }
-        data.extend(
-            resize_area(&tmp, p.tmp_w, p.tmp_h, 3, size, size)
-                .into_iter()
-                .map(standardize),
+        let at = p.dst[0] * 3;
+        resize_area_rows(
+            p.tmp_w,
+            p.tmp_h,
+            3,
+            size,
+            size,
+            &mut crop,
+            |y, row: &mut [u8]| {
+                row.fill(0);
+                if y >= p.dst[1] && y < p.dst[1] + (p.src[3] - p.src[1]) {
+                    let s = ((p.src[1] + y - p.dst[1]) * px.w + p.src[0]) * 3;
+                    row[at..at + cols * 3].copy_from_slice(&px.data[s..s + cols * 3]);
+                }
+            },
         );
+        data.extend(crop.iter().map(|&v| standardize(v)));
         kept.push(i);
     }
     (data, kept)

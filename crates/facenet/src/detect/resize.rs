@@ -11,7 +11,37 @@
 /// Resizes an interleaved `sw`x`sh` image with `c` channels to `dw`x`dh`.
 pub fn resize_area(src: &[f64], sw: usize, sh: usize, c: usize, dw: usize, dh: usize) -> Vec<f64> {
     assert_eq!(src.len(), sw * sh * c);
+    let mut dst = vec![0f64; dw * dh * c];
+    resize_area_rows(sw, sh, c, dw, dh, &mut dst, |y, row| {
+        row.copy_from_slice(&src[y * sw * c..(y + 1) * sw * c])
+    });
+    dst
+}
+
+/// [`resize_area`] of an image given row by row: `fill(y, row)` writes source row `y` (`sw * c`
+/// values) into `row`. Rows are asked for once each, in order, and only those that some output
+/// row uses; nothing of the size of the source image is allocated. `dst` (`dw * dh * c`
+/// values) is overwritten.
+///
+/// OpenCV's separable pass (rows first, then columns), with one change of arithmetic: the
+/// pixels that share a weight (the interior of a box-filter cell, all at `1 / cell`) are summed
+/// first and multiplied once, where OpenCV multiplies each. For 8-bit pixels those sums are
+/// exact integers, so a value differs from OpenCV's only in the last bits of an f64. The
+/// column taps of an output row are applied as their source rows stream by, in increasing row
+/// order, which is the order of the taps.
+pub fn resize_area_rows<T: Pixel>(
+    sw: usize,
+    sh: usize,
+    c: usize,
+    dw: usize,
+    dh: usize,
+    dst: &mut [f64],
+    mut fill: impl FnMut(usize, &mut [T]),
+) {
     assert!(sw > 0 && sh > 0 && dw > 0 && dh > 0);
+    assert_eq!(dst.len(), dw * dh * c);
+    // A cell's 8-bit sum fits a u32 up to 16 million pixels wide.
+    assert!(sw / dw < 1 << 24, "shrinking {sw} pixels to {dw}");
     let scale_x = sw as f64 / dw as f64;
     let scale_y = sh as f64 / dh as f64;
     let (tx, ty) = if scale_x >= 1.0 && scale_y >= 1.0 {
@@ -19,58 +49,243 @@ pub fn resize_area(src: &[f64], sw: usize, sh: usize, c: usize, dw: usize, dh: u
     } else {
         (linear_tab(sw, dw, scale_x), linear_tab(sh, dh, scale_y))
     };
-    // Separable: rows first into a (sh x dw) buffer, then columns.
-    let mut tmp = vec![0f64; sh * dw * c];
-    match c {
-        // RGB, the detector's case: the three sums stay in registers.
-        3 => horizontal::<3>(src, sw, &tx, &mut tmp, dw),
-        _ => {
-            for y in 0..sh {
-                let row = &src[y * sw * c..(y + 1) * sw * c];
-                let out = &mut tmp[y * dw * c..(y + 1) * dw * c];
-                for (dx, taps) in tx.iter().enumerate() {
-                    for &(sx, w) in taps {
-                        for k in 0..c {
-                            out[dx * c + k] += row[sx * c + k] * w;
-                        }
+    // For each source row, the output rows it feeds and with what weight.
+    let mut feeds: Vec<Vec<(usize, f64)>> = vec![Vec::new(); sh];
+    for (dy, taps) in ty.iter().enumerate() {
+        for &(sy, w) in taps {
+            feeds[sy].push((dy, w));
+        }
+    }
+    dst.fill(0.0);
+    let tx = Runs::new(&tx);
+    let mut row = vec![T::default(); sw * c];
+    let mut across = vec![0f64; dw * c];
+    for (sy, outs) in feeds.iter().enumerate() {
+        if outs.is_empty() {
+            continue;
+        }
+        fill(sy, &mut row);
+        match c {
+            // RGB, the detector's case: the three sums stay in registers.
+            3 => horizontal::<T, 3>(&row, &tx, &mut across),
+            1 => horizontal::<T, 1>(&row, &tx, &mut across),
+            _ => {
+                for k in 0..c {
+                    let plane: Vec<T> = row.iter().skip(k).step_by(c).copied().collect();
+                    let mut one = vec![0f64; dw];
+                    horizontal::<T, 1>(&plane, &tx, &mut one);
+                    for (dx, v) in one.into_iter().enumerate() {
+                        across[dx * c + k] = v;
                     }
                 }
             }
         }
-    }
-    let mut dst = vec![0f64; dh * dw * c];
-    for (dy, taps) in ty.iter().enumerate() {
-        let out = &mut dst[dy * dw * c..(dy + 1) * dw * c];
-        for &(sy, w) in taps {
-            let row = &tmp[sy * dw * c..(sy + 1) * dw * c];
-            for (o, r) in out.iter_mut().zip(row) {
+        for &(dy, w) in outs {
+            let out = &mut dst[dy * dw * c..(dy + 1) * dw * c];
+            for (o, r) in out.iter_mut().zip(&across) {
                 *o += r * w;
             }
         }
     }
-    dst
 }
 
-/// The horizontal pass for `C` channels: each output pixel sums its taps in order (the same
-/// additions, in the same order, as the general loop).
-fn horizontal<const C: usize>(
-    src: &[f64],
-    sw: usize,
-    tx: &[Vec<(usize, f64)>],
-    tmp: &mut [f64],
-    dw: usize,
-) {
-    for (row, out) in src.chunks_exact(sw * C).zip(tmp.chunks_exact_mut(dw * C)) {
-        for (o, taps) in out.chunks_exact_mut(C).zip(tx) {
-            let mut acc = [0f64; C];
-            for &(sx, w) in taps {
-                let p = &row[sx * C..sx * C + C];
-                for k in 0..C {
-                    acc[k] += p[k] * w;
+/// Every level of an image pyramid at once, as 8-bit RGB: `levels` are `(dw, dh)` sizes, each
+/// resized from the interleaved RGB `src` (`sw`x`sh`) as [`resize_area_rows`] resizes it, then
+/// rounded half to even and saturated, as OpenCV stores an 8-bit result. One pass over the
+/// source rows makes them all.
+///
+/// Each source row is read once, into running sums per channel; a run of taps of one weight is
+/// then the difference of two running sums (exact integers), so a level's horizontal pass costs
+/// one step per output pixel and run instead of one per source pixel. That matters because
+/// every level covers the whole photo: a 1080p photo has 13 levels from 20-pixel faces up.
+/// Only the output rows still receiving sums are held in f64.
+pub fn pyramid_rgb(src: &[u8], sw: usize, sh: usize, levels: &[(usize, usize)]) -> Vec<Vec<u8>> {
+    const C: usize = 3;
+    assert_eq!(src.len(), sw * sh * C);
+    struct Level {
+        dw: usize,
+        tx: Runs,
+        feeds: Vec<Vec<(usize, f64)>>,
+        /// The last source row of each output row.
+        last: Vec<usize>,
+        /// Output rows being summed, oldest first.
+        open: std::collections::VecDeque<(usize, Vec<f64>)>,
+        out: Vec<u8>,
+    }
+    let mut plans: Vec<Level> = levels
+        .iter()
+        .map(|&(dw, dh)| {
+            assert!(dw > 0 && dh > 0 && sw / dw < 1 << 24);
+            let scale_x = sw as f64 / dw as f64;
+            let scale_y = sh as f64 / dh as f64;
+            let (tx, ty) = if scale_x >= 1.0 && scale_y >= 1.0 {
+                (area_tab(sw, dw, scale_x), area_tab(sh, dh, scale_y))
+            } else {
+                (linear_tab(sw, dw, scale_x), linear_tab(sh, dh, scale_y))
+            };
+            let mut feeds: Vec<Vec<(usize, f64)>> = vec![Vec::new(); sh];
+            for (dy, taps) in ty.iter().enumerate() {
+                for &(sy, w) in taps {
+                    feeds[sy].push((dy, w));
                 }
             }
-            o.copy_from_slice(&acc);
+            Level {
+                dw,
+                tx: Runs::new(&tx),
+                feeds,
+                last: ty
+                    .iter()
+                    .map(|t| t.iter().map(|p| p.0).max().unwrap_or(0))
+                    .collect(),
+                open: std::collections::VecDeque::new(),
+                out: vec![0u8; dw * dh * C],
+            }
+        })
+        .collect();
+    let widest = levels.iter().map(|l| l.0).max().unwrap_or(0);
+    // sums[(x + 1) * C + k]: channel k's sum over pixels 0..=x of the row.
+    let mut sums = vec![0u32; (sw + 1) * C];
+    let mut across = vec![0f64; widest * C];
+    let mut spare: Vec<Vec<f64>> = Vec::new();
+    for sy in 0..sh {
+        if plans.iter().all(|l| l.feeds[sy].is_empty()) {
+            continue;
         }
+        let row = &src[sy * sw * C..(sy + 1) * sw * C];
+        let mut run = [0u32; C];
+        for (x, p) in row.chunks_exact(C).enumerate() {
+            for k in 0..C {
+                run[k] += p[k] as u32;
+                sums[(x + 1) * C + k] = run[k];
+            }
+        }
+        for l in &mut plans {
+            if l.feeds[sy].is_empty() {
+                continue;
+            }
+            let width = l.dw * C;
+            let across = &mut across[..width];
+            for (dx, o) in across.chunks_exact_mut(C).enumerate() {
+                let mut acc = [0f64; C];
+                for r in l.tx.of(dx) {
+                    let (a, b) = (r.first * C, (r.first + r.len) * C);
+                    for k in 0..C {
+                        acc[k] += (sums[b + k] - sums[a + k]) as f64 * r.weight;
+                    }
+                }
+                o.copy_from_slice(&acc);
+            }
+            for &(dy, w) in &l.feeds[sy] {
+                let at = match l.open.iter().position(|(d, _)| *d == dy) {
+                    Some(i) => i,
+                    None => {
+                        let mut buf = spare.pop().unwrap_or_default();
+                        buf.clear();
+                        buf.resize(width, 0.0);
+                        l.open.push_back((dy, buf));
+                        l.open.len() - 1
+                    }
+                };
+                for (o, r) in l.open[at].1.iter_mut().zip(across.iter()) {
+                    *o += r * w;
+                }
+            }
+            // Rows whose last source row this was are complete.
+            while let Some(i) = l.open.iter().position(|(d, _)| l.last[*d] <= sy) {
+                let (dy, buf) = l.open.remove(i).expect("an open row");
+                for (o, v) in l.out[dy * width..(dy + 1) * width].iter_mut().zip(&buf) {
+                    *o = v.round_ties_even().clamp(0.0, 255.0) as u8;
+                }
+                spare.push(buf);
+            }
+        }
+    }
+    plans.into_iter().map(|l| l.out).collect()
+}
+
+/// The horizontal pass of one row for `C` channels: per output pixel, per run of taps of one
+/// weight, the run's pixels summed, then weighted.
+fn horizontal<T: Pixel, const C: usize>(row: &[T], tx: &Runs, out: &mut [f64]) {
+    for (dx, o) in out.chunks_exact_mut(C).enumerate() {
+        let mut acc = [0f64; C];
+        for run in tx.of(dx) {
+            let mut sum = [T::Sum::default(); C];
+            for p in row[run.first * C..(run.first + run.len) * C].chunks_exact(C) {
+                for k in 0..C {
+                    sum[k] += p[k].widen();
+                }
+            }
+            for k in 0..C {
+                acc[k] += sum[k].into() * run.weight;
+            }
+        }
+        o.copy_from_slice(&acc);
+    }
+}
+
+/// A pixel value the resize reads, with the type its sums are kept in: 8-bit values are
+/// summed as exact integers (one-cycle additions), floats as f64.
+pub trait Pixel: Copy + Default {
+    /// The sum's type.
+    type Sum: Copy + Default + std::ops::AddAssign + Into<f64>;
+    /// The value as a term of a sum.
+    fn widen(self) -> Self::Sum;
+}
+
+impl Pixel for u8 {
+    type Sum = u32;
+    fn widen(self) -> u32 {
+        self as u32
+    }
+}
+
+impl Pixel for f64 {
+    type Sum = f64;
+    fn widen(self) -> f64 {
+        self
+    }
+}
+
+/// Consecutive source pixels of one weight.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Run {
+    first: usize,
+    len: usize,
+    weight: f64,
+}
+
+/// Every output pixel's taps as runs, in flat arrays (no pointer to follow per pixel).
+struct Runs {
+    /// Output pixel `d`'s runs are `runs[at[d]..at[d + 1]]`.
+    at: Vec<usize>,
+    runs: Vec<Run>,
+}
+
+impl Runs {
+    fn new(taps: &[Vec<(usize, f64)>]) -> Self {
+        let mut t = Runs {
+            at: vec![0],
+            runs: Vec::new(),
+        };
+        for list in taps {
+            let from = t.runs.len();
+            for &(s, w) in list {
+                match t.runs[from..].last_mut() {
+                    Some(r) if r.weight == w && r.first + r.len == s => r.len += 1,
+                    _ => t.runs.push(Run {
+                        first: s,
+                        len: 1,
+                        weight: w,
+                    }),
+                }
+            }
+            t.at.push(t.runs.len());
+        }
+        t
+    }
+
+    fn of(&self, d: usize) -> &[Run] {
+        &self.runs[self.at[d]..self.at[d + 1]]
     }
 }
 
@@ -173,6 +388,65 @@ mod tests {
                 assert_eq!(got, one, "{dw}x{dh}, channel {c}");
             }
         }
+    }
+
+    #[test]
+    fn the_pyramid_in_one_pass_equals_each_level_resized_alone() {
+        let (sw, sh) = (61, 47);
+        let rgb: Vec<u8> = (0..sw * sh * 3)
+            .map(|i| ((i * 7919 + 13) % 256) as u8)
+            .collect();
+        let levels = [(37, 29), (26, 20), (12, 9), (61, 47), (80, 60)];
+        let all = pyramid_rgb(&rgb, sw, sh, &levels);
+        let f: Vec<f64> = rgb.iter().map(|&v| v as f64).collect();
+        for (&(dw, dh), got) in levels.iter().zip(&all) {
+            let mut want = vec![0f64; dw * dh * 3];
+            resize_area_rows(sw, sh, 3, dw, dh, &mut want, |y, row: &mut [u8]| {
+                row.copy_from_slice(&rgb[y * sw * 3..(y + 1) * sw * 3])
+            });
+            let rounded: Vec<u8> = want
+                .iter()
+                .map(|v| v.round_ties_even().clamp(0.0, 255.0) as u8)
+                .collect();
+            assert_eq!(got, &rounded, "{dw}x{dh}");
+            // OpenCV's tap-by-tap sums agree before rounding to the last bits of an f64.
+            let cv = tap_by_tap(&f, sw, sh, 3, dw, dh);
+            let worst = cv
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
+            assert!(worst < 1e-9, "{dw}x{dh}: {worst}");
+        }
+    }
+
+    /// OpenCV's order of arithmetic: every tap multiplied, rows first then columns.
+    fn tap_by_tap(src: &[f64], sw: usize, sh: usize, c: usize, dw: usize, dh: usize) -> Vec<f64> {
+        let (sx, sy) = (sw as f64 / dw as f64, sh as f64 / dh as f64);
+        let (tx, ty) = if sx >= 1.0 && sy >= 1.0 {
+            (area_tab(sw, dw, sx), area_tab(sh, dh, sy))
+        } else {
+            (linear_tab(sw, dw, sx), linear_tab(sh, dh, sy))
+        };
+        let mut tmp = vec![0f64; sh * dw * c];
+        for y in 0..sh {
+            for (dx, taps) in tx.iter().enumerate() {
+                for &(x, w) in taps {
+                    for k in 0..c {
+                        tmp[(y * dw + dx) * c + k] += src[(y * sw + x) * c + k] * w;
+                    }
+                }
+            }
+        }
+        let mut dst = vec![0f64; dh * dw * c];
+        for (dy, taps) in ty.iter().enumerate() {
+            for &(y, w) in taps {
+                for i in 0..dw * c {
+                    dst[dy * dw * c + i] += tmp[y * dw * c + i] * w;
+                }
+            }
+        }
+        dst
     }
 
     #[test]
