@@ -19,13 +19,39 @@ pub struct WeightsArg {
     /// Arithmetic of the network on the CPU: f32 (default); bf16 (Intel AMX or AVX-512 BF16:
     /// faster, embeddings within ~1e-4 cosine distance; fails clearly where the CPU has
     /// neither; FACENET_BF16_KERNEL=amx|avx512-bf16 chooses the family); int8 (AVX2; needs
-    /// the calibration `facenet quantize` writes beside the weights).
+    /// the calibration `facenet quantize` writes beside the weights); auto (the fastest of
+    /// those this CPU runs whose LFW accuracy is within 0.001 of f32's, timed once and cached).
     #[arg(long, value_enum, default_value = "f32")]
-    pub precision: Precision,
+    pub precision: PrecisionArg,
     /// Embed each face together with its mirror image and average the two (test-time
     /// augmentation: twice the work; a gallery remembers whether it was enrolled so).
     #[arg(long)]
     pub mirror: bool,
+}
+
+/// `--precision`: one precision, or `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PrecisionArg {
+    /// IEEE single precision (the parity mode).
+    F32,
+    /// bfloat16 products.
+    Bf16,
+    /// 8-bit products (with `facenet quantize`'s calibration).
+    Int8,
+    /// The fastest within 0.001 of f32's LFW accuracy on this CPU (`facenet::precision_auto`).
+    Auto,
+}
+
+impl PrecisionArg {
+    /// The flag's value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+            Self::Int8 => "int8",
+            Self::Auto => "auto",
+        }
+    }
 }
 
 impl WeightsArg {
@@ -46,19 +72,38 @@ impl WeightsArg {
 
     /// How the network runs: the device and `--precision`, with the kernel families and the
     /// helpers' spin window of the environment (`FACENET_F32_KERNEL`, ..., `FACENET_SPIN_US`).
+    /// `auto` is resolved here (its choice and table go to stderr).
     pub fn inference(&self, device: &Device) -> anyhow::Result<Inference> {
-        Ok(Inference::new(device.clone(), self.precision).with_vars(|k| std::env::var(k).ok())?)
+        let fixed = match self.precision {
+            PrecisionArg::F32 | PrecisionArg::Auto => Precision::F32,
+            PrecisionArg::Bf16 => Precision::Bf16,
+            PrecisionArg::Int8 => Precision::Int8,
+        };
+        let options = Inference::new(device.clone(), fixed).with_vars(|k| std::env::var(k).ok())?;
+        if self.precision != PrecisionArg::Auto {
+            return Ok(options);
+        }
+        let weights = self.path()?;
+        let choice =
+            facenet::precision_auto::choose(&weights, &options, &facenet::paths::cache_dir())
+                .context("--precision auto")?;
+        eprintln!("{}", choice.summary());
+        Ok(Inference {
+            precision: choice.precision,
+            ..options
+        })
     }
 
     /// The embedder with these weights and precision.
     pub fn open(&self, device: &Device) -> anyhow::Result<Embedder> {
         let path = self.path()?;
-        Ok(Embedder::open_with_options(&path, &self.inference(device)?)
+        let options = self.inference(device)?;
+        Ok(Embedder::open_with_options(&path, &options)
             .with_context(|| {
                 format!(
                     "loading weights from {} (--precision {})",
                     path.display(),
-                    self.precision.name()
+                    options.precision.name()
                 )
             })?
             .with_mirror(self.mirror))

@@ -1039,7 +1039,101 @@ fn quantize_then_embed_in_int8() {
         1.0 - cos
     );
     assert!(q != f, "int8 gave the f32 embedding bit for bit");
+
+    // `--precision auto`: the table is measured once (here into this folder's cache), the
+    // fastest precision within 0.001 of f32's LFW accuracy is used, and the next run reads
+    // the table instead of timing again.
+    let auto = || {
+        bin()
+            .env("FACENET_HOME", &dir)
+            .args(["embed", "--precision", "auto", "--weights"])
+            .arg(&w)
+            .arg(&face)
+            .output()
+            .unwrap()
+    };
+    let first = auto();
+    let err = stderr(&first);
+    assert!(err.contains("measured now"), "{err}");
+    let table: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("precision-auto.json")).unwrap()).unwrap();
+    let rows = table["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    let f32_lfw = rows[0]["lfw"].as_f64().unwrap();
+    let best = rows
+        .iter()
+        .filter(|r| r["img_per_s"].is_number())
+        .filter(|r| {
+            r["lfw"]
+                .as_f64()
+                .is_some_and(|a| a >= f32_lfw - 0.001 - 1e-12)
+        })
+        .max_by(|a, b| {
+            let rate = |r: &serde_json::Value| r["img_per_s"].as_f64().unwrap();
+            rate(a).total_cmp(&rate(b))
+        })
+        .unwrap();
+    let chosen = best["precision"].as_str().unwrap().to_string();
+    assert!(
+        rows.iter()
+            .any(|r| r["precision"] == "int8" && r["img_per_s"].is_number()),
+        "int8 runs here with its calibration: {table}"
+    );
+    assert!(err.contains(&format!("precision auto: {chosen} ")), "{err}");
+    assert_eq!(vec(first), vec(embed(&chosen)), "auto embeds as {chosen}");
+    let second = auto();
+    assert!(
+        stderr(&second).contains("cached table"),
+        "{}",
+        stderr(&second)
+    );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bench_photos_times_photos_end_to_end_at_each_size() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["madonna_1.png", "elton_john_2.png"] {
+        std::fs::copy(photo(name), dir.path().join(name)).unwrap();
+    }
+    let out = run(&[
+        s(Path::new("bench")),
+        s(Path::new("photos")),
+        s(Path::new("--photos")),
+        s(dir.path()),
+        s(Path::new("--runs")),
+        s(Path::new("1")),
+        s(Path::new("--sizes")),
+        s(Path::new("native,640x360")),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("photos ")).collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    for (line, size) in lines.iter().zip(["native", "640x360"]) {
+        assert!(line.contains(&format!("size={size} ")), "{line}");
+        assert!(line.contains("photos=2"), "{line}");
+        let field = |k: &str| -> f64 {
+            line.split(' ')
+                .find_map(|f| f.strip_prefix(k))
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        // Both photos have a face: at least one face per photo per second of photos.
+        assert!(field("photos_per_s=") > 0.0, "{line}");
+        assert!(field("faces_per_s=") >= field("photos_per_s="), "{line}");
+    }
+    let bad = run(&[
+        s(Path::new("bench")),
+        s(Path::new("photos")),
+        s(Path::new("--photos")),
+        s(dir.path()),
+        s(Path::new("--sizes")),
+        s(Path::new("big")),
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(stderr(&bad).contains("`big`"), "{}", stderr(&bad));
 }
 
 /// The faces of a photo have one order on every front: `facenet detect` lists the face of the

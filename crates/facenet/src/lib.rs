@@ -35,6 +35,7 @@ pub mod model;
 pub mod options;
 pub mod paths;
 pub mod pipeline;
+pub mod precision_auto;
 pub mod quality;
 pub mod quantize;
 pub mod rng;

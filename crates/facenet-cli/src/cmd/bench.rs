@@ -21,6 +21,10 @@ pub enum Bench {
     /// Detection speed: `detect engine=E photos_per_s=X` over a folder of photos, and
     /// `detect engine=E size=WxH ms=Y` for a photo enlarged to 640x480 and 1920x1080.
     Detect(DetectArgs),
+    /// End to end: `photos precision=P size=S photos_per_s=X faces_per_s=Y`, each photo read,
+    /// decoded, its faces detected, aligned and embedded, one photo after another; at the
+    /// photos' own size and enlarged to 1920x1080 JPEGs.
+    Photos(PhotosArgs),
     /// Detection recall: `recall settings=published|rescue found=F photos=N photos_per_s=X`,
     /// over a folder of photos or of frame-filling crops cut from them (`--crop`).
     Recall(RecallArgs),
@@ -263,6 +267,74 @@ fn detect_bench(args: &DetectArgs, device: Device) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Arguments of `facenet bench photos`.
+#[derive(Debug, clap::Args)]
+pub struct PhotosArgs {
+    /// Photos (default: the sample dataset's val/, 25 photos).
+    #[arg(long)]
+    pub photos: Option<std::path::PathBuf>,
+    /// Passes over the photos (the median pass is printed).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Sizes to run at: `native` (the files as they are) and/or WxH (each photo enlarged to
+    /// that size and written as a JPEG first), comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "native,1920x1080")]
+    pub sizes: Vec<String>,
+    #[command(flatten)]
+    pub weights: WeightsArg,
+    #[command(flatten)]
+    pub detector: crate::common::DetectorArg,
+}
+
+fn photos_bench(args: &PhotosArgs, device: Device) -> anyhow::Result<()> {
+    let dir = args
+        .photos
+        .clone()
+        .unwrap_or_else(|| facenet::paths::cache_dir().join("5-celebrity-faces-dataset/val"));
+    let mut files = facenet::files::walk_images(&dir)?;
+    files.sort();
+    if files.is_empty() {
+        bail!("{}: no photos", dir.display());
+    }
+    let embedder = args.weights.open(&device)?;
+    let precision = embedder.precision().name();
+    let kernel = embedder.kernel();
+    let pipeline =
+        facenet::pipeline::FacePipeline::new(embedder, Some(args.detector.open(&device)?));
+    // The enlarged photos live in a folder of this process, removed at the end.
+    struct Scratch(std::path::PathBuf);
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let tmp =
+        Scratch(std::env::temp_dir().join(format!("facenet-bench-photos-{}", std::process::id())));
+    for size in &args.sizes {
+        let set = match size.as_str() {
+            "native" => files.clone(),
+            wxh => {
+                let (w, h) = wxh
+                    .split_once('x')
+                    .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
+                    .filter(|&(w, h)| w > 0 && h > 0)
+                    .with_context(|| format!("--sizes: `{wxh}` is neither `native` nor WxH"))?;
+                let sub = tmp.0.join(wxh);
+                std::fs::create_dir_all(&sub)
+                    .with_context(|| format!("creating {}", sub.display()))?;
+                facenet::bench::enlarged_photos(&files, (w, h), &sub)?
+            }
+        };
+        let (photos, faces) = facenet::bench::photos_throughput(&pipeline, &set, args.runs)?;
+        println!(
+            "photos precision={precision} kernel={kernel} size={size} photos_per_s={photos:.2} \
+             faces_per_s={faces:.2} photos={}",
+            set.len()
+        );
+    }
+    Ok(())
+}
+
 /// Arguments of `facenet bench recall`.
 #[derive(Debug, clap::Args)]
 pub struct RecallArgs {
@@ -363,6 +435,7 @@ pub fn run(bench: Bench, device: Device) -> anyhow::Result<()> {
             None => parent(&args, &device),
         },
         Bench::Detect(args) => detect_bench(&args, device),
+        Bench::Photos(args) => photos_bench(&args, device),
         Bench::Recall(args) => recall_bench(&args, device),
         Bench::Search(args) => search_bench(&args),
         Bench::Train(args) => train_bench(&args, device),

@@ -66,7 +66,7 @@ fn residuals(args: &Args) -> anyhow::Result<()> {
         None => crate::common::WeightsArg {
             mirror: false,
             weights: None,
-            precision: facenet::Precision::F32,
+            precision: crate::common::PrecisionArg::F32,
         }
         .path()?,
     };

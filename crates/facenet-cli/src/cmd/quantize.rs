@@ -53,7 +53,7 @@ pub fn run(args: Args, device: Device) -> anyhow::Result<()> {
     let weights = crate::common::WeightsArg {
         mirror: false,
         weights: args.weights.clone(),
-        precision: facenet::Precision::F32,
+        precision: crate::common::PrecisionArg::F32,
     }
     .path()?;
     let mut embedder = Embedder::open(&weights, &device)

@@ -92,3 +92,57 @@ pub fn embed_throughput(
             .map(|out| drop(std::hint::black_box(out)))
     })
 }
+
+/// End to end, one photo after another: each file read and decoded, its faces detected,
+/// aligned and embedded ([`crate::pipeline::FacePipeline::faces_in_file`]). Returns photos
+/// and faces per second, each the median of `runs` passes over `files` (after one pass to
+/// warm up).
+pub fn photos_throughput(
+    pipeline: &crate::pipeline::FacePipeline,
+    files: &[std::path::PathBuf],
+    runs: usize,
+) -> crate::Result<(f64, f64)> {
+    let mut faces = 0usize;
+    let mut pass = || -> crate::Result<()> {
+        faces = 0;
+        for f in files {
+            faces += pipeline.faces_in_file(f)?.len();
+        }
+        Ok(())
+    };
+    pass()?;
+    let ms = median_ms(runs, &mut pass)?;
+    let per_s = 1000.0 / ms;
+    Ok((files.len() as f64 * per_s, faces as f64 * per_s))
+}
+
+/// Writes each photo enlarged to `w`x`h` (a triangle filter) as a JPEG of quality 90 into
+/// `dir`, as a camera's photos would arrive; returns the files.
+pub fn enlarged_photos(
+    files: &[std::path::PathBuf],
+    (w, h): (u32, u32),
+    dir: &std::path::Path,
+) -> crate::Result<Vec<std::path::PathBuf>> {
+    files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let img = crate::image::load_rgb(f)?;
+            let big = image::imageops::resize(&img, w, h, image::imageops::FilterType::Triangle);
+            let dest = dir.join(format!("{i:04}.jpg"));
+            let mut out = std::io::BufWriter::new(std::fs::File::create(&dest).map_err(|e| {
+                crate::Error::Io {
+                    path: dest.clone(),
+                    source: e,
+                }
+            })?);
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
+                .encode_image(&big)
+                .map_err(|e| crate::Error::Encode {
+                    path: dest.clone(),
+                    source: e,
+                })?;
+            Ok(dest)
+        })
+        .collect()
+}
