@@ -1513,6 +1513,13 @@ fn library_indexes_groups_names_and_finds() {
         .rfind(|p| !p.starts_with(root.join(&who)))
         .unwrap();
     std::fs::remove_file(gone).unwrap();
+    // Cached thumbnails (the service writes them): one of a face no longer stored, one of a
+    // stored face. A run that removes photos deletes the first and keeps the second.
+    let thumbs = PathBuf::from(format!("{}.thumbs", g.display())).join("library_");
+    std::fs::create_dir_all(&thumbs).unwrap();
+    for name in ["999999-1-0-0-112.jpg", "1-1-0-0-112.jpg"] {
+        std::fs::write(thumbs.join(name), b"jpeg").unwrap();
+    }
     let again = library_json(&g, &["add", root.to_str().unwrap()]);
     assert_eq!(
         (
@@ -1523,6 +1530,8 @@ fn library_indexes_groups_names_and_finds() {
         (Some(0), Some(1), Some(1)),
         "{again}"
     );
+    assert!(!thumbs.join("999999-1-0-0-112.jpg").exists());
+    assert!(thumbs.join("1-1-0-0-112.jpg").exists());
 
     // Named, the person is a gallery identity: a photo outside the library is identified.
     let out = library(&g, &["name", &top, "Somebody"]);

@@ -1843,6 +1843,30 @@ fn serve_library_routes() {
         .unwrap();
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     assert!(missing.text().unwrap().contains("no person `nobody`"));
+    // A thumbnail of one of Ada's faces is cached too; forgetting her deletes it (and not the
+    // thumbnail of the face moved out of her above).
+    let ada = expect(
+        c.get(s.at("/api/v1/library/people/Ada/faces"))
+            .key(&read)
+            .send()
+            .unwrap(),
+        StatusCode::OK,
+    );
+    let hers = ada[0]["id"].as_i64().unwrap();
+    let thumb = c
+        .get(s.at(&format!("/api/v1/library/faces/{hers}/thumbnail")))
+        .key(&read)
+        .send()
+        .unwrap();
+    assert_eq!(thumb.status(), StatusCode::OK);
+    let cached = || -> Vec<String> {
+        std::fs::read_dir(&thumbs)
+            .unwrap()
+            .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+            .map(|f| f.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    assert_eq!(cached().len(), 2);
     expect(
         c.delete(s.at("/api/v1/library/people/Ada"))
             .key(&key)
@@ -1851,4 +1875,7 @@ fn serve_library_routes() {
         StatusCode::OK,
     );
     assert!(!identified_as(&s, &key, &probe).1);
+    let left = cached();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0].starts_with(&format!("{face}-")), "{left:?}");
 }

@@ -234,6 +234,13 @@ impl Library {
             .collect();
         if !gone.is_empty() {
             self.db.write_batch(&[], &[], &gone)?;
+            // The removed photos' faces leave their cached thumbnails behind: delete those
+            // whose face is no longer stored.
+            self.drop_thumbnails(|id| match self.db.face(id) {
+                Ok(_) => Ok(false),
+                Err(GalleryError::NotInLibrary(_)) => Ok(true),
+                Err(e) => Err(e),
+            })?;
         }
         report.removed = gone.len();
         report.indexing_s = started.elapsed().as_secs_f64();

@@ -454,11 +454,45 @@ impl Library {
     /// erased, so they never form a person again. Returns how many faces were forgotten.
     pub fn forget(&self, key: &str) -> Result<usize> {
         let p = self.person(key)?;
+        let faces: Vec<i64> = self.db.faces_of(p.id)?.iter().map(|f| f.id).collect();
         let n = self.db.forget(p.id)?;
         if let Some(name) = &p.name {
             self.unenroll(name)?;
         }
+        // Their face pictures go too: the cached thumbnails.
+        self.drop_thumbnails(|id| Ok(faces.contains(&id)))?;
         Ok(n)
+    }
+
+    /// Deletes the cached thumbnails (named `<face id>-...`) of the faces `gone` says are gone;
+    /// returns how many files were deleted. A cache folder that is not there is empty.
+    pub(crate) fn drop_thumbnails(
+        &self,
+        mut gone: impl FnMut(i64) -> Result<bool>,
+    ) -> Result<usize> {
+        let dir = self.db.thumbs_dir();
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(0);
+        };
+        let mut deleted = 0;
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(id) = name
+                .to_str()
+                .and_then(|n| n.split('-').next())
+                .and_then(|n| n.parse::<i64>().ok())
+            else {
+                continue;
+            };
+            if gone(id)? {
+                std::fs::remove_file(e.path()).map_err(|source| GalleryError::Io {
+                    path: e.path().display().to_string(),
+                    source,
+                })?;
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
     }
 
     /// Photos with every one of these people in them.
