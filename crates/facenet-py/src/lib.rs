@@ -220,8 +220,14 @@ impl Engine {
         // cached), as the CLI's `--precision auto`.
         let auto = precision == "auto";
         let fixed = if auto { "f32" } else { precision };
-        let mut options = Precision::parse(fixed, "precision")
-            .and_then(|p| Inference::new(Device::flex(), p).with_vars(|k| std::env::var(k).ok()))
+        let precision = Precision::parse(fixed, "precision").map_err(|_| {
+            invalid(
+                py,
+                format!("precision `{precision}`: use \"f32\", \"bf16\", \"int8\" or \"auto\""),
+            )
+        })?;
+        let mut options = Inference::new(Device::flex(), precision)
+            .with_vars(|k| std::env::var(k).ok())
             .map_err(|e| fe(py, e))?;
         let pipeline = py
             .detach(|| -> facenet::Result<FacePipeline> {

@@ -195,6 +195,20 @@ def test_face_landmarks_gives_dlibs_68_points(tmp_path):
         facenet._facenet.Landmarks68(str(tmp_path / "missing.dat"))
 
 
+def test_precision_auto_chooses_from_a_cached_table(net):
+    """``precision="auto"`` times each precision once into the cache's table and embeds as
+    the precision it chose (within int8's cosine distance of f32 at most)."""
+    auto = facenet.FaceNet(precision="auto")
+    table = json.loads((CACHE / "precision-auto.json").read_text())
+    assert [r["precision"] for r in table["rows"]] == ["f32", "bf16", "int8"]
+    assert table["rows"][0]["img_per_s"] > 0
+    crop = facenet.load_image(SHARED / "reference" / "crops" / "madonna_1.png")
+    a, f = auto.embed([crop])[0], net.embed([crop])[0]
+    assert float(a @ f) > 1 - 2e-3
+    with pytest.raises(ValueError, match='precision `fast`: use .*"auto"'):
+        facenet.FaceNet(precision="fast")
+
+
 def test_bad_inputs_raise_the_right_exceptions(net, tmp_path):
     with pytest.raises(ValueError, match="dtype float"):
         net.faces(np.zeros((50, 50, 3), dtype=np.float32))
