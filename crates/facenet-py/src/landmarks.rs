@@ -3,10 +3,11 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use facenet::landmarks::{FaceBox, ShapePredictor};
+use facenet::landmarks::{FaceBox, FaceParts, ShapePredictor};
 use numpy::ndarray::Array2;
 use numpy::{IntoPyArray, PyArray2, PyReadonlyArray3};
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
 use super::{fe, image, raise};
 
@@ -63,6 +64,30 @@ impl Landmarks68 {
             .detach(|| self.model.predict_from_five(&img, &five))
             .ok_or_else(|| raise(py, "Error", "the model is not the 68-point layout".into()))?;
         Ok(points(py, p))
+    }
+
+    /// face_recognition's nine features of the face whose MTCNN landmarks are `five`: each a
+    /// list of `(x, y)` whole pixels, rounded half up as dlib rounds them.
+    fn parts_on_five<'py>(
+        &self,
+        py: Python<'py>,
+        img: PyReadonlyArray3<'_, u8>,
+        five: [[f32; 2]; 5],
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let img = image(py, &img, "image")?;
+        let parts = py
+            .detach(|| self.model.predict_from_five(&img, &five))
+            .and_then(|p| FaceParts::from_points(&p))
+            .ok_or_else(|| raise(py, "Error", "the model is not the 68-point layout".into()))?;
+        let out = PyDict::new(py);
+        for (name, points) in parts.named() {
+            let whole: Vec<(i64, i64)> = points
+                .iter()
+                .map(|p| ((p[0] + 0.5).floor() as i64, (p[1] + 0.5).floor() as i64))
+                .collect();
+            out.set_item(name, whole)?;
+        }
+        Ok(out)
     }
 
     /// The 68 points in a box placed as dlib's detector places it: `(left, top, right,

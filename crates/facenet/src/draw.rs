@@ -47,12 +47,19 @@ pub fn dot(img: &mut RgbImage, x: f32, y: f32, r: i64, c: Rgb<u8>) {
 
 /// Draws a detection: its box and five landmarks, sized to the box.
 pub fn detection(img: &mut RgbImage, d: &Detection) {
-    let side = (d.bbox[2] - d.bbox[0]).max(d.bbox[3] - d.bbox[1]);
-    let t = ((side / 80.0).round() as i64).max(1);
-    rect(img, d.bbox, t, BOX);
+    let (_, t) = framed(img, d);
     for [x, y] in d.landmarks {
         dot(img, x, y, t + 1, MARK);
     }
+}
+
+/// Draws a detection's box with a line as thick as its size calls for; returns the box's
+/// longer side and that thickness.
+fn framed(img: &mut RgbImage, d: &Detection) -> (f32, i64) {
+    let side = (d.bbox[2] - d.bbox[0]).max(d.bbox[3] - d.bbox[1]);
+    let t = ((side / 80.0).round() as i64).max(1);
+    rect(img, d.bbox, t, BOX);
+    (side, t)
 }
 
 /// Yellow for the 68-point shape.
@@ -60,8 +67,7 @@ const SHAPE: Rgb<u8> = Rgb([255, 210, 0]);
 
 /// A detection's box with its 68-point shape ([`crate::landmarks`]) as dots sized to the face.
 pub fn detection_shape(img: &mut RgbImage, d: &Detection, points: &[[f32; 2]]) {
-    let side = (d.bbox[2] - d.bbox[0]).max(d.bbox[3] - d.bbox[1]);
-    rect(img, d.bbox, ((side / 80.0).round() as i64).max(1), BOX);
+    let (side, _) = framed(img, d);
     let r = ((side / 100.0).round() as i64).max(1);
     for &[x, y] in points {
         dot(img, x, y, r, SHAPE);

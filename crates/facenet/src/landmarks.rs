@@ -457,6 +457,21 @@ impl FaceParts {
             bottom_lip: pick(&[54, 55, 56, 57, 58, 59, 48, 60, 67, 66, 65, 64]),
         })
     }
+
+    /// The nine features by name, in face_recognition's order.
+    pub fn named(&self) -> [(&'static str, &[[f32; 2]]); 9] {
+        [
+            ("chin", &self.chin),
+            ("left_eyebrow", &self.left_eyebrow),
+            ("right_eyebrow", &self.right_eyebrow),
+            ("nose_bridge", &self.nose_bridge),
+            ("nose_tip", &self.nose_tip),
+            ("left_eye", &self.left_eye),
+            ("right_eye", &self.right_eye),
+            ("top_lip", &self.top_lip),
+            ("bottom_lip", &self.bottom_lip),
+        ]
+    }
 }
 
 #[cfg(test)]

@@ -226,17 +226,13 @@ fn detect_bench(args: &DetectArgs, device: Device) -> anyhow::Result<()> {
             }
         }
     };
-    let mut files = facenet::files::walk_images(&dir)?;
+    let mut files = facenet::bench::photo_list(&dir)?;
     // The reference folder holds each photo as .jpg and .png: keep the lossless copy.
     if files
         .iter()
         .any(|p| p.extension().is_some_and(|e| e == "png"))
     {
         files.retain(|p| p.extension().is_some_and(|e| e == "png"));
-    }
-    files.sort();
-    if files.is_empty() {
-        bail!("{}: no photos", dir.display());
     }
     let imgs = files
         .iter()
@@ -291,45 +287,18 @@ fn photos_bench(args: &PhotosArgs, device: Device) -> anyhow::Result<()> {
         .photos
         .clone()
         .unwrap_or_else(|| facenet::paths::cache_dir().join("5-celebrity-faces-dataset/val"));
-    let mut files = facenet::files::walk_images(&dir)?;
-    files.sort();
-    if files.is_empty() {
-        bail!("{}: no photos", dir.display());
-    }
+    let files = facenet::bench::photo_list(&dir)?;
     let embedder = args.weights.open(&device)?;
     let precision = embedder.precision().name();
     let kernel = embedder.kernel();
     let pipeline =
         facenet::pipeline::FacePipeline::new(embedder, Some(args.detector.open(&device)?));
-    // The enlarged photos live in a folder of this process, removed at the end.
-    struct Scratch(std::path::PathBuf);
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    let tmp =
-        Scratch(std::env::temp_dir().join(format!("facenet-bench-photos-{}", std::process::id())));
     for size in &args.sizes {
-        let set = match size.as_str() {
-            "native" => files.clone(),
-            wxh => {
-                let (w, h) = wxh
-                    .split_once('x')
-                    .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
-                    .filter(|&(w, h)| w > 0 && h > 0)
-                    .with_context(|| format!("--sizes: `{wxh}` is neither `native` nor WxH"))?;
-                let sub = tmp.0.join(wxh);
-                std::fs::create_dir_all(&sub)
-                    .with_context(|| format!("creating {}", sub.display()))?;
-                facenet::bench::enlarged_photos(&files, (w, h), &sub)?
-            }
-        };
-        let (photos, faces) = facenet::bench::photos_throughput(&pipeline, &set, args.runs)?;
+        let (n, photos, faces) = facenet::bench::photos_at_size(&pipeline, &files, size, args.runs)
+            .with_context(|| format!("--sizes {size}"))?;
         println!(
             "photos precision={precision} kernel={kernel} size={size} photos_per_s={photos:.2} \
-             faces_per_s={faces:.2} photos={}",
-            set.len()
+             faces_per_s={faces:.2} photos={n}"
         );
     }
     Ok(())

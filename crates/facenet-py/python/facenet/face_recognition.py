@@ -114,16 +114,6 @@ def _shape_model():
     return _SHAPE
 
 
-def _named(p) -> Dict[str, List[Tuple[int, int]]]:
-    """face_recognition's names for the 68 points (its lips run round their outline)."""
-    return {
-        "chin": p[0:17], "left_eyebrow": p[17:22], "right_eyebrow": p[22:27],
-        "nose_bridge": p[27:31], "nose_tip": p[31:36], "left_eye": p[36:42], "right_eye": p[42:48],
-        "top_lip": p[48:55] + [p[64], p[63], p[62], p[61], p[60]],
-        "bottom_lip": p[54:60] + [p[48], p[60], p[67], p[66], p[65], p[64]],
-    }
-
-
 def face_landmarks(face_image, face_locations: Optional[Iterable[Tuple[int, int, int, int]]] = None,
                    model: str = "large") -> List[Dict[str, List[Tuple[int, int]]]]:
     """Landmarks per face under face_recognition's key names.
@@ -148,8 +138,7 @@ def face_landmarks(face_image, face_locations: Optional[Iterable[Tuple[int, int,
     out = []
     for f in faces:
         if shape is not None:
-            pts = shape.on_five(img, [list(map(float, xy)) for xy in f.landmarks])
-            out.append(_named([(int(np.floor(x + 0.5)), int(np.floor(y + 0.5))) for x, y in pts]))
+            out.append(shape.parts_on_five(img, [list(map(float, xy)) for xy in f.landmarks]))
             continue
         p = [(int(round(x)), int(round(y))) for (x, y) in f.landmarks]
         out.append({"left_eye": [p[0]], "right_eye": [p[1]], "nose_tip": [p[2]],

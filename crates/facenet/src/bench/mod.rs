@@ -116,6 +116,59 @@ pub fn photos_throughput(
     Ok((files.len() as f64 * per_s, faces as f64 * per_s))
 }
 
+/// The photos under `dir`, sorted; none is an error that names the folder.
+pub fn photo_list(dir: &std::path::Path) -> crate::Result<Vec<std::path::PathBuf>> {
+    let mut files = crate::files::walk_images(dir)?;
+    files.sort();
+    if files.is_empty() {
+        return Err(crate::Error::InvalidArgument {
+            field: "photos",
+            reason: format!("{}: no photos", dir.display()),
+        });
+    }
+    Ok(files)
+}
+
+/// [`photos_throughput`] at one size: `native` (the files as they are) or `WxH` (each photo
+/// enlarged to that size and written as a JPEG first, into a folder of this process that is
+/// removed afterwards). Returns the photos timed and their photos and faces per second.
+pub fn photos_at_size(
+    pipeline: &crate::pipeline::FacePipeline,
+    files: &[std::path::PathBuf],
+    size: &str,
+    runs: usize,
+) -> crate::Result<(usize, f64, f64)> {
+    if size == "native" {
+        let (p, f) = photos_throughput(pipeline, files, runs)?;
+        return Ok((files.len(), p, f));
+    }
+    let (w, h) = size
+        .split_once('x')
+        .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
+        .filter(|&(w, h)| w > 0 && h > 0)
+        .ok_or_else(|| crate::Error::InvalidArgument {
+            field: "size",
+            reason: format!("`{size}` is neither `native` nor WxH"),
+        })?;
+    struct Scratch(std::path::PathBuf);
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let dir = Scratch(std::env::temp_dir().join(format!(
+        "facenet-bench-photos-{}-{size}",
+        std::process::id()
+    )));
+    std::fs::create_dir_all(&dir.0).map_err(|e| crate::Error::Io {
+        path: dir.0.clone(),
+        source: e,
+    })?;
+    let set = enlarged_photos(files, (w, h), &dir.0)?;
+    let (p, f) = photos_throughput(pipeline, &set, runs)?;
+    Ok((set.len(), p, f))
+}
+
 /// Writes each photo enlarged to `w`x`h` (a triangle filter) as a JPEG of quality 90 into
 /// `dir`, as a camera's photos would arrive; returns the files.
 pub fn enlarged_photos(

@@ -42,22 +42,8 @@ pub fn resize_area_rows<T: Pixel>(
     assert_eq!(dst.len(), dw * dh * c);
     // A cell's 8-bit sum fits a u32 up to 16 million pixels wide.
     assert!(sw / dw < 1 << 24, "shrinking {sw} pixels to {dw}");
-    let scale_x = sw as f64 / dw as f64;
-    let scale_y = sh as f64 / dh as f64;
-    let (tx, ty) = if scale_x >= 1.0 && scale_y >= 1.0 {
-        (area_tab(sw, dw, scale_x), area_tab(sh, dh, scale_y))
-    } else {
-        (linear_tab(sw, dw, scale_x), linear_tab(sh, dh, scale_y))
-    };
-    // For each source row, the output rows it feeds and with what weight.
-    let mut feeds: Vec<Vec<(usize, f64)>> = vec![Vec::new(); sh];
-    for (dy, taps) in ty.iter().enumerate() {
-        for &(sy, w) in taps {
-            feeds[sy].push((dy, w));
-        }
-    }
+    let Plan { tx, feeds, .. } = Plan::new(sw, sh, dw, dh);
     dst.fill(0.0);
-    let tx = Runs::new(&tx);
     let mut row = vec![T::default(); sw * c];
     let mut across = vec![0f64; dw * c];
     for (sy, outs) in feeds.iter().enumerate() {
@@ -104,10 +90,7 @@ pub fn pyramid_rgb(src: &[u8], sw: usize, sh: usize, levels: &[(usize, usize)]) 
     assert_eq!(src.len(), sw * sh * C);
     struct Level {
         dw: usize,
-        tx: Runs,
-        feeds: Vec<Vec<(usize, f64)>>,
-        /// The last source row of each output row.
-        last: Vec<usize>,
+        plan: Plan,
         /// Output rows being summed, oldest first.
         open: std::collections::VecDeque<(usize, Vec<f64>)>,
         out: Vec<u8>,
@@ -116,27 +99,9 @@ pub fn pyramid_rgb(src: &[u8], sw: usize, sh: usize, levels: &[(usize, usize)]) 
         .iter()
         .map(|&(dw, dh)| {
             assert!(dw > 0 && dh > 0 && sw / dw < 1 << 24);
-            let scale_x = sw as f64 / dw as f64;
-            let scale_y = sh as f64 / dh as f64;
-            let (tx, ty) = if scale_x >= 1.0 && scale_y >= 1.0 {
-                (area_tab(sw, dw, scale_x), area_tab(sh, dh, scale_y))
-            } else {
-                (linear_tab(sw, dw, scale_x), linear_tab(sh, dh, scale_y))
-            };
-            let mut feeds: Vec<Vec<(usize, f64)>> = vec![Vec::new(); sh];
-            for (dy, taps) in ty.iter().enumerate() {
-                for &(sy, w) in taps {
-                    feeds[sy].push((dy, w));
-                }
-            }
             Level {
                 dw,
-                tx: Runs::new(&tx),
-                feeds,
-                last: ty
-                    .iter()
-                    .map(|t| t.iter().map(|p| p.0).max().unwrap_or(0))
-                    .collect(),
+                plan: Plan::new(sw, sh, dw, dh),
                 open: std::collections::VecDeque::new(),
                 out: vec![0u8; dw * dh * C],
             }
@@ -148,7 +113,7 @@ pub fn pyramid_rgb(src: &[u8], sw: usize, sh: usize, levels: &[(usize, usize)]) 
     let mut across = vec![0f64; widest * C];
     let mut spare: Vec<Vec<f64>> = Vec::new();
     for sy in 0..sh {
-        if plans.iter().all(|l| l.feeds[sy].is_empty()) {
+        if plans.iter().all(|l| l.plan.feeds[sy].is_empty()) {
             continue;
         }
         let row = &src[sy * sw * C..(sy + 1) * sw * C];
@@ -160,14 +125,14 @@ pub fn pyramid_rgb(src: &[u8], sw: usize, sh: usize, levels: &[(usize, usize)]) 
             }
         }
         for l in &mut plans {
-            if l.feeds[sy].is_empty() {
+            if l.plan.feeds[sy].is_empty() {
                 continue;
             }
             let width = l.dw * C;
             let across = &mut across[..width];
             for (dx, o) in across.chunks_exact_mut(C).enumerate() {
                 let mut acc = [0f64; C];
-                for r in l.tx.of(dx) {
+                for r in l.plan.tx.of(dx) {
                     let (a, b) = (r.first * C, (r.first + r.len) * C);
                     for k in 0..C {
                         acc[k] += (sums[b + k] - sums[a + k]) as f64 * r.weight;
@@ -175,7 +140,7 @@ pub fn pyramid_rgb(src: &[u8], sw: usize, sh: usize, levels: &[(usize, usize)]) 
                 }
                 o.copy_from_slice(&acc);
             }
-            for &(dy, w) in &l.feeds[sy] {
+            for &(dy, w) in &l.plan.feeds[sy] {
                 let at = match l.open.iter().position(|(d, _)| *d == dy) {
                     Some(i) => i,
                     None => {
@@ -191,7 +156,7 @@ pub fn pyramid_rgb(src: &[u8], sw: usize, sh: usize, levels: &[(usize, usize)]) 
                 }
             }
             // Rows whose last source row this was are complete.
-            while let Some(i) = l.open.iter().position(|(d, _)| l.last[*d] <= sy) {
+            while let Some(i) = l.open.iter().position(|(d, _)| l.plan.last[*d] <= sy) {
                 let (dy, buf) = l.open.remove(i).expect("an open row");
                 for (o, v) in l.out[dy * width..(dy + 1) * width].iter_mut().zip(&buf) {
                     *o = v.round_ties_even().clamp(0.0, 255.0) as u8;
@@ -243,6 +208,42 @@ impl Pixel for f64 {
     type Sum = f64;
     fn widen(self) -> f64 {
         self
+    }
+}
+
+/// The taps of one resize: per output column its runs, per source row the output rows it
+/// feeds (and with what weight), per output row its last source row.
+struct Plan {
+    tx: Runs,
+    feeds: Vec<Vec<(usize, f64)>>,
+    last: Vec<usize>,
+}
+
+impl Plan {
+    /// OpenCV's rule: box-filter taps when shrinking both ways, area-mode linear otherwise.
+    fn new(sw: usize, sh: usize, dw: usize, dh: usize) -> Self {
+        let scale_x = sw as f64 / dw as f64;
+        let scale_y = sh as f64 / dh as f64;
+        let (tx, ty) = if scale_x >= 1.0 && scale_y >= 1.0 {
+            (area_tab(sw, dw, scale_x), area_tab(sh, dh, scale_y))
+        } else {
+            (linear_tab(sw, dw, scale_x), linear_tab(sh, dh, scale_y))
+        };
+        let mut feeds: Vec<Vec<(usize, f64)>> = vec![Vec::new(); sh];
+        for (dy, taps) in ty.iter().enumerate() {
+            for &(sy, w) in taps {
+                feeds[sy].push((dy, w));
+            }
+        }
+        let last = ty
+            .iter()
+            .map(|t| t.iter().map(|p| p.0).max().unwrap_or(0))
+            .collect();
+        Plan {
+            tx: Runs::new(&tx),
+            feeds,
+            last,
+        }
     }
 }
 
