@@ -1377,8 +1377,14 @@ fn evaluate_open_set_reports_calibration() {
     );
     let cal: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out_dir.join("calibration.json")).unwrap()).unwrap();
-    // The half table and the shipped one; 80 people allow galleries of 10 and 30 (half: 10).
-    assert_eq!(cal.as_array().unwrap().len(), 2, "{cal}");
+    // The half table and the shipped one, for the distance and for the cohort score; 80
+    // people allow galleries of 10 and 30 (half: 10).
+    assert_eq!(cal.as_array().unwrap().len(), 4, "{cal}");
+    assert!(
+        text.contains("(cohort score, derived)")
+            && cal[3]["what"].as_str().unwrap().contains("cohort score"),
+        "{text}"
+    );
     let shipped = cal[1]["points"].as_array().unwrap();
     assert_eq!(shipped.len(), 6, "{cal}");
     for p in shipped {
@@ -1392,6 +1398,12 @@ fn evaluate_open_set_reports_calibration() {
     let th = |i: usize| shipped[i]["threshold"].as_f64().unwrap();
     assert!(th(0) > th(1) && th(1) > th(2), "{cal}");
     assert!(th(3) < th(0) && th(4) < th(1), "{cal}");
+    // The cohort score's thresholds: laxer for a laxer target too, but a larger gallery's
+    // are laxer (its entries' cohorts are nearer), and all lie below zero.
+    let cohort = cal[3]["points"].as_array().unwrap();
+    let tc = |i: usize| cohort[i]["threshold"].as_f64().unwrap();
+    assert!(tc(0) > tc(1) && tc(1) > tc(2) && tc(0) < 0.0, "{cal}");
+    assert!(tc(3) > tc(0) && tc(4) > tc(1), "{cal}");
     for f in ["calibration.png", "open_set.png", "open_set.json"] {
         assert!(
             std::fs::metadata(out_dir.join(f)).unwrap().len() > 1000,
@@ -1621,4 +1633,106 @@ fn library_indexes_groups_names_and_finds() {
             .all(|p| p["name"] != "Somebody")
     );
     assert!(!listed(&g).contains("Somebody"), "{}", listed(&g));
+}
+
+/// `identify` thresholds the cohort score by default from six identities on (the distance
+/// below that, with `--score distance`, and for an explicit threshold), says so, and names
+/// enrolled people and not a stranger.
+#[test]
+fn identify_uses_the_cohort_score_from_six_people() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = dir.path().join("g.db");
+    let lfw = shared().join("data/lfw");
+    let pic = |p: &str, n: u32| lfw.join(p).join(format!("{p}_{n:04}.jpg"));
+    let people = [
+        "George_W_Bush",
+        "Colin_Powell",
+        "Tony_Blair",
+        "Donald_Rumsfeld",
+        "Gerhard_Schroeder",
+        "Ariel_Sharon",
+    ];
+    let probes = [
+        pic("George_W_Bush", 2),
+        pic("Colin_Powell", 2),
+        pic("Aaron_Eckhart", 1),
+    ];
+    let probe_refs: Vec<&Path> = probes.iter().map(PathBuf::as_path).collect();
+    for (k, p) in people.iter().enumerate() {
+        if k == 5 {
+            // Five identities: the plain distance, no cohort score.
+            let ids = identify_json(&g, &probe_refs);
+            assert!(ids[0]["threshold"].as_f64().unwrap() > 0.0, "{:?}", ids[0]);
+            assert!(ids[0].get("cohort_score").is_none(), "{:?}", ids[0]);
+        }
+        let out = bin()
+            .args(["enroll", p])
+            .arg(pic(p, 1))
+            .arg("--gallery")
+            .arg(&g)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let ids = identify_json(&g, &probe_refs);
+    let face0 = |path: &Path| {
+        ids.iter()
+            .find(|v| v["path"] == path.display().to_string() && v["face"] == 0)
+            .unwrap_or_else(|| panic!("no face 0 of {}", path.display()))
+    };
+    for (p, want) in probes
+        .iter()
+        .zip(["George_W_Bush", "Colin_Powell", "unknown"])
+    {
+        let v = face0(p);
+        assert_eq!(v["identity"], want, "{v:?}");
+        let (c, t) = (
+            v["cohort_score"].as_f64().unwrap(),
+            v["threshold"].as_f64().unwrap(),
+        );
+        // A cohort score is a distance less a mean distance: below the distance, and the
+        // derived threshold lies below zero.
+        assert!(c < v["distance"].as_f64().unwrap() && t < 0.0, "{v:?}");
+        assert_eq!(c < t, want != "unknown", "{v:?}");
+        assert_eq!(v["threshold_source"], "target-fir");
+    }
+    let text = |args: &[&str]| {
+        let out = bin()
+            .arg("identify")
+            .args(args)
+            .arg(&probes[0])
+            .arg("--gallery")
+            .arg(&g)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let cohort = text(&[]);
+    assert!(
+        cohort.contains("cohort score") && cohort.contains("6 identities"),
+        "{cohort}"
+    );
+    let plain = text(&["--score", "distance"]);
+    assert!(
+        !plain.contains("cohort") && plain.contains("George_W_Bush"),
+        "{plain}"
+    );
+    let explicit = text(&["--threshold", "0.9"]);
+    assert!(
+        explicit.contains("threshold 0.900 (given)") && !explicit.contains("cohort score"),
+        "{explicit}"
+    );
+    let out = bin()
+        .args(["identify", "--score", "nearest"])
+        .arg(&probes[0])
+        .arg("--gallery")
+        .arg(&g)
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success() && stderr(&out).contains("--score"),
+        "{}",
+        stderr(&out)
+    );
 }

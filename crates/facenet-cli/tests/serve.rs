@@ -443,6 +443,10 @@ fn serve_enrol_identify_verify_and_every_error_path() {
     assert_eq!(face["known"], true);
     assert_eq!(face["candidates"].as_array().unwrap().len(), 2);
     assert_eq!(body["threshold_source"], "target-fir");
+    // Fewer than six subjects: the cohort score (the default) needs more; the distance is
+    // thresholded and said so.
+    assert_eq!(body["scoring"], "distance", "{body}");
+    assert!(face.get("cohort_score").is_none(), "{face}");
     let strict = expect(
         c.post(s.at("/api/v1/identify?threshold=0.1"))
             .key(&w)
@@ -457,7 +461,14 @@ fn serve_enrol_identify_verify_and_every_error_path() {
         (Some("unknown"), Some(false))
     );
     assert_eq!(strict["threshold_source"], "explicit");
-    for bad in ["top_k=0", "top_k=x", "threshold=5", "fir=2", "colour=red"] {
+    for bad in [
+        "top_k=0",
+        "top_k=x",
+        "threshold=5",
+        "fir=2",
+        "colour=red",
+        "score=nearest",
+    ] {
         expect(
             c.post(s.at(&format!("/api/v1/identify?{bad}")))
                 .key(&w)

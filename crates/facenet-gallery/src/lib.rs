@@ -41,6 +41,7 @@
 
 pub mod ann;
 pub mod cluster;
+mod cohort;
 pub mod library;
 pub mod live;
 #[cfg(feature = "postgres")]
@@ -56,12 +57,13 @@ pub mod tenants;
 use serde::{Deserialize, Serialize};
 
 pub use ann::{ANN_MIN_FACES, AnnConfig, AnnIndex};
+pub use facenet::eval::cohort::Scoring;
 pub use live::{LiveIndex, Refresh};
 pub use recognizer::{
     Calibration, ClusteredFace, DEFAULT_FIR, DEFAULT_THRESHOLD, DEFAULT_VERIFY_FAR, Enrolment,
     Identification, Identity, LabelledResult, PairVerification, PhotoEnrolment, Recognizer,
     Searcher, Threshold, ThresholdSource, UNKNOWN, Verification, cluster_folder,
-    impostor_table_for, verify_pair,
+    identification_threshold, impostor_table_for, verify_pair,
 };
 pub use search::{GalleryRule, Match, SearchIndex};
 pub use sqlite::SqliteGallery;

@@ -397,6 +397,7 @@ fn matches(rows: &[Row]) -> Vec<Match> {
             identity: r.get(0),
             distance: r.get::<_, f64>(1) as f32,
             source: r.get(2),
+            cohort_score: None,
         })
         .collect()
 }

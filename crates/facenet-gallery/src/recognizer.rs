@@ -12,6 +12,9 @@ use std::sync::Arc;
 
 use facenet::Distance;
 use facenet::eval::Evaluation;
+use facenet::eval::cohort::{
+    COHORT_AIM, COHORT_K, COHORT_MIN_IDENTITIES, CohortThresholds, Scoring,
+};
 use facenet::eval::openset::ImpostorTable;
 use facenet::image::RgbImage;
 use facenet::pipeline::{Face, FaceChoice, FacePipeline, NoFace};
@@ -140,6 +143,9 @@ pub struct Threshold {
     /// The expected share of enrolled people's photos named at this threshold with one photo
     /// per person, and with three ([`ImpostorTable::expected_dir`]).
     pub expected_dir: Option<[f64; 2]>,
+    /// What the threshold is compared with: the distance, or the cohort score (then
+    /// `value` is a cohort score, below zero).
+    pub scoring: Scoring,
 }
 
 impl Threshold {
@@ -152,7 +158,35 @@ impl Threshold {
             far: None,
             expected_fir: None,
             expected_dir: None,
+            scoring: Scoring::Distance,
         }
+    }
+
+    /// The cohort rule ([`facenet::eval::cohort`]) for a gallery of `identities`: derived
+    /// from `table` for the target `fir` (else the gallery's, else [`DEFAULT_FIR`]). `None`
+    /// where the gallery is too small for a cohort or the table has no threshold.
+    pub fn for_cohort(
+        fir: Option<f64>,
+        settings: &Settings,
+        table: &CohortThresholds,
+        identities: usize,
+    ) -> Result<Option<Self>> {
+        let target = fir.or(settings.target_fir).unwrap_or(DEFAULT_FIR);
+        crate::check_rate(target)?;
+        if identities < COHORT_MIN_IDENTITIES {
+            return Ok(None);
+        }
+        Ok(table
+            .threshold_for_fir(target, identities)
+            .map(|value| Self {
+                target: Some(target),
+                comparisons: Some(identities),
+                // The table is set to a share of its targets (COHORT_AIM) of strangers.
+                expected_fir: Some(target * COHORT_AIM),
+                expected_dir: table.expected_dir(target, identities),
+                scoring: Scoring::Cohort,
+                ..Self::fixed(value, ThresholdSource::TargetFir)
+            }))
     }
 
     /// The 1:1 rule: explicit, else the gallery's calibrated threshold, else the one for
@@ -242,12 +276,21 @@ impl Threshold {
                 self.target.unwrap_or(0.0)
             ),
             ThresholdSource::TargetFir => {
-                let mut s = format!(
-                    "derived for at most {} of strangers named as someone among {} gallery entries; expected {}",
-                    pct(self.target.unwrap_or(0.0)),
-                    self.comparisons.unwrap_or(0),
-                    pct(self.expected_fir.unwrap_or(0.0)),
-                );
+                let mut s = match self.scoring {
+                    Scoring::Cohort => format!(
+                        "cohort score (distance less the entry's mean distance to its {COHORT_K} \
+                         nearest other people) derived for at most {} of strangers named as \
+                         someone among {} identities",
+                        pct(self.target.unwrap_or(0.0)),
+                        self.comparisons.unwrap_or(0),
+                    ),
+                    Scoring::Distance => format!(
+                        "derived for at most {} of strangers named as someone among {} gallery entries; expected {}",
+                        pct(self.target.unwrap_or(0.0)),
+                        self.comparisons.unwrap_or(0),
+                        pct(self.expected_fir.unwrap_or(0.0)),
+                    ),
+                };
                 if let Some([one, three]) = self.expected_dir {
                     s.push_str(&format!(
                         "; about {:.0} % of enrolled people's photos named with one photo each, {:.0} % with three",
@@ -276,6 +319,30 @@ pub fn impostor_table_for(settings: &Settings, fingerprint: &str) -> Option<Impo
             // slightly smaller: on LFW, 1.23 % of strangers named instead of 1.13 %).
             facenet::eval::openset::bundled_table(fingerprint.trim_end_matches("+mirror"))
         })
+}
+
+/// The identification threshold of a gallery of `identities` (and `entries` searched:
+/// faces, or one centroid per identity): under [`Scoring::Cohort`], derived from the cohort
+/// table shipped for the weights `fingerprint` where there is one, the gallery has
+/// [`COHORT_MIN_IDENTITIES`] identities or more and no threshold is `explicit`; otherwise
+/// the distance's ([`Threshold::for_identification`]).
+pub fn identification_threshold(
+    scoring: Scoring,
+    (explicit, fir): (Option<f32>, Option<f64>),
+    settings: &Settings,
+    fingerprint: &str,
+    (identities, entries): (usize, usize),
+) -> Result<Threshold> {
+    if scoring == Scoring::Cohort
+        && explicit.is_none()
+        && let Some(table) =
+            facenet::eval::cohort::bundled_cohort(fingerprint.trim_end_matches("+mirror"))
+        && let Some(t) = Threshold::for_cohort(fir, settings, &table, identities)?
+    {
+        return Ok(t);
+    }
+    let table = impostor_table_for(settings, fingerprint);
+    Threshold::for_identification(explicit, fir, settings, table.as_ref(), entries)
 }
 
 /// Below this expected share of enrolled people's photos named (one photo per person),
@@ -342,6 +409,10 @@ pub struct Identification {
     pub identity: Identity,
     /// Distance to the best identity (L2 between unit embeddings).
     pub distance: Option<f32>,
+    /// The best identity's cohort score, when the threshold applies to it
+    /// ([`Scoring::Cohort`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cohort_score: Option<f32>,
     /// The threshold applied.
     pub threshold: f32,
     /// Where the threshold came from.
@@ -437,10 +508,15 @@ impl Searcher {
     /// Identifies one embedding: the best `top_k` identities, `unknown` above the threshold.
     pub fn identify(&self, face: usize, f: &Face, top_k: usize) -> Result<Identification> {
         let k = top_k.max(2);
+        let cohort = self.threshold.scoring == Scoring::Cohort;
+        let search = |i: &SearchIndex| match cohort {
+            true => i.search_cohort(&f.embedding, k),
+            false => i.search(&f.embedding, k),
+        };
         let m = match &self.backend {
-            Backend::Index(i) => i.search(&f.embedding, k)?,
+            Backend::Index(i) => search(i)?,
             Backend::Live(live) => match live.read().as_ref() {
-                Some(s) => s.index.search(&f.embedding, k)?,
+                Some(s) => search(&s.index)?,
                 None => Vec::new(),
             },
             Backend::Store(store, rule, _) => store
@@ -448,7 +524,8 @@ impl Searcher {
                 .ok_or_else(|| GalleryError::Invalid("the store no longer searches".into()))?,
         };
         let best = m.first();
-        let known = best.is_some_and(|b| self.threshold.accepts(b.distance));
+        let known =
+            best.is_some_and(|b| self.threshold.accepts(b.cohort_score.unwrap_or(b.distance)));
         Ok(Identification {
             face,
             bbox: f.detection.map(|d| d.bbox),
@@ -459,11 +536,14 @@ impl Searcher {
                 _ => Identity::Unknown,
             },
             distance: best.map(|b| b.distance),
+            cohort_score: best.and_then(|b| b.cohort_score),
             threshold: self.threshold.value,
             threshold_source: self.threshold.source,
             expected_fir: self.threshold.expected_fir,
             margin: match (m.first(), m.get(1)) {
-                (Some(a), Some(b)) => Some(b.distance - a.distance),
+                (Some(a), Some(b)) => Some(
+                    b.cohort_score.unwrap_or(b.distance) - a.cohort_score.unwrap_or(a.distance),
+                ),
                 _ => None,
             },
             candidates: m.into_iter().take(top_k.max(1)).collect(),
@@ -481,6 +561,7 @@ pub struct Recognizer {
     /// The gallery in memory, shared by clones.
     live: Arc<LiveIndex>,
     min_quality: f32,
+    scoring: Scoring,
 }
 
 impl Recognizer {
@@ -505,7 +586,22 @@ impl Recognizer {
             rule: GalleryRule::Centroid,
             live: Arc::default(),
             min_quality: facenet::quality::ENROL_MIN,
+            scoring: Scoring::default(),
         }
+    }
+
+    /// What identification thresholds: the cohort score ([`facenet::eval::cohort`], the
+    /// default) where the gallery is searched in this process, has at least
+    /// [`COHORT_MIN_IDENTITIES`] identities and the weights have a cohort table, else the
+    /// distance; an explicit threshold is always a distance.
+    pub fn with_scoring(mut self, scoring: Scoring) -> Self {
+        self.scoring = scoring;
+        self
+    }
+
+    /// What identification thresholds.
+    pub fn scoring(&self) -> Scoring {
+        self.scoring
     }
 
     /// How identification compares a probe with a person's several photos: their centroid
@@ -574,8 +670,13 @@ impl Recognizer {
                 GalleryRule::Centroid => ids.len(),
                 GalleryRule::NearestSample => ids.iter().map(|(_, k)| k).sum(),
             };
-            let table = self.impostor_table(&settings);
-            Threshold::for_identification(None, None, &settings, table.as_ref(), n)?
+            identification_threshold(
+                self.scoring,
+                (None, None),
+                &settings,
+                &self.model.fingerprint,
+                (ids.len(), n),
+            )?
         };
         Ok(match (t.source, t.expected_dir, t.comparisons) {
             (ThresholdSource::TargetFir, Some([one, three]), Some(n)) if one < ADVICE_BELOW => {
@@ -704,28 +805,36 @@ impl Recognizer {
     /// faces are unchanged. A store that searches itself (PostgreSQL) is searched in place.
     pub fn searcher(&self, explicit: Option<f32>, fir: Option<f64>) -> Result<Searcher> {
         self.store.check_model(&self.model)?;
-        // The threshold for a stranger compared with `n` gallery entries.
-        let threshold = |settings: &Settings, n: usize| {
-            let table = self.impostor_table(settings);
-            Threshold::for_identification(explicit, fir, settings, table.as_ref(), n)
+        // The threshold for a gallery of these identities and entries, under `scoring`.
+        let threshold = |scoring: Scoring, settings: &Settings, sizes: (usize, usize)| {
+            identification_threshold(
+                scoring,
+                (explicit, fir),
+                settings,
+                &self.model.fingerprint,
+                sizes,
+            )
         };
         if let Some(n) = self.store.entries(self.rule)? {
+            // A store that searches itself ranks by distance.
             return Ok(Searcher {
-                threshold: threshold(&self.store.settings()?, n)?,
+                threshold: threshold(Scoring::Distance, &self.store.settings()?, (n, n))?,
                 backend: Backend::Store(self.store.clone(), self.rule, n),
             });
         }
         if self.live.refresh(self.store.as_ref(), self.rule)? != Refresh::Untracked
             && let Some(state) = self.live.read().as_ref()
         {
+            let sizes = (state.index.identities(), state.index.len());
             return Ok(Searcher {
-                threshold: threshold(&state.settings, state.index.len())?,
+                threshold: threshold(self.scoring, &state.settings, sizes)?,
                 backend: Backend::Live(self.live.clone()),
             });
         }
         let index = Box::new(crate::live::read_whole(self.store.as_ref(), self.rule)?);
+        let sizes = (index.identities(), index.len());
         Ok(Searcher {
-            threshold: threshold(&self.store.settings()?, index.len())?,
+            threshold: threshold(self.scoring, &self.store.settings()?, sizes)?,
             backend: Backend::Index(index),
         })
     }

@@ -20,7 +20,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::ann::{AnnConfig, AnnIndex};
+use crate::cohort::{Neighbours, Rows};
 use crate::{FaceRecord, GalleryError, Result};
+use facenet::eval::cohort::cohort_score;
 pub use facenet::eval::openset::GalleryRule;
 
 /// One identity's best match.
@@ -32,6 +34,9 @@ pub struct Match {
     pub distance: f32,
     /// That face's source.
     pub source: String,
+    /// Its cohort score, when ranked by it ([`SearchIndex::search_cohort`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cohort_score: Option<f32>,
 }
 
 /// All enrolled faces as one matrix.
@@ -54,10 +59,13 @@ pub struct SearchIndex {
     dead: Vec<bool>,
     /// How many rows are dead.
     num_dead: usize,
+    /// Each row's nearest rows of other identities, once a cohort search asked for them;
+    /// kept up to date by every change from then on.
+    cohort: std::sync::OnceLock<Neighbours>,
 }
 
 /// A row's label once the row is dead.
-const DEAD: usize = usize::MAX;
+const DEAD: usize = facenet::eval::cohort::NO_OWNER;
 
 impl SearchIndex {
     /// Builds the index from stored faces.
@@ -137,6 +145,14 @@ impl SearchIndex {
         self.labels.push(label);
         self.rows_of[label].push(row);
         self.sources.push(source.to_string());
+        if let Some(n) = self.cohort.get_mut() {
+            let rows = Rows {
+                data: &self.data,
+                dim: self.dim,
+                labels: &self.labels,
+            };
+            n.added(&rows, row);
+        }
         Ok(())
     }
 
@@ -152,7 +168,8 @@ impl SearchIndex {
             )));
         }
         if let Some(&label) = self.label_of.get(identity) {
-            for row in std::mem::take(&mut self.rows_of[label]) {
+            let gone = std::mem::take(&mut self.rows_of[label]);
+            for &row in &gone {
                 if let Some(ann) = &self.ann {
                     ann.remove(row as u64)?;
                 }
@@ -162,6 +179,14 @@ impl SearchIndex {
                 self.dead[row] = true;
                 self.labels[row] = DEAD;
                 self.num_dead += 1;
+            }
+            if let Some(n) = self.cohort.get_mut() {
+                let rows = Rows {
+                    data: &self.data,
+                    dim: self.dim,
+                    labels: &self.labels,
+                };
+                n.removed(&rows, &gone);
             }
         }
         match self.rule {
@@ -310,7 +335,7 @@ impl SearchIndex {
         if let Some(ann) = &self.ann {
             // The k best identities are among the nearest faces; ask for several per identity.
             let faces = ann.nearest(q, (8 * k).max(32))?;
-            return Ok(self.rank(faces.into_iter(), k));
+            return Ok(self.rank(faces.into_iter(), k, None));
         }
         self.search_exact(q, k)
     }
@@ -322,35 +347,87 @@ impl SearchIndex {
             return Ok(Vec::new());
         }
         let dots = self.dots(q);
-        Ok(self.rank(dots.into_iter().enumerate(), k))
+        Ok(self.rank(dots.into_iter().enumerate(), k, None))
     }
 
-    /// Ranks identities by their best face among `(face, dot)` candidates (dead rows skipped).
-    fn rank(&self, candidates: impl Iterator<Item = (usize, f32)>, k: usize) -> Vec<Match> {
-        let mut best: Vec<Option<(f32, usize)>> = vec![None; self.names.len()];
+    /// Ranks identities by their best face among `(face, dot)` candidates (dead rows
+    /// skipped): by distance, or with `cohort` (each row's cohort mean) by cohort score.
+    fn rank(
+        &self,
+        candidates: impl Iterator<Item = (usize, f32)>,
+        k: usize,
+        cohort: Option<&[f32]>,
+    ) -> Vec<Match> {
+        // Lower is better: minus the dot product, or the cohort score.
+        let key = |i: usize, dot: f32| match cohort {
+            Some(c) => cohort_score(dist(dot), c[i]),
+            None => -dot,
+        };
+        let mut best: Vec<Option<(f32, f32, usize)>> = vec![None; self.names.len()];
         for (i, d) in candidates {
             let Some(&label) = self.labels.get(i).filter(|&&l| l != DEAD) else {
                 continue;
             };
+            let kd = key(i, d);
             let slot = &mut best[label];
-            if slot.is_none_or(|(bd, _)| d > bd) {
-                *slot = Some((d, i));
+            if slot.is_none_or(|(bk, _, _)| kd < bk) {
+                *slot = Some((kd, d, i));
             }
         }
-        let mut m: Vec<(f32, usize, usize)> = best
+        let mut m: Vec<(f32, f32, usize, usize)> = best
             .iter()
             .enumerate()
-            .filter_map(|(l, b)| b.map(|(d, i)| (d, l, i)))
+            .filter_map(|(l, b)| b.map(|(kd, d, i)| (kd, d, l, i)))
             .collect();
-        m.sort_by(|a, b| b.0.total_cmp(&a.0));
+        m.sort_by(|a, b| a.0.total_cmp(&b.0));
         m.into_iter()
             .take(k)
-            .map(|(d, l, i)| Match {
+            .map(|(kd, d, l, i)| Match {
                 identity: self.names[l].clone(),
                 distance: dist(d),
                 source: self.sources[i].clone(),
+                cohort_score: cohort.map(|_| kd),
             })
             .collect()
+    }
+
+    /// Each row's cohort mean: its mean distance to its [`facenet::eval::cohort::COHORT_K`] nearest rows of other
+    /// identities (0 for dead rows). Listed at the first call (every pair of rows, or through
+    /// the attached graph), then kept up to date by each change.
+    pub fn cohort_means(&self) -> &[f32] {
+        self.cohort
+            .get_or_init(|| {
+                let rows = Rows {
+                    data: &self.data,
+                    dim: self.dim,
+                    labels: &self.labels,
+                };
+                Neighbours::build(&rows, self.ann.as_deref())
+            })
+            .means()
+    }
+
+    /// Identities with a face searched.
+    pub fn identities(&self) -> usize {
+        self.rows_of.iter().filter(|r| !r.is_empty()).count()
+    }
+
+    /// The best `k` identities by cohort score ([`facenet::eval::cohort`]): each face's
+    /// distance less its mean distance to the [`facenet::eval::cohort::COHORT_K`] nearest faces of other identities.
+    /// Exact, or among the nearest faces of the attached graph (several times `k`, at least
+    /// 128: the cohort means differ by tenths, so the best score lies among the nearest).
+    pub fn search_cohort(&self, q: &[f32], k: usize) -> Result<Vec<Match>> {
+        self.check_dim("the query", q.len())?;
+        if self.is_empty() {
+            return Ok(Vec::new());
+        }
+        let means = self.cohort_means();
+        if let Some(ann) = &self.ann {
+            let faces = ann.nearest(q, (16 * k).max(128))?;
+            return Ok(self.rank(faces.into_iter(), k, Some(means)));
+        }
+        let dots = self.dots(q);
+        Ok(self.rank(dots.into_iter().enumerate(), k, Some(means)))
     }
 }
 
@@ -401,6 +478,68 @@ mod tests {
         vec![a.cos(), a.sin()]
     }
 
+    /// The cohort search by hand: a crowded entry is discounted against an isolated one at
+    /// the same distance, and the kept cohort lists follow each change of the gallery: they
+    /// agree with lists made afresh.
+    #[test]
+    fn cohort_search_discounts_crowded_entries_and_follows_changes() {
+        let mut idx = SearchIndex::default();
+        // Ada among three others within 30 degrees; Eve alone at 180.
+        for (name, deg) in [
+            ("ada", 0.0),
+            ("b", 20.0),
+            ("c", 25.0),
+            ("d", 30.0),
+            ("eve", 180.0),
+        ] {
+            idx.push(name, &unit(deg), name).unwrap();
+        }
+        let chord = |deg: f32| 2.0 * (deg / 2.0).to_radians().sin();
+        // The probe at 95 degrees is nearer to d (65) than to Eve (85).
+        let means = idx.cohort_means().to_vec();
+        // COHORT_K is 5 and Ada has four others: all four are her cohort.
+        let ada_mean = (chord(20.0) + chord(25.0) + chord(30.0) + chord(180.0)) / 4.0;
+        assert!(
+            (means[0] - ada_mean).abs() < 1e-5,
+            "{} vs {ada_mean}",
+            means[0]
+        );
+        let m = idx.search_cohort(&unit(95.0), 2).unwrap();
+        // By distance d (65 degrees) is first; by cohort score Eve's isolation wins.
+        assert_eq!(idx.search(&unit(95.0), 1).unwrap()[0].identity, "d");
+        assert_eq!(m[0].identity, "eve");
+        assert!((m[0].distance - chord(85.0)).abs() < 1e-5);
+        assert!((m[0].cohort_score.unwrap() - (chord(85.0) - means[4])).abs() < 1e-5);
+        assert!(m[0].cohort_score < m[1].cohort_score);
+        // A newcomer next to Eve makes her crowded: her mean falls.
+        idx.replace_identity(
+            "fay",
+            &[FaceRecord {
+                id: 9,
+                identity: "fay".into(),
+                embedding: unit(175.0),
+                source: "f".into(),
+                bbox: None,
+                created: 0,
+            }],
+        )
+        .unwrap();
+        let after = idx.cohort_means().to_vec();
+        assert!(after[4] < means[4] - 0.3, "{} -> {}", means[4], after[4]);
+        let afresh = |idx: &SearchIndex| {
+            let mut copy = idx.clone();
+            copy.cohort = std::sync::OnceLock::new();
+            copy.cohort_means().to_vec()
+        };
+        assert_eq!(after, afresh(&idx));
+        // Removing her again restores the old means (her row stays, dead, at 0).
+        idx.replace_identity("fay", &[]).unwrap();
+        assert!((idx.cohort_means()[4] - means[4]).abs() < 1e-6);
+        assert_eq!(idx.cohort_means(), afresh(&idx).as_slice());
+        assert_eq!(idx.identities(), 5);
+        assert!(idx.search(&unit(0.0), 1).unwrap()[0].cohort_score.is_none());
+    }
+
     #[test]
     fn ranks_identities_by_their_best_face() {
         let mut idx = SearchIndex::default();
@@ -431,6 +570,31 @@ mod tests {
         assert!(e.contains("3 values") && e.contains('2'), "{e}");
         assert!(idx.push("dan", &[1.0], "d1").is_err());
         assert_eq!(idx.len(), 4);
+    }
+
+    /// With a graph attached, the cohort lists are made through it: the same means as by
+    /// comparing every pair, on nearly every face.
+    #[test]
+    fn cohort_lists_through_the_graph_agree_with_every_pair() {
+        let g = crate::synthetic::face_like(400, 4, 0, 32, 5);
+        let mut idx = SearchIndex::default();
+        for (i, row) in g.gallery.chunks_exact(32).enumerate() {
+            idx.push(&format!("p{}", g.labels[i]), row, &format!("f{i}"))
+                .unwrap();
+        }
+        let exact = idx.cohort_means().to_vec();
+        let mut graphed = idx.clone();
+        graphed.cohort = std::sync::OnceLock::new();
+        graphed.build_ann(AnnConfig::default(), 2).unwrap();
+        let through = graphed.cohort_means();
+        assert_eq!(through.len(), exact.len());
+        let same = exact
+            .iter()
+            .zip(through)
+            .filter(|(a, b)| (*a - *b).abs() < 1e-4)
+            .count();
+        assert!(same * 100 >= exact.len() * 99, "{same} of {}", exact.len());
+        assert!(exact.iter().all(|&m| m > 0.5), "other people lie apart");
     }
 
     /// With a graph attached, replacing an identity updates the graph too: its old rows are

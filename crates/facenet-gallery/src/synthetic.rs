@@ -182,7 +182,15 @@ pub struct SearchBench {
     /// HNSW search per query, graph build time and recall@1 of the nearest face against
     /// exact search (when asked for).
     pub hnsw: Option<(f64, f64, f64)>,
+    /// The cohort score on the exact index (galleries up to [`COHORT_BENCH_MAX`] faces):
+    /// seconds to list every face's nearest faces of other identities (all cores), search per
+    /// query, and milliseconds to bring the lists up to date after one identity's face is
+    /// replaced.
+    pub cohort: Option<(f64, f64, f64)>,
 }
+
+/// The largest gallery [`search_bench`] times the cohort score on.
+pub const COHORT_BENCH_MAX: usize = 20_000;
 
 /// Times exact search (one core) over `n` face-like unit vectors (10 per identity, see
 /// [`face_like`]) with `queries` queries, and with `hnsw` also the HNSW graph built on
@@ -208,10 +216,36 @@ pub fn search_bench(
         .map(|q| idx.search_exact(q, 5))
         .collect::<crate::Result<Vec<_>>>()?;
     let exact_ms = per_query(t);
+    let cohort = match n <= COHORT_BENCH_MAX {
+        true => {
+            let t = Instant::now();
+            idx.cohort_means();
+            let build_s = t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            for q in &qs {
+                idx.search_cohort(q, 5)?;
+            }
+            let ms = per_query(t);
+            let face = crate::FaceRecord {
+                id: -1,
+                identity: "id0".into(),
+                embedding: qs[0].to_vec(),
+                source: "replaced".into(),
+                bbox: None,
+                created: 0,
+            };
+            let t = Instant::now();
+            idx.replace_identity("id0", &[face])?;
+            idx.cohort_means();
+            Some((build_s, ms, t.elapsed().as_secs_f64() * 1000.0))
+        }
+        false => None,
+    };
     if !hnsw {
         return Ok(SearchBench {
             exact_ms,
             hnsw: None,
+            cohort,
         });
     }
     let t = Instant::now();
@@ -231,6 +265,7 @@ pub fn search_bench(
     Ok(SearchBench {
         exact_ms,
         hnsw: Some((ann_ms, build_s, hits as f64 / qs.len() as f64)),
+        cohort,
     })
 }
 

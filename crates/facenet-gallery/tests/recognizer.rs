@@ -8,7 +8,7 @@ use std::sync::Arc;
 use facenet::image::RgbImage;
 use facenet::pipeline::{FaceChoice, FacePipeline};
 use facenet::{Device, Embedder, detect::Detector, paths::cache_dir};
-use facenet_gallery::{Recognizer, SqliteGallery, ThresholdSource};
+use facenet_gallery::{Recognizer, Scoring, SqliteGallery, ThresholdSource};
 
 fn pipeline() -> Arc<FacePipeline> {
     let (cache, cpu) = (cache_dir(), Device::flex());
@@ -25,7 +25,11 @@ fn sample(rel: &str) -> PathBuf {
 }
 
 fn first(dir: &str) -> PathBuf {
-    facenet::files::walk_images(&sample(dir)).unwrap()[0].clone()
+    nth(dir, 0)
+}
+
+fn nth(dir: &str, n: usize) -> PathBuf {
+    facenet::files::walk_images(&sample(dir)).unwrap()[n].clone()
 }
 
 fn recognizer(p: &Arc<FacePipeline>) -> Recognizer {
@@ -179,26 +183,47 @@ fn threshold_rules_and_all_or_nothing_enrolment() {
         two.describe()
     );
     assert_eq!(r.advice().unwrap(), None);
-    // At 20,000 people (synthetic faces beside the two) the threshold has to be strict: the
-    // enrolment's advice says how many will be named and what to do. A recognizer that has not
-    // read the gallery counts it instead, and says the same.
+    // At 20,000 people (synthetic faces beside the two) the distance's threshold has to be
+    // strict: the enrolment's advice says how many will be named and what to do. A
+    // recognizer that has not read the gallery counts it instead, and says the same.
     facenet_gallery::synthetic::add_synthetic(
         r.store(),
         &r.store().model().unwrap().unwrap(),
         100_000,
     )
     .unwrap();
-    let big = r.searcher(None, None).unwrap().threshold();
+    let rd = r.clone().with_scoring(Scoring::Distance);
+    let big = rd.searcher(None, None).unwrap().threshold();
     let [one_big, three_big] = big.expected_dir.unwrap();
     assert!(one_big < 0.5 && three_big > one_big, "{big:?}");
-    let advice = r.advice().unwrap().expect("advice for a large gallery");
+    let advice = rd.advice().unwrap().expect("advice for a large gallery");
     assert!(
         advice.contains("20002 gallery entries") && advice.contains("three or more photos"),
         "{advice}"
     );
+    // The cohort score (the default) expects more named at the same target, and names
+    // madonna's other photo where the distance's threshold leaves it unknown.
+    let cohort = r.searcher(None, None).unwrap();
+    let bc = cohort.threshold();
+    assert_eq!(
+        (bc.scoring, bc.comparisons),
+        (Scoring::Cohort, Some(20_002))
+    );
+    let [one_c, three_c] = bc.expected_dir.unwrap();
+    assert!(one_c > one_big && three_c > three_big, "{bc:?} vs {big:?}");
+    assert!(bc.describe().contains("cohort score"), "{}", bc.describe());
+    let probe = p.load(&nth("train/madonna", 1)).unwrap();
+    let named = r.identify(&cohort, &probe, 1).unwrap();
+    assert_eq!(named[0].identity.name(), "madonna", "{:?}", named[0]);
+    assert!(named[0].cohort_score.unwrap() < bc.value, "{:?}", named[0]);
+    let plain = rd
+        .identify(&rd.searcher(None, None).unwrap(), &probe, 1)
+        .unwrap();
+    assert_eq!(plain[0].identity.name(), "unknown", "{:?}", plain[0]);
+    assert_eq!(plain[0].cohort_score, None);
     let store: Arc<dyn facenet_gallery::GalleryStore> =
         Arc::new(SqliteGallery::in_memory().unwrap());
-    let fresh = Recognizer::new(p.clone(), store.clone());
+    let fresh = Recognizer::new(p.clone(), store.clone()).with_scoring(Scoring::Distance);
     fresh
         .enroll_files(
             "madonna",
@@ -212,7 +237,10 @@ fn threshold_rules_and_all_or_nothing_enrolment() {
         100_000,
     )
     .unwrap();
-    let cold = Recognizer::new(p.clone(), store.clone()).advice().unwrap();
+    let cold = Recognizer::new(p.clone(), store.clone())
+        .with_scoring(Scoring::Distance)
+        .advice()
+        .unwrap();
     let warm = {
         fresh.searcher(None, None).unwrap();
         fresh.advice().unwrap()

@@ -12,7 +12,7 @@ use facenet::detect::Detection;
 use facenet::image::RgbImage;
 use facenet::pipeline::{FaceChoice, FacePipeline};
 use facenet::{Device, Distance, Embedder, Inference, Precision, detect::Detector};
-use facenet_gallery::{GalleryError, Recognizer, Settings, SqliteGallery, Threshold};
+use facenet_gallery::{GalleryError, Recognizer, Scoring, Settings, SqliteGallery, Threshold};
 use numpy::ndarray::{Array2, Array3};
 use numpy::{
     IntoPyArray, PyArray2, PyArray3, PyReadonlyArray1, PyReadonlyArray3, PyUntypedArrayMethods,
@@ -489,7 +489,7 @@ impl Gallery {
     }
 
     /// Every face of an image identified: a dict per face.
-    #[pyo3(signature = (img, top_k = 1, threshold = None, fir = None))]
+    #[pyo3(signature = (img, top_k = 1, threshold = None, fir = None, score = None))]
     fn identify<'py>(
         &self,
         py: Python<'py>,
@@ -497,12 +497,23 @@ impl Gallery {
         top_k: usize,
         threshold: Option<f32>,
         fir: Option<f64>,
+        score: Option<&str>,
     ) -> PyResult<Vec<Bound<'py, PyDict>>> {
         let img = image(py, &img, "image")?;
+        let recognizer = match score {
+            None => self.recognizer.clone(),
+            Some("cohort") => self.recognizer.clone().with_scoring(Scoring::Cohort),
+            Some("distance") => self.recognizer.clone().with_scoring(Scoring::Distance),
+            Some(other) => {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "score={other:?}: use \"cohort\" (the default) or \"distance\""
+                )));
+            }
+        };
         let found = py
             .detach(|| {
-                let s = self.recognizer.searcher(threshold, fir)?;
-                self.recognizer.identify(&s, &img, top_k.max(1))
+                let s = recognizer.searcher(threshold, fir)?;
+                recognizer.identify(&s, &img, top_k.max(1))
             })
             .map_err(|e| ge(py, e))?;
         found
@@ -515,6 +526,7 @@ impl Gallery {
                 d.set_item("identity", i.identity.name())?;
                 d.set_item("known", i.identity.is_known())?;
                 d.set_item("distance", i.distance)?;
+                d.set_item("cohort_score", i.cohort_score)?;
                 d.set_item("threshold", i.threshold)?;
                 d.set_item("threshold_source", i.threshold_source.name())?;
                 let c: Vec<(String, f32)> = i

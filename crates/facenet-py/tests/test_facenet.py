@@ -270,6 +270,22 @@ def test_gallery_enrol_identify_verify(net, tmp_path):
     assert v["verified"] and v["distance"] < v["threshold"]
     with pytest.raises(facenet.UnknownSubject):
         g.verify(probe, "nobody")
+    # Two subjects: the plain distance is thresholded; a score other than the two is refused.
+    assert faces[0]["cohort_score"] is None and faces[0]["threshold"] > 0
+    with pytest.raises(ValueError, match='score="nearest".*cohort.*distance'):
+        g.identify(probe, score="nearest")
+    # From six subjects on, the cohort score is (the default), unless asked otherwise.
+    lfw = SHARED / "data" / "lfw"
+    for name in ["George_W_Bush", "Colin_Powell", "Tony_Blair", "Donald_Rumsfeld"]:
+        assert g.enroll(name, [str(lfw / name / f"{name}_0001.jpg")]) == 1
+    f = g.identify(probe)[0]
+    assert f["identity"] == "madonna", f
+    assert f["threshold"] < 0 and f["cohort_score"] < f["threshold"], f
+    assert f["cohort_score"] < f["distance"], f
+    d = g.identify(probe, score="distance")[0]
+    assert d["identity"] == "madonna" and d["cohort_score"] is None and d["threshold"] > 0, d
+    for name in ["George_W_Bush", "Colin_Powell", "Tony_Blair", "Donald_Rumsfeld"]:
+        assert g.remove(name) == 1
     assert g.remove("ben_afflek") == 3
     assert g.subjects() == [("madonna", 3)]
     # The CLI reads the same file.

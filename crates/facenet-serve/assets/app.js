@@ -154,7 +154,8 @@ function list() {
     name.textContent = f.subject;
     li.append(name);
     const rest = f.candidates.map((c) => `${c.subject} ${c.distance.toFixed(3)}`).join(", ");
-    li.append(document.createTextNode(f.distance == null ? " (empty gallery)" : ` distance ${f.distance.toFixed(3)}; nearest: ${rest}`));
+    const cohort = f.cohort_score == null ? "" : `, cohort score ${f.cohort_score.toFixed(3)}`;
+    li.append(document.createTextNode(f.distance == null ? " (empty gallery)" : ` distance ${f.distance.toFixed(3)}${cohort}; nearest: ${rest}`));
     li.dataset.index = i;
     li.addEventListener("click", () => startEnrol(i));
     ol.append(li);

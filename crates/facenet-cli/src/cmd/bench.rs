@@ -28,7 +28,7 @@ pub enum Bench {
     /// Detection recall: `recall settings=published|rescue found=F photos=N photos_per_s=X`,
     /// over a folder of photos or of frame-filling crops cut from them (`--crop`).
     Recall(RecallArgs),
-    /// Gallery search: `search n=N ms_per_query=X kind=exact|hnsw` over N face-like unit
+    /// Gallery search: `search n=N ms_per_query=X kind=exact|exact-cohort|hnsw` over N face-like unit
     /// vectors, with the HNSW index's build time and recall@1.
     Search(SearchArgs),
     /// Training step (triplet loss, forward + backward + Adam): `train model=M batch=B
@@ -129,6 +129,9 @@ pub struct SearchArgs {
 /// exact search on one core, then the HNSW graph.
 fn search_bench(args: &SearchArgs) -> anyhow::Result<()> {
     let threads = rayon::current_num_threads();
+    if args.sizes.iter().chain(&args.ann_sizes).any(|&n| n == 0) {
+        anyhow::bail!("--sizes and --ann-sizes: a gallery size must be at least 1");
+    }
     let mut sizes: Vec<usize> = args.sizes.iter().chain(&args.ann_sizes).copied().collect();
     sizes.sort_unstable();
     sizes.dedup();
@@ -141,6 +144,12 @@ fn search_bench(args: &SearchArgs) -> anyhow::Result<()> {
         if args.sizes.contains(&n) {
             let ms = r.exact_ms;
             println!("search n={n} dim=128 ms_per_query={ms:.3} threads=1 kind=exact");
+        }
+        if let Some((list_s, ms, update_ms)) = r.cohort {
+            println!(
+                "search n={n} dim=128 ms_per_query={ms:.3} threads=1 kind=exact-cohort \
+                 lists_s={list_s:.2} list_threads={threads} update_ms={update_ms:.1}"
+            );
         }
         if let Some((ms, build_s, recall)) = r.hnsw {
             println!(

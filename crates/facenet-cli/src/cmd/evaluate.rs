@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use facenet::align::{AlignConfig, AlignMethod, FaceSelection};
 use facenet::eval::Pairs;
+use facenet::eval::cohort::{self, CohortThresholds};
 use facenet::eval::openset::{self, GalleryRule, ImpostorTable};
 use facenet::eval::protocol::{self, ProtocolConfig};
 use facenet::pipeline::DetectorPool;
@@ -44,6 +45,10 @@ pub struct Args {
     /// Open set: also count every cross-person pair and write the impostor table to FILE.
     #[arg(long)]
     pub impostor_table: Option<PathBuf>,
+    /// Open set: also measure the cohort score's thresholds on these photos (galleries of 10
+    /// to 3,000 people) and write them to FILE.
+    #[arg(long)]
+    pub cohort_table: Option<PathBuf>,
     /// The images are already aligned face crops: skip detection.
     #[arg(long)]
     pub aligned: bool,
@@ -184,13 +189,30 @@ fn open_set(
         }
         None => facenet::eval::openset::bundled_table(fp),
     };
+    let cohort = match &args.cohort_table {
+        Some(out) => {
+            let source = format!("galleries drawn from {}", args.images.display());
+            let t = CohortThresholds::from_labelled(
+                &people,
+                &vecs,
+                (fp, &source),
+                &cohort::COHORT_SIZES,
+                &cohort::COHORT_TARGETS,
+                (cohort::COHORT_DRAWS, 3),
+            );
+            facenet::files::write_json_atomic(out, &t)?;
+            println!("cohort table: sizes {:?} -> {}", t.sizes, out.display());
+            Some(t)
+        }
+        None => cohort::bundled_cohort(fp),
+    };
     let firs = [1e-1, 1e-2, 1e-3];
     let r = openset::evaluate(
         &people,
         &vecs,
         (args.per_person, args.seed, args.rule),
         &firs,
-        table.as_ref(),
+        (table.as_ref(), cohort.as_ref()),
     );
     if r.strangers == 0 {
         println!(
@@ -217,7 +239,8 @@ fn open_set(
         );
         print!("{gate}");
     }
-    let calibration = openset::calibration_reports(&people, &vecs, fp, table.as_ref(), &firs);
+    let calibration =
+        openset::calibration_reports(&people, &vecs, fp, (table.as_ref(), cohort.as_ref()), &firs);
     for c in &calibration {
         print!("{c}");
     }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use facenet::Device;
+use facenet::eval::cohort::Scoring;
 use facenet_gallery::cluster::Method;
 use facenet_gallery::{DEFAULT_THRESHOLD, GalleryRule};
 
@@ -115,6 +116,12 @@ pub struct IdentifyArgs {
     /// nearest one.
     #[arg(long, value_enum, default_value = "centroid")]
     pub rule: GalleryRule,
+    /// What the derived threshold applies to: the cohort score (the distance less how close
+    /// the person's entry sits to its 5 nearest other people, so that crowded entries are
+    /// discounted; it names more enrolled people at the same --fir, and applies to galleries
+    /// of 6 people and more searched in this process), or the plain distance.
+    #[arg(long, value_enum, default_value = "cohort")]
+    pub score: Scoring,
     /// Also list the next best identities.
     #[arg(long, default_value_t = 1)]
     pub top: usize,
@@ -129,7 +136,7 @@ pub struct IdentifyArgs {
 
 pub fn identify(args: IdentifyArgs, device: Device) -> anyhow::Result<()> {
     let r = args.gallery.recognizer(&args.pipeline, false, &device)?;
-    let r = r.with_rule(args.rule);
+    let r = r.with_rule(args.rule).with_scoring(args.score);
     let searcher = r.searcher(args.threshold, args.fir)?;
     let t = searcher.threshold();
     let stdout = std::io::stdout();
@@ -157,7 +164,10 @@ pub fn identify(args: IdentifyArgs, device: Device) -> anyhow::Result<()> {
                 writeln!(out, "{v}")?;
                 continue;
             }
-            let dist = id.distance.map_or("-".into(), |d| format!("{d:.3}"));
+            let mut dist = id.distance.map_or("-".into(), |d| format!("{d:.3}"));
+            if let Some(c) = id.cohort_score {
+                dist.push_str(&format!(", cohort score {c:.3}"));
+            }
             let margin = id.margin.map_or(String::new(), |m| {
                 format!(", margin {m:.3} to the next identity")
             });
@@ -317,13 +327,18 @@ pub fn gallery(cmd: GalleryCmd) -> anyhow::Result<()> {
             // What that means at this gallery's size.
             if let Some(model) = g.model()? {
                 let n = g.identities()?.len();
-                let table = facenet_gallery::impostor_table_for(&s, &model.fingerprint);
-                let t = facenet_gallery::Threshold::for_identification(
-                    None,
-                    None,
+                // As `identify` searches it: by cohort score in this process, by distance
+                // where the database searches itself.
+                let scoring = match g.entries(GalleryRule::Centroid)? {
+                    Some(_) => Scoring::Distance,
+                    None => Scoring::Cohort,
+                };
+                let t = facenet_gallery::identification_threshold(
+                    scoring,
+                    (None, None),
                     &s,
-                    table.as_ref(),
-                    n,
+                    &model.fingerprint,
+                    (n, n),
                 )?;
                 println!(
                     "{n} identities: threshold {:.3} ({})",

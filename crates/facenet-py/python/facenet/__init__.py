@@ -256,11 +256,14 @@ class Gallery:
             images = [images]
         return self._gallery.enroll(name, [load_image(i) for i in images], face, min_quality)
 
-    def identify(self, image: ImageLike, top_k: int = 1, threshold: Optional[float] = None, fir: Optional[float] = None) -> List[Dict[str, Any]]:
+    def identify(self, image: ImageLike, top_k: int = 1, threshold: Optional[float] = None, fir: Optional[float] = None, score: Optional[str] = None) -> List[Dict[str, Any]]:
         """Every face of an image: ``box``, ``identity`` (or ``"unknown"``), ``distance``,
-        ``threshold`` and its source, ``candidates`` (the ``top_k`` nearest). The default
-        threshold is derived for 1 % of strangers named as someone at this gallery's size."""
-        return self._gallery.identify(load_image(image), top_k, threshold, fir)
+        ``cohort_score``, ``threshold`` and its source, ``candidates`` (the ``top_k``
+        nearest). The default threshold is derived for 1 % of strangers named as someone at
+        this gallery's size. ``score="cohort"`` (the default from 6 subjects on) thresholds
+        the distance less how close the subject sits to their 5 nearest other subjects;
+        ``score="distance"`` the plain distance. An explicit ``threshold`` is a distance."""
+        return self._gallery.identify(load_image(image), top_k, threshold, fir, score)
 
     def verify(self, image: ImageLike, name: str, threshold: Optional[float] = None) -> Optional[Dict[str, Any]]:
         """Is the face of ``image`` the enrolled ``name``? A dict (``verified``, ``distance``,

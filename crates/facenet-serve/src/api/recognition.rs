@@ -8,7 +8,7 @@ use axum::extract::State;
 use facenet::detect::Detection;
 use facenet::image::RgbImage;
 use facenet::pipeline::FacePipeline;
-use facenet_gallery::{Identification, Threshold, check_rate, check_threshold};
+use facenet_gallery::{Identification, Scoring, Threshold, check_rate, check_threshold};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -301,6 +301,11 @@ pub struct IdentifyParams {
     pub threshold: Option<f32>,
     /// Target false-identification rate in (0, 1) (default: the gallery's, else 0.01).
     pub fir: Option<f64>,
+    /// What the derived threshold applies to: `cohort` (default: the distance less how close
+    /// the subject sits to their 5 nearest other subjects; galleries of 6 subjects and more)
+    /// or `distance`.
+    #[param(value_type = Option<String>)]
+    pub score: Option<Scoring>,
 }
 
 /// A candidate subject.
@@ -330,6 +335,9 @@ pub struct IdentifiedFace {
     /// Distance to the best candidate (even when over the threshold); absent for an empty
     /// gallery.
     pub distance: Option<f32>,
+    /// The best candidate's cohort score, when the threshold applies to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cohort_score: Option<f32>,
     /// The best `top_k` candidates, nearest first.
     pub candidates: Vec<Candidate>,
 }
@@ -356,6 +364,8 @@ pub struct IdentifyResponse {
     pub threshold_detail: String,
     /// The expected share of strangers named as someone at this threshold, when known.
     pub expected_fir: Option<f64>,
+    /// What the threshold applies to: `cohort` (each face's `cohort_score`) or `distance`.
+    pub scoring: String,
     /// The distance's unit.
     pub unit: String,
     /// One entry per image.
@@ -370,6 +380,7 @@ fn identified(i: Identification) -> IdentifiedFace {
         subject: i.identity.name().to_string(),
         known: i.identity.is_known(),
         distance: i.distance,
+        cohort_score: i.cohort_score,
         candidates: i
             .candidates
             .into_iter()
@@ -401,12 +412,16 @@ pub(crate) async fn identify(
     }
     let p = s.pipeline.clone();
     s.work_decoding(images.peak_pixels(), move || {
-        let searcher = t.recognizer.searcher(q.threshold, q.fir)?;
+        let recognizer = match q.score {
+            Some(scoring) => t.recognizer.clone().with_scoring(scoring),
+            None => t.recognizer.clone(),
+        };
+        let searcher = recognizer.searcher(q.threshold, q.fir)?;
         let th = searcher.threshold();
         let mut out = Vec::new();
         for (index, u) in images.0.iter().enumerate() {
             let img = decode(&p, u)?;
-            let faces = t.recognizer.identify(&searcher, &img, top_k)?;
+            let faces = recognizer.identify(&searcher, &img, top_k)?;
             out.push(IdentifiedImage {
                 index,
                 name: u.label.clone(),
@@ -418,6 +433,7 @@ pub(crate) async fn identify(
             threshold_source: th.source.name().into(),
             threshold_detail: th.describe(),
             expected_fir: th.expected_fir,
+            scoring: th.scoring.name().into(),
             unit: UNIT.into(),
             images: out,
         }))

@@ -7,6 +7,7 @@
 //! ```
 
 pub mod calibrate;
+pub mod cohort;
 pub mod metrics;
 pub mod openset;
 pub mod pairs;

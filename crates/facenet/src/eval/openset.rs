@@ -14,6 +14,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::embed::l2_normalize;
+use crate::eval::cohort::{
+    COHORT_DRAWS, COHORT_K, COHORT_MIN_IDENTITIES, COHORT_SIZES, COHORT_TARGETS, CohortThresholds,
+    cohort_means, cohort_score, draw_scores,
+};
 
 /// How a person's several enrolled photos are compared with a probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -253,6 +257,30 @@ pub fn score_normalized(
     score_with(split, emb, owner.len(), &nearest)
 }
 
+/// [`score`] with the cohort score ([`crate::eval::cohort`]): each entry's distance less its
+/// mean distance to its [`COHORT_K`] nearest entries of other people. Galleries of fewer than
+/// [`COHORT_MIN_IDENTITIES`] identities keep the plain distance.
+pub fn score_cohort(split: &OpenSetSplit, emb: &[Vec<f32>], rule: GalleryRule) -> OpenSetScores {
+    let dim = emb.first().map_or(0, Vec::len).max(1);
+    let (points, owner) = gallery_points(split, emb, rule);
+    let means = match split.gallery.len() >= COHORT_MIN_IDENTITIES {
+        true => cohort_means(&points, &owner, dim, COHORT_K),
+        false => vec![0.0; owner.len()],
+    };
+    let nearest = |q: &[f32]| -> (f32, usize) {
+        let mut best = (f32::MAX, usize::MAX);
+        for ((row, &o), &m) in points.chunks_exact(dim).zip(&owner).zip(&means) {
+            let dot: f32 = row.iter().zip(q).map(|(a, b)| a * b).sum();
+            let s = cohort_score((2.0 - 2.0 * dot).max(0.0).sqrt(), m);
+            if s < best.0 {
+                best = (s, o);
+            }
+        }
+        best
+    };
+    score_with(split, emb, owner.len(), &nearest)
+}
+
 fn score_with(
     split: &OpenSetSplit,
     emb: &[Vec<f32>],
@@ -345,6 +373,12 @@ pub struct OpenSetReport {
     /// At each target FIR, thresholds set on these strangers for the z-score of the nearest
     /// distance among the probe's distances to the whole gallery ([`score_normalized`]).
     pub normalized: Vec<(f64, OpenSetPoint)>,
+    /// At each target FIR, the cohort score ([`score_cohort`]) at thresholds set on these
+    /// strangers.
+    pub cohort_at_fir: Vec<(f64, OpenSetPoint)>,
+    /// At each target FIR, the cohort score at the threshold the cohort table derives for
+    /// this gallery's identities (what `identify --score cohort` applies).
+    pub cohort: Vec<(f64, OpenSetPoint)>,
     /// A point per 0.01 of threshold, for plots.
     pub curve: Vec<OpenSetPoint>,
 }
@@ -374,6 +408,8 @@ impl std::fmt::Display for OpenSetReport {
                 "z-score over the gallery, on these strangers",
                 &self.normalized,
             ),
+            ("cohort score, on these strangers", &self.cohort_at_fir),
+            ("cohort score, derived", &self.cohort),
         ] {
             for (fir, p) in rows {
                 writeln!(
@@ -394,10 +430,11 @@ pub fn evaluate(
     emb: &[Vec<f32>],
     (per_person, seed, rule): (usize, u64, GalleryRule),
     firs: &[f64],
-    table: Option<&ImpostorTable>,
+    (table, cohort): (Option<&ImpostorTable>, Option<&CohortThresholds>),
 ) -> OpenSetReport {
     let split = OpenSetSplit::new(people, per_person, seed);
     let s = score(&split, emb, rule);
+    let c = score_cohort(&split, emb, rule);
     let derived = match table {
         Some(t) => firs
             .iter()
@@ -418,6 +455,14 @@ pub fn evaluate(
         normalized: {
             let z = score_normalized(&split, emb, rule);
             firs.iter().map(|&f| (f, z.at_fir(f))).collect()
+        },
+        cohort_at_fir: firs.iter().map(|&f| (f, c.at_fir(f))).collect(),
+        cohort: match cohort {
+            Some(t) => firs
+                .iter()
+                .filter_map(|&f| Some((f, c.at(t.threshold_for_fir(f, c.identities)?))))
+                .collect(),
+            None => Vec::new(),
         },
         curve: s.curve(200),
     }
@@ -490,65 +535,60 @@ pub fn calibration(
     table: &ImpostorTable,
     sizes: &[usize],
     targets: &[f64],
-    (draws, seed): (usize, u64),
+    draws: (usize, u64),
 ) -> Vec<CalibrationPoint> {
-    use rayon::prelude::*;
-    let mut order: Vec<&str> = Vec::new();
-    let mut photos: std::collections::HashMap<&str, Vec<usize>> = Default::default();
-    for (i, p) in people.iter().enumerate() {
-        let list = photos.entry(p.as_str()).or_default();
-        if list.is_empty() {
-            order.push(p);
-        }
-        list.push(i);
-    }
-    let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+    calibrate_with(people, emb, sizes, targets, draws, None, &|t, n| {
+        table.threshold_for_fir(t, n)
+    })
+}
+
+/// [`calibration`] for the cohort score ([`crate::eval::cohort`]): the thresholds `table`
+/// derives, tried on galleries drawn from `people` in the same way.
+pub fn cohort_calibration(
+    people: &[String],
+    emb: &[Vec<f32>],
+    table: &CohortThresholds,
+    sizes: &[usize],
+    targets: &[f64],
+    draws: (usize, u64),
+) -> Vec<CalibrationPoint> {
+    calibrate_with(
+        people,
+        emb,
+        sizes,
+        targets,
+        draws,
+        Some(table.k),
+        &|t, n| table.threshold_for_fir(t, n).unwrap_or(f32::MIN),
+    )
+}
+
+fn calibrate_with(
+    people: &[String],
+    emb: &[Vec<f32>],
+    sizes: &[usize],
+    targets: &[f64],
+    (draws, seed): (usize, u64),
+    cohort: Option<usize>,
+    threshold: &dyn Fn(f64, usize) -> f32,
+) -> Vec<CalibrationPoint> {
+    let distinct = people
+        .iter()
+        .collect::<std::collections::HashSet<_>>()
+        .len();
     let mut out = Vec::new();
     let mut rng = crate::rng::Rng::new(seed.max(1));
-    for &n in sizes
-        .iter()
-        .filter(|&&n| n >= 1 && n * 4 <= order.len() * 3)
-    {
-        let mut hits = vec![0usize; targets.len()];
-        let mut searches = 0usize;
-        let thresholds: Vec<f32> = targets
-            .iter()
-            .map(|&t| table.threshold_for_fir(t, n))
-            .collect();
-        for _ in 0..draws.max(1) {
-            let mut shuffled = order.clone();
-            rng.shuffle(&mut shuffled);
-            let gallery: Vec<&[f32]> = shuffled[..n]
-                .iter()
-                .map(|p| emb[photos[p][0]].as_slice())
-                .collect();
-            // One photo of each person not drawn (a random one): strangers are people.
-            let strangers: Vec<usize> = shuffled[n..]
-                .iter()
-                .map(|p| photos[p][rng.below(photos[p].len())])
-                .collect();
-            let nearest: Vec<f32> = strangers
-                .par_iter()
-                .map(|&i| {
-                    let best = gallery
-                        .iter()
-                        .map(|g| dot(g, &emb[i]))
-                        .fold(f32::MIN, f32::max);
-                    (2.0 - 2.0 * best).max(0.0).sqrt()
-                })
-                .collect();
-            searches += nearest.len();
-            for (h, &t) in hits.iter_mut().zip(&thresholds) {
-                *h += nearest.iter().filter(|&&d| d < t).count();
-            }
-        }
-        for ((&target, &threshold), &h) in targets.iter().zip(&thresholds).zip(&hits) {
+    for &n in sizes.iter().filter(|&&n| n >= 1 && n * 4 <= distinct * 3) {
+        let scores = draw_scores(people, emb, (n, 1, draws), &mut rng, cohort).strangers;
+        for &target in targets {
+            let threshold = threshold(target, n);
+            let hits = scores.iter().filter(|&&d| d < threshold).count();
             out.push(CalibrationPoint {
                 identities: n,
                 target,
                 threshold,
-                achieved: h as f64 / searches.max(1) as f64,
-                searches,
+                achieved: hits as f64 / scores.len().max(1) as f64,
+                searches: scores.len(),
             });
         }
     }
@@ -570,7 +610,7 @@ pub fn calibration_reports(
     people: &[String],
     emb: &[Vec<f32>],
     fingerprint: &str,
-    table: Option<&ImpostorTable>,
+    (table, cohort): (Option<&ImpostorTable>, Option<&CohortThresholds>),
     firs: &[f64],
 ) -> Vec<CalibrationReport> {
     let (a, b) = halves(people);
@@ -594,6 +634,32 @@ pub fn calibration_reports(
         out.push(CalibrationReport {
             what: format!("the table in use ({}), on all of these people", t.source),
             points: calibration(people, emb, t, &CALIBRATION_SIZES, firs, (20, 2)),
+        });
+    }
+    let half = CohortThresholds::from_labelled(
+        &pa,
+        &ea,
+        (fingerprint, "half"),
+        &COHORT_SIZES,
+        &COHORT_TARGETS,
+        (COHORT_DRAWS, 3),
+    );
+    out.push(CalibrationReport {
+        what: format!(
+            "cohort score: a table from half of the people ({} photos), galleries and \
+             strangers from the other half ({} photos)",
+            a.len(),
+            b.len()
+        ),
+        points: cohort_calibration(&pb, &eb, &half, &CALIBRATION_SIZES, firs, (20, 1)),
+    });
+    if let Some(t) = cohort {
+        out.push(CalibrationReport {
+            what: format!(
+                "cohort score: the table in use ({}), on all of these people",
+                t.source
+            ),
+            points: cohort_calibration(people, emb, t, &CALIBRATION_SIZES, firs, (20, 2)),
         });
     }
     out
