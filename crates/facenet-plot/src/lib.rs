@@ -547,31 +547,41 @@ pub fn calibration(
             .legend(|(x, y)| {
                 Rectangle::new([(x, y - 5), (x + 20, y + 5)], GREEN.mix(0.3).filled())
             });
+        // One colour per target; the cohort score's reports bold, the held-out tables pale.
         let colours = [BLUE, RED, MAGENTA, CYAN, BLACK, GREEN];
-        let mut k = 0;
-        for (ri, r) in reports.iter().enumerate() {
+        let mut all_targets: Vec<f64> = reports
+            .iter()
+            .flat_map(|r| r.points.iter().map(|p| p.target))
+            .collect();
+        all_targets.sort_by(f64::total_cmp);
+        all_targets.dedup();
+        for r in reports {
             let mut targets: Vec<f64> = r.points.iter().map(|p| p.target).collect();
             targets.sort_by(f64::total_cmp);
             targets.dedup();
-            let which = if ri == 0 {
-                "held-out half"
-            } else {
-                "table in use"
-            };
+            let cohort = r.what.starts_with("cohort score");
+            let held_out = r.what.contains("half of the people");
+            let which = format!(
+                "{}, {}",
+                if cohort { "cohort score" } else { "distance" },
+                if held_out {
+                    "held-out half"
+                } else {
+                    "table in use"
+                }
+            );
             for t in targets {
-                let colour = colours[k % colours.len()];
-                k += 1;
+                let at = all_targets.iter().position(|&x| x == t).unwrap_or(0);
+                let colour = colours[at % colours.len()];
                 let pts: Vec<(f64, f64)> = r
                     .points
                     .iter()
                     .filter(|p| p.target == t)
                     .map(|p| (p.identities as f64, p.ratio().min(2.0)))
                     .collect();
-                let style = if ri == 0 {
-                    colour.stroke_width(2)
-                } else {
-                    colour.mix(0.6).stroke_width(1)
-                };
+                let style = colour
+                    .mix(if held_out { 0.35 } else { 1.0 })
+                    .stroke_width(if cohort { 3 } else { 1 });
                 chart
                     .draw_series(LineSeries::new(pts.clone(), style))
                     .map_err(err(path))?
