@@ -555,6 +555,18 @@ fn serve_enrol_identify_verify_and_every_error_path() {
     );
     assert_eq!(page["total"], 2);
     assert_eq!(page["subjects"][0]["name"], "madonna");
+    // What identification in the gallery can do, at its size: two subjects, the distance.
+    let id = &page["identification"];
+    assert_eq!(id["scoring"], "distance", "{page}");
+    let [one, three] = [0, 1].map(|i| id["expected_dir"][i].as_f64().unwrap());
+    assert!(one > 0.5 && three >= one, "{page}");
+    assert!(
+        id["detail"]
+            .as_str()
+            .unwrap()
+            .contains("of enrolled people's photos named"),
+        "{page}"
+    );
     expect(
         c.get(s.at("/api/v1/subjects?page=0"))
             .key(&w)
@@ -1543,6 +1555,8 @@ async fn browse(
     b.find(Locator::Id("save-key")).await?.click().await?;
     wait_text("#key-status", "accepted").await?;
     wait_text("#subjects", "madonna").await?;
+    // Above the list, what identification in the gallery can do.
+    wait_text("#capability", "of enrolled people's photos named").await?;
     // A group-free photo of an enrolled person: her name appears.
     let probe = photo("val/madonna", 0);
     b.find(Locator::Id("photo"))

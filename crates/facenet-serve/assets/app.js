@@ -240,6 +240,8 @@ async function loadSubjects() {
     tr.append(name, n, act);
     body.append(tr);
   });
+  const id = data.identification;
+  $("capability").textContent = `${data.total} subject(s). Identification: threshold ${id.threshold.toFixed(3)}, ${id.detail}.`;
   return data;
 }
 $("refresh").addEventListener("click", () => loadSubjects().catch((e) => status(e.message, true)));

@@ -62,9 +62,43 @@ pub struct SubjectPage {
     pub page: usize,
     /// Items per page.
     pub per_page: usize,
+    /// What identification in this gallery does at its size and target rate.
+    pub identification: GalleryCapability,
 }
 
-/// The subjects of the key's gallery, by name.
+/// What a gallery's identification does at its size and target false-identification rate
+/// (the threshold `identify` applies by default, and what it is expected to name).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct GalleryCapability {
+    /// The default threshold.
+    pub threshold: f32,
+    /// What it applies to: `cohort` (the cohort score) or `distance`.
+    pub scoring: String,
+    /// The target false-identification rate it was derived for, when derived.
+    pub target_fir: Option<f64>,
+    /// The expected share of strangers named as someone.
+    pub expected_fir: Option<f64>,
+    /// The expected share of enrolled people's photos named, with one photo per person and
+    /// with three, when the table tells.
+    pub expected_dir: Option<[f64; 2]>,
+    /// All of it in words.
+    pub detail: String,
+}
+
+impl From<facenet_gallery::Threshold> for GalleryCapability {
+    fn from(t: facenet_gallery::Threshold) -> Self {
+        Self {
+            threshold: t.value,
+            scoring: t.scoring.name().into(),
+            target_fir: t.target,
+            expected_fir: t.expected_fir,
+            expected_dir: t.expected_dir,
+            detail: t.describe(),
+        }
+    }
+}
+
+/// The subjects of the key's gallery, by name, and what identification in it can do.
 #[utoipa::path(get, path = "/api/v1/subjects", tag = "gallery", params(PageParams),
     responses((status = 200, body = SubjectPage), Errors), security(("api_key" = [])))]
 pub(crate) async fn list_subjects(
@@ -75,7 +109,9 @@ pub(crate) async fn list_subjects(
     s.work(move || {
         let (page, per_page, offset) = page_of(&q)?;
         let (list, total) = t.recognizer.store().identities_page(offset, per_page)?;
+        let identification = t.recognizer.searcher(None, None)?.threshold().into();
         Ok(Json(SubjectPage {
+            identification,
             subjects: list
                 .into_iter()
                 .map(|(name, faces)| Subject { name, faces })
