@@ -123,6 +123,9 @@ pub enum LibrarySub {
         /// Score another number of votes to join.
         #[arg(long)]
         votes: Option<usize>,
+        /// Score another centroid threshold for faces without enough votes (0: none).
+        #[arg(long)]
+        centroid: Option<f32>,
         /// Also write the table as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -329,8 +332,13 @@ pub fn run(args: LibraryCmd, device: Device) -> anyhow::Result<()> {
             join,
             found,
             votes,
+            centroid,
         } => {
             let mut rule = lib.rule();
+            rule.centroid = centroid.unwrap_or(rule.centroid);
+            if !(0.0..=2.0).contains(&rule.centroid) {
+                bail!("--centroid is an L2 distance between unit embeddings, in [0, 2]");
+            }
             rule.threshold = join.unwrap_or(rule.threshold);
             rule.found = found.unwrap_or(rule.found);
             rule.votes = votes.unwrap_or(rule.votes);
@@ -354,8 +362,8 @@ pub fn run(args: LibraryCmd, device: Device) -> anyhow::Result<()> {
             let rule = lib.rule();
             let runs = lib.evaluate(truth, batches)?;
             println!(
-                "join below {:.3}, found below {:.3}, at least {} faces, {} votes",
-                rule.threshold, rule.found, rule.min_faces, rule.votes
+                "join below {:.3} ({} votes, or a centroid below {:.3}), found below {:.3}, at least {} faces",
+                rule.threshold, rule.votes, rule.centroid, rule.found, rule.min_faces
             );
             print_table(&runs);
             if let Some(path) = json {

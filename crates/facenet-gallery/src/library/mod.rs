@@ -206,6 +206,8 @@ impl Library {
                 min_quality: facenet::quality::ENROL_MIN,
                 min_faces: MIN_FACES,
                 votes: VOTES,
+                // A centroid is steadier than one face: the founding threshold suffices.
+                centroid: threshold.1,
             },
         })
     }

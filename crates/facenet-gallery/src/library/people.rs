@@ -1,6 +1,7 @@
 //! Grouping a library's faces into people, incrementally: a face joins the person enough of
-//! whose faces are near it ([`PeopleRule::votes`]), and faces that belong to no one found new
-//! people by Chinese whispers over the pairs closer than a stricter threshold
+//! whose faces are near it ([`PeopleRule::votes`]), or, short of the votes, the neighbouring
+//! person whose centroid lies near it ([`PeopleRule::centroid`]); faces that belong to no one
+//! found new people by Chinese whispers over the pairs closer than a stricter threshold
 //! ([`PeopleRule::found`]), once [`PeopleRule::min_faces`] of them agree. A face joins only one
 //! person, so joining never merges two people; founding is where that could happen, hence its
 //! stricter threshold and label propagation, which does not chain two people through one
@@ -31,6 +32,12 @@ pub struct PeopleRule {
     /// The quality a face needs to be grouped: poor faces (tiny, blurred, background) look
     /// alike whoever they are, and would otherwise form one "person" of strangers.
     pub min_quality: f32,
+    /// A face without enough votes joins the person of two faces or more (among its
+    /// neighbours' people) whose centroid, the normalized mean of their faces, lies below this
+    /// distance: a mean of several faces is a steadier target than any one of them. 0 turns
+    /// it off.
+    #[serde(default)]
+    pub centroid: f32,
 }
 
 /// One face as the grouping sees it.
@@ -82,15 +89,23 @@ pub fn group(points: &[Point], rejects: &HashSet<(i64, i64)>, rule: PeopleRule) 
     let mut size: HashMap<i64, usize> = HashMap::new();
     // The photos each person is in: one face per photo and person.
     let mut photos: HashMap<i64, HashSet<i64>> = HashMap::new();
+    // Each person's sum of unit embeddings: their centroid's direction.
+    let mut sums: HashMap<i64, Vec<f32>> = HashMap::new();
+    let add = |sums: &mut HashMap<i64, Vec<f32>>, l: i64, e: &[f32]| {
+        let s = sums.entry(l).or_insert_with(|| vec![0.0; e.len()]);
+        s.iter_mut().zip(e).for_each(|(a, b)| *a += b);
+    };
     for (l, p) in label.iter().zip(points) {
         if let Some(l) = l {
             *size.entry(*l).or_default() += 1;
             photos.entry(*l).or_default().insert(p.photo);
+            add(&mut sums, *l, &p.embedding);
         }
     }
     let join_pass = |label: &mut Vec<Option<i64>>,
                      size: &mut HashMap<i64, usize>,
-                     photos: &mut HashMap<i64, HashSet<i64>>| {
+                     photos: &mut HashMap<i64, HashSet<i64>>,
+                     sums: &mut HashMap<i64, Vec<f32>>| {
         let mut moved = 0;
         for &i in &free {
             if label[i].is_some() {
@@ -115,18 +130,29 @@ pub fn group(points: &[Point], rejects: &HashSet<(i64, i64)>, rule: PeopleRule) 
                         .cmp(&b.1.0)
                         .then((b.1.1 / b.1.0 as f32).total_cmp(&(a.1.1 / a.1.0 as f32)))
                 })
-                .map(|(p, _)| *p);
+                .map(|(p, _)| *p)
+                .or_else(|| {
+                    // The nearest centroid among the neighbours' people of two faces or more.
+                    votes
+                        .keys()
+                        .filter(|p| size[p] >= 2)
+                        .map(|&p| (centroid_distance(&sums[&p], &points[i].embedding), p))
+                        .filter(|&(d, _)| d < rule.centroid)
+                        .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))
+                        .map(|(_, p)| p)
+                });
             if let Some(p) = best {
                 label[i] = Some(p);
                 *size.entry(p).or_default() += 1;
                 photos.entry(p).or_default().insert(points[i].photo);
+                add(sums, p, &points[i].embedding);
                 moved += 1;
             }
         }
         moved
     };
     for _ in 0..4 {
-        if join_pass(&mut label, &mut size, &mut photos) == 0 {
+        if join_pass(&mut label, &mut size, &mut photos, &mut sums) == 0 {
             break;
         }
     }
@@ -161,6 +187,7 @@ pub fn group(points: &[Point], rejects: &HashSet<(i64, i64)>, rule: PeopleRule) 
             for &i in &faces {
                 label[i] = Some(next);
                 photos.entry(next).or_default().insert(points[i].photo);
+                add(&mut sums, next, &points[i].embedding);
             }
             size.insert(next, faces.len());
             next -= 1;
@@ -168,7 +195,7 @@ pub fn group(points: &[Point], rejects: &HashSet<(i64, i64)>, rule: PeopleRule) 
     }
     // New people may draw in faces that had too few votes before.
     for _ in 0..2 {
-        if join_pass(&mut label, &mut size, &mut photos) == 0 {
+        if join_pass(&mut label, &mut size, &mut photos, &mut sums) == 0 {
             break;
         }
     }
@@ -185,6 +212,18 @@ pub fn group(points: &[Point], rejects: &HashSet<(i64, i64)>, rule: PeopleRule) 
         joined,
         new_people: new_people.into_values().rev().collect(),
     }
+}
+
+/// The L2 distance from a unit embedding to the centroid whose direction `sum` gives.
+fn centroid_distance(sum: &[f32], e: &[f32]) -> f32 {
+    let norm = sum
+        .iter()
+        .map(|x| x * x)
+        .sum::<f32>()
+        .sqrt()
+        .max(f32::MIN_POSITIVE);
+    let dot: f32 = sum.iter().zip(e).map(|(a, b)| a * b).sum::<f32>() / norm;
+    (2.0 - 2.0 * dot).max(0.0).sqrt()
 }
 
 /// Clustering quality against the truth, BCubed (Amigó et al. 2009): each face's precision
@@ -341,6 +380,7 @@ mod tests {
         min_faces: 3,
         votes: 2,
         min_quality: 0.3,
+        centroid: 0.0,
     };
 
     /// Each vector a photo of its own, of good quality.
@@ -349,6 +389,53 @@ mod tests {
             .enumerate()
             .map(|(i, v)| (i as i64, 1.0, v.clone()))
             .collect()
+    }
+
+    /// The centroid join by hand: a face two of whose three neighbours are within the join
+    /// threshold lacks the votes, but lies 12 degrees from the person's centroid, and joins
+    /// through it; with the centroid join off it stays alone.
+    #[test]
+    fn a_face_near_a_persons_centroid_joins_without_the_votes() {
+        let unit = |deg: f32| vec![deg.to_radians().cos(), deg.to_radians().sin()];
+        let point = |id: i64, deg: f32, person: Option<i64>| Point {
+            id,
+            person,
+            pinned: false,
+            photo: id,
+            quality: 1.0,
+            embedding: unit(deg),
+        };
+        let points = vec![
+            point(0, -24.0, Some(1)),
+            point(1, 0.0, Some(1)),
+            point(2, 24.0, Some(1)),
+            point(3, 12.0, None),
+        ];
+        // 12 degrees: chord 0.209 to the faces at 0 and 24 and to the centroid (at 0 degrees);
+        // chord 0.618 to the face at -24, beyond the join threshold.
+        let rule = PeopleRule {
+            threshold: 0.45,
+            found: 0.45,
+            min_faces: 3,
+            votes: 3,
+            min_quality: 0.3,
+            centroid: 0.3,
+        };
+        let none = HashSet::new();
+        assert_eq!(group(&points, &none, rule).joined, vec![(3, 1)]);
+        let off = PeopleRule {
+            centroid: 0.0,
+            ..rule
+        };
+        assert_eq!(group(&points, &none, off), Grouping::default());
+        let tight = PeopleRule {
+            centroid: 0.2,
+            ..rule
+        };
+        assert!(group(&points, &none, tight).joined.is_empty());
+        // A rejection holds against the centroid too.
+        let rejected: HashSet<(i64, i64)> = [(3, 1)].into_iter().collect();
+        assert!(group(&points, &rejected, rule).joined.is_empty());
     }
 
     #[test]
