@@ -122,8 +122,9 @@ impl ThresholdSource {
     }
 }
 
-/// A decision threshold with its source. Unit: L2 distance between unit embeddings (0..2);
-/// a distance below it means "the same person".
+/// A decision threshold with its source. Unit: L2 distance between unit embeddings (0..2),
+/// or, under [`Scoring::Cohort`], the cohort score (a distance less a mean distance, below
+/// zero); a value below it means "the same person".
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Threshold {
     /// The distance.
@@ -324,8 +325,10 @@ pub fn impostor_table_for(settings: &Settings, fingerprint: &str) -> Option<Impo
 /// The identification threshold of a gallery of `identities` (and `entries` searched:
 /// faces, or one centroid per identity): under [`Scoring::Cohort`], derived from the cohort
 /// table shipped for the weights `fingerprint` where there is one, the gallery has
-/// [`COHORT_MIN_IDENTITIES`] identities or more and no threshold is `explicit`; otherwise
-/// the distance's ([`Threshold::for_identification`]).
+/// [`COHORT_MIN_IDENTITIES`] identities or more, no threshold is `explicit` and the gallery
+/// has no impostor table of its own (`facenet calibrate --store`: the user's own labelled
+/// photos describe their people better than LFW does); otherwise the distance's
+/// ([`Threshold::for_identification`]).
 pub fn identification_threshold(
     scoring: Scoring,
     (explicit, fir): (Option<f32>, Option<f64>),
@@ -333,8 +336,13 @@ pub fn identification_threshold(
     fingerprint: &str,
     (identities, entries): (usize, usize),
 ) -> Result<Threshold> {
+    let own_table = settings
+        .impostor
+        .as_ref()
+        .is_some_and(|t| t.fingerprint == fingerprint);
     if scoring == Scoring::Cohort
         && explicit.is_none()
+        && !own_table
         && let Some(table) =
             facenet::eval::cohort::bundled_cohort(fingerprint.trim_end_matches("+mirror"))
         && let Some(t) = Threshold::for_cohort(fir, settings, &table, identities)?
@@ -403,8 +411,8 @@ pub struct Identification {
     pub score: Option<f32>,
     /// The face's quality ([`facenet::quality`]), when detected.
     pub quality: Option<Quality>,
-    /// The best identity, or [`Identity::Unknown`] when its distance is not below the
-    /// threshold.
+    /// The best identity, or [`Identity::Unknown`] when its distance (its cohort score, under
+    /// [`Scoring::Cohort`]) is not below the threshold.
     #[serde(flatten)]
     pub identity: Identity,
     /// Distance to the best identity (L2 between unit embeddings).
@@ -1090,5 +1098,81 @@ impl Recognizer {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The Keras weights' fingerprint, which the shipped tables belong to.
+    const KERAS: &str = "19afcc08829b1b270a50ecd4d1e0c0f73b9dde63965b3b6aa7c4cd28003c6166";
+
+    /// Which score a gallery's identification thresholds: the cohort score from six people
+    /// on, the distance below that, for an explicit threshold, and for a gallery with an
+    /// impostor table of its own (`calibrate --store`).
+    #[test]
+    fn the_cohort_score_applies_where_it_should() {
+        let plain = Settings::default();
+        let rule = |scoring, explicit, settings: &Settings, n| {
+            identification_threshold(scoring, (explicit, None), settings, KERAS, (n, n)).unwrap()
+        };
+        let t = rule(Scoring::Cohort, None, &plain, 100);
+        assert_eq!(
+            (t.scoring, t.source),
+            (Scoring::Cohort, ThresholdSource::TargetFir)
+        );
+        assert!(t.value < 0.0 && t.expected_dir.is_some(), "{t:?}");
+        // Mirror-averaged embeddings keep the plain ones' table.
+        let m = identification_threshold(
+            Scoring::Cohort,
+            (None, None),
+            &plain,
+            &format!("{KERAS}+mirror"),
+            (100, 100),
+        )
+        .unwrap();
+        assert_eq!(m.scoring, Scoring::Cohort);
+        assert_eq!(
+            rule(Scoring::Cohort, None, &plain, 5).scoring,
+            Scoring::Distance
+        );
+        assert_eq!(
+            rule(Scoring::Distance, None, &plain, 100).scoring,
+            Scoring::Distance
+        );
+        let given = rule(Scoring::Cohort, Some(0.9), &plain, 100);
+        assert_eq!((given.value, given.scoring), (0.9, Scoring::Distance));
+        // A table of the gallery's own people: the distance, by that table.
+        let people: Vec<String> = (0..12).map(|i| format!("p{}", i / 2)).collect();
+        let emb: Vec<Vec<f32>> = (0..12)
+            .map(|i| vec![(i as f32).cos(), (i as f32).sin()])
+            .collect();
+        let own = Settings {
+            impostor: Some(ImpostorTable::from_labelled(
+                &emb,
+                &people,
+                KERAS,
+                "own",
+                facenet::eval::openset::TABLE_GRID,
+            )),
+            ..Settings::default()
+        };
+        let t = rule(Scoring::Cohort, None, &own, 100);
+        assert_eq!(
+            (t.scoring, t.source),
+            (Scoring::Distance, ThresholdSource::TargetFir)
+        );
+        assert!(t.value > 0.0, "{t:?}");
+        // Another model's weights have no cohort table: the distance.
+        let other = identification_threshold(
+            Scoring::Cohort,
+            (None, None),
+            &plain,
+            "another model",
+            (100, 100),
+        )
+        .unwrap();
+        assert_eq!(other.scoring, Scoring::Distance);
     }
 }
