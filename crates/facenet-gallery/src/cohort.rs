@@ -61,13 +61,20 @@ impl Neighbours {
     pub fn build(rows: &Rows<'_>, ann: Option<&AnnIndex>) -> Self {
         let n = rows.len();
         let lists: Vec<Vec<(f32, usize)>> = match ann {
-            Some(ann) => (0..n)
-                .into_par_iter()
-                .map(|r| match rows.alive(r) {
-                    true => through_graph(rows, ann, r),
-                    false => Vec::new(),
-                })
-                .collect(),
+            Some(ann) => {
+                // Each identity's live rows, counted once (a row must see past its own).
+                let mut own: std::collections::HashMap<usize, usize> = Default::default();
+                for r in (0..n).filter(|&r| rows.alive(r)) {
+                    *own.entry(rows.labels[r]).or_default() += 1;
+                }
+                (0..n)
+                    .into_par_iter()
+                    .map(|r| match rows.alive(r) {
+                        true => through_graph(rows, ann, r, own[&rows.labels[r]]),
+                        false => Vec::new(),
+                    })
+                    .collect()
+            }
             None => nearest_others(rows.data, rows.labels, rows.dim, COHORT_K),
         };
         let means = lists.iter().map(|l| mean(l)).collect();
@@ -123,10 +130,9 @@ impl Neighbours {
     }
 }
 
-/// Row `r`'s list from its nearest faces in the graph (enough to pass its own identity's
-/// rows); by a pass over all rows where the graph gives too few.
-fn through_graph(rows: &Rows<'_>, ann: &AnnIndex, r: usize) -> Vec<(f32, usize)> {
-    let own = rows.labels.iter().filter(|&&l| l == rows.labels[r]).count();
+/// Row `r`'s list from its nearest faces in the graph (enough to pass the `own` rows of its
+/// identity); by a pass over all rows where the graph gives too few.
+fn through_graph(rows: &Rows<'_>, ann: &AnnIndex, r: usize, own: usize) -> Vec<(f32, usize)> {
     let Ok(near) = ann.nearest(rows.row(r), COHORT_K + own + 8) else {
         return rows.list(r);
     };

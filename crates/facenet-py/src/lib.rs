@@ -12,7 +12,7 @@ use facenet::detect::Detection;
 use facenet::image::RgbImage;
 use facenet::pipeline::{FaceChoice, FacePipeline};
 use facenet::{Device, Distance, Embedder, Inference, Precision, detect::Detector};
-use facenet_gallery::{GalleryError, Recognizer, Scoring, Settings, SqliteGallery, Threshold};
+use facenet_gallery::{GalleryError, Recognizer, Settings, SqliteGallery, Threshold};
 use numpy::ndarray::{Array2, Array3};
 use numpy::{
     IntoPyArray, PyArray2, PyArray3, PyReadonlyArray1, PyReadonlyArray3, PyUntypedArrayMethods,
@@ -502,13 +502,12 @@ impl Gallery {
         let img = image(py, &img, "image")?;
         let recognizer = match score {
             None => self.recognizer.clone(),
-            Some("cohort") => self.recognizer.clone().with_scoring(Scoring::Cohort),
-            Some("distance") => self.recognizer.clone().with_scoring(Scoring::Distance),
-            Some(other) => {
-                return Err(pyo3::exceptions::PyValueError::new_err(format!(
-                    "score={other:?}: use \"cohort\" (the default) or \"distance\""
-                )));
-            }
+            Some(s) => self
+                .recognizer
+                .clone()
+                .with_scoring(s.parse().map_err(|e: String| {
+                    pyo3::exceptions::PyValueError::new_err(format!("score={e}"))
+                })?),
         };
         let found = py
             .detach(|| {

@@ -36,6 +36,21 @@ pub enum Scoring {
     Cohort,
 }
 
+impl std::str::FromStr for Scoring {
+    type Err = String;
+
+    /// `cohort` or `distance`; anything else is refused with the choices.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "cohort" => Ok(Scoring::Cohort),
+            "distance" => Ok(Scoring::Distance),
+            other => Err(format!(
+                "{other:?}: use \"cohort\" (the default) or \"distance\""
+            )),
+        }
+    }
+}
+
 impl Scoring {
     /// The name every front reports (`distance`, `cohort`).
     pub fn name(self) -> &'static str {

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::embed::l2_normalize;
 use crate::eval::cohort::{
     COHORT_DRAWS, COHORT_K, COHORT_MIN_IDENTITIES, COHORT_SIZES, COHORT_TARGETS, CohortThresholds,
-    cohort_means, cohort_score, draw_scores,
+    cohort_means, cohort_score, draw_scores, quantile_below,
 };
 
 /// How a person's several enrolled photos are compared with a probe.
@@ -327,11 +327,11 @@ impl OpenSetScores {
     /// The point at the largest threshold whose FIR does not exceed `fir` (the threshold just
     /// at or below the `fir` quantile of the strangers' distances).
     pub fn at_fir(&self, fir: f64) -> OpenSetPoint {
-        let mut d = self.strangers.clone();
-        d.sort_by(f32::total_cmp);
         // Strangers strictly below t are false identifications: allow floor(fir * n) of them.
-        let allowed = (fir * d.len() as f64).floor() as usize;
-        let t = d.get(allowed).copied().unwrap_or(2.0);
+        let t = match self.strangers.is_empty() {
+            true => 2.0,
+            false => quantile_below(&self.strangers, fir),
+        };
         self.at(t)
     }
 
