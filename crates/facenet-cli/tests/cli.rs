@@ -1509,6 +1509,37 @@ fn library_indexes_groups_names_and_finds() {
     assert!(top_faces >= 4, "{list:?}");
     let who = folders_of(&g, &top)[0].clone();
 
+    // Scored against the folders' names: the stored grouping is the one-run replay's (the
+    // merge threshold from the impostor table, stricter than founding), and mixes no one.
+    let scores = dir.path().join("scores.json");
+    library(
+        &g,
+        &[
+            "evaluate",
+            "--batches",
+            "3",
+            "--json",
+            scores.to_str().unwrap(),
+        ],
+    );
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&scores).unwrap()).unwrap();
+    let merge = s["rule"]["merge"].as_f64().unwrap();
+    assert!(
+        merge > 0.5 && merge < s["rule"]["found"].as_f64().unwrap(),
+        "{s}"
+    );
+    let runs = s["runs"].as_array().unwrap();
+    assert_eq!(runs[0]["run"], "library (as stored)", "{s}");
+    assert_eq!(runs[0]["score"], runs[1]["score"], "{s}");
+    assert_eq!(runs[1]["score"]["merged"], 0, "{s}");
+    let out = bin()
+        .args(["library", "evaluate", "--merge", "3", "--gallery"])
+        .arg(&g)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "--merge 3 was taken");
+    assert!(stderr(&out).contains("--merge"), "{}", stderr(&out));
+
     // A rerun skips everything; a moved photo keeps its face, a deleted one leaves.
     let again = library_json(&g, &["add", root.to_str().unwrap()]);
     assert_eq!(

@@ -126,6 +126,10 @@ pub enum LibrarySub {
         /// Score another centroid threshold for faces without enough votes (0: none).
         #[arg(long)]
         centroid: Option<f32>,
+        /// Score another threshold for merging a new person with another by their centroids
+        /// (0: none).
+        #[arg(long)]
+        merge: Option<f32>,
         /// Also write the table as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -333,11 +337,15 @@ pub fn run(args: LibraryCmd, device: Device) -> anyhow::Result<()> {
             found,
             votes,
             centroid,
+            merge,
         } => {
             let mut rule = lib.rule();
             rule.centroid = centroid.unwrap_or(rule.centroid);
-            if !(0.0..=2.0).contains(&rule.centroid) {
-                bail!("--centroid is an L2 distance between unit embeddings, in [0, 2]");
+            rule.merge = merge.unwrap_or(rule.merge);
+            for (flag, value) in [("--centroid", rule.centroid), ("--merge", rule.merge)] {
+                if !(0.0..=2.0).contains(&value) {
+                    bail!("{flag} is an L2 distance between unit embeddings, in [0, 2]");
+                }
             }
             rule.threshold = join.unwrap_or(rule.threshold);
             rule.found = found.unwrap_or(rule.found);
@@ -362,8 +370,8 @@ pub fn run(args: LibraryCmd, device: Device) -> anyhow::Result<()> {
             let rule = lib.rule();
             let runs = lib.evaluate(truth, batches)?;
             println!(
-                "join below {:.3} ({} votes, or a centroid below {:.3}), found below {:.3}, at least {} faces",
-                rule.threshold, rule.votes, rule.centroid, rule.found, rule.min_faces
+                "join below {:.3} ({} votes, or a centroid below {:.3}), found below {:.3}, at least {} faces, merge new people below {:.3}",
+                rule.threshold, rule.votes, rule.centroid, rule.found, rule.min_faces, rule.merge
             );
             print_table(&runs);
             if let Some(path) = json {

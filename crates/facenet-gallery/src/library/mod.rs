@@ -4,8 +4,10 @@
 //! - [`Library::add`] indexes folders incrementally (known photos are skipped, moved ones
 //!   keep their faces, deleted ones leave) and groups the new faces
 //!   ([`people::group`]): a face joins the person enough of whose faces are near it; faces of
-//!   no one found a new person once [`PeopleRule::min_faces`] of them agree. The threshold is
-//!   the impostor table's at [`JOIN_FAR`], so that two people are rarely merged.
+//!   no one found a new person once [`PeopleRule::min_faces`] of them agree; a new person
+//!   merges with the person whose centroid lies near theirs. The thresholds are the impostor
+//!   table's at [`JOIN_FAR`], [`FOUND_FAR`] and [`MERGE_FAR`], so that two people are rarely
+//!   merged.
 //! - [`Library::recluster`] regroups every face the user has not vouched for, keeping names,
 //!   faces the user placed, and "not this person".
 //! - [`Library::name`] makes a person a gallery identity, so `identify` knows them.
@@ -49,9 +51,14 @@ pub const JOIN_FAR: f64 = 7.5e-6;
 /// links faces transitively, so it is stricter.
 pub const FOUND_FAR: f64 = 5e-6;
 
-/// The thresholds (join, found) when the model has no impostor table (Keras FaceNet's on
-/// LFW at [`JOIN_FAR`] and [`FOUND_FAR`]).
-pub const FALLBACK_THRESHOLDS: (f32, f32) = (0.68, 0.655);
+/// The per-pair false accept rate of merging a newly founded person with another person
+/// ([`PeopleRule::merge`]): the two compared are centroids, means of two faces or more, so
+/// it is stricter again. Chosen on LFW with the others.
+pub const MERGE_FAR: f64 = 3e-6;
+
+/// The thresholds (join, found, merge) when the model has no impostor table (Keras
+/// FaceNet's on LFW at [`JOIN_FAR`], [`FOUND_FAR`] and [`MERGE_FAR`]).
+pub const FALLBACK_THRESHOLDS: (f32, f32, f32) = (0.68, 0.655, 0.615);
 
 /// Faces that found a new person: two faces closer than the founding threshold agree.
 pub const MIN_FACES: usize = 2;
@@ -195,6 +202,7 @@ impl Library {
             (
                 t.threshold_for_far(JOIN_FAR),
                 t.threshold_for_far(FOUND_FAR),
+                t.threshold_for_far(MERGE_FAR),
             )
         });
         Ok(Self {
@@ -208,6 +216,7 @@ impl Library {
                 votes: VOTES,
                 // A centroid is steadier than one face: the founding threshold suffices.
                 centroid: threshold.1,
+                merge: threshold.2,
             },
         })
     }

@@ -2,10 +2,11 @@
 //! whose faces are near it ([`PeopleRule::votes`]), or, short of the votes, the neighbouring
 //! person whose centroid lies near it ([`PeopleRule::centroid`]); faces that belong to no one
 //! found new people by Chinese whispers over the pairs closer than a stricter threshold
-//! ([`PeopleRule::found`]), once [`PeopleRule::min_faces`] of them agree. A face joins only one
-//! person, so joining never merges two people; founding is where that could happen, hence its
-//! stricter threshold and label propagation, which does not chain two people through one
-//! stray pair as single-link DBSCAN does. The user's word wins: faces they placed (`pinned`)
+//! ([`PeopleRule::found`]), once [`PeopleRule::min_faces`] of them agree, and a new person
+//! whose centroid lies near another person's merges with them ([`PeopleRule::merge`]). A face
+//! joins only one person, so joining never merges two people; founding and merging are where
+//! that could happen, hence their stricter thresholds and label propagation, which does not
+//! chain two people through one stray pair as single-link DBSCAN does. The user's word wins: faces they placed (`pinned`)
 //! never move, and a face never joins a person it was taken out of (`rejects`).
 //!
 //! Everything here is a pure function of the embeddings and the current assignment, so the
@@ -38,6 +39,12 @@ pub struct PeopleRule {
     /// it off.
     #[serde(default)]
     pub centroid: f32,
+    /// A person founded in this pass merges with the person (of two faces or more, new or
+    /// existing) whose centroid lies below this distance of theirs: one person split into
+    /// two groups by the founding is made whole again, as a centroid of several faces is
+    /// steadier than any pair of them. 0 turns it off.
+    #[serde(default)]
+    pub merge: f32,
 }
 
 /// One face as the grouping sees it.
@@ -193,6 +200,16 @@ pub fn group(points: &[Point], rejects: &HashSet<(i64, i64)>, rule: PeopleRule) 
             next -= 1;
         }
     }
+    if rule.merge > 0.0 {
+        merge_new_people(
+            points,
+            &free,
+            rejects,
+            rule.merge,
+            &mut label,
+            (&mut size, &mut photos, &mut sums),
+        );
+    }
     // New people may draw in faces that had too few votes before.
     for _ in 0..2 {
         if join_pass(&mut label, &mut size, &mut photos, &mut sums) == 0 {
@@ -211,6 +228,109 @@ pub fn group(points: &[Point], rejects: &HashSet<(i64, i64)>, rule: PeopleRule) 
     Grouping {
         joined,
         new_people: new_people.into_values().rev().collect(),
+    }
+}
+
+/// Each person's faces, photos and sum of unit embeddings, as a grouping pass keeps them.
+type Tallies<'a> = (
+    &'a mut HashMap<i64, usize>,
+    &'a mut HashMap<i64, HashSet<i64>>,
+    &'a mut HashMap<i64, Vec<f32>>,
+);
+
+/// Merges the people founded in this pass (negative labels) with the person, new or
+/// existing, whose centroid lies within `within` of theirs, nearest pairs first, in rounds
+/// until none is left: a new person goes into an existing one (which keeps its id and
+/// name), or the smaller of two new people into the larger. Two people in one photo, or a
+/// face the user took out of the person, stop a merge; existing people never merge with
+/// each other here (that is `recluster`'s whole pass, or the user's `merge`).
+fn merge_new_people(
+    points: &[Point],
+    free: &[usize],
+    rejects: &HashSet<(i64, i64)>,
+    within: f32,
+    label: &mut [Option<i64>],
+    (size, photos, sums): Tallies<'_>,
+) {
+    loop {
+        let mut ids: Vec<i64> = size
+            .iter()
+            .filter(|&(_, &n)| n >= 2)
+            .map(|(&l, _)| l)
+            .collect();
+        ids.sort_unstable();
+        let unit: Vec<Vec<f32>> = ids
+            .iter()
+            .map(|l| facenet::embed::l2_normalize(&sums[l]))
+            .collect();
+        // New people sort first (negative ids): every pair with one of them, once.
+        let new = ids.partition_point(|&l| l < 0);
+        let limit = within * within;
+        let mut pairs: Vec<(f32, usize, usize)> = {
+            use rayon::prelude::*;
+            (0..new)
+                .into_par_iter()
+                .flat_map_iter(|a| {
+                    let unit = &unit;
+                    (a + 1..ids.len()).filter_map(move |b| {
+                        let d = distance2(&unit[a], &unit[b]);
+                        (d < limit).then_some((d, a, b))
+                    })
+                })
+                .collect()
+        };
+        pairs.sort_by(|x, y| x.0.total_cmp(&y.0).then((x.1, x.2).cmp(&(y.1, y.2))));
+        let mut touched = HashSet::new();
+        let mut merged = 0;
+        for (_, a, b) in pairs {
+            let (la, lb) = (ids[a], ids[b]);
+            if touched.contains(&la) || touched.contains(&lb) {
+                continue;
+            }
+            let (pa, pb) = (&photos[&la], &photos[&lb]);
+            let (small, large) = if pa.len() <= pb.len() {
+                (pa, pb)
+            } else {
+                (pb, pa)
+            };
+            if small.iter().any(|p| large.contains(p)) {
+                continue;
+            }
+            // `la` is new; it goes into an existing `lb`, or the smaller into the larger.
+            let (from, into) = if lb >= 0 || (size[&la], la) < (size[&lb], lb) {
+                (la, lb)
+            } else {
+                (lb, la)
+            };
+            let faces: Vec<usize> = free
+                .iter()
+                .copied()
+                .filter(|&i| label[i] == Some(from))
+                .collect();
+            if faces
+                .iter()
+                .any(|&i| rejects.contains(&(points[i].id, into)))
+            {
+                continue;
+            }
+            for &i in &faces {
+                label[i] = Some(into);
+            }
+            let n = size.remove(&from).unwrap_or(0);
+            *size.entry(into).or_default() += n;
+            let moved = photos.remove(&from).unwrap_or_default();
+            photos.entry(into).or_default().extend(moved);
+            if let Some(s) = sums.remove(&from) {
+                let t = sums.entry(into).or_insert_with(|| vec![0.0; s.len()]);
+                t.iter_mut().zip(&s).for_each(|(a, b)| *a += b);
+            }
+            touched.insert(la);
+            touched.insert(lb);
+            merged += 1;
+        }
+        if merged == 0 {
+            break;
+        }
     }
 }
 
@@ -381,6 +501,7 @@ mod tests {
         votes: 2,
         min_quality: 0.3,
         centroid: 0.0,
+        merge: 0.0,
     };
 
     /// Each vector a photo of its own, of good quality.
@@ -391,20 +512,23 @@ mod tests {
             .collect()
     }
 
-    /// The centroid join by hand: a face two of whose three neighbours are within the join
-    /// threshold lacks the votes, but lies 12 degrees from the person's centroid, and joins
-    /// through it; with the centroid join off it stays alone.
-    #[test]
-    fn a_face_near_a_persons_centroid_joins_without_the_votes() {
-        let unit = |deg: f32| vec![deg.to_radians().cos(), deg.to_radians().sin()];
-        let point = |id: i64, deg: f32, person: Option<i64>| Point {
+    /// A face on the unit circle at `deg` degrees, a photo of its own.
+    fn point(id: i64, deg: f32, person: Option<i64>) -> Point {
+        Point {
             id,
             person,
             pinned: false,
             photo: id,
             quality: 1.0,
-            embedding: unit(deg),
-        };
+            embedding: vec![deg.to_radians().cos(), deg.to_radians().sin()],
+        }
+    }
+
+    /// The centroid join by hand: a face two of whose three neighbours are within the join
+    /// threshold lacks the votes, but lies 12 degrees from the person's centroid, and joins
+    /// through it; with the centroid join off it stays alone.
+    #[test]
+    fn a_face_near_a_persons_centroid_joins_without_the_votes() {
         let points = vec![
             point(0, -24.0, Some(1)),
             point(1, 0.0, Some(1)),
@@ -420,6 +544,7 @@ mod tests {
             votes: 3,
             min_quality: 0.3,
             centroid: 0.3,
+            merge: 0.0,
         };
         let none = HashSet::new();
         assert_eq!(group(&points, &none, rule).joined, vec![(3, 1)]);
@@ -436,6 +561,62 @@ mod tests {
         // A rejection holds against the centroid too.
         let rejected: HashSet<(i64, i64)> = [(3, 1)].into_iter().collect();
         assert!(group(&points, &rejected, rule).joined.is_empty());
+    }
+
+    /// The merge by hand: faces 2 degrees apart found two people (three faces each, 10
+    /// degrees between the groups, beyond the founding threshold), whose centroids lie 14
+    /// degrees (chord 0.244) apart: one person with a merge threshold of 0.3, two with 0.2
+    /// or none. A new person goes into an existing one unless a face was taken out of it or
+    /// the two share a photo.
+    #[test]
+    fn new_people_merge_by_their_centroids() {
+        let angles = [0.0, 2.0, 4.0, 14.0, 16.0, 18.0];
+        let fresh: Vec<Point> = angles
+            .iter()
+            .enumerate()
+            .map(|(i, &a)| point(i as i64, a, None))
+            .collect();
+        let rule = PeopleRule {
+            threshold: 0.1,
+            found: 0.1,
+            min_faces: 3,
+            votes: 2,
+            min_quality: 0.3,
+            centroid: 0.0,
+            merge: 0.3,
+        };
+        let none = HashSet::new();
+        let mut people = group(&fresh, &none, rule).new_people;
+        people.iter_mut().for_each(|p| p.sort_unstable());
+        assert_eq!(people, vec![vec![0, 1, 2, 3, 4, 5]]);
+        for apart in [0.0, 0.2] {
+            let g = group(
+                &fresh,
+                &none,
+                PeopleRule {
+                    merge: apart,
+                    ..rule
+                },
+            );
+            assert_eq!(g.new_people.len(), 2, "merge {apart}: {g:?}");
+        }
+        // The first three already a person: the new three join them.
+        let mut known = fresh.clone();
+        known[..3].iter_mut().for_each(|p| p.person = Some(7));
+        let g = group(&known, &none, rule);
+        assert_eq!(
+            (g.joined, g.new_people.len()),
+            (vec![(3, 7), (4, 7), (5, 7)], 0)
+        );
+        // Face 4 was taken out of person 7: its group stays a person of its own.
+        let rejected: HashSet<(i64, i64)> = [(4, 7)].into_iter().collect();
+        let g = group(&known, &rejected, rule);
+        assert_eq!((g.joined.len(), g.new_people.len()), (0, 1), "{g:?}");
+        // Face 5 is in face 0's photo: two people, not merged.
+        let mut shared = known.clone();
+        shared[5].photo = 0;
+        let g = group(&shared, &none, rule);
+        assert_eq!((g.joined.len(), g.new_people.len()), (0, 1), "{g:?}");
     }
 
     #[test]
