@@ -241,9 +241,11 @@ type Tallies<'a> = (
 /// Merges the people founded in this pass (negative labels) with the person, new or
 /// existing, whose centroid lies within `within` of theirs, nearest pairs first, in rounds
 /// until none is left: a new person goes into an existing one (which keeps its id and
-/// name), or the smaller of two new people into the larger. Two people in one photo, or a
-/// face the user took out of the person, stop a merge; existing people never merge with
-/// each other here (that is `recluster`'s whole pass, or the user's `merge`).
+/// name), or the smaller of two new people into the larger. Each pair's distance is taken
+/// again from the centroids as they are when its turn comes, so a person can take in several
+/// others in one round. Two people in one photo, or a face the user took out of the person,
+/// stop a merge; existing people never merge with each other here (that is `recluster`'s
+/// whole pass, or the user's `merge`).
 fn merge_new_people(
     points: &[Point],
     free: &[usize],
@@ -252,6 +254,15 @@ fn merge_new_people(
     label: &mut [Option<i64>],
     (size, photos, sums): Tallies<'_>,
 ) {
+    // The faces of each new person (existing people never give theirs away here).
+    let mut members: HashMap<i64, Vec<usize>> = HashMap::new();
+    for &i in free {
+        if let Some(l) = label[i].filter(|&l| l < 0) {
+            members.entry(l).or_default().push(i);
+        }
+    }
+    let limit = within * within;
+    let unit = |sum: &[f32]| facenet::embed::l2_normalize(sum);
     loop {
         let mut ids: Vec<i64> = size
             .iter()
@@ -259,32 +270,31 @@ fn merge_new_people(
             .map(|(&l, _)| l)
             .collect();
         ids.sort_unstable();
-        let unit: Vec<Vec<f32>> = ids
-            .iter()
-            .map(|l| facenet::embed::l2_normalize(&sums[l]))
-            .collect();
+        let centroids: Vec<Vec<f32>> = ids.iter().map(|l| unit(&sums[l])).collect();
         // New people sort first (negative ids): every pair with one of them, once.
         let new = ids.partition_point(|&l| l < 0);
-        let limit = within * within;
         let mut pairs: Vec<(f32, usize, usize)> = {
             use rayon::prelude::*;
             (0..new)
                 .into_par_iter()
                 .flat_map_iter(|a| {
-                    let unit = &unit;
+                    let centroids = &centroids;
                     (a + 1..ids.len()).filter_map(move |b| {
-                        let d = distance2(&unit[a], &unit[b]);
+                        let d = distance2(&centroids[a], &centroids[b]);
                         (d < limit).then_some((d, a, b))
                     })
                 })
                 .collect()
         };
         pairs.sort_by(|x, y| x.0.total_cmp(&y.0).then((x.1, x.2).cmp(&(y.1, y.2))));
-        let mut touched = HashSet::new();
         let mut merged = 0;
         for (_, a, b) in pairs {
             let (la, lb) = (ids[a], ids[b]);
-            if touched.contains(&la) || touched.contains(&lb) {
+            // Gone into another person already this round, or moved apart by a merge.
+            if !size.contains_key(&la)
+                || !size.contains_key(&lb)
+                || distance2(&unit(&sums[&la]), &unit(&sums[&lb])) >= limit
+            {
                 continue;
             }
             let (pa, pb) = (&photos[&la], &photos[&lb]);
@@ -302,19 +312,19 @@ fn merge_new_people(
             } else {
                 (lb, la)
             };
-            let faces: Vec<usize> = free
-                .iter()
-                .copied()
-                .filter(|&i| label[i] == Some(from))
-                .collect();
+            let faces = members.get(&from).map_or(&[][..], Vec::as_slice);
             if faces
                 .iter()
                 .any(|&i| rejects.contains(&(points[i].id, into)))
             {
                 continue;
             }
+            let faces = members.remove(&from).unwrap_or_default();
             for &i in &faces {
                 label[i] = Some(into);
+            }
+            if into < 0 {
+                members.entry(into).or_default().extend(faces);
             }
             let n = size.remove(&from).unwrap_or(0);
             *size.entry(into).or_default() += n;
@@ -324,8 +334,6 @@ fn merge_new_people(
                 let t = sums.entry(into).or_insert_with(|| vec![0.0; s.len()]);
                 t.iter_mut().zip(&s).for_each(|(a, b)| *a += b);
             }
-            touched.insert(la);
-            touched.insert(lb);
             merged += 1;
         }
         if merged == 0 {
