@@ -6,8 +6,9 @@
 //! whose centroid lies near another person's merges with them ([`PeopleRule::merge`]). A face
 //! joins only one person, so joining never merges two people; founding and merging are where
 //! that could happen, hence their stricter thresholds and label propagation, which does not
-//! chain two people through one stray pair as single-link DBSCAN does. The user's word wins: faces they placed (`pinned`)
-//! never move, and a face never joins a person it was taken out of (`rejects`).
+//! chain two people through one stray pair as single-link DBSCAN does. The user's word wins:
+//! faces they placed (`pinned`) never move, and a face never joins a person it was taken out
+//! of (`rejects`).
 //!
 //! Everything here is a pure function of the embeddings and the current assignment, so the
 //! store runs it inside one write transaction and the evaluation replays it on the same data.
