@@ -1229,6 +1229,58 @@ fn serve_postgres_two_instances_share_one_gallery() {
         StatusCode::OK,
     );
     assert_eq!(r["images"][0]["faces"][0]["subject"], "madonna", "{r}");
+    // From six subjects on, the database thresholds the cohort score, as a gallery searched
+    // in memory does, and the two agree on the answer, its distance and its score.
+    let sqlite = Server::start(&[]);
+    let sqlite_key = sqlite.key("same", "write");
+    let six = [
+        ("ben", photo("train/ben_afflek", 0)),
+        ("elton", photo("train/elton_john", 0)),
+        ("jerry", photo("train/jerry_seinfeld", 0)),
+        ("mindy", photo("train/mindy_kaling", 0)),
+        (
+            "george",
+            facenet::files::walk_images(&lfw("George_W_Bush")).unwrap()[0].clone(),
+        ),
+    ];
+    sqlite.enrol(
+        &sqlite_key,
+        "madonna",
+        &[&photo("train/madonna", 0), &photo("train/madonna", 1)],
+    );
+    for (name, p) in &six {
+        a.enrol(&key, name, &[p]);
+        sqlite.enrol(&sqlite_key, name, &[p]);
+    }
+    let answer_of = |s: &Server, key: &str| {
+        let r = expect(
+            c.post(s.at("/api/v1/identify"))
+                .key(key)
+                .multipart(files(&[&probe]))
+                .send()
+                .unwrap(),
+            StatusCode::OK,
+        );
+        assert_eq!(r["scoring"], "cohort", "{r}");
+        r["images"][0]["faces"][0].clone()
+    };
+    let (pg, mem) = (answer_of(&b, &key), answer_of(&sqlite, &sqlite_key));
+    assert_eq!(pg["subject"], "madonna", "{pg}");
+    assert_eq!(pg["subject"], mem["subject"], "{pg} {mem}");
+    for field in ["distance", "cohort_score"] {
+        let (x, y) = (pg[field].as_f64().unwrap(), mem[field].as_f64().unwrap());
+        assert!((x - y).abs() < 1e-4, "{field}: {pg} {mem}");
+    }
+    assert!(pg["cohort_score"].as_f64().unwrap() < 0.0, "{pg}");
+    for (name, _) in &six {
+        expect(
+            c.delete(a.at(&format!("/api/v1/subjects/{name}")))
+                .key(&key)
+                .send()
+                .unwrap(),
+            StatusCode::OK,
+        );
+    }
     expect(
         c.delete(b.at("/api/v1/subjects/madonna"))
             .key(&key)

@@ -286,12 +286,14 @@ pub trait GalleryStore: Send + Sync + std::fmt::Debug {
     fn set_settings(&self, settings: &Settings) -> Result<()>;
 
     /// Searches in the store itself, where it can (a database server): the best `k` identities
-    /// for `probe` under `rule`, exact. `None`: the caller searches in its own process.
+    /// for `probe` under `rule`, ranked by `scoring` (under [`Scoring::Cohort`] each match
+    /// carries its cohort score). `None`: the caller searches in its own process.
     fn search(
         &self,
         _probe: &[f32],
         _k: usize,
         _rule: search::GalleryRule,
+        _scoring: Scoring,
     ) -> Result<Option<Vec<search::Match>>> {
         Ok(None)
     }
@@ -306,10 +308,11 @@ pub trait GalleryStore: Send + Sync + std::fmt::Debug {
         Ok(None)
     }
 
-    /// How many gallery entries [`GalleryStore::search`] compares a probe with under `rule`
-    /// (identities with faces under the centroid rule, faces under nearest-sample); `None`
-    /// when the store does not search itself.
-    fn entries(&self, _rule: search::GalleryRule) -> Result<Option<usize>> {
+    /// How many identities have faces, and how many gallery entries
+    /// [`GalleryStore::search`] compares a probe with under `rule` (those identities under the
+    /// centroid rule, their faces under nearest-sample); `None` when the store does not search
+    /// itself.
+    fn entries(&self, _rule: search::GalleryRule) -> Result<Option<(usize, usize)>> {
         Ok(None)
     }
 

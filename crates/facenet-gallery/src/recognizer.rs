@@ -473,7 +473,8 @@ pub struct Calibration {
 
 /// A gallery ready to search, with the threshold to apply: the recognizer's live index (every
 /// face in one matrix, and an HNSW graph for large galleries), or the store itself where it
-/// searches itself. Cheap to make: make one per request, or one for many queries.
+/// searches itself (by distance or by the cohort score, as the threshold says). Cheap to
+/// make: make one per request, or one for many queries.
 #[derive(Debug)]
 pub struct Searcher {
     backend: Backend,
@@ -528,7 +529,7 @@ impl Searcher {
                 None => Vec::new(),
             },
             Backend::Store(store, rule, _) => store
-                .search(&f.embedding, k, *rule)?
+                .search(&f.embedding, k, *rule, self.threshold.scoring)?
                 .ok_or_else(|| GalleryError::Invalid("the store no longer searches".into()))?,
         };
         let best = m.first();
@@ -599,9 +600,9 @@ impl Recognizer {
     }
 
     /// What identification thresholds: the cohort score ([`facenet::eval::cohort`], the
-    /// default) where the gallery is searched in this process, has at least
-    /// [`COHORT_MIN_IDENTITIES`] identities and the weights have a cohort table, else the
-    /// distance; an explicit threshold is always a distance.
+    /// default) where the gallery has at least [`COHORT_MIN_IDENTITIES`] identities and the
+    /// weights have a cohort table, else the distance; an explicit threshold is always a
+    /// distance. A store that searches itself (PostgreSQL) computes the score in the database.
     pub fn with_scoring(mut self, scoring: Scoring) -> Self {
         self.scoring = scoring;
         self
@@ -823,10 +824,9 @@ impl Recognizer {
                 sizes,
             )
         };
-        if let Some(n) = self.store.entries(self.rule)? {
-            // A store that searches itself ranks by distance.
+        if let Some((identities, n)) = self.store.entries(self.rule)? {
             return Ok(Searcher {
-                threshold: threshold(Scoring::Distance, &self.store.settings()?, (n, n))?,
+                threshold: threshold(self.scoring, &self.store.settings()?, (identities, n))?,
                 backend: Backend::Store(self.store.clone(), self.rule, n),
             });
         }

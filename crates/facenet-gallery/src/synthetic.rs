@@ -279,15 +279,37 @@ pub struct StoreSearchBench {
     pub load_s: f64,
     /// Exact search in the store, per query.
     pub exact_ms: [f64; 2],
-    /// With an index: its build time, search per query, and recall@1 against exact search
-    /// (the same identity under the centroid rule, the same face under nearest-sample).
-    pub hnsw: Option<(f64, [f64; 2], [f64; 2])>,
+    /// Search by the cohort score in the store without an index, per query.
+    pub cohort_ms: [f64; 2],
+    /// The share of queries whose best identity and cohort score (within 1e-4) under the
+    /// store's cohort search are those of the same gallery ranked whole in memory
+    /// ([`crate::SearchIndex::search_cohort`]).
+    pub cohort_agree: [f64; 2],
+    /// With an index.
+    pub hnsw: Option<StoreHnswBench>,
+}
+
+/// The index's part of a [`StoreSearchBench`].
+#[derive(Debug, Clone, Copy)]
+pub struct StoreHnswBench {
+    /// Seconds to build the index.
+    pub build_s: f64,
+    /// Search through it, per query.
+    pub ms: [f64; 2],
+    /// Recall@1 against exact search (the same identity under the centroid rule, the same
+    /// face under nearest-sample).
+    pub recall: [f64; 2],
+    /// Search by the cohort score through it, per query.
+    pub cohort_ms: [f64; 2],
+    /// The share of queries whose best identity by the cohort score is the exact one's.
+    pub cohort_recall: [f64; 2],
 }
 
 /// Times search inside a store that searches itself (a database): stores `n` face-like
 /// unit vectors (10 per identity) into `store` (an empty gallery), times exact search under
-/// both rules over `queries` queries, then, with `hnsw`, builds the store's index and times
-/// search through it, with recall@1 against the exact answers. `progress` hears each step.
+/// both rules, by distance and by the cohort score, over `queries` queries, then, with
+/// `hnsw`, builds the store's index and times search through it, with recall@1 against the
+/// exact answers. `progress` hears each step.
 pub fn store_search_bench(
     store: &dyn crate::GalleryStore,
     n: usize,
@@ -295,7 +317,7 @@ pub fn store_search_bench(
     hnsw: Option<crate::HnswParams>,
     progress: &dyn Fn(&str),
 ) -> crate::Result<StoreSearchBench> {
-    use crate::{GalleryRule, ImportBatch, ModelInfo, NewFace};
+    use crate::{GalleryRule, ImportBatch, Match, ModelInfo, NewFace, Scoring};
     use std::time::Instant;
     let dim = 128;
     let g = face_like(n.div_ceil(10), 10, queries.max(1), dim, 11);
@@ -333,11 +355,11 @@ pub fn store_search_bench(
     let load_s = t.elapsed().as_secs_f64();
     let qs: Vec<&[f32]> = g.queries.chunks_exact(dim).collect();
     let rules = [GalleryRule::Centroid, GalleryRule::NearestSample];
-    let run = |rule| -> crate::Result<(f64, Vec<crate::Match>)> {
+    let run = |rule, scoring| -> crate::Result<(f64, Vec<Match>)> {
         let t = Instant::now();
         let mut top = Vec::with_capacity(qs.len());
         for q in &qs {
-            let m = store.search(q, 5, rule)?.ok_or_else(|| {
+            let m = store.search(q, 5, rule, scoring)?.ok_or_else(|| {
                 crate::GalleryError::Invalid(format!(
                     "{}: this store does not search itself",
                     store.location()
@@ -347,41 +369,67 @@ pub fn store_search_bench(
         }
         Ok((t.elapsed().as_secs_f64() * 1000.0 / qs.len() as f64, top))
     };
-    let mut exact_ms = [0.0; 2];
-    let mut exact = Vec::new();
+    let share = |a: &[Match], b: &[Match], same: &dyn Fn(&Match, &Match) -> bool| {
+        a.iter().zip(b).filter(|(a, b)| same(a, b)).count() as f64 / qs.len() as f64
+    };
+    let faces = store.faces(None)?;
+    let (mut exact_ms, mut cohort_ms, mut cohort_agree) = ([0.0; 2], [0.0; 2], [0.0; 2]);
+    let (mut exact, mut cohort) = (Vec::new(), Vec::new());
     for (i, rule) in rules.into_iter().enumerate() {
-        let (ms, top) = run(rule)?;
+        let (ms, top) = run(rule, Scoring::Distance)?;
         exact_ms[i] = ms;
         exact.push(top);
         progress(&format!("exact search ({rule:?}) {ms:.2} ms per query"));
-    }
-    let Some(params) = hnsw else {
-        return Ok(StoreSearchBench {
-            faces: n,
-            load_s,
-            exact_ms,
-            hnsw: None,
-        });
-    };
-    let t = Instant::now();
-    store.set_index(Some(params))?;
-    let build_s = t.elapsed().as_secs_f64();
-    progress(&format!("HNSW index built in {build_s:.1} s"));
-    let (mut ms, mut recall) = ([0.0; 2], [0.0; 2]);
-    for (i, rule) in rules.into_iter().enumerate() {
-        let (t, top) = run(rule)?;
-        ms[i] = t;
-        let same = exact[i]
+        let (ms, top) = run(rule, Scoring::Cohort)?;
+        cohort_ms[i] = ms;
+        let index = crate::SearchIndex::with_rule(&faces, rule)?;
+        let whole = qs
             .iter()
-            .zip(&top)
-            .filter(|(e, a)| e.identity == a.identity && e.source == a.source)
-            .count();
-        recall[i] = same as f64 / qs.len() as f64;
+            .map(|q| Ok(index.search_cohort(q, 1)?.remove(0)))
+            .collect::<crate::Result<Vec<_>>>()?;
+        cohort_agree[i] = share(&top, &whole, &|a, b| {
+            let (sa, sb) = (
+                a.cohort_score.unwrap_or(9.0),
+                b.cohort_score.unwrap_or(-9.0),
+            );
+            a.identity == b.identity && (sa - sb).abs() < 1e-4
+        });
+        cohort.push(top);
+        progress(&format!("cohort search ({rule:?}) {ms:.2} ms per query"));
     }
+    let hnsw = match hnsw {
+        None => None,
+        Some(params) => {
+            let t = Instant::now();
+            store.set_index(Some(params))?;
+            let build_s = t.elapsed().as_secs_f64();
+            progress(&format!("HNSW index built in {build_s:.1} s"));
+            let mut h = StoreHnswBench {
+                build_s,
+                ms: [0.0; 2],
+                recall: [0.0; 2],
+                cohort_ms: [0.0; 2],
+                cohort_recall: [0.0; 2],
+            };
+            for (i, rule) in rules.into_iter().enumerate() {
+                let (t, top) = run(rule, Scoring::Distance)?;
+                h.ms[i] = t;
+                h.recall[i] = share(&exact[i], &top, &|e, a| {
+                    e.identity == a.identity && e.source == a.source
+                });
+                let (t, top) = run(rule, Scoring::Cohort)?;
+                h.cohort_ms[i] = t;
+                h.cohort_recall[i] = share(&cohort[i], &top, &|e, a| e.identity == a.identity);
+            }
+            Some(h)
+        }
+    };
     Ok(StoreSearchBench {
         faces: n,
         load_s,
         exact_ms,
-        hnsw: Some((build_s, ms, recall)),
+        cohort_ms,
+        cohort_agree,
+        hnsw,
     })
 }

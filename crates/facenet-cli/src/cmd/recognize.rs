@@ -119,7 +119,7 @@ pub struct IdentifyArgs {
     /// What the derived threshold applies to: the cohort score (the distance less how close
     /// the person's entry sits to its 5 nearest other people, so that crowded entries are
     /// discounted; it names more enrolled people at the same --fir, and applies to galleries
-    /// of 6 people and more searched in this process), or the plain distance.
+    /// of 6 people and more, SQLite or PostgreSQL), or the plain distance.
     #[arg(long, value_enum, default_value = "cohort")]
     pub score: Scoring,
     /// Also list the next best identities.
@@ -302,7 +302,9 @@ pub fn gallery(cmd: GalleryCmd) -> anyhow::Result<()> {
                     ef_construction,
                     ef_search,
                 };
-                let faces = g.entries(facenet_gallery::GalleryRule::NearestSample)?;
+                let faces = g
+                    .entries(facenet_gallery::GalleryRule::NearestSample)?
+                    .map(|(_, faces)| faces);
                 let t = std::time::Instant::now();
                 if faces.unwrap_or(0) > 0 {
                     eprintln!("building the HNSW index (enrolments go on meanwhile)...");
@@ -327,14 +329,9 @@ pub fn gallery(cmd: GalleryCmd) -> anyhow::Result<()> {
             // What that means at this gallery's size.
             if let Some(model) = g.model()? {
                 let n = g.identities()?.len();
-                // As `identify` searches it: by cohort score in this process, by distance
-                // where the database searches itself.
-                let scoring = match g.entries(GalleryRule::Centroid)? {
-                    Some(_) => Scoring::Distance,
-                    None => Scoring::Cohort,
-                };
+                // As `identify` searches it by default.
                 let t = facenet_gallery::identification_threshold(
-                    scoring,
+                    Scoring::Cohort,
                     (None, None),
                     &s,
                     &model.fingerprint,
