@@ -497,8 +497,8 @@ async fn search_hnsw(
 const COHORT_CANDIDATES: usize = 32;
 
 /// The HNSW search breadth of a cohort search (pgvector's default): at 10^5 faces it gave the
-/// exact cohort search's best identity on every query, at 22.6 ms per query where the
-/// gallery's default of 100 took 54.2 ms (`bench search --store`).
+/// exact cohort search's best identity on every query, at 22.6 and 25.0 ms per query in two
+/// runs where the gallery's default of 100 took 54.2 ms (`bench search --store`, nearest face).
 const COHORT_EF_SEARCH: u32 = 40;
 
 /// Search by the cohort score ([`facenet::eval::cohort`]) in the database: the
