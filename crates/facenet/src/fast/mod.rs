@@ -53,6 +53,7 @@ mod bf16mm;
 mod blocks;
 mod buffers;
 mod conv;
+mod direct;
 mod family;
 mod i8mm;
 mod mtcnn;

@@ -10,6 +10,7 @@ use burn::nn::conv::Conv2d;
 use burn::nn::pool::MaxPool2d;
 use burn::nn::{Linear, PRelu};
 
+use super::direct::Direct;
 use super::{Buf, Conv, Epilogue, Par, Workspace, tensor_vec, with_workspace};
 use crate::error::{Error, Result};
 use crate::model::mtcnn::{Mtcnn, Onet, Pnet, Rnet};
@@ -17,12 +18,11 @@ use crate::model::mtcnn::{Mtcnn, Onet, Pnet, Rnet};
 /// One step of a network.
 #[derive(Debug, Clone)]
 enum Op {
-    Conv(Box<Conv>, Epilogue),
+    /// A convolution and its epilogue, run direct where it fits ([`Direct`]), else through
+    /// im2col and a product.
+    Conv(Box<Conv>, Epilogue, Option<Box<Direct>>),
     /// Max pooling, `k`x`k`, stride `s`, no padding, output size rounded up (Caffe).
-    Pool {
-        k: usize,
-        s: usize,
-    },
+    Pool { k: usize, s: usize },
     /// `(h, w, c)` map to a `(1, 1, h * w * c)` vector, NHWC order (the next dense layer's
     /// weights were reordered to match).
     Flatten,
@@ -38,10 +38,13 @@ impl Seq {
     fn forward(&self, mut x: Buf, ws: &mut Workspace) -> Buf {
         for op in &self.ops {
             x = match op {
-                Op::Conv(conv, epilogue) => {
+                Op::Conv(conv, epilogue, direct) => {
                     let (oh, ow) = conv.out_hw(x.h, x.w);
                     let mut y = ws.take(x.n, oh, ow, conv.cout);
-                    conv.run(&x, 0, &mut y, 0, *epilogue, &mut ws.im2col, Par::Single);
+                    match direct {
+                        Some(d) => d.run(&x, &mut y),
+                        None => conv.run(&x, 0, &mut y, 0, *epilogue, &mut ws.im2col, Par::Single),
+                    }
                     ws.give(x);
                     y
                 }
@@ -123,12 +126,18 @@ fn slopes(p: &PRelu, channels: usize) -> Result<Vec<f32>> {
     }
 }
 
+/// A convolution step: direct where it fits and the CPU has AVX-512, else im2col.
+fn conv_op(c: Conv, epilogue: Epilogue) -> Op {
+    let direct = Direct::new(&c, epilogue).map(Box::new);
+    Op::Conv(Box::new(c), epilogue, direct)
+}
+
 /// A convolution followed by PReLU.
 fn conv_prelu(conv: &Conv2d, prelu: &PRelu) -> Result<Op> {
     // Without Winograd: with few channels im2col and one product beat its transforms.
     let mut c = Conv::from_burn(conv, None)?;
     c.prelu = slopes(prelu, c.cout)?;
-    Ok(Op::Conv(Box::new(c), Epilogue::BiasPrelu))
+    Ok(conv_op(c, Epilogue::BiasPrelu))
 }
 
 /// Output heads that read the same input, fused into one product (plain bias epilogue).
@@ -138,7 +147,7 @@ fn heads(parts: &[&Conv2d]) -> Result<Op> {
         .map(|c| Conv::from_burn(c, None))
         .collect::<Result<Vec<_>>>()?;
     let refs: Vec<&Conv> = convs.iter().collect();
-    Ok(Op::Conv(Box::new(Conv::fuse(&refs)), Epilogue::Bias))
+    Ok(conv_op(Conv::fuse(&refs), Epilogue::Bias))
 }
 
 /// A dense layer (weight `(in, out)`) over a flattened `(h, w, c)` map as a 1x1 convolution
@@ -180,7 +189,7 @@ fn linear_conv(lin: &Linear, wt: Vec<f32>) -> Result<Conv> {
 fn dense_prelu(lin: &Linear, hwc: (usize, usize, usize), prelu: &PRelu) -> Result<Op> {
     let mut c = dense(lin, hwc)?;
     c.prelu = slopes(prelu, c.cout)?;
-    Ok(Op::Conv(Box::new(c), Epilogue::BiasPrelu))
+    Ok(conv_op(c, Epilogue::BiasPrelu))
 }
 
 fn dense_heads(parts: &[&Linear]) -> Result<Op> {
@@ -189,7 +198,7 @@ fn dense_heads(parts: &[&Linear]) -> Result<Op> {
         .map(|l| linear_conv(l, tensor_vec(l.weight.val(), "linear.weight")?))
         .collect::<Result<Vec<_>>>()?;
     let refs: Vec<&Conv> = convs.iter().collect();
-    Ok(Op::Conv(Box::new(Conv::fuse(&refs)), Epilogue::Bias))
+    Ok(conv_op(Conv::fuse(&refs), Epilogue::Bias))
 }
 
 /// MTCNN compiled for the CPU: P-Net, R-Net and O-Net as NHWC plans.

@@ -131,12 +131,12 @@ pub(super) fn avx2_available() -> bool {
 }
 
 #[cfg(target_arch = "x86_64")]
-fn avx512_available() -> bool {
+pub(super) fn avx512_available() -> bool {
     std::arch::is_x86_feature_detected!("avx512f")
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn avx512_available() -> bool {
+pub(super) fn avx512_available() -> bool {
     false
 }
 
