@@ -89,8 +89,12 @@ fn max_pool_ceil(x: &Buf, k: usize, s: usize, out: &mut Buf) {
                 for iy in ys.clone() {
                     for ix in xs.clone() {
                         let i = ((img * x.h + iy) * x.w + ix) * c;
-                        for (d, v) in dst.iter_mut().zip(&x.data[i..i + c]) {
-                            *d = d.max(*v);
+                        // A comparison, not `f32::max`: the same value (the running maximum
+                        // starts at -inf and never takes a NaN), one `maxps` per vector
+                        // without `f32::max`'s NaN checks (pooling went from 10.4 % to 7.4 %
+                        // of detection's time).
+                        for (d, &v) in dst.iter_mut().zip(&x.data[i..i + c]) {
+                            *d = if v > *d { v } else { *d };
                         }
                     }
                 }
