@@ -1,26 +1,58 @@
-//! Direct convolutions for MTCNN's few-channel layers on AVX-512: no im2col, no packing.
+//! Direct convolutions for MTCNN's few-channel layers (AVX-512F, or AVX2 and FMA): no
+//! im2col, no packing.
 //!
 //! P-Net's layers have 3 to 16 input and 10 to 32 output channels. Through im2col and the
 //! `gemm` crate, a profile of 1080p detection put 15-18 % of the time in the gather and a
 //! quarter in products whose 10 to 32 columns fill the micro-kernels badly. Here a block of
-//! output pixels of one row keeps every output channel in registers (one to four vectors of
-//! 16) while the kernel's taps stream past: each input value is broadcast once per pixel and
+//! output pixels of one row keeps every output channel in registers (one to four vectors)
+//! while the kernel's taps stream past: each input value is broadcast once per pixel and
 //! multiplied into every channel. The bias starts the sums; PReLU (a slope of 1 for the plain
-//! bias of the heads) ends them.
+//! bias of the heads) ends them. One body serves both instruction sets ([`kernel!`]).
 //!
 //! The sums run in another order than the product's, so outputs differ from the im2col path
-//! by rounding (within 1e-5 of the values here, `avx512f_direct_equals_im2col`).
+//! by rounding (within 1e-5 of the values here, `avx512f_direct_equals_im2col` and
+//! `avx2_direct_equals_im2col`).
 
-use super::sgemm::avx512_available;
+use super::sgemm::{avx2_available, avx512_available};
 use super::{Buf, Conv, Epilogue};
 
-/// Output channels per vector.
-const LANES: usize = 16;
+/// The most output vectors kept in registers: 64 channels on AVX-512, 32 on AVX2.
+const MAX_VECTORS: usize = 4;
 
-/// A stride-1, unpadded convolution of at most [`MAX_VECTORS`] x 16 output channels, with
-/// its weights laid out `[kh][kw][cin][vectors * 16]` (zero past `cout`).
+/// The instruction set a [`Direct`] runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Isa {
+    /// 16 lanes, 32 registers.
+    Avx512,
+    /// 8 lanes, 16 registers.
+    Avx2,
+}
+
+impl Isa {
+    fn lanes(self) -> usize {
+        match self {
+            Isa::Avx512 => 16,
+            Isa::Avx2 => 8,
+        }
+    }
+
+    /// The best this CPU has.
+    fn here() -> Option<Self> {
+        if avx512_available() {
+            Some(Isa::Avx512)
+        } else if avx2_available() {
+            Some(Isa::Avx2)
+        } else {
+            None
+        }
+    }
+}
+
+/// A stride-1, unpadded convolution of at most [`MAX_VECTORS`] vectors of output channels,
+/// with its weights laid out `[kh][kw][cin][vectors * lanes]` (zero past `cout`).
 #[derive(Debug, Clone)]
 pub(super) struct Direct {
+    isa: Isa,
     kh: usize,
     kw: usize,
     cin: usize,
@@ -31,22 +63,17 @@ pub(super) struct Direct {
     slopes: Vec<f32>,
 }
 
-/// The most output vectors kept in registers (64 channels).
-const MAX_VECTORS: usize = 4;
-
 impl Direct {
-    /// `conv` with its epilogue as a direct convolution, where this CPU has AVX-512F and the
-    /// convolution fits: stride 1, no padding, at most 64 output channels, a bias or PReLU
-    /// epilogue. `None`: run it through im2col.
+    /// `conv` with its epilogue as a direct convolution, where this CPU has AVX-512F (or AVX2
+    /// and FMA) and the convolution fits: stride 1, no padding, at most 64 (32) output
+    /// channels, a bias or PReLU epilogue. `None`: run it through im2col.
     pub(super) fn new(conv: &Conv, epilogue: Epilogue) -> Option<Self> {
-        if !avx512_available() {
-            return None;
-        }
-        Self::layout(conv, epilogue)
+        Self::layout(conv, epilogue, Isa::here()?)
     }
 
-    fn layout(conv: &Conv, epilogue: Epilogue) -> Option<Self> {
-        let vectors = conv.cout.div_ceil(LANES);
+    fn layout(conv: &Conv, epilogue: Epilogue, isa: Isa) -> Option<Self> {
+        let lanes = isa.lanes();
+        let vectors = conv.cout.div_ceil(lanes);
         let fits = conv.stride == 1
             && conv.pad == [0; 4]
             && (1..=MAX_VECTORS).contains(&vectors)
@@ -61,7 +88,7 @@ impl Direct {
         if !fits || slopes.len() != conv.cout {
             return None;
         }
-        let width = vectors * LANES;
+        let width = vectors * lanes;
         let k = conv.kh * conv.kw * conv.cin;
         let src = conv.row_major();
         let mut w = vec![0.0; k * width];
@@ -74,6 +101,7 @@ impl Direct {
             p
         };
         Some(Self {
+            isa,
             kh: conv.kh,
             kw: conv.kw,
             cin: conv.cin,
@@ -98,116 +126,170 @@ impl Direct {
             "fast path: direct convolution buffers do not fit"
         );
         assert!(x.data.len() >= x.rows() * x.c && out.data.len() >= out.rows() * out.c);
-        // SAFETY: `Direct` is only made where AVX-512F is present (`new`, or the tests'
-        // check); the buffers hold their `rows * c` values (asserted above) and every read
-        // and write below stays inside them (see `block`).
+        // SAFETY: a `Direct` is only made for an instruction set this CPU has (`new`, or the
+        // tests' check); the buffers hold their `rows * c` values (asserted above) and every
+        // read and write stays inside them (see the kernels' `block`). Pixels per block: as
+        // many accumulators as leave registers for the weights and the broadcast.
         #[cfg(target_arch = "x86_64")]
         unsafe {
-            match self.vectors {
-                1 => self.rows::<12, 1>(x, out),
-                2 => self.rows::<8, 2>(x, out),
-                3 => self.rows::<6, 3>(x, out),
-                _ => self.rows::<4, 4>(x, out),
+            match (self.isa, self.vectors) {
+                (Isa::Avx512, 1) => self.rows_avx512::<12, 1>(x, out),
+                (Isa::Avx512, 2) => self.rows_avx512::<8, 2>(x, out),
+                (Isa::Avx512, 3) => self.rows_avx512::<6, 3>(x, out),
+                (Isa::Avx512, _) => self.rows_avx512::<4, 4>(x, out),
+                (Isa::Avx2, 1) => self.rows_avx2::<12, 1>(x, out),
+                (Isa::Avx2, 2) => self.rows_avx2::<6, 2>(x, out),
+                (Isa::Avx2, 3) => self.rows_avx2::<4, 3>(x, out),
+                (Isa::Avx2, _) => self.rows_avx2::<3, 4>(x, out),
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
-        unreachable!("a direct convolution is only made where the CPU has AVX-512F");
+        unreachable!("a direct convolution is only made where the CPU has AVX-512F or AVX2");
     }
+}
 
-    /// Every output row, in blocks of `P` pixels and a tail of single pixels.
-    ///
-    /// # Safety
-    /// AVX-512F is present; `x` and `out` fit (see [`Direct::run`]).
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn rows<const P: usize, const V: usize>(&self, x: &Buf, out: &mut Buf) {
-        let (oh, ow) = (out.h, out.w);
-        let dst = out.data.as_mut_ptr();
-        for img in 0..x.n {
-            for oy in 0..oh {
-                let mut ox = 0;
-                while ox + P <= ow {
-                    // SAFETY: pixels `ox..ox + P` of row `oy` exist in the output, and their
-                    // taps in the input (the caller's guarantee).
-                    unsafe { self.block::<P, V>(x, img, oy, ox, dst) };
-                    ox += P;
-                }
-                while ox < ow {
-                    // SAFETY: as above, for one pixel.
-                    unsafe { self.block::<1, V>(x, img, oy, ox, dst) };
-                    ox += 1;
-                }
-            }
-        }
-    }
-
-    /// Output pixels `ox..ox + P` of row `oy` of image `img`: all channels, in `V` vectors.
-    ///
-    /// # Safety
-    /// AVX-512F is present; those pixels lie in the output (`ox + P <= out.w`), so their
-    /// taps (rows `oy..oy + kh`, columns `ox..ox + P + kw - 1`) lie in `x`.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    unsafe fn block<const P: usize, const V: usize>(
-        &self,
-        x: &Buf,
-        img: usize,
-        oy: usize,
-        ox: usize,
-        dst: *mut f32,
-    ) {
-        use std::arch::x86_64::*;
-        let (oh, ow) = self.out_hw(x.h, x.w);
-        let cin = self.cin;
-        let width = self.vectors * LANES;
-        let src = x.data.as_ptr();
-        let wp = self.w.as_ptr();
-        // SAFETY: every pointer below stays inside its buffer (the caller's guarantee for
-        // `x` and `dst`; `w`, `b` and `slopes` hold `width` values per tap and channel).
-        unsafe {
-            let mut acc = [[_mm512_setzero_ps(); V]; P];
-            for row in acc.iter_mut() {
-                for (v, a) in row.iter_mut().enumerate() {
-                    *a = _mm512_loadu_ps(self.b.as_ptr().add(v * LANES));
-                }
-            }
-            for dy in 0..self.kh {
-                let line = src.add(((img * x.h + oy + dy) * x.w + ox) * cin);
-                for dx in 0..self.kw {
-                    let taps = wp.add((dy * self.kw + dx) * cin * width);
-                    let pixels = line.add(dx * cin);
-                    for ic in 0..cin {
-                        let mut wv = [_mm512_setzero_ps(); V];
-                        for (v, w) in wv.iter_mut().enumerate() {
-                            *w = _mm512_loadu_ps(taps.add(ic * width + v * LANES));
+/// The kernel for one instruction set: `$rows` runs every output row in blocks of `P` pixels
+/// and a tail of single pixels, `$block` one block (all channels, in `V` vectors). The
+/// vector operations are the instruction set's intrinsics; `$store` writes the first `n`
+/// lanes of a vector.
+macro_rules! kernel {
+    ($feature:literal, $rows:ident, $block:ident, $lanes:literal,
+     zero: $zero:path, load: $load:path, splat: $splat:path, fma: $fma:path,
+     min: $min:path, max: $max:path, store: $store:path) => {
+        #[cfg(target_arch = "x86_64")]
+        impl Direct {
+            /// # Safety
+            /// The CPU has the instruction set; `x` and `out` fit (see [`Direct::run`]).
+            #[target_feature(enable = $feature)]
+            unsafe fn $rows<const P: usize, const V: usize>(&self, x: &Buf, out: &mut Buf) {
+                let (oh, ow) = (out.h, out.w);
+                let dst = out.data.as_mut_ptr();
+                for img in 0..x.n {
+                    for oy in 0..oh {
+                        let mut ox = 0;
+                        while ox + P <= ow {
+                            // SAFETY: pixels `ox..ox + P` of row `oy` exist in the output,
+                            // and their taps in the input (the caller's guarantee).
+                            unsafe { self.$block::<P, V>(x, img, oy, ox, dst) };
+                            ox += P;
                         }
-                        for (p, row) in acc.iter_mut().enumerate() {
-                            let xv = _mm512_set1_ps(*pixels.add(p * cin + ic));
-                            for (a, w) in row.iter_mut().zip(&wv) {
-                                *a = _mm512_fmadd_ps(xv, *w, *a);
-                            }
+                        while ox < ow {
+                            // SAFETY: as above, for one pixel.
+                            unsafe { self.$block::<1, V>(x, img, oy, ox, dst) };
+                            ox += 1;
                         }
                     }
                 }
             }
-            let zero = _mm512_setzero_ps();
-            let tail = self.cout - (V - 1) * LANES;
-            let last: __mmask16 = if tail >= LANES {
-                0xffff
-            } else {
-                (1u16 << tail) - 1
-            };
-            for (p, row) in acc.iter().enumerate() {
-                let o = dst.add(((img * oh + oy) * ow + ox + p) * self.cout);
-                for (v, a) in row.iter().enumerate() {
-                    // max(t, 0) + slope * min(t, 0), as the im2col path's epilogue.
-                    let s = _mm512_loadu_ps(self.slopes.as_ptr().add(v * LANES));
-                    let y = _mm512_fmadd_ps(s, _mm512_min_ps(*a, zero), _mm512_max_ps(*a, zero));
-                    let mask = if v + 1 == V { last } else { 0xffff };
-                    _mm512_mask_storeu_ps(o.add(v * LANES), mask, y);
+
+            /// # Safety
+            /// The CPU has the instruction set; pixels `ox..ox + P` of row `oy` lie in the
+            /// output, so their taps (rows `oy..oy + kh`, columns `ox..ox + P + kw - 1`) lie
+            /// in `x`.
+            #[target_feature(enable = $feature)]
+            #[inline]
+            unsafe fn $block<const P: usize, const V: usize>(
+                &self,
+                x: &Buf,
+                img: usize,
+                oy: usize,
+                ox: usize,
+                dst: *mut f32,
+            ) {
+                const LANES: usize = $lanes;
+                let (oh, ow) = self.out_hw(x.h, x.w);
+                let cin = self.cin;
+                let width = self.vectors * LANES;
+                let src = x.data.as_ptr();
+                let wp = self.w.as_ptr();
+                // SAFETY: every pointer below stays inside its buffer (the caller's guarantee
+                // for `x` and `dst`; `w`, `b` and `slopes` hold `width` values per tap and
+                // channel).
+                unsafe {
+                    let mut acc = [[$zero(); V]; P];
+                    for row in acc.iter_mut() {
+                        for (v, a) in row.iter_mut().enumerate() {
+                            *a = $load(self.b.as_ptr().add(v * LANES));
+                        }
+                    }
+                    for dy in 0..self.kh {
+                        let line = src.add(((img * x.h + oy + dy) * x.w + ox) * cin);
+                        for dx in 0..self.kw {
+                            let taps = wp.add((dy * self.kw + dx) * cin * width);
+                            let pixels = line.add(dx * cin);
+                            for ic in 0..cin {
+                                let mut wv = [$zero(); V];
+                                for (v, w) in wv.iter_mut().enumerate() {
+                                    *w = $load(taps.add(ic * width + v * LANES));
+                                }
+                                for (p, row) in acc.iter_mut().enumerate() {
+                                    let xv = $splat(*pixels.add(p * cin + ic));
+                                    for (a, w) in row.iter_mut().zip(&wv) {
+                                        *a = $fma(xv, *w, *a);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    let zero = $zero();
+                    for (p, row) in acc.iter().enumerate() {
+                        let o = dst.add(((img * oh + oy) * ow + ox + p) * self.cout);
+                        for (v, a) in row.iter().enumerate() {
+                            // max(t, 0) + slope * min(t, 0), as the im2col path's epilogue.
+                            let s = $load(self.slopes.as_ptr().add(v * LANES));
+                            let y = $fma(s, $min(*a, zero), $max(*a, zero));
+                            let n = (self.cout - v * LANES).min(LANES);
+                            $store(o.add(v * LANES), y, n);
+                        }
+                    }
                 }
             }
+        }
+    };
+}
+
+kernel!("avx512f", rows_avx512, block_avx512, 16,
+    zero: std::arch::x86_64::_mm512_setzero_ps, load: std::arch::x86_64::_mm512_loadu_ps,
+    splat: std::arch::x86_64::_mm512_set1_ps, fma: std::arch::x86_64::_mm512_fmadd_ps,
+    min: std::arch::x86_64::_mm512_min_ps, max: std::arch::x86_64::_mm512_max_ps,
+    store: store_avx512);
+
+kernel!("avx2,fma", rows_avx2, block_avx2, 8,
+    zero: std::arch::x86_64::_mm256_setzero_ps, load: std::arch::x86_64::_mm256_loadu_ps,
+    splat: std::arch::x86_64::_mm256_set1_ps, fma: std::arch::x86_64::_mm256_fmadd_ps,
+    min: std::arch::x86_64::_mm256_min_ps, max: std::arch::x86_64::_mm256_max_ps,
+    store: store_avx2);
+
+/// The first `n` (1 to 16) lanes of `v` to `p`.
+///
+/// # Safety
+/// AVX-512F is present; `p` has room for `n` floats.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn store_avx512(p: *mut f32, v: std::arch::x86_64::__m512, n: usize) {
+    let mask = if n >= 16 { 0xffff } else { (1u16 << n) - 1 };
+    // SAFETY: the masked store writes only the first `n` floats (the caller's guarantee).
+    unsafe { std::arch::x86_64::_mm512_mask_storeu_ps(p, mask, v) }
+}
+
+/// The first `n` (1 to 8) lanes of `v` to `p`.
+///
+/// # Safety
+/// AVX2 is present; `p` has room for `n` floats.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn store_avx2(p: *mut f32, v: std::arch::x86_64::__m256, n: usize) {
+    use std::arch::x86_64::*;
+    // SAFETY: a whole vector where `n` is 8; else the lanes go through a copy, `n` floats.
+    unsafe {
+        if n >= 8 {
+            _mm256_storeu_ps(p, v);
+        } else {
+            let mut lanes = [0f32; 8];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), v);
+            std::ptr::copy_nonoverlapping(lanes.as_ptr(), p, n);
         }
     }
 }
@@ -233,12 +315,10 @@ mod tests {
 
     /// Every shape of MTCNN's layers that runs direct (P-Net's, R-Net's and O-Net's first
     /// layers, the 2x2 and 1x1 ones, the heads), and channel counts that leave a partial
-    /// vector: the same outputs as im2col and the product, within 1e-5, on maps whose width
-    /// leaves a tail of single pixels.
-    #[test]
-    #[ignore = "needs AVX-512F: `cargo test --release -- --ignored avx512f` where the CPU has it"]
-    fn avx512f_direct_equals_im2col() {
-        assert!(avx512_available(), "this CPU has no AVX-512F");
+    /// vector, on `isa`: the same outputs as im2col and the product, within 1e-5, on maps
+    /// whose width leaves a tail of single pixels. Shapes beyond the instruction set's
+    /// registers, strided ones and other epilogues are left to im2col.
+    fn direct_equals_im2col(isa: Isa) {
         let shapes = [
             (3, 3, 3, 10),
             (3, 3, 10, 16),
@@ -249,10 +329,15 @@ mod tests {
             (3, 3, 7, 45),
             (1, 1, 5, 1),
         ];
+        let mut ran = 0;
         for (i, &(kh, kw, cin, cout)) in shapes.iter().enumerate() {
             let c = conv(kh, kw, cin, cout, i as u32 + 1);
             for epilogue in [Epilogue::BiasPrelu, Epilogue::Bias] {
-                let d = Direct::new(&c, epilogue).expect("fits");
+                let Some(d) = Direct::layout(&c, epilogue, isa) else {
+                    assert!(cout > MAX_VECTORS * isa.lanes(), "{kh}x{kw} {cin}->{cout}");
+                    continue;
+                };
+                ran += 1;
                 let (n, h, w) = (2, 9 + i, 23 + 2 * i);
                 let mut s = 7u32 + i as u32;
                 let data: Vec<f32> = (0..n * h * w * cin)
@@ -282,16 +367,37 @@ mod tests {
                 for (j, (a, b)) in got.data.iter().zip(&want.data).enumerate() {
                     assert!(
                         (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
-                        "{kh}x{kw} {cin}->{cout} {epilogue:?}: value {j}: {a} against {b}"
+                        "{isa:?} {kh}x{kw} {cin}->{cout} {epilogue:?}: value {j}: {a} against {b}"
                     );
                 }
             }
         }
-        // Shapes that do not fit are left to im2col.
+        assert!(ran >= 12, "{isa:?}: only {ran} shapes ran direct");
         let mut strided = conv(3, 3, 3, 10, 1);
         strided.stride = 2;
-        assert!(Direct::new(&strided, Epilogue::BiasPrelu).is_none());
-        assert!(Direct::new(&conv(3, 3, 3, 80, 1), Epilogue::Bias).is_none());
-        assert!(Direct::new(&conv(3, 3, 3, 10, 1), Epilogue::BiasRelu).is_none());
+        assert!(Direct::layout(&strided, Epilogue::BiasPrelu, isa).is_none());
+        assert!(Direct::layout(&conv(3, 3, 3, 80, 1), Epilogue::Bias, isa).is_none());
+        assert!(Direct::layout(&conv(3, 3, 3, 10, 1), Epilogue::BiasRelu, isa).is_none());
+    }
+
+    #[test]
+    #[ignore = "needs AVX-512F: `cargo test --release -- --ignored avx512f` where the CPU has it"]
+    fn avx512f_direct_equals_im2col() {
+        assert!(avx512_available(), "this CPU has no AVX-512F");
+        direct_equals_im2col(Isa::Avx512);
+        // Where the CPU has AVX-512F, that is what runs.
+        let c = conv(3, 3, 3, 10, 1);
+        let d = Direct::new(&c, Epilogue::BiasPrelu).unwrap();
+        assert_eq!(d.isa, Isa::Avx512);
+    }
+
+    #[test]
+    #[cfg_attr(
+        not(target_arch = "x86_64"),
+        ignore = "needs AVX2 and FMA (x86-64): `cargo test --release -- --ignored avx2` where the CPU has them"
+    )]
+    fn avx2_direct_equals_im2col() {
+        assert!(avx2_available(), "this CPU has no AVX2 and FMA");
+        direct_equals_im2col(Isa::Avx2);
     }
 }
