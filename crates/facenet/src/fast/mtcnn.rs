@@ -130,7 +130,8 @@ fn slopes(p: &PRelu, channels: usize) -> Result<Vec<f32>> {
     }
 }
 
-/// A convolution step: direct where it fits and the CPU has AVX-512, else im2col.
+/// A convolution step: direct where it fits and the CPU has AVX-512F or AVX2 (see
+/// [`Direct::new`]), else im2col.
 fn conv_op(c: Conv, epilogue: Epilogue) -> Op {
     let direct = Direct::new(&c, epilogue).map(Box::new);
     Op::Conv(Box::new(c), epilogue, direct)
