@@ -289,6 +289,42 @@ pub struct StoreSearchBench {
     pub hnsw: Option<StoreHnswBench>,
 }
 
+impl StoreSearchBench {
+    /// The `bench search --store` lines: per rule, exact search by distance and by the cohort
+    /// score, then, with an index (`ef_search` as it was built with), the same through it.
+    pub fn lines(&self, ef_search: u32) -> Vec<String> {
+        let n = self.faces;
+        let mut out = Vec::new();
+        for (i, rule) in ["centroid", "nearest"].iter().enumerate() {
+            let at = format!("search n={n} dim=128 store=postgres rule={rule}");
+            out.push(format!(
+                "{at} kind=exact ms_per_query={:.3} load_s={:.1}",
+                self.exact_ms[i], self.load_s
+            ));
+            out.push(format!(
+                "{at} kind=exact-cohort ms_per_query={:.3} same_as_in_memory={:.4}",
+                self.cohort_ms[i], self.cohort_agree[i]
+            ));
+            if let Some(h) = &self.hnsw {
+                out.push(format!(
+                    "{at} kind=hnsw ms_per_query={:.3} build_s={:.1} ef_search={ef_search} \
+                     recall_at_1={:.4} speedup={:.1}",
+                    h.ms[i],
+                    h.build_s,
+                    h.recall[i],
+                    self.exact_ms[i] / h.ms[i]
+                ));
+                out.push(format!(
+                    "{at} kind=hnsw-cohort ms_per_query={:.3} ef_search={ef_search} \
+                     recall_at_1={:.4}",
+                    h.cohort_ms[i], h.cohort_recall[i]
+                ));
+            }
+        }
+        out
+    }
+}
+
 /// The index's part of a [`StoreSearchBench`].
 #[derive(Debug, Clone, Copy)]
 pub struct StoreHnswBench {

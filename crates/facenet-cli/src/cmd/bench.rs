@@ -182,34 +182,8 @@ fn store_search_bench(args: &SearchArgs, url: &str, sizes: &[usize]) -> anyhow::
             });
         g.delete_gallery()?;
         let r = r?;
-        let rules = ["centroid", "nearest"];
-        for (i, rule) in rules.iter().enumerate() {
-            println!(
-                "search n={n} dim=128 store=postgres rule={rule} kind=exact ms_per_query={:.3} \
-                 load_s={:.1}",
-                r.exact_ms[i], r.load_s
-            );
-            println!(
-                "search n={n} dim=128 store=postgres rule={rule} kind=exact-cohort \
-                 ms_per_query={:.3} same_as_in_memory={:.4}",
-                r.cohort_ms[i], r.cohort_agree[i]
-            );
-            if let Some(h) = r.hnsw {
-                println!(
-                    "search n={n} dim=128 store=postgres rule={rule} kind=hnsw ms_per_query={:.3} \
-                     build_s={:.1} ef_search={} recall_at_1={:.4} speedup={:.1}",
-                    h.ms[i],
-                    h.build_s,
-                    args.ef_search,
-                    h.recall[i],
-                    r.exact_ms[i] / h.ms[i]
-                );
-                println!(
-                    "search n={n} dim=128 store=postgres rule={rule} kind=hnsw-cohort \
-                     ms_per_query={:.3} ef_search={} recall_at_1={:.4}",
-                    h.cohort_ms[i], args.ef_search, h.cohort_recall[i]
-                );
-            }
+        for line in r.lines(args.ef_search) {
+            println!("{line}");
         }
     }
     Ok(())
