@@ -85,61 +85,142 @@ pub fn resize_area_rows<T: Pixel>(
 /// one step per output pixel and run instead of one per source pixel. That matters because
 /// every level covers the whole photo: a 1080p photo has 13 levels from 20-pixel faces up.
 /// Only the output rows still receiving sums are held in f64.
+///
+/// On x86-64 with AVX2 the horizontal pass takes eight output pixels at a time (their runs'
+/// running sums gathered), and the vertical pass and the rounding run four lanes wide. The
+/// arithmetic is the same operations in the same order, so the levels are the same bytes
+/// (`simd_and_scalar_pyramids_are_the_same_bytes`).
 pub fn pyramid_rgb(src: &[u8], sw: usize, sh: usize, levels: &[(usize, usize)]) -> Vec<Vec<u8>> {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && simd::fits(sw) {
+        // SAFETY: the CPU has AVX2.
+        return unsafe { simd::pyramid_avx2(src, sw, sh, levels) };
+    }
+    pyramid_with(src, sw, sh, levels, false)
+}
+
+/// The running sums of one source row, four lanes per pixel boundary: `sums[x * 4 + k]` is
+/// channel k's sum over pixels `0..x` (lane 3 stays 0), so one 128-bit load gives a
+/// boundary's three sums. i32 holds a row of up to [`simd::fits`]'s width exactly; wider rows
+/// wrap, and a run's difference is still exact as long as the run's own sum fits.
+struct RowSums {
+    sums: Vec<i32>,
+}
+
+impl RowSums {
+    fn new(sw: usize) -> Self {
+        RowSums {
+            sums: vec![0; (sw + 1) * 4],
+        }
+    }
+
+    #[inline(always)]
+    fn fill(&mut self, row: &[u8]) {
+        let mut run = [0i32; 4];
+        for (p, s) in row.chunks_exact(3).zip(self.sums[4..].chunks_exact_mut(4)) {
+            for k in 0..3 {
+                run[k] = run[k].wrapping_add(p[k] as i32);
+            }
+            s.copy_from_slice(&run);
+        }
+    }
+}
+
+/// One pyramid level being made.
+struct Level {
+    dw: usize,
+    plan: Plan,
+    /// The horizontal taps as three slots per output pixel, for the vector pass (`None` on
+    /// the scalar path, or where some pixel has more than three runs).
+    slots: Option<Vec<[Slot; 3]>>,
+    /// Output rows being summed, oldest first.
+    open: std::collections::VecDeque<(usize, Vec<f64>)>,
+    out: Vec<u8>,
+}
+
+/// One run of a pixel's horizontal taps in a fixed shape: pixels `lo..hi` at weight `w`.
+/// Pixels with fewer than three runs end in empty runs of weight 0, which add +0.0 to a sum
+/// of non-negative terms: the same value.
+#[derive(Clone, Copy, Default)]
+struct Slot {
+    lo: u32,
+    hi: u32,
+    w: f64,
+}
+
+fn slots(tx: &Runs, dw: usize) -> Option<Vec<[Slot; 3]>> {
+    (0..dw)
+        .map(|dx| {
+            let runs = tx.of(dx);
+            let mut s = [Slot::default(); 3];
+            if runs.len() > 3 {
+                return None;
+            }
+            for (slot, r) in s.iter_mut().zip(runs) {
+                *slot = Slot {
+                    lo: u32::try_from(r.first).ok()?,
+                    hi: u32::try_from(r.first + r.len).ok()?,
+                    w: r.weight,
+                };
+            }
+            Some(s)
+        })
+        .collect()
+}
+
+/// The pyramid's pass over the source rows. With `vector` the horizontal pass reads the
+/// [`Slot`]s through `simd::horizontal_slots` (the caller enables AVX2 around this function,
+/// which is inlined there, so that the loops below are compiled for it too); else it reads
+/// the runs one by one.
+#[inline(always)]
+fn pyramid_with(
+    src: &[u8],
+    sw: usize,
+    sh: usize,
+    levels: &[(usize, usize)],
+    vector: bool,
+) -> Vec<Vec<u8>> {
     const C: usize = 3;
     assert_eq!(src.len(), sw * sh * C);
-    struct Level {
-        dw: usize,
-        plan: Plan,
-        /// Output rows being summed, oldest first.
-        open: std::collections::VecDeque<(usize, Vec<f64>)>,
-        out: Vec<u8>,
-    }
     let mut plans: Vec<Level> = levels
         .iter()
         .map(|&(dw, dh)| {
             assert!(dw > 0 && dh > 0 && sw / dw < 1 << 24);
+            let plan = Plan::new(sw, sh, dw, dh);
             Level {
                 dw,
-                plan: Plan::new(sw, sh, dw, dh),
+                slots: if vector { slots(&plan.tx, dw) } else { None },
+                plan,
                 open: std::collections::VecDeque::new(),
                 out: vec![0u8; dw * dh * C],
             }
         })
         .collect();
     let widest = levels.iter().map(|l| l.0).max().unwrap_or(0);
-    // sums[(x + 1) * C + k]: channel k's sum over pixels 0..=x of the row.
-    let mut sums = vec![0u32; (sw + 1) * C];
-    let mut across = vec![0f64; widest * C];
+    let mut sums = RowSums::new(sw);
+    // One value of slack: the vector pass stores four lanes per pixel.
+    let mut across = vec![0f64; widest * C + 1];
     let mut spare: Vec<Vec<f64>> = Vec::new();
     for sy in 0..sh {
         if plans.iter().all(|l| l.plan.feeds[sy].is_empty()) {
             continue;
         }
-        let row = &src[sy * sw * C..(sy + 1) * sw * C];
-        let mut run = [0u32; C];
-        for (x, p) in row.chunks_exact(C).enumerate() {
-            for k in 0..C {
-                run[k] += p[k] as u32;
-                sums[(x + 1) * C + k] = run[k];
-            }
-        }
+        sums.fill(&src[sy * sw * C..(sy + 1) * sw * C]);
         for l in &mut plans {
             if l.plan.feeds[sy].is_empty() {
                 continue;
             }
             let width = l.dw * C;
-            let across = &mut across[..width];
-            for (dx, o) in across.chunks_exact_mut(C).enumerate() {
-                let mut acc = [0f64; C];
-                for r in l.plan.tx.of(dx) {
-                    let (a, b) = (r.first * C, (r.first + r.len) * C);
-                    for k in 0..C {
-                        acc[k] += (sums[b + k] - sums[a + k]) as f64 * r.weight;
-                    }
+            match &l.slots {
+                #[cfg(target_arch = "x86_64")]
+                Some(slots) => {
+                    // SAFETY: slots exist only where the caller checked for AVX2; `across`
+                    // has a value to spare past `width`.
+                    unsafe { simd::horizontal_slots(&sums.sums, slots, &mut across[..width + 1]) }
                 }
-                o.copy_from_slice(&acc);
+                _ => horizontal_runs(&sums.sums, &l.plan.tx, &mut across[..width]),
             }
+            let across = &across[..width];
             for &(dy, w) in &l.plan.feeds[sy] {
                 let at = match l.open.iter().position(|(d, _)| *d == dy) {
                     Some(i) => i,
@@ -151,7 +232,9 @@ pub fn pyramid_rgb(src: &[u8], sw: usize, sh: usize, levels: &[(usize, usize)]) 
                         l.open.len() - 1
                     }
                 };
-                for (o, r) in l.open[at].1.iter_mut().zip(across.iter()) {
+                // A product, then a sum (no fused multiply-add): each lane rounds as the
+                // scalar code does.
+                for (o, r) in l.open[at].1.iter_mut().zip(across) {
                     *o += r * w;
                 }
             }
@@ -166,6 +249,76 @@ pub fn pyramid_rgb(src: &[u8], sw: usize, sh: usize, levels: &[(usize, usize)]) 
         }
     }
     plans.into_iter().map(|l| l.out).collect()
+}
+
+/// The horizontal pass from a row's running sums, run by run, into interleaved RGB.
+#[inline(always)]
+fn horizontal_runs(sums: &[i32], tx: &Runs, out: &mut [f64]) {
+    for (dx, o) in out.chunks_exact_mut(3).enumerate() {
+        let mut acc = [0f64; 3];
+        for r in tx.of(dx) {
+            let (a, b) = (r.first * 4, (r.first + r.len) * 4);
+            for k in 0..3 {
+                acc[k] += sums[b + k].wrapping_sub(sums[a + k]) as u32 as f64 * r.weight;
+            }
+        }
+        o.copy_from_slice(&acc);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use super::Slot;
+    use std::arch::x86_64::*;
+
+    /// Whether a row's running sums fit i32, as the vector pass's signed conversion needs:
+    /// every sum is at most 255 per pixel.
+    pub(super) fn fits(sw: usize) -> bool {
+        sw.saturating_mul(255) < i32::MAX as usize
+    }
+
+    /// [`super::pyramid_rgb`] compiled for AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn pyramid_avx2(
+        src: &[u8],
+        sw: usize,
+        sh: usize,
+        levels: &[(usize, usize)],
+    ) -> Vec<Vec<u8>> {
+        super::pyramid_with(src, sw, sh, levels, true)
+    }
+
+    /// The horizontal pass one output pixel at a time, its three channels in the lanes of one
+    /// vector: per slot, the two boundaries' sums loaded, differenced, converted, weighted and
+    /// added in slot order, as the scalar pass adds its runs. Each pixel stores four lanes at
+    /// `dx * 3`; the fourth (0) is overwritten by the next pixel, or lands in the one value of
+    /// slack that `out` has past the row.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2; every slot's `hi` must be a boundary of the row whose sums
+    /// `sums` holds; `out.len() == slots.len() * 3 + 1`.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn horizontal_slots(sums: &[i32], slots: &[[Slot; 3]], out: &mut [f64]) {
+        assert_eq!(out.len(), slots.len() * 3 + 1);
+        let base = sums.as_ptr();
+        let dst = out.as_mut_ptr();
+        for (dx, s) in slots.iter().enumerate() {
+            let mut acc = _mm256_setzero_pd();
+            for r in s {
+                debug_assert!((r.hi as usize + 1) * 4 <= sums.len() && r.lo <= r.hi);
+                // SAFETY: lo <= hi are boundaries of the row (0..=sw), whose four lanes each
+                // lie in `sums`.
+                unsafe {
+                    let a = _mm_loadu_si128(base.add(r.lo as usize * 4).cast());
+                    let b = _mm_loadu_si128(base.add(r.hi as usize * 4).cast());
+                    let d = _mm256_cvtepi32_pd(_mm_sub_epi32(b, a));
+                    acc = _mm256_add_pd(acc, _mm256_mul_pd(d, _mm256_set1_pd(r.w)));
+                }
+            }
+            // SAFETY: dx * 3 + 4 <= slots.len() * 3 + 1 = out.len().
+            unsafe { _mm256_storeu_pd(dst.add(dx * 3), acc) };
+        }
+    }
 }
 
 /// The horizontal pass of one row for `C` channels: per output pixel, per run of taps of one
@@ -418,6 +571,46 @@ mod tests {
                 .map(|(a, b)| (a - b).abs())
                 .fold(0.0, f64::max);
             assert!(worst < 1e-9, "{dw}x{dh}: {worst}");
+        }
+    }
+
+    #[test]
+    fn simd_and_scalar_pyramids_are_the_same_bytes() {
+        // A photo whose width is no multiple of 8, levels shrinking by non-integer factors,
+        // one enlarging (two-tap linear runs, merged where both weights are 0.5), the size
+        // itself, and one pixel; values up to 255 so that the sums are large.
+        let (sw, sh) = (203, 157);
+        let rgb: Vec<u8> = (0..sw * sh * 3)
+            .map(|i| ((i * 2654435761usize) >> 7) as u8)
+            .collect();
+        let levels = [
+            (122, 95),
+            (87, 67),
+            (61, 48),
+            (9, 7),
+            (203, 157),
+            (406, 314),
+            (250, 190),
+            (1, 1),
+        ];
+        #[cfg(target_arch = "x86_64")]
+        {
+            assert!(
+                std::arch::is_x86_feature_detected!("avx2"),
+                "the vector pyramid needs AVX2, which every x86-64 CPU we build for has"
+            );
+            for &(dw, dh) in &levels {
+                let plan = Plan::new(sw, sh, dw, dh);
+                assert!(
+                    slots(&plan.tx, dw).is_some(),
+                    "{dw}x{dh} left to the scalar pass"
+                );
+            }
+        }
+        let scalar = pyramid_with(&rgb, sw, sh, &levels, false);
+        let fast = pyramid_rgb(&rgb, sw, sh, &levels);
+        for ((&(dw, dh), a), b) in levels.iter().zip(&scalar).zip(&fast) {
+            assert_eq!(a, b, "{dw}x{dh}");
         }
     }
 
