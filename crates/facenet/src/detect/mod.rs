@@ -26,7 +26,6 @@ use crate::fast::{FastMtcnn, ONET_OUT, PNET_OUT, RNET_OUT};
 use crate::model::mtcnn::{Mtcnn, face_probability};
 use bbox::{Candidate, Overlap, fix, nms, pad, regress, square};
 use rayon::prelude::*;
-use resize::resize_area_rows;
 
 /// Settings of the cascade; the defaults are MTCNN's published ones.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -613,22 +612,12 @@ fn crops(px: &Pixels, boxes: &[[f64; 4]], size: usize) -> (Vec<f32>, Vec<usize>)
         };
         // The box's pixels, zero outside the image, row by row.
         let cols = p.src[2] - p.src[0];
-        let at = p.dst[0] * 3;
-        resize_area_rows(
-            p.tmp_w,
-            p.tmp_h,
-            3,
-            size,
-            size,
-            &mut crop,
-            |y, row: &mut [u8]| {
-                row.fill(0);
-                if y >= p.dst[1] && y < p.dst[1] + (p.src[3] - p.src[1]) {
-                    let s = ((p.src[1] + y - p.dst[1]) * px.w + p.src[0]) * 3;
-                    row[at..at + cols * 3].copy_from_slice(&px.data[s..s + cols * 3]);
-                }
-            },
-        );
+        resize::resize_rgb8(p.tmp_w, p.tmp_h, size, size, &mut crop, |y| {
+            (y >= p.dst[1] && y < p.dst[1] + (p.src[3] - p.src[1])).then(|| {
+                let s = ((p.src[1] + y - p.dst[1]) * px.w + p.src[0]) * 3;
+                (p.dst[0], &px.data[s..s + cols * 3])
+            })
+        });
         data.extend(crop.iter().map(|&v| standardize(v)));
         kept.push(i);
     }

@@ -116,12 +116,105 @@ impl RowSums {
 
     #[inline(always)]
     fn fill(&mut self, row: &[u8]) {
+        self.fill_padded(0, row);
+    }
+
+    /// The sums of a row that is zero but for `pixels` (RGB), which start at pixel `at`.
+    #[inline(always)]
+    fn fill_padded(&mut self, at: usize, pixels: &[u8]) {
+        let (before, rest) = self.sums.split_at_mut((at + 1) * 4);
+        before.fill(0);
+        let (inside, after) = rest.split_at_mut(pixels.len() / 3 * 4);
         let mut run = [0i32; 4];
-        for (p, s) in row.chunks_exact(3).zip(self.sums[4..].chunks_exact_mut(4)) {
+        for (p, s) in pixels.chunks_exact(3).zip(inside.chunks_exact_mut(4)) {
             for k in 0..3 {
                 run[k] = run[k].wrapping_add(p[k] as i32);
             }
             s.copy_from_slice(&run);
+        }
+        for s in after.chunks_exact_mut(4) {
+            s.copy_from_slice(&run);
+        }
+    }
+}
+
+/// [`resize_area_rows`] of an 8-bit RGB image whose row `y` is zero but for the pixels that
+/// `row(y)` gives and where they start (`None`: all zero), as MTCNN's zero-padded crops are:
+/// the same values, from running sums (as [`pyramid_rgb`] reads a row), on AVX2 one output
+/// pixel per vector. No row is copied. `dst` (`dw * dh * 3` values) is overwritten.
+pub fn resize_rgb8<'a>(
+    sw: usize,
+    sh: usize,
+    dw: usize,
+    dh: usize,
+    dst: &mut [f64],
+    row: impl FnMut(usize) -> Option<(usize, &'a [u8])>,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && simd::fits(sw) {
+        // SAFETY: the CPU has AVX2.
+        return unsafe { simd::resize_rgb8_avx2(sw, sh, dw, dh, dst, row) };
+    }
+    resize_rgb8_with(sw, sh, dw, dh, dst, row, false)
+}
+
+#[inline(always)]
+fn resize_rgb8_with<'a>(
+    sw: usize,
+    sh: usize,
+    dw: usize,
+    dh: usize,
+    dst: &mut [f64],
+    mut row: impl FnMut(usize) -> Option<(usize, &'a [u8])>,
+    vector: bool,
+) {
+    const C: usize = 3;
+    assert!(sw > 0 && sh > 0 && dw > 0 && dh > 0 && sw / dw < 1 << 24);
+    assert_eq!(dst.len(), dw * dh * C);
+    let plan = Plan::new(sw, sh, dw, dh);
+    let slots = if vector { slots(&plan.tx, dw) } else { None };
+    let mut sums = RowSums::new(sw);
+    let width = dw * C;
+    let mut across = vec![0f64; width + 1];
+    dst.fill(0.0);
+    for (sy, outs) in plan.feeds.iter().enumerate() {
+        if outs.is_empty() {
+            continue;
+        }
+        match row(sy) {
+            Some((at, pixels)) => {
+                assert!(
+                    at + pixels.len() / C <= sw,
+                    "row {sy} runs past {sw} pixels"
+                );
+                sums.fill_padded(at, pixels)
+            }
+            None => sums.sums.fill(0),
+        }
+        across_row(&sums, slots.as_deref(), &plan.tx, &mut across);
+        for &(dy, w) in outs {
+            for (o, r) in dst[dy * width..(dy + 1) * width].iter_mut().zip(&across) {
+                *o += r * w;
+            }
+        }
+    }
+}
+
+/// One row's horizontal pass into `across` (interleaved RGB, with one value of slack past
+/// the row): through the slots where there are some (they exist only where AVX2 was
+/// checked for), else run by run.
+#[inline(always)]
+fn across_row(sums: &RowSums, slots: Option<&[[Slot; 3]]>, tx: &Runs, across: &mut [f64]) {
+    match slots {
+        #[cfg(target_arch = "x86_64")]
+        Some(slots) => {
+            // SAFETY: slots exist only where the caller checked for AVX2; `across` has a
+            // value to spare past the row.
+            unsafe { simd::horizontal_slots(&sums.sums, slots, &mut across[..slots.len() * 3 + 1]) }
+        }
+        _ => {
+            let width = across.len() - 1;
+            horizontal_runs(&sums.sums, tx, &mut across[..width])
         }
     }
 }
@@ -211,15 +304,12 @@ fn pyramid_with(
                 continue;
             }
             let width = l.dw * C;
-            match &l.slots {
-                #[cfg(target_arch = "x86_64")]
-                Some(slots) => {
-                    // SAFETY: slots exist only where the caller checked for AVX2; `across`
-                    // has a value to spare past `width`.
-                    unsafe { simd::horizontal_slots(&sums.sums, slots, &mut across[..width + 1]) }
-                }
-                _ => horizontal_runs(&sums.sums, &l.plan.tx, &mut across[..width]),
-            }
+            across_row(
+                &sums,
+                l.slots.as_deref(),
+                &l.plan.tx,
+                &mut across[..width + 1],
+            );
             let across = &across[..width];
             for &(dy, w) in &l.plan.feeds[sy] {
                 let at = match l.open.iter().position(|(d, _)| *d == dy) {
@@ -286,6 +376,19 @@ mod simd {
         levels: &[(usize, usize)],
     ) -> Vec<Vec<u8>> {
         super::pyramid_with(src, sw, sh, levels, true)
+    }
+
+    /// [`super::resize_rgb8`] compiled for AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn resize_rgb8_avx2<'a>(
+        sw: usize,
+        sh: usize,
+        dw: usize,
+        dh: usize,
+        dst: &mut [f64],
+        row: impl FnMut(usize) -> Option<(usize, &'a [u8])>,
+    ) {
+        super::resize_rgb8_with(sw, sh, dw, dh, dst, row, true)
     }
 
     /// The horizontal pass one output pixel at a time, its three channels in the lanes of one
@@ -611,6 +714,37 @@ mod tests {
         let fast = pyramid_rgb(&rgb, sw, sh, &levels);
         for ((&(dw, dh), a), b) in levels.iter().zip(&scalar).zip(&fast) {
             assert_eq!(a, b, "{dw}x{dh}");
+        }
+    }
+
+    #[test]
+    fn padded_rgb8_resize_equals_the_general_one() {
+        // A 41x29 crop holding an image part at columns 5..35 of rows 3..21, zero elsewhere
+        // (as a box that runs past the photo's edges), shrunk and enlarged.
+        let (sw, sh) = (41, 29);
+        let part: Vec<u8> = (0..30 * 18 * 3)
+            .map(|i| ((i * 2654435761usize) >> 9) as u8)
+            .collect();
+        let row = |y: usize| {
+            (3..21)
+                .contains(&y)
+                .then(|| (5, &part[(y - 3) * 90..(y - 2) * 90]))
+        };
+        for (dw, dh) in [(24, 24), (12, 9), (48, 48), (7, 5), (41, 29)] {
+            let mut want = vec![0f64; dw * dh * 3];
+            resize_area_rows(sw, sh, 3, dw, dh, &mut want, |y, r: &mut [u8]| {
+                r.fill(0);
+                if let Some((at, px)) = row(y) {
+                    r[at * 3..at * 3 + px.len()].copy_from_slice(px);
+                }
+            });
+            assert!(want.iter().any(|&v| v > 0.0));
+            let mut scalar = vec![f64::NAN; dw * dh * 3];
+            resize_rgb8_with(sw, sh, dw, dh, &mut scalar, row, false);
+            let mut fast = vec![f64::NAN; dw * dh * 3];
+            resize_rgb8(sw, sh, dw, dh, &mut fast, row);
+            assert_eq!(scalar, want, "{dw}x{dh}, run by run");
+            assert_eq!(fast, want, "{dw}x{dh}");
         }
     }
 
