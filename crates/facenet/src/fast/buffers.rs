@@ -58,6 +58,28 @@ pub(super) struct Workspace {
 impl Workspace {
     pub(super) fn take(&mut self, n: usize, h: usize, w: usize, c: usize) -> Buf {
         let len = n * h * w * c;
+        let mut data = self.pick(len);
+        // Every consumer overwrites its buffer before reading it, so stale values are kept
+        // rather than zeroed (only growth writes new memory).
+        data.truncate(len);
+        data.resize(len, 0.0);
+        Buf { data, n, h, w, c }
+    }
+
+    /// A buffer for a writer that sets every value itself ([`super::direct::Direct::run`]):
+    /// empty, with room for `n * h * w * c` values, which the writer fills through its
+    /// pointer before setting the length. Nothing is zeroed: a reused buffer that last held
+    /// a smaller map would otherwise have its growth written twice (zeros, then values),
+    /// which was 4–6 % of detecting in a 1080p photo.
+    pub(super) fn take_empty(&mut self, n: usize, h: usize, w: usize, c: usize) -> Buf {
+        let len = n * h * w * c;
+        let mut data = self.pick(len);
+        data.clear();
+        data.reserve(len);
+        Buf { data, n, h, w, c }
+    }
+
+    fn pick(&mut self, len: usize) -> Vec<f32> {
         // Prefer the smallest free buffer that is large enough.
         let pick = self
             .free
@@ -66,15 +88,10 @@ impl Workspace {
             .filter(|(_, v)| v.capacity() >= len)
             .min_by_key(|(_, v)| v.capacity())
             .map(|(i, _)| i);
-        let mut data = match pick {
+        match pick {
             Some(i) => self.free.swap_remove(i),
             None => self.free.pop().unwrap_or_default(),
-        };
-        // Every consumer overwrites its buffer before reading it, so stale values are kept
-        // rather than zeroed (only growth writes new memory).
-        data.truncate(len);
-        data.resize(len, 0.0);
-        Buf { data, n, h, w, c }
+        }
     }
 
     pub(super) fn give(&mut self, buf: Buf) {

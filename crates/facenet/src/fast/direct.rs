@@ -125,7 +125,8 @@ impl Direct {
             x.c == self.cin && out.c == self.cout && out.n == x.n && (out.h, out.w) == (oh, ow),
             "fast path: direct convolution buffers do not fit"
         );
-        assert!(x.data.len() >= x.rows() * x.c && out.data.len() >= out.rows() * out.c);
+        let len = out.rows() * out.c;
+        assert!(x.data.len() >= x.rows() * x.c && out.data.capacity() >= len);
         // SAFETY: a `Direct` is only made for an instruction set this CPU has (`new`, or the
         // tests' check); the buffers hold their `rows * c` values (asserted above) and every
         // read and write stays inside them (see the kernels' `block`). Pixels per block: as
@@ -145,6 +146,14 @@ impl Direct {
         }
         #[cfg(not(target_arch = "x86_64"))]
         unreachable!("a direct convolution is only made where the CPU has AVX-512F or AVX2");
+        // SAFETY: the kernel wrote every value of every pixel of every output row (each
+        // row in blocks and single pixels up to `ow`, each pixel's `cout` lanes), so the
+        // first `len` values are set, whether `out` came empty (`Workspace::take_empty`) or
+        // full.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            out.data.set_len(out.data.len().max(len))
+        };
     }
 }
 
@@ -297,7 +306,7 @@ unsafe fn store_avx2(p: *mut f32, v: std::arch::x86_64::__m256, n: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fast::Par;
+    use crate::fast::{Par, Workspace};
 
     fn conv(kh: usize, kw: usize, cin: usize, cout: usize, seed: u32) -> Conv {
         let mut s = seed;
@@ -364,6 +373,24 @@ mod tests {
                 let (mut want, mut got) = (blank(), blank());
                 c.run(&x, 0, &mut want, 0, epilogue, &mut Vec::new(), Par::Single);
                 d.run(&x, &mut got);
+                // Into an empty buffer (`Workspace::take_empty`, stale values past its
+                // length): the same values, every one written and the length set.
+                let mut ws = Workspace::default();
+                ws.give(Buf {
+                    data: vec![f32::NAN; n * oh * ow * cout + 5],
+                    ..blank()
+                });
+                let mut empty = ws.take_empty(n, oh, ow, cout);
+                assert!(empty.data.is_empty());
+                d.run(&x, &mut empty);
+                assert!(
+                    empty
+                        .data
+                        .iter()
+                        .map(|v| v.to_bits())
+                        .eq(got.data.iter().map(|v| v.to_bits())),
+                    "{isa:?} {kh}x{kw} {cin}->{cout}: an empty buffer was not filled as a full one"
+                );
                 for (j, (a, b)) in got.data.iter().zip(&want.data).enumerate() {
                     assert!(
                         (a - b).abs() <= 1e-5 * (1.0 + b.abs()),

@@ -40,11 +40,18 @@ impl Seq {
             x = match op {
                 Op::Conv(conv, epilogue, direct) => {
                     let (oh, ow) = conv.out_hw(x.h, x.w);
-                    let mut y = ws.take(x.n, oh, ow, conv.cout);
-                    match direct {
-                        Some(d) => d.run(&x, &mut y),
-                        None => conv.run(&x, 0, &mut y, 0, *epilogue, &mut ws.im2col, Par::Single),
-                    }
+                    let y = match direct {
+                        Some(d) => {
+                            let mut y = ws.take_empty(x.n, oh, ow, conv.cout);
+                            d.run(&x, &mut y);
+                            y
+                        }
+                        None => {
+                            let mut y = ws.take(x.n, oh, ow, conv.cout);
+                            conv.run(&x, 0, &mut y, 0, *epilogue, &mut ws.im2col, Par::Single);
+                            y
+                        }
+                    };
                     ws.give(x);
                     y
                 }
@@ -331,8 +338,13 @@ impl FastMtcnn {
 
     fn run(&self, seq: &Seq, hwc: &[f32], n: usize, h: usize, w: usize) -> Buf {
         with_workspace(|ws| {
-            let mut x = ws.take(n, h, w, 3);
-            x.data.copy_from_slice(hwc);
+            let mut x = ws.take_empty(n, h, w, 3);
+            x.data.extend_from_slice(hwc);
+            assert_eq!(
+                x.data.len(),
+                x.rows() * x.c,
+                "an MTCNN input of {n}x{h}x{w}x3"
+            );
             let y = seq.forward(x, ws);
             // The output is small (a few values per cell or crop): copy it out and keep the
             // buffer for the next call.
