@@ -458,10 +458,9 @@ impl Detector {
         threshold: f64,
         fast: Option<&FastMtcnn>,
     ) -> Result<Vec<Candidate>> {
-        let input: Vec<f32> = level.iter().map(|&v| standardize(v as f64)).collect();
         let (mh, mw, prob, reg): (usize, usize, Vec<f64>, Vec<f32>) = match fast {
             Some(fast) => {
-                let (mh, mw, cells) = fast.pnet(&input, hs, ws)?;
+                let (mh, mw, cells) = fast.pnet_rgb8(level, hs, ws, |v| standardize(v as f64))?;
                 let plane = mh * mw;
                 let mut reg = vec![0f32; 4 * plane];
                 let prob = cells
@@ -477,6 +476,7 @@ impl Detector {
                 (mh, mw, prob, reg)
             }
             None => {
+                let input: Vec<f32> = level.iter().map(|&v| standardize(v as f64)).collect();
                 let (logits, reg) = self.nets.pnet.forward_logits(self.nchw(&input, 1, hs, ws));
                 let [_, _, mh, mw] = logits.dims();
                 let logits = to_vec(logits)?;

@@ -113,6 +113,11 @@ impl Direct {
         })
     }
 
+    /// Output channels.
+    pub(super) fn cout(&self) -> usize {
+        self.cout
+    }
+
     /// Output size for an `h` x `w` input.
     pub(super) fn out_hw(&self, h: usize, w: usize) -> (usize, usize) {
         (h + 1 - self.kh, w + 1 - self.kw)
@@ -127,37 +132,156 @@ impl Direct {
         );
         let len = out.rows() * out.c;
         assert!(x.data.len() >= x.rows() * x.c && out.data.capacity() >= len);
-        // SAFETY: a `Direct` is only made for an instruction set this CPU has (`new`, or the
-        // tests' check); the buffers hold their `rows * c` values (asserted above) and every
-        // read and write stays inside them (see the kernels' `block`). Pixels per block: as
-        // many accumulators as leave registers for the weights and the broadcast.
+        let row = self.row_fn();
+        let dst = out.data.as_mut_ptr();
+        for img in 0..x.n {
+            for oy in 0..oh {
+                // SAFETY: the row function is for an instruction set this CPU has (`new`, or
+                // the tests' check); `x` holds its `rows * c` values and `out` has room for
+                // its own (asserted above), and row `oy` of image `img` starts at this offset.
+                unsafe { row(self, x, img, oy, dst.add((img * oh + oy) * ow * self.cout)) };
+            }
+        }
+        // SAFETY: every value of every pixel of every output row was written (each row in
+        // blocks and single pixels up to `ow`, each pixel's `cout` lanes), so the first `len`
+        // values are set, whether `out` came empty (`Workspace::take_empty`) or full.
+        unsafe { out.data.set_len(out.data.len().max(len)) };
+    }
+
+    /// The convolution of `x` followed by `k`x`k` max pooling of stride `k` (ceil mode,
+    /// windows cut at the border, as `mtcnn::max_pool_ceil`), without the convolution's map:
+    /// the `k` rows of each window row are computed into `scratch` and pooled at once, so the
+    /// full-size map is never written out and read back. The values are those of the two
+    /// steps apart, bit for bit (the same comparisons in the same order). `out` (the pooled
+    /// size, `cout` channels) is overwritten.
+    pub(super) fn run_pooled(&self, x: &Buf, k: usize, out: &mut Buf, scratch: &mut Vec<f32>) {
+        let (oh, ow) = self.out_hw(x.h, x.w);
+        let (ph, pw) = (
+            oh.saturating_sub(k).div_ceil(k) + 1,
+            ow.saturating_sub(k).div_ceil(k) + 1,
+        );
+        let c = self.cout;
+        assert!(
+            k > 0 && x.c == self.cin && out.c == c && out.n == x.n && (out.h, out.w) == (ph, pw),
+            "fast path: pooled direct convolution buffers do not fit"
+        );
+        assert!(x.data.len() >= x.rows() * x.c);
+        scratch.clear();
+        scratch.resize(k * ow * c, 0.0);
+        out.data.clear();
+        out.data.reserve(out.rows() * c);
+        let row = self.row_fn();
+        let mut pooled = vec![0f32; pw * c];
+        let mut columns = Vec::with_capacity(ow * c);
+        for img in 0..x.n {
+            for py in 0..ph {
+                let rows = py * k..(py * k + k).min(oh);
+                for (i, oy) in rows.clone().enumerate() {
+                    // SAFETY: as in `run`; scratch row `i` holds `ow * cout` values.
+                    unsafe { row(self, x, img, oy, scratch.as_mut_ptr().add(i * ow * c)) };
+                }
+                let rows = &scratch[..rows.len() * ow * c];
+                match c {
+                    // P-Net's first layer and O-Net's third: the channel loop unrolled.
+                    10 => pool_row::<10>(rows, ow, k, &mut columns, &mut pooled),
+                    64 => pool_row::<64>(rows, ow, k, &mut columns, &mut pooled),
+                    _ => pool_row_any(rows, ow, k, c, &mut pooled),
+                }
+                out.data.extend_from_slice(&pooled);
+            }
+        }
+    }
+
+    /// The kernel's one-row function for this layer's instruction set and width.
+    fn row_fn(&self) -> RowFn {
         #[cfg(target_arch = "x86_64")]
-        unsafe {
+        {
+            // Pixels per block: as many accumulators as leave registers for the weights and
+            // the broadcast.
             match (self.isa, self.vectors) {
-                (Isa::Avx512, 1) => self.rows_avx512::<12, 1>(x, out),
-                (Isa::Avx512, 2) => self.rows_avx512::<8, 2>(x, out),
-                (Isa::Avx512, 3) => self.rows_avx512::<6, 3>(x, out),
-                (Isa::Avx512, _) => self.rows_avx512::<4, 4>(x, out),
-                (Isa::Avx2, 1) => self.rows_avx2::<12, 1>(x, out),
-                (Isa::Avx2, 2) => self.rows_avx2::<6, 2>(x, out),
-                (Isa::Avx2, 3) => self.rows_avx2::<4, 3>(x, out),
-                (Isa::Avx2, _) => self.rows_avx2::<3, 4>(x, out),
+                (Isa::Avx512, 1) => Self::row_avx512::<12, 1>,
+                (Isa::Avx512, 2) => Self::row_avx512::<8, 2>,
+                (Isa::Avx512, 3) => Self::row_avx512::<6, 3>,
+                (Isa::Avx512, _) => Self::row_avx512::<4, 4>,
+                (Isa::Avx2, 1) => Self::row_avx2::<12, 1>,
+                (Isa::Avx2, 2) => Self::row_avx2::<6, 2>,
+                (Isa::Avx2, 3) => Self::row_avx2::<4, 3>,
+                (Isa::Avx2, _) => Self::row_avx2::<3, 4>,
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
         unreachable!("a direct convolution is only made where the CPU has AVX-512F or AVX2");
-        // SAFETY: the kernel wrote every value of every pixel of every output row (each
-        // row in blocks and single pixels up to `ow`, each pixel's `cout` lanes), so the
-        // first `len` values are set, whether `out` came empty (`Workspace::take_empty`) or
-        // full.
-        #[cfg(target_arch = "x86_64")]
-        unsafe {
-            out.data.set_len(out.data.len().max(len))
-        };
     }
 }
 
-/// The kernel for one instruction set: `$rows` runs every output row in blocks of `P` pixels
+/// Max pooling of `rows` (one window's rows of a map `ow` pixels wide, `C` channels) into
+/// `pooled` (one output row), windows `k` wide cut at the border: the rows' maximum first,
+/// column by column (into `columns`), then each window's pixels. PReLU's outputs are never
+/// NaN or -0.0, so the maximum is the same value in any order, bit for bit, as
+/// `mtcnn::max_pool_ceil` gives.
+fn pool_row<const C: usize>(
+    rows: &[f32],
+    ow: usize,
+    k: usize,
+    columns: &mut Vec<f32>,
+    pooled: &mut [f32],
+) {
+    let mut lines = rows.chunks_exact(ow * C);
+    let first = lines.next().expect("a window row");
+    columns.clear();
+    match lines.next() {
+        Some(second) => columns.extend(
+            first
+                .iter()
+                .zip(second)
+                .map(|(&a, &b)| if b > a { b } else { a }),
+        ),
+        None => columns.extend_from_slice(first),
+    }
+    for line in lines {
+        for (d, &v) in columns.iter_mut().zip(line) {
+            *d = if v > *d { v } else { *d };
+        }
+    }
+    for (px, window) in pooled.chunks_exact_mut(C).enumerate() {
+        let window: &mut [f32; C] = window.try_into().expect("C channels");
+        let first = px * k;
+        *window = columns[first * C..(first + 1) * C]
+            .try_into()
+            .expect("C channels");
+        for ix in first + 1..(first + k).min(ow) {
+            let v: &[f32; C] = columns[ix * C..(ix + 1) * C]
+                .try_into()
+                .expect("C channels");
+            for (d, &v) in window.iter_mut().zip(v) {
+                *d = if v > *d { v } else { *d };
+            }
+        }
+    }
+}
+
+/// [`pool_row`] for any number of channels.
+fn pool_row_any(rows: &[f32], ow: usize, k: usize, c: usize, pooled: &mut [f32]) {
+    pooled.fill(f32::NEG_INFINITY);
+    for (px, window) in pooled.chunks_exact_mut(c).enumerate() {
+        for line in rows.chunks_exact(ow * c) {
+            for ix in px * k..(px * k + k).min(ow) {
+                for (d, &v) in window.iter_mut().zip(&line[ix * c..(ix + 1) * c]) {
+                    *d = if v > *d { v } else { *d };
+                }
+            }
+        }
+    }
+}
+
+/// One output row of a direct convolution: `(layer, x, image, row, where the row goes)`.
+///
+/// # Safety
+/// The CPU has the row function's instruction set; `x` fits the layer, the row lies in its
+/// output, and the destination has room for the row's `ow * cout` values.
+type RowFn = unsafe fn(&Direct, &Buf, usize, usize, *mut f32);
+
+/// The kernel for one instruction set: `$rows` runs one output row in blocks of `P` pixels
 /// and a tail of single pixels, `$block` one block (all channels, in `V` vectors). The
 /// vector operations are the instruction set's intrinsics; `$store` writes the first `n`
 /// lanes of a vector.
@@ -167,27 +291,31 @@ macro_rules! kernel {
      min: $min:path, max: $max:path, store: $store:path) => {
         #[cfg(target_arch = "x86_64")]
         impl Direct {
+            /// Output row `oy` of image `img` into `line`, in blocks of `P` pixels and a tail
+            /// of single pixels.
+            ///
             /// # Safety
-            /// The CPU has the instruction set; `x` and `out` fit (see [`Direct::run`]).
+            /// As [`RowFn`].
             #[target_feature(enable = $feature)]
-            unsafe fn $rows<const P: usize, const V: usize>(&self, x: &Buf, out: &mut Buf) {
-                let (oh, ow) = (out.h, out.w);
-                let dst = out.data.as_mut_ptr();
-                for img in 0..x.n {
-                    for oy in 0..oh {
-                        let mut ox = 0;
-                        while ox + P <= ow {
-                            // SAFETY: pixels `ox..ox + P` of row `oy` exist in the output,
-                            // and their taps in the input (the caller's guarantee).
-                            unsafe { self.$block::<P, V>(x, img, oy, ox, dst) };
-                            ox += P;
-                        }
-                        while ox < ow {
-                            // SAFETY: as above, for one pixel.
-                            unsafe { self.$block::<1, V>(x, img, oy, ox, dst) };
-                            ox += 1;
-                        }
-                    }
+            unsafe fn $rows<const P: usize, const V: usize>(
+                &self,
+                x: &Buf,
+                img: usize,
+                oy: usize,
+                line: *mut f32,
+            ) {
+                let (_, ow) = self.out_hw(x.h, x.w);
+                let mut ox = 0;
+                while ox + P <= ow {
+                    // SAFETY: pixels `ox..ox + P` of row `oy` exist in the output, and their
+                    // taps in the input (the caller's guarantee).
+                    unsafe { self.$block::<P, V>(x, img, oy, ox, line) };
+                    ox += P;
+                }
+                while ox < ow {
+                    // SAFETY: as above, for one pixel.
+                    unsafe { self.$block::<1, V>(x, img, oy, ox, line) };
+                    ox += 1;
                 }
             }
 
@@ -203,10 +331,9 @@ macro_rules! kernel {
                 img: usize,
                 oy: usize,
                 ox: usize,
-                dst: *mut f32,
+                line: *mut f32,
             ) {
                 const LANES: usize = $lanes;
-                let (oh, ow) = self.out_hw(x.h, x.w);
                 let cin = self.cin;
                 let width = self.vectors * LANES;
                 let src = x.data.as_ptr();
@@ -242,7 +369,7 @@ macro_rules! kernel {
                     }
                     let zero = $zero();
                     for (p, row) in acc.iter().enumerate() {
-                        let o = dst.add(((img * oh + oy) * ow + ox + p) * self.cout);
+                        let o = line.add((ox + p) * self.cout);
                         for (v, a) in row.iter().enumerate() {
                             // max(t, 0) + slope * min(t, 0), as the im2col path's epilogue.
                             let s = $load(self.slopes.as_ptr().add(v * LANES));
@@ -257,13 +384,13 @@ macro_rules! kernel {
     };
 }
 
-kernel!("avx512f", rows_avx512, block_avx512, 16,
+kernel!("avx512f", row_avx512, block_avx512, 16,
     zero: std::arch::x86_64::_mm512_setzero_ps, load: std::arch::x86_64::_mm512_loadu_ps,
     splat: std::arch::x86_64::_mm512_set1_ps, fma: std::arch::x86_64::_mm512_fmadd_ps,
     min: std::arch::x86_64::_mm512_min_ps, max: std::arch::x86_64::_mm512_max_ps,
     store: store_avx512);
 
-kernel!("avx2,fma", rows_avx2, block_avx2, 8,
+kernel!("avx2,fma", row_avx2, block_avx2, 8,
     zero: std::arch::x86_64::_mm256_setzero_ps, load: std::arch::x86_64::_mm256_loadu_ps,
     splat: std::arch::x86_64::_mm256_set1_ps, fma: std::arch::x86_64::_mm256_fmadd_ps,
     min: std::arch::x86_64::_mm256_min_ps, max: std::arch::x86_64::_mm256_max_ps,
@@ -407,11 +534,82 @@ mod tests {
         assert!(Direct::layout(&conv(3, 3, 3, 10, 1), Epilogue::BiasRelu, isa).is_none());
     }
 
+    /// A direct convolution with the pooling after it in one pass gives the bits of the two
+    /// steps apart: P-Net's first layer and its 2x2 pooling, O-Net's third and its 2x2,
+    /// partial vectors of 45 and 21 channels (the unspecialised pooling) with 2x2 and 3x3
+    /// windows, on maps of odd and even sizes (windows cut at the border).
+    fn pooled_equals_conv_then_pool(isa: Isa) {
+        let mut ran = 0;
+        for (i, &(kh, kw, cin, cout, k)) in [
+            (3, 3, 3, 10, 2),
+            (3, 3, 64, 64, 2),
+            (3, 3, 7, 45, 2),
+            (3, 3, 7, 45, 3),
+            (2, 2, 5, 10, 2),
+            (3, 3, 4, 21, 3),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let c = conv(kh, kw, cin, cout, 40 + i as u32);
+            let Some(d) = Direct::layout(&c, Epilogue::BiasPrelu, isa) else {
+                continue;
+            };
+            for (h, w) in [(13, 17), (12, 16), (5, 4)] {
+                ran += 1;
+                let n = 2;
+                let mut s = 3u32 + (h * w) as u32;
+                let x = Buf {
+                    data: (0..n * h * w * cin)
+                        .map(|_| {
+                            s = s.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                            (s >> 9) as f32 / (1u32 << 23) as f32 - 0.5
+                        })
+                        .collect(),
+                    n,
+                    h,
+                    w,
+                    c: cin,
+                };
+                let (oh, ow) = d.out_hw(h, w);
+                let mut map = Buf {
+                    data: Vec::with_capacity(n * oh * ow * cout),
+                    n,
+                    h: oh,
+                    w: ow,
+                    c: cout,
+                };
+                d.run(&x, &mut map);
+                let (ph, pw) = crate::fast::mtcnn::ceil_pool_hw(oh, ow, k, k);
+                let blank = || Buf {
+                    data: vec![f32::NAN; n * ph * pw * cout],
+                    n,
+                    h: ph,
+                    w: pw,
+                    c: cout,
+                };
+                let (mut want, mut got) = (blank(), blank());
+                crate::fast::mtcnn::max_pool_ceil(&map, k, k, &mut want);
+                d.run_pooled(&x, k, &mut got, &mut Vec::new());
+                assert!(
+                    got.data
+                        .iter()
+                        .map(|v| v.to_bits())
+                        .eq(want.data.iter().map(|v| v.to_bits())),
+                    "{isa:?} {kh}x{kw} {cin}->{cout}, pool {k}, {h}x{w}"
+                );
+                assert!(want.data.iter().all(|v| v.is_finite()));
+            }
+        }
+        assert!(ran >= 9, "{isa:?}: only {ran} pooled runs");
+    }
+
     #[test]
     #[ignore = "needs AVX-512F: `cargo test --release -- --ignored avx512f` where the CPU has it"]
     fn avx512f_direct_equals_im2col() {
         assert!(avx512_available(), "this CPU has no AVX-512F");
         direct_equals_im2col(Isa::Avx512);
+        pooled_equals_conv_then_pool(Isa::Avx512);
         // Where the CPU has AVX-512F, that is what runs.
         let c = conv(3, 3, 3, 10, 1);
         let d = Direct::new(&c, Epilogue::BiasPrelu).unwrap();
@@ -426,5 +624,6 @@ mod tests {
     fn avx2_direct_equals_im2col() {
         assert!(avx2_available(), "this CPU has no AVX2 and FMA");
         direct_equals_im2col(Isa::Avx2);
+        pooled_equals_conv_then_pool(Isa::Avx2);
     }
 }

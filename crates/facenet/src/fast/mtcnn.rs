@@ -23,6 +23,9 @@ enum Op {
     Conv(Box<Conv>, Epilogue, Option<Box<Direct>>),
     /// Max pooling, `k`x`k`, stride `s`, no padding, output size rounded up (Caffe).
     Pool { k: usize, s: usize },
+    /// A direct convolution and the `k`x`k` stride-`k` pooling after it, in one pass
+    /// ([`Direct::run_pooled`]: the convolution's map is never written out whole).
+    ConvPool(Box<Direct>, usize),
     /// `(h, w, c)` map to a `(1, 1, h * w * c)` vector, NHWC order (the next dense layer's
     /// weights were reordered to match).
     Flatten,
@@ -62,6 +65,16 @@ impl Seq {
                     ws.give(x);
                     y
                 }
+                Op::ConvPool(direct, k) => {
+                    let (oh, ow) = direct.out_hw(x.h, x.w);
+                    let (ph, pw) = ceil_pool_hw(oh, ow, *k, *k);
+                    let mut y = ws.take_empty(x.n, ph, pw, direct.cout());
+                    let mut scratch = ws.take_empty(1, *k, ow, direct.cout());
+                    direct.run_pooled(&x, *k, &mut y, &mut scratch.data);
+                    ws.give(scratch);
+                    ws.give(x);
+                    y
+                }
                 Op::Flatten => Buf {
                     c: x.h * x.w * x.c,
                     h: 1,
@@ -74,8 +87,28 @@ impl Seq {
     }
 }
 
+impl Seq {
+    /// The steps, with each direct convolution that a pooling of stride equal to its size
+    /// follows run together with it ([`Op::ConvPool`]).
+    fn new(ops: Vec<Op>) -> Self {
+        let mut fused: Vec<Op> = Vec::with_capacity(ops.len());
+        for op in ops {
+            match (fused.last_mut(), op) {
+                (Some(last @ Op::Conv(_, _, Some(_))), Op::Pool { k, s }) if k == s => {
+                    let Op::Conv(_, _, Some(direct)) = std::mem::replace(last, Op::Flatten) else {
+                        unreachable!("matched a direct convolution");
+                    };
+                    *last = Op::ConvPool(direct, k);
+                }
+                (_, op) => fused.push(op),
+            }
+        }
+        Seq { ops: fused }
+    }
+}
+
 /// Output size of a ceil-mode pooling without padding (every window starts inside the map).
-fn ceil_pool_hw(h: usize, w: usize, k: usize, s: usize) -> (usize, usize) {
+pub(super) fn ceil_pool_hw(h: usize, w: usize, k: usize, s: usize) -> (usize, usize) {
     (
         h.saturating_sub(k).div_ceil(s) + 1,
         w.saturating_sub(k).div_ceil(s) + 1,
@@ -83,7 +116,7 @@ fn ceil_pool_hw(h: usize, w: usize, k: usize, s: usize) -> (usize, usize) {
 }
 
 /// Ceil-mode max pooling of `x` into `out`: windows that run past the border are cut there.
-fn max_pool_ceil(x: &Buf, k: usize, s: usize, out: &mut Buf) {
+pub(super) fn max_pool_ceil(x: &Buf, k: usize, s: usize, out: &mut Buf) {
     let c = x.c;
     for img in 0..out.n {
         for oy in 0..out.h {
@@ -240,15 +273,13 @@ impl FastMtcnn {
 
     fn pnet_plan(p: &Pnet) -> Result<Seq> {
         check_pool(&p.pool1, 2, 2)?;
-        Ok(Seq {
-            ops: vec![
-                conv_prelu(&p.conv1, &p.prelu1)?,
-                Op::Pool { k: 2, s: 2 },
-                conv_prelu(&p.conv2, &p.prelu2)?,
-                conv_prelu(&p.conv3, &p.prelu3)?,
-                heads(&[&p.conv4_1, &p.conv4_2])?,
-            ],
-        })
+        Ok(Seq::new(vec![
+            conv_prelu(&p.conv1, &p.prelu1)?,
+            Op::Pool { k: 2, s: 2 },
+            conv_prelu(&p.conv2, &p.prelu2)?,
+            conv_prelu(&p.conv3, &p.prelu3)?,
+            heads(&[&p.conv4_1, &p.conv4_2])?,
+        ]))
     }
 
     fn rnet_plan(r: &Rnet) -> Result<Seq> {
@@ -256,18 +287,16 @@ impl FastMtcnn {
         check_pool(&r.pool2, 3, 2)?;
         // 24 -> conv 22 -> pool 11 -> conv 9 -> pool 4 -> conv 3: a 3x3x64 map.
         let c3 = r.conv3.weight.dims()[0];
-        Ok(Seq {
-            ops: vec![
-                conv_prelu(&r.conv1, &r.prelu1)?,
-                Op::Pool { k: 3, s: 2 },
-                conv_prelu(&r.conv2, &r.prelu2)?,
-                Op::Pool { k: 3, s: 2 },
-                conv_prelu(&r.conv3, &r.prelu3)?,
-                Op::Flatten,
-                dense_prelu(&r.dense4, (3, 3, c3), &r.prelu4)?,
-                dense_heads(&[&r.dense5_1, &r.dense5_2])?,
-            ],
-        })
+        Ok(Seq::new(vec![
+            conv_prelu(&r.conv1, &r.prelu1)?,
+            Op::Pool { k: 3, s: 2 },
+            conv_prelu(&r.conv2, &r.prelu2)?,
+            Op::Pool { k: 3, s: 2 },
+            conv_prelu(&r.conv3, &r.prelu3)?,
+            Op::Flatten,
+            dense_prelu(&r.dense4, (3, 3, c3), &r.prelu4)?,
+            dense_heads(&[&r.dense5_1, &r.dense5_2])?,
+        ]))
     }
 
     fn onet_plan(o: &Onet) -> Result<Seq> {
@@ -276,20 +305,18 @@ impl FastMtcnn {
         check_pool(&o.pool3, 2, 2)?;
         // 48 -> 46 -> 23 -> 21 -> 10 -> 8 -> 4 -> conv 3: a 3x3x128 map.
         let c4 = o.conv4.weight.dims()[0];
-        Ok(Seq {
-            ops: vec![
-                conv_prelu(&o.conv1, &o.prelu1)?,
-                Op::Pool { k: 3, s: 2 },
-                conv_prelu(&o.conv2, &o.prelu2)?,
-                Op::Pool { k: 3, s: 2 },
-                conv_prelu(&o.conv3, &o.prelu3)?,
-                Op::Pool { k: 2, s: 2 },
-                conv_prelu(&o.conv4, &o.prelu4)?,
-                Op::Flatten,
-                dense_prelu(&o.dense5, (3, 3, c4), &o.prelu5)?,
-                dense_heads(&[&o.dense6_1, &o.dense6_2, &o.dense6_3])?,
-            ],
-        })
+        Ok(Seq::new(vec![
+            conv_prelu(&o.conv1, &o.prelu1)?,
+            Op::Pool { k: 3, s: 2 },
+            conv_prelu(&o.conv2, &o.prelu2)?,
+            Op::Pool { k: 3, s: 2 },
+            conv_prelu(&o.conv3, &o.prelu3)?,
+            Op::Pool { k: 2, s: 2 },
+            conv_prelu(&o.conv4, &o.prelu4)?,
+            Op::Flatten,
+            dense_prelu(&o.dense5, (3, 3, c4), &o.prelu5)?,
+            dense_heads(&[&o.dense6_1, &o.dense6_2, &o.dense6_3])?,
+        ]))
     }
 
     /// P-Net over one standardized `h`x`w` RGB image (interleaved, `h * w * 3` floats, both
@@ -305,7 +332,31 @@ impl FastMtcnn {
                 ),
             });
         }
-        let out = self.run(&self.pnet, hwc, 1, h, w);
+        let out = self.run(&self.pnet, 1, h, w, |x| x.extend_from_slice(hwc));
+        Ok((out.h, out.w, out.data))
+    }
+
+    /// [`Self::pnet`] over an 8-bit RGB image (`h * w * 3` bytes), each value standardized by
+    /// `standardize` straight into the network's input buffer (no float copy of the image).
+    pub fn pnet_rgb8(
+        &self,
+        rgb: &[u8],
+        h: usize,
+        w: usize,
+        standardize: impl Fn(u8) -> f32,
+    ) -> Result<(usize, usize, Vec<f32>)> {
+        if h < 12 || w < 12 || rgb.len() != h * w * 3 {
+            return Err(Error::InvalidArgument {
+                field: "image",
+                reason: format!(
+                    "P-Net needs an RGB image of at least 12x12 ({} bytes for {h}x{w})",
+                    rgb.len()
+                ),
+            });
+        }
+        let out = self.run(&self.pnet, 1, h, w, |x| {
+            x.extend(rgb.iter().map(|&v| standardize(v)))
+        });
         Ok((out.h, out.w, out.data))
     }
 
@@ -333,13 +384,23 @@ impl FastMtcnn {
         if n == 0 {
             return Ok(Vec::new());
         }
-        Ok(self.run(seq, hwc, n, size, size).data)
+        Ok(self
+            .run(seq, n, size, size, |x| x.extend_from_slice(hwc))
+            .data)
     }
 
-    fn run(&self, seq: &Seq, hwc: &[f32], n: usize, h: usize, w: usize) -> Buf {
+    /// `seq` over `n` images of `h`x`w`x3, which `input` appends to an empty buffer.
+    fn run(
+        &self,
+        seq: &Seq,
+        n: usize,
+        h: usize,
+        w: usize,
+        input: impl FnOnce(&mut Vec<f32>),
+    ) -> Buf {
         with_workspace(|ws| {
             let mut x = ws.take_empty(n, h, w, 3);
-            x.data.extend_from_slice(hwc);
+            input(&mut x.data);
             assert_eq!(
                 x.data.len(),
                 x.rows() * x.c,
