@@ -502,6 +502,21 @@ mod tests {
             }
             close(&got, &want, &format!("pnet {h}x{w}"));
         }
+        // Where the first layer runs direct (x86-64), it and its pooling are one step.
+        #[cfg(target_arch = "x86_64")]
+        assert!(
+            matches!(fast.pnet.ops[0], Op::ConvPool(_, 2)),
+            "P-Net's first layer and its pooling are not one step"
+        );
+        // From 8-bit pixels: exactly what their standardized floats give.
+        let rgb: Vec<u8> = (0..31 * 24 * 3).map(|i| (i * 37 % 256) as u8).collect();
+        let standardize = |v: u8| (v as f32 - 127.5) * 0.0078125;
+        let floats: Vec<f32> = rgb.iter().map(|&v| standardize(v)).collect();
+        assert_eq!(
+            fast.pnet(&floats, 31, 24).unwrap(),
+            fast.pnet_rgb8(&rgb, 31, 24, standardize).unwrap()
+        );
+        assert!(fast.pnet_rgb8(&rgb, 24, 24, standardize).is_err());
     }
 
     #[test]
