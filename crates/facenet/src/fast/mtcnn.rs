@@ -1,5 +1,6 @@
 //! The MTCNN networks on the fast path: the same NHWC convolutions as [`super::FastNet`], with
-//! PReLU folded into the convolutions' epilogues, Caffe's ceil-mode max pooling, the class and
+//! PReLU folded into the convolutions' epilogues, Caffe's ceil-mode max pooling (in one pass
+//! with the direct convolution before it where its stride is its size), the class and
 //! regression heads of each network fused into one product, and the dense layers read in NHWC
 //! order (their weights reordered once from Caffe's (w, h, c) flattening).
 //!
@@ -38,6 +39,24 @@ struct Seq {
 }
 
 impl Seq {
+    /// The steps, with each direct convolution that a pooling of stride equal to its size
+    /// follows run together with it ([`Op::ConvPool`]).
+    fn new(ops: Vec<Op>) -> Self {
+        let mut fused: Vec<Op> = Vec::with_capacity(ops.len());
+        for op in ops {
+            match (fused.last_mut(), op) {
+                (Some(last @ Op::Conv(_, _, Some(_))), Op::Pool { k, s }) if k == s => {
+                    let Op::Conv(_, _, Some(direct)) = std::mem::replace(last, Op::Flatten) else {
+                        unreachable!("matched a direct convolution");
+                    };
+                    *last = Op::ConvPool(direct, k);
+                }
+                (_, op) => fused.push(op),
+            }
+        }
+        Seq { ops: fused }
+    }
+
     fn forward(&self, mut x: Buf, ws: &mut Workspace) -> Buf {
         for op in &self.ops {
             x = match op {
@@ -84,26 +103,6 @@ impl Seq {
             };
         }
         x
-    }
-}
-
-impl Seq {
-    /// The steps, with each direct convolution that a pooling of stride equal to its size
-    /// follows run together with it ([`Op::ConvPool`]).
-    fn new(ops: Vec<Op>) -> Self {
-        let mut fused: Vec<Op> = Vec::with_capacity(ops.len());
-        for op in ops {
-            match (fused.last_mut(), op) {
-                (Some(last @ Op::Conv(_, _, Some(_))), Op::Pool { k, s }) if k == s => {
-                    let Op::Conv(_, _, Some(direct)) = std::mem::replace(last, Op::Flatten) else {
-                        unreachable!("matched a direct convolution");
-                    };
-                    *last = Op::ConvPool(direct, k);
-                }
-                (_, op) => fused.push(op),
-            }
-        }
-        Seq { ops: fused }
     }
 }
 
