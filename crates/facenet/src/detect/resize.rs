@@ -86,9 +86,10 @@ pub fn resize_area_rows<T: Pixel>(
 /// every level covers the whole photo: a 1080p photo has 13 levels from 20-pixel faces up.
 /// Only the output rows still receiving sums are held in f64.
 ///
-/// On x86-64 with AVX2 the horizontal pass takes eight output pixels at a time (their runs'
-/// running sums gathered), and the vertical pass and the rounding run four lanes wide. The
-/// arithmetic is the same operations in the same order, so the levels are the same bytes
+/// On x86-64 with AVX2 the horizontal pass takes one output pixel per vector (its three
+/// channels' running sums in one 128-bit load, its runs in a fixed shape of three), and the
+/// vertical pass and the rounding are compiled for AVX2 too. The arithmetic is the same
+/// operations in the same order, so the levels are the same bytes
 /// (`simd_and_scalar_pyramids_are_the_same_bytes`).
 pub fn pyramid_rgb(src: &[u8], sw: usize, sh: usize, levels: &[(usize, usize)]) -> Vec<Vec<u8>> {
     #[cfg(target_arch = "x86_64")]
@@ -158,6 +159,8 @@ pub fn resize_rgb8<'a>(
     resize_rgb8_with(sw, sh, dw, dh, dst, row, false)
 }
 
+/// [`resize_rgb8`]'s pass over the source rows; with `vector` (only where the caller checked
+/// for AVX2) the horizontal pass reads [`Slot`]s, as [`pyramid_with`]'s does.
 #[inline(always)]
 fn resize_rgb8_with<'a>(
     sw: usize,
@@ -241,6 +244,8 @@ struct Slot {
     w: f64,
 }
 
+/// Every output pixel's runs as three [`Slot`]s, or `None` where a pixel has more than
+/// three runs (or a boundary past u32), which the vector pass cannot take.
 fn slots(tx: &Runs, dw: usize) -> Option<Vec<[Slot; 3]>> {
     (0..dw)
         .map(|dx| {
