@@ -152,8 +152,9 @@ impl Direct {
     /// windows cut at the border, as `mtcnn::max_pool_ceil`), without the convolution's map:
     /// the `k` rows of each window row are computed into `scratch` and pooled at once, so the
     /// full-size map is never written out and read back. The values are those of the two
-    /// steps apart, bit for bit (the same comparisons in the same order). `out` (the pooled
-    /// size, `cout` channels) is overwritten.
+    /// steps apart, bit for bit (each window's maximum of the same values; see [`pool_row`]
+    /// on why the order does not matter). `out` (the pooled size, `cout` channels) is
+    /// overwritten.
     pub(super) fn run_pooled(&self, x: &Buf, k: usize, out: &mut Buf, scratch: &mut Vec<f32>) {
         let (oh, ow) = self.out_hw(x.h, x.w);
         let (ph, pw) = (
