@@ -93,7 +93,7 @@ pub fn resize_area_rows<T: Pixel>(
 /// (`simd_and_scalar_pyramids_are_the_same_bytes`).
 pub fn pyramid_rgb(src: &[u8], sw: usize, sh: usize, levels: &[(usize, usize)]) -> Vec<Vec<u8>> {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && simd::fits(sw) {
+    if simd::usable(sw) {
         // SAFETY: the CPU has AVX2.
         return unsafe { simd::pyramid_avx2(src, sw, sh, levels) };
     }
@@ -102,7 +102,7 @@ pub fn pyramid_rgb(src: &[u8], sw: usize, sh: usize, levels: &[(usize, usize)]) 
 
 /// The running sums of one source row, four lanes per pixel boundary: `sums[x * 4 + k]` is
 /// channel k's sum over pixels `0..x` (lane 3 stays 0), so one 128-bit load gives a
-/// boundary's three sums. i32 holds a row of up to [`simd::fits`]'s width exactly; wider rows
+/// boundary's three sums. i32 holds a row of up to [`simd::usable`]'s width exactly; wider rows
 /// wrap, and a run's difference is still exact as long as the run's own sum fits.
 struct RowSums {
     sums: Vec<i32>,
@@ -152,7 +152,7 @@ pub fn resize_rgb8<'a>(
     row: impl FnMut(usize) -> Option<(usize, &'a [u8])>,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && simd::fits(sw) {
+    if simd::usable(sw) {
         // SAFETY: the CPU has AVX2.
         return unsafe { simd::resize_rgb8_avx2(sw, sh, dw, dh, dst, row) };
     }
@@ -366,10 +366,11 @@ mod simd {
     use super::Slot;
     use std::arch::x86_64::*;
 
-    /// Whether a row's running sums fit i32, as the vector pass's signed conversion needs:
-    /// every sum is at most 255 per pixel.
-    pub(super) fn fits(sw: usize) -> bool {
-        sw.saturating_mul(255) < i32::MAX as usize
+    /// Whether the vector passes can take rows `sw` pixels wide here: the CPU has AVX2, and
+    /// a row's running sums fit i32, as their signed conversion needs (every sum is at most
+    /// 255 per pixel).
+    pub(super) fn usable(sw: usize) -> bool {
+        std::arch::is_x86_feature_detected!("avx2") && sw.saturating_mul(255) < i32::MAX as usize
     }
 
     /// [`super::pyramid_rgb`] compiled for AVX2.

@@ -157,10 +157,7 @@ impl Direct {
     /// overwritten.
     pub(super) fn run_pooled(&self, x: &Buf, k: usize, out: &mut Buf, scratch: &mut Vec<f32>) {
         let (oh, ow) = self.out_hw(x.h, x.w);
-        let (ph, pw) = (
-            oh.saturating_sub(k).div_ceil(k) + 1,
-            ow.saturating_sub(k).div_ceil(k) + 1,
-        );
+        let (ph, pw) = super::mtcnn::ceil_pool_hw(oh, ow, k, k);
         let c = self.cout;
         assert!(
             k > 0 && x.c == self.cin && out.c == c && out.n == x.n && (out.h, out.w) == (ph, pw),
@@ -436,6 +433,29 @@ mod tests {
     use super::*;
     use crate::fast::{Par, Workspace};
 
+    /// An `n`x`h`x`w`x`c` map of values in [-0.5, 0.5) from `seed`.
+    fn random_map(n: usize, h: usize, w: usize, c: usize, seed: u32) -> Buf {
+        let mut s = seed;
+        let data = (0..n * h * w * c)
+            .map(|_| {
+                s = s.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                (s >> 9) as f32 / (1u32 << 23) as f32 - 0.5
+            })
+            .collect();
+        Buf { data, n, h, w, c }
+    }
+
+    /// A map of NaNs, for outputs that must be written whole.
+    fn nan_map(n: usize, h: usize, w: usize, c: usize) -> Buf {
+        Buf {
+            data: vec![f32::NAN; n * h * w * c],
+            n,
+            h,
+            w,
+            c,
+        }
+    }
+
     fn conv(kh: usize, kw: usize, cin: usize, cout: usize, seed: u32) -> Conv {
         let mut s = seed;
         let mut next = move || {
@@ -476,28 +496,9 @@ mod tests {
                 };
                 ran += 1;
                 let (n, h, w) = (2, 9 + i, 23 + 2 * i);
-                let mut s = 7u32 + i as u32;
-                let data: Vec<f32> = (0..n * h * w * cin)
-                    .map(|_| {
-                        s = s.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-                        (s >> 9) as f32 / (1u32 << 23) as f32 - 0.5
-                    })
-                    .collect();
-                let x = Buf {
-                    data,
-                    n,
-                    h,
-                    w,
-                    c: cin,
-                };
+                let x = random_map(n, h, w, cin, 7 + i as u32);
                 let (oh, ow) = c.out_hw(h, w);
-                let blank = || Buf {
-                    data: vec![f32::NAN; n * oh * ow * cout],
-                    n,
-                    h: oh,
-                    w: ow,
-                    c: cout,
-                };
+                let blank = || nan_map(n, oh, ow, cout);
                 let (mut want, mut got) = (blank(), blank());
                 c.run(&x, 0, &mut want, 0, epilogue, &mut Vec::new(), Par::Single);
                 d.run(&x, &mut got);
@@ -559,19 +560,7 @@ mod tests {
             for (h, w) in [(13, 17), (12, 16), (5, 4)] {
                 ran += 1;
                 let n = 2;
-                let mut s = 3u32 + (h * w) as u32;
-                let x = Buf {
-                    data: (0..n * h * w * cin)
-                        .map(|_| {
-                            s = s.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-                            (s >> 9) as f32 / (1u32 << 23) as f32 - 0.5
-                        })
-                        .collect(),
-                    n,
-                    h,
-                    w,
-                    c: cin,
-                };
+                let x = random_map(n, h, w, cin, 3 + (h * w) as u32);
                 let (oh, ow) = d.out_hw(h, w);
                 let mut map = Buf {
                     data: Vec::with_capacity(n * oh * ow * cout),
@@ -582,13 +571,7 @@ mod tests {
                 };
                 d.run(&x, &mut map);
                 let (ph, pw) = crate::fast::mtcnn::ceil_pool_hw(oh, ow, k, k);
-                let blank = || Buf {
-                    data: vec![f32::NAN; n * ph * pw * cout],
-                    n,
-                    h: ph,
-                    w: pw,
-                    c: cout,
-                };
+                let blank = || nan_map(n, ph, pw, cout);
                 let (mut want, mut got) = (blank(), blank());
                 crate::fast::mtcnn::max_pool_ceil(&map, k, k, &mut want);
                 d.run_pooled(&x, k, &mut got, &mut Vec::new());
