@@ -157,7 +157,7 @@ impl Direct {
     /// overwritten.
     pub(super) fn run_pooled(&self, x: &Buf, k: usize, out: &mut Buf, scratch: &mut Vec<f32>) {
         let (oh, ow) = self.out_hw(x.h, x.w);
-        let (ph, pw) = super::mtcnn::ceil_pool_hw(oh, ow, k, k);
+        let (ph, pw) = ceil_pool_hw(oh, ow, k, k);
         let c = self.cout;
         assert!(
             k > 0 && x.c == self.cin && out.c == c && out.n == x.n && (out.h, out.w) == (ph, pw),
@@ -270,6 +270,14 @@ fn pool_row_any(rows: &[f32], ow: usize, k: usize, c: usize, pooled: &mut [f32])
             }
         }
     }
+}
+
+/// Output size of a ceil-mode pooling without padding (every window starts inside the map).
+pub(super) fn ceil_pool_hw(h: usize, w: usize, k: usize, s: usize) -> (usize, usize) {
+    (
+        h.saturating_sub(k).div_ceil(s) + 1,
+        w.saturating_sub(k).div_ceil(s) + 1,
+    )
 }
 
 /// One output row of a direct convolution: `(layer, x, image, row, where the row goes)`.
@@ -570,7 +578,7 @@ mod tests {
                     c: cout,
                 };
                 d.run(&x, &mut map);
-                let (ph, pw) = crate::fast::mtcnn::ceil_pool_hw(oh, ow, k, k);
+                let (ph, pw) = ceil_pool_hw(oh, ow, k, k);
                 let blank = || nan_map(n, ph, pw, cout);
                 let (mut want, mut got) = (blank(), blank());
                 crate::fast::mtcnn::max_pool_ceil(&map, k, k, &mut want);

@@ -11,7 +11,7 @@ use burn::nn::conv::Conv2d;
 use burn::nn::pool::MaxPool2d;
 use burn::nn::{Linear, PRelu};
 
-use super::direct::Direct;
+use super::direct::{Direct, ceil_pool_hw};
 use super::{Buf, Conv, Epilogue, Par, Workspace, tensor_vec, with_workspace};
 use crate::error::{Error, Result};
 use crate::model::mtcnn::{Mtcnn, Onet, Pnet, Rnet};
@@ -104,14 +104,6 @@ impl Seq {
         }
         x
     }
-}
-
-/// Output size of a ceil-mode pooling without padding (every window starts inside the map).
-pub(super) fn ceil_pool_hw(h: usize, w: usize, k: usize, s: usize) -> (usize, usize) {
-    (
-        h.saturating_sub(k).div_ceil(s) + 1,
-        w.saturating_sub(k).div_ceil(s) + 1,
-    )
 }
 
 /// Ceil-mode max pooling of `x` into `out`: windows that run past the border are cut there.
