@@ -925,6 +925,97 @@ fn calibrate_stores_thresholds_that_verify_and_identify_use() {
     );
 }
 
+/// `calibrate --store` on 16 LFW people (two photos each) also measures the cohort score's
+/// thresholds on them, and identification in that gallery derives its threshold from them.
+#[test]
+fn calibrate_stores_cohort_thresholds_that_identify_uses() {
+    let o = |x: &str| std::ffi::OsString::from(x);
+    let lfw = shared().join("data/lfw");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("people");
+    let mut people: Vec<PathBuf> = std::fs::read_dir(&lfw)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| std::fs::read_dir(p).map_or(0, |d| d.count()) >= 3)
+        .collect();
+    people.sort();
+    let mut spare = Vec::new();
+    for p in people.iter().take(16) {
+        let mut photos: Vec<PathBuf> = std::fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        photos.sort();
+        let to = data.join(p.file_name().unwrap());
+        std::fs::create_dir_all(&to).unwrap();
+        for ph in &photos[..2] {
+            std::fs::copy(ph, to.join(ph.file_name().unwrap())).unwrap();
+        }
+        // (name, a photo not calibrated on, one that was)
+        spare.push((
+            p.file_name().unwrap().to_owned(),
+            photos[2].clone(),
+            photos[0].clone(),
+        ));
+    }
+    let g = dir.path().join("g.db");
+    let out = gallery_run(&g, &[&o("calibrate"), &o("--store"), &o("far"), s(&data)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("cohort score: thresholds measured on galleries of 10 people")
+            && text.contains("stored the cohort score's thresholds"),
+        "{text}"
+    );
+    // 16 people x 40 draws leave 240 strangers: too few for 0.001, and it says so.
+    assert!(
+        text.contains("note: 240 stranger searches at 10 people"),
+        "{text}"
+    );
+    let own: f64 = text
+        .split("for FIR 0.01: ")
+        .nth(1)
+        .and_then(|t| t.split(" at 10").next())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no threshold at 10 in {text}"));
+    assert!((-1.0..0.0).contains(&own), "{text}");
+    // Six of them enrolled with their third photo: the cohort score, by the stored table
+    // (a gallery under its smallest size takes that size's threshold).
+    for (name, photo, _) in &spare[..6] {
+        let out = gallery_run(
+            &g,
+            &[&o("enroll"), &o("--min-quality"), &o("0"), name, s(photo)],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let out = gallery_run(&g, &[&o("identify"), &o("--json"), s(&spare[0].2)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = &json_lines(&out.stdout)[0];
+    assert!(v["cohort_score"].is_f64(), "{v}");
+    assert!(
+        (v["threshold"].as_f64().unwrap() - own).abs() < 5e-4,
+        "{v} vs {own}"
+    );
+    // With fewer than 14 people there is nothing to measure a cohort table on.
+    let few = dir.path().join("few");
+    for (name, third, first) in &spare[..4] {
+        std::fs::create_dir_all(few.join(name)).unwrap();
+        for photo in [third, first] {
+            std::fs::copy(photo, few.join(name).join(photo.file_name().unwrap())).unwrap();
+        }
+    }
+    let out = gallery_run(
+        &dir.path().join("h.db"),
+        &[&o("calibrate"), &o("--store"), &o("far"), s(&few)],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("cohort score: 4 people, fewer than 14"),
+        "{text}"
+    );
+}
+
 #[test]
 fn model_table_adds_up_and_residuals_are_measured() {
     let out = run(&[s(Path::new("model"))]);
@@ -1385,6 +1476,24 @@ fn evaluate_open_set_reports_calibration() {
             && cal[3]["what"].as_str().unwrap().contains("cohort score"),
         "{text}"
     );
+    // The held-out tables: ten random splits of the 80 people, each way, pooled; each cell's
+    // range over the 20 tables holds the pooled ratio.
+    assert!(
+        cal[0]["what"]
+            .as_str()
+            .unwrap()
+            .contains("10 random splits"),
+        "{cal}"
+    );
+    for p in cal[0]["points"].as_array().unwrap() {
+        let ratio = p["achieved"].as_f64().unwrap() / p["target"].as_f64().unwrap();
+        let (lo, hi) = (
+            p["range"][0].as_f64().unwrap(),
+            p["range"][1].as_f64().unwrap(),
+        );
+        assert!(lo <= ratio + 1e-9 && ratio <= hi + 1e-9, "{p}");
+    }
+    assert!(cal[1]["points"][0]["range"].is_null(), "{cal}");
     let shipped = cal[1]["points"].as_array().unwrap();
     assert_eq!(shipped.len(), 6, "{cal}");
     for p in shipped {

@@ -374,6 +374,10 @@ pub struct Settings {
     /// Impostor distances measured on the user's own labelled photos (`facenet calibrate
     /// --store`), used instead of the table shipped for the weights.
     pub impostor: Option<facenet::eval::openset::ImpostorTable>,
+    /// Cohort-score thresholds measured on the user's own labelled photos (`facenet calibrate
+    /// --store`, with 14 people or more), used instead of the table shipped for the weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cohort: Option<facenet::eval::cohort::CohortThresholds>,
 }
 
 impl Settings {

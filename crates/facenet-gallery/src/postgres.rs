@@ -1409,6 +1409,7 @@ mod tests {
             threshold: Some(0.8123),
             target_fir: Some(0.005),
             impostor: None,
+            cohort: None,
         })
         .unwrap();
         let strip = |mut e: Export| {

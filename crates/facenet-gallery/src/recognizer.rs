@@ -323,12 +323,12 @@ pub fn impostor_table_for(settings: &Settings, fingerprint: &str) -> Option<Impo
 }
 
 /// The identification threshold of a gallery of `identities` (and `entries` searched:
-/// faces, or one centroid per identity): under [`Scoring::Cohort`], derived from the cohort
-/// table shipped for the weights `fingerprint` where there is one, the gallery has
-/// [`COHORT_MIN_IDENTITIES`] identities or more, no threshold is `explicit` and the gallery
-/// has no impostor table of its own (`facenet calibrate --store`: the user's own labelled
-/// photos describe their people better than LFW does); otherwise the distance's
-/// ([`Threshold::for_identification`]).
+/// faces, or one centroid per identity): under [`Scoring::Cohort`], where the gallery has
+/// [`COHORT_MIN_IDENTITIES`] identities or more and no threshold is `explicit`, derived from
+/// the gallery's own cohort table (`facenet calibrate --store`: the user's own labelled photos
+/// describe their people better than LFW does), else from the one shipped for the weights
+/// `fingerprint` where there is one and the gallery has no impostor table of its own;
+/// otherwise the distance's ([`Threshold::for_identification`]).
 pub fn identification_threshold(
     scoring: Scoring,
     (explicit, fir): (Option<f32>, Option<f64>),
@@ -336,15 +336,25 @@ pub fn identification_threshold(
     fingerprint: &str,
     (identities, entries): (usize, usize),
 ) -> Result<Threshold> {
+    let plain = fingerprint.trim_end_matches("+mirror");
     let own_table = settings
         .impostor
         .as_ref()
         .is_some_and(|t| t.fingerprint == fingerprint);
+    let own_cohort = settings
+        .cohort
+        .as_ref()
+        .filter(|t| t.fingerprint == fingerprint || t.fingerprint == plain);
+    let cohort_table = match own_cohort {
+        Some(t) => Some(std::borrow::Cow::Borrowed(t)),
+        None if !own_table => {
+            facenet::eval::cohort::bundled_cohort(plain).map(std::borrow::Cow::Owned)
+        }
+        None => None,
+    };
     if scoring == Scoring::Cohort
         && explicit.is_none()
-        && !own_table
-        && let Some(table) =
-            facenet::eval::cohort::bundled_cohort(fingerprint.trim_end_matches("+mirror"))
+        && let Some(table) = cohort_table
         && let Some(t) = Threshold::for_cohort(fir, settings, &table, identities)?
     {
         return Ok(t);
@@ -469,6 +479,11 @@ pub struct Calibration {
     /// identification can use instead of the table shipped for the weights.
     #[serde(skip)]
     pub impostor: ImpostorTable,
+    /// The cohort score's thresholds measured on these photos (galleries of one photo per
+    /// person drawn from them, a photo of each other person as a stranger); `None` with fewer
+    /// than [`facenet::eval::cohort::COHORT_MIN_PEOPLE`] people.
+    #[serde(skip)]
+    pub cohort: Option<CohortThresholds>,
 }
 
 /// A gallery ready to search, with the threshold to apply: the recognizer's live index (every
@@ -937,8 +952,22 @@ impl Recognizer {
             &format!("{} labelled photos (facenet calibrate)", faces.len()),
             facenet::eval::openset::TABLE_GRID,
         );
+        // The cohort score's thresholds, where there are people enough to draw galleries of
+        // ten and keep a quarter of them as strangers.
+        let cohort = CohortThresholds::from_labelled(
+            &names,
+            &embs,
+            (
+                &self.model.fingerprint,
+                &format!("galleries drawn from {people} labelled people (facenet calibrate)"),
+            ),
+            &facenet::eval::cohort::COHORT_SIZES,
+            &facenet::eval::cohort::COHORT_TARGETS,
+            (facenet::eval::cohort::COHORT_DRAWS, 3),
+        );
         Ok(Calibration {
             impostor,
+            cohort: (!cohort.sizes.is_empty()).then_some(cohort),
             faces: faces.len(),
             people,
             positives,
@@ -1164,6 +1193,66 @@ mod tests {
             (Scoring::Distance, ThresholdSource::TargetFir)
         );
         assert!(t.value > 0.0, "{t:?}");
+        // With a cohort table of its own people beside it: the cohort score, by that table
+        // (the smallest size's threshold for a smaller gallery, the largest's beyond it).
+        let table = CohortThresholds {
+            fingerprint: KERAS.into(),
+            source: "own".into(),
+            k: COHORT_K,
+            sizes: vec![10, 30],
+            targets: vec![0.1, 0.01],
+            thresholds: vec![vec![-0.25, -0.375], vec![-0.125, -0.25]],
+            searches: vec![400, 400],
+            dir: vec![vec![[0.9, 0.95], [0.5, 0.7]], vec![[0.8, 0.9], [0.4, 0.6]]],
+        };
+        let own = Settings {
+            cohort: Some(table.clone()),
+            ..own
+        };
+        for (n, want) in [(6, -0.375), (10, -0.375), (30, -0.25), (100, -0.25)] {
+            let t = rule(Scoring::Cohort, None, &own, n);
+            assert_eq!(
+                (t.scoring, t.source, t.value),
+                (Scoring::Cohort, ThresholdSource::TargetFir, want),
+                "{n} identities"
+            );
+        }
+        // Between sizes: linear in the logarithm of the size.
+        let mid = rule(Scoring::Cohort, None, &own, 17).value;
+        let want = -0.375 + 0.125 * (17f64 / 10.0).ln() / 3f64.ln();
+        assert!((mid as f64 - want).abs() < 1e-6, "{mid} vs {want}");
+        // Its own target rate, and a mirror-averaged gallery of the same weights, read it too.
+        let strict = identification_threshold(
+            Scoring::Cohort,
+            (None, Some(0.1)),
+            &own,
+            &format!("{KERAS}+mirror"),
+            (30, 30),
+        )
+        .unwrap();
+        assert_eq!((strict.scoring, strict.value), (Scoring::Cohort, -0.125));
+        // Below six identities, with an explicit threshold or --score distance: the distance.
+        assert_eq!(
+            rule(Scoring::Cohort, None, &own, 5).scoring,
+            Scoring::Distance
+        );
+        assert_eq!(rule(Scoring::Cohort, Some(0.9), &own, 30).value, 0.9);
+        assert_eq!(
+            rule(Scoring::Distance, None, &own, 30).scoring,
+            Scoring::Distance
+        );
+        // A table of other weights is not used: for them, the distance by the own impostors.
+        let foreign = Settings {
+            cohort: Some(CohortThresholds {
+                fingerprint: "another model".into(),
+                ..table
+            }),
+            ..own
+        };
+        assert_eq!(
+            rule(Scoring::Cohort, None, &foreign, 30).scoring,
+            Scoring::Distance
+        );
         // Another model's weights have no cohort table: the distance.
         let other = identification_threshold(
             Scoring::Cohort,

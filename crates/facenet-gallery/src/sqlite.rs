@@ -724,25 +724,34 @@ impl GalleryStore for SqliteGallery {
             Some(v) => Some(serde_json::from_str(&v).map_err(|_| corrupt("impostor_table", &v))?),
             None => None,
         };
+        let cohort = match self.setting("cohort_table")? {
+            Some(v) => Some(serde_json::from_str(&v).map_err(|_| corrupt("cohort_table", &v))?),
+            None => None,
+        };
         Ok(Settings {
             threshold,
             target_fir,
             impostor,
+            cohort,
         })
     }
 
     fn set_settings(&self, settings: &Settings) -> Result<()> {
         settings.check()?;
-        let impostor = match &settings.impostor {
-            Some(t) => Some(serde_json::to_string(t).map_err(|e| {
-                GalleryError::Invalid(format!("cannot encode the impostor table: {e}"))
-            })?),
-            None => None,
-        };
+        fn encode<T: serde::Serialize>(what: &str, t: Option<&T>) -> Result<Option<String>> {
+            t.map(|t| {
+                serde_json::to_string(t)
+                    .map_err(|e| GalleryError::Invalid(format!("cannot encode the {what}: {e}")))
+            })
+            .transpose()
+        }
+        let impostor = encode("impostor table", settings.impostor.as_ref())?;
+        let cohort = encode("cohort table", settings.cohort.as_ref())?;
         let values = [
             ("threshold", settings.threshold.map(|t| t.to_string())),
             ("target_fir", settings.target_fir.map(|f| f.to_string())),
             ("impostor_table", impostor),
+            ("cohort_table", cohort),
         ];
         self.write(|tx| {
             for (key, value) in values {

@@ -63,20 +63,41 @@ pub(crate) fn enroll_list_show_rename_remove(open: Open<'_>) {
         Err(GalleryError::UnknownIdentity(_))
     ));
     assert_eq!(g.faces(None).unwrap().len(), 1);
+    // A cohort table of the user's own people comes back whole.
+    let cohort = facenet::eval::cohort::CohortThresholds {
+        fingerprint: "abc".into(),
+        source: "14 labelled people".into(),
+        k: 5,
+        sizes: vec![10],
+        targets: vec![0.1, 0.01],
+        thresholds: vec![vec![-0.25, -0.375]],
+        searches: vec![160],
+        dir: vec![vec![[0.5, 0.75], [0.25, 0.5]]],
+    };
     let s = Settings {
         threshold: Some(0.9),
         target_fir: Some(0.001),
         impostor: None,
+        cohort: Some(cohort),
     };
     g.set_settings(&s).unwrap();
     assert_eq!(g.settings().unwrap(), s);
+    g.set_settings(&Settings {
+        cohort: None,
+        ..s.clone()
+    })
+    .unwrap();
+    assert_eq!(g.settings().unwrap().cohort, None);
+    g.set_settings(&s).unwrap();
     assert!(
         g.set_settings(&Settings {
             threshold: Some(3.0),
-            ..s
+            ..s.clone()
         })
         .is_err()
     );
+    // Nothing stored is lost to a refused write.
+    assert_eq!(g.settings().unwrap(), s);
 }
 
 pub(crate) fn other_model_is_refused(open: Open<'_>) {

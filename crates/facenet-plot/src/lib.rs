@@ -533,7 +533,7 @@ pub fn calibration(
     );
     let ranges = (
         (5.0, max_n * 2.0),
-        (0.0, 2.0),
+        (0.0, 2.6),
         SeriesLabelPosition::UpperRight,
     );
     log_x_plot(path, caption, axes, ranges, |chart| {

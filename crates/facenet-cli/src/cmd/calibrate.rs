@@ -62,6 +62,37 @@ pub fn run(args: Args, device: facenet::Device) -> anyhow::Result<()> {
             c.negatives, args.far
         );
     }
+    match &c.cohort {
+        Some(t) => {
+            let at = |fir: f64, n: usize| t.threshold_for_fir(fir, n).unwrap_or(f32::NAN);
+            let sizes: Vec<String> = t.sizes.iter().map(usize::to_string).collect();
+            println!(
+                "cohort score: thresholds measured on galleries of {} people drawn from these \
+                 (one photo each, a photo of each other person as a stranger); for FIR 0.01: \
+                 {}",
+                sizes.join(", "),
+                t.sizes
+                    .iter()
+                    .map(|&n| format!("{:.3} at {n}", at(0.01, n)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let (n, searches) = (t.sizes[0], t.searches[0]);
+            let strictest = t.targets.iter().copied().fold(1.0, f64::min);
+            if (searches as f64) * strictest < 10.0 {
+                println!(
+                    "note: {searches} stranger searches at {n} people set the threshold for FIR \
+                     {strictest} from fewer than 10 strangers named; add people"
+                );
+            }
+        }
+        None => println!(
+            "cohort score: {} people, fewer than {}: not measured (identification by the \
+             distance, with these photos' impostor distances)",
+            c.people,
+            facenet::eval::cohort::COHORT_MIN_PEOPLE
+        ),
+    }
     if let Some(which) = args.store {
         let t = match which {
             Which::Far => e.threshold_at_far,
@@ -70,12 +101,21 @@ pub fn run(args: Args, device: facenet::Device) -> anyhow::Result<()> {
         let mut s = r.store().settings()?;
         s.threshold = Some(t);
         s.impostor = Some(c.impostor.clone());
+        s.cohort = c.cohort.clone();
         r.store().set_settings(&s)?;
         println!(
             "stored {t:.3} as the 1:1 threshold of {}, and these photos' {} different-person distances for deriving identification thresholds",
             args.gallery.path().display(),
             c.negatives
         );
+        if let Some(t) = &c.cohort {
+            println!(
+                "stored the cohort score's thresholds: identify derives its threshold from \
+                 them (galleries larger than {} people keep that size's: from FIR 0.01 up, the \
+                 strict side)",
+                t.sizes.last().copied().unwrap_or(0)
+            );
+        }
     }
     Ok(())
 }

@@ -262,6 +262,10 @@ pub struct CohortThresholds {
 /// strangers).
 pub const COHORT_SIZES: [usize; 7] = [10, 30, 100, 300, 1000, 2000, 3000];
 
+/// The fewest labelled people a cohort table can be measured on: the smallest size with a
+/// quarter of the people left as strangers.
+pub const COHORT_MIN_PEOPLE: usize = (COHORT_SIZES[0] * 4).div_ceil(3);
+
 /// Targets a cohort table is measured at.
 pub const COHORT_TARGETS: [f64; 5] = [0.1, 0.03, 0.01, 0.003, 0.001];
 
@@ -410,15 +414,9 @@ impl CohortThresholds {
             );
             genuine.push([one.probes, three.probes]);
         }
-        // A bigger gallery's threshold is never stricter (its entries' cohorts are nearer):
-        // where the measured quantiles say otherwise, it is the labels' noise at small rates
-        // (one person under two names), and the violating sizes are pooled.
-        for t in 0..targets.len() {
-            let column: Vec<f32> = table.thresholds.iter().map(|r| r[t]).collect();
-            for (row, v) in table.thresholds.iter_mut().zip(non_decreasing(&column)) {
-                row[t] = v;
-            }
-        }
+        // Each size keeps its own quantiles. At small rates a bigger gallery's threshold can be
+        // the stricter one: its entries' cohorts are nearer, but look-alike pairs, which the
+        // cohort does not discount, come up in proportion to its size.
         // The genuine side at the thresholds kept: probes named as themselves under them.
         let named = |probes: &[(f32, bool)], t: f32| {
             probes.iter().filter(|p| p.1 && p.0 < t).count() as f64 / probes.len().max(1) as f64
@@ -457,8 +455,8 @@ impl CohortThresholds {
     }
 
     /// The threshold for a target rate `fir` and a gallery of `identities`: linear in the
-    /// logarithm of the size between the sizes measured (the largest size's beyond it: the
-    /// threshold rises with size, so that side is the strict one), and in the logarithm of
+    /// logarithm of the size between the sizes measured (the largest size's beyond it: from
+    /// 1 % up the threshold rises with size, so that side is the strict one), and in the logarithm of
     /// the rate between targets (extrapolated from the nearest two beyond them). `None` for an
     /// empty table.
     pub fn threshold_for_fir(&self, fir: f64, identities: usize) -> Option<f32> {
@@ -487,28 +485,6 @@ impl CohortThresholds {
             }
         }
     }
-}
-
-/// The closest non-decreasing sequence to `v` in least squares (pool adjacent violators).
-pub fn non_decreasing(v: &[f32]) -> Vec<f32> {
-    // Blocks of (sum, count), merged while a block's mean is below the one before it.
-    let mut blocks: Vec<(f64, usize)> = Vec::new();
-    for &x in v {
-        blocks.push((x as f64, 1));
-        while blocks.len() > 1 {
-            let (s1, n1) = blocks[blocks.len() - 1];
-            let (s0, n0) = blocks[blocks.len() - 2];
-            if s1 / n1 as f64 >= s0 / n0 as f64 {
-                break;
-            }
-            blocks.pop();
-            *blocks.last_mut().expect("two blocks") = (s0 + s1, n0 + n1);
-        }
-    }
-    blocks
-        .into_iter()
-        .flat_map(|(s, n)| std::iter::repeat_n((s / n as f64) as f32, n))
-        .collect()
 }
 
 fn log_all(v: &[f64]) -> Vec<f64> {
@@ -613,14 +589,6 @@ mod tests {
 
     #[test]
     fn quantiles_and_interpolation_by_hand() {
-        // 4 and 2 pool to 3, which the next 3 does not undercut; 3, 2 and 1 pool to 2.
-        assert_eq!(
-            non_decreasing(&[1.0, 4.0, 2.0, 3.0, 5.0]),
-            [1.0, 3.0, 3.0, 3.0, 5.0]
-        );
-        assert_eq!(non_decreasing(&[3.0, 2.0, 1.0]), [2.0, 2.0, 2.0]);
-        assert_eq!(non_decreasing(&[3.0, 1.0]), [2.0, 2.0]);
-        assert_eq!(non_decreasing(&[]), Vec::<f32>::new());
         let s: Vec<f32> = (0..100).map(|i| i as f32).collect();
         // 10 % may fall strictly below: the 11th score.
         assert_eq!(quantile_below(&s, 0.1), 10.0);

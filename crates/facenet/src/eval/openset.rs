@@ -482,6 +482,10 @@ pub struct CalibrationPoint {
     pub achieved: f64,
     /// Stranger searches counted (over all draws).
     pub searches: usize,
+    /// Where the cell pools several tables each measured on their own people
+    /// ([`pooled`]): the least and the most achieved over target among them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub range: Option<(f64, f64)>,
 }
 
 impl CalibrationPoint {
@@ -504,14 +508,20 @@ impl std::fmt::Display for CalibrationReport {
     /// Achieved FIR beside each target, a row per gallery size.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "calibration: {}", self.what)?;
+        let ranged = self.points.iter().any(|p| p.range.is_some());
         writeln!(
             f,
-            "identities | target FIR | threshold | achieved FIR | achieved / target | searches"
+            "identities | target FIR | threshold | achieved FIR | achieved / target{} | searches",
+            if ranged { " (range)" } else { "" }
         )?;
         for p in &self.points {
+            let range = p
+                .range
+                .map(|(lo, hi)| format!(" ({lo:.2}-{hi:.2})"))
+                .unwrap_or_default();
             writeln!(
                 f,
-                "{:>10} | {:>10} | {:.3} | {:.5} | {:.2} | {}",
+                "{:>10} | {:>10} | {:.3} | {:.5} | {:.2}{range} | {}",
                 p.identities,
                 p.target,
                 p.threshold,
@@ -589,6 +599,7 @@ fn calibrate_with(
                 threshold,
                 achieved: hits as f64 / scores.len().max(1) as f64,
                 searches: scores.len(),
+                range: None,
             });
         }
     }
@@ -603,9 +614,18 @@ pub const TABLE_GRID: (f32, f32, f32) = (0.3, 1.6, 0.005);
 /// as strangers).
 pub const CALIBRATION_SIZES: [usize; 6] = [10, 30, 100, 300, 1000, 3000];
 
-/// Whether derived thresholds hit their targets `firs` on a labelled set: a table made from
-/// half of the people ([`halves`]), tried on galleries and strangers from the other half; and
-/// `table` (the one in use, where there is one), on all of them.
+/// Random splits of the people into halves that [`calibration_reports`] measures tables
+/// out of sample on, each way: the achieved rates are pooled over them, and their spread says
+/// how much a set of people this size moves them. Ten for fewer than 1,000 people (a half's
+/// rates rest on few look-alike pairs there, and the tables are quick to make), else three.
+pub fn calibration_splits(people: usize) -> u64 {
+    if people < 1000 { 10 } else { 3 }
+}
+
+/// Whether derived thresholds hit their targets `firs` on a labelled set: tables made from
+/// half of the people ([`halves_of`], [`calibration_splits`] random splits, each half in turn),
+/// tried on galleries and strangers from the other half; and `table` (the one in use, where
+/// there is one), on all of them. The same for the cohort score.
 pub fn calibration_reports(
     people: &[String],
     emb: &[Vec<f32>],
@@ -613,22 +633,38 @@ pub fn calibration_reports(
     (table, cohort): (Option<&ImpostorTable>, Option<&CohortThresholds>),
     firs: &[f64],
 ) -> Vec<CalibrationReport> {
-    let (a, b) = halves(people);
     let pick = |idx: &[usize]| -> (Vec<String>, Vec<Vec<f32>>) {
         idx.iter()
             .map(|&i| (people[i].clone(), emb[i].clone()))
             .unzip()
     };
-    let ((pa, ea), (pb, eb)) = (pick(&a), pick(&b));
-    let half = ImpostorTable::from_labelled(&ea, &pa, fingerprint, "half", TABLE_GRID);
+    let distinct = people
+        .iter()
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    let splits = calibration_splits(distinct);
+    // Per split and way: (tables' people, tried on).
+    let mut halves_each_way = Vec::new();
+    for split in 0..splits {
+        let (a, b) = halves_of(people, split);
+        let (a, b) = (pick(&a), pick(&b));
+        halves_each_way.push((a.clone(), b.clone()));
+        halves_each_way.push((b, a));
+    }
+    let what = |score: &str| {
+        format!(
+            "{score}a table from half of the people, galleries and strangers from the other half \
+             ({splits} random splits of the {distinct} people, each way: achieved pooled, its \
+             range over the {} tables)",
+            halves_each_way.len()
+        )
+    };
     let mut out = vec![CalibrationReport {
-        what: format!(
-            "a table from half of the people ({} photos), galleries and strangers from the other \
-             half ({} photos)",
-            a.len(),
-            b.len()
-        ),
-        points: calibration(&pb, &eb, &half, &CALIBRATION_SIZES, firs, (20, 1)),
+        what: what(""),
+        points: pooled(halves_each_way.iter().map(|((pa, ea), (pb, eb))| {
+            let half = ImpostorTable::from_labelled(ea, pa, fingerprint, "half", TABLE_GRID);
+            calibration(pb, eb, &half, &CALIBRATION_SIZES, firs, (20, 1))
+        })),
     }];
     if let Some(t) = table {
         out.push(CalibrationReport {
@@ -636,22 +672,19 @@ pub fn calibration_reports(
             points: calibration(people, emb, t, &CALIBRATION_SIZES, firs, (20, 2)),
         });
     }
-    let half = CohortThresholds::from_labelled(
-        &pa,
-        &ea,
-        (fingerprint, "half"),
-        &COHORT_SIZES,
-        &COHORT_TARGETS,
-        (COHORT_DRAWS, 3),
-    );
     out.push(CalibrationReport {
-        what: format!(
-            "cohort score: a table from half of the people ({} photos), galleries and \
-             strangers from the other half ({} photos)",
-            a.len(),
-            b.len()
-        ),
-        points: cohort_calibration(&pb, &eb, &half, &CALIBRATION_SIZES, firs, (20, 1)),
+        what: what("cohort score: "),
+        points: pooled(halves_each_way.iter().map(|((pa, ea), (pb, eb))| {
+            let half = CohortThresholds::from_labelled(
+                pa,
+                ea,
+                (fingerprint, "half"),
+                &COHORT_SIZES,
+                &COHORT_TARGETS,
+                (COHORT_DRAWS, 3),
+            );
+            cohort_calibration(pb, eb, &half, &CALIBRATION_SIZES, firs, (20, 1))
+        })),
     });
     if let Some(t) = cohort {
         out.push(CalibrationReport {
@@ -663,6 +696,41 @@ pub fn calibration_reports(
         });
     }
     out
+}
+
+/// Calibration cells measured several times (each with its own table) pooled per gallery size
+/// and target: strangers named over searches in all, the mean threshold, and the range of
+/// achieved over target. A cell counts where every measurement has it.
+pub fn pooled(runs: impl Iterator<Item = Vec<CalibrationPoint>>) -> Vec<CalibrationPoint> {
+    let runs: Vec<Vec<CalibrationPoint>> = runs.collect();
+    let Some(first) = runs.first() else {
+        return Vec::new();
+    };
+    first
+        .iter()
+        .filter_map(|p| {
+            let cells: Vec<&CalibrationPoint> = runs
+                .iter()
+                .map(|r| {
+                    r.iter()
+                        .find(|q| q.identities == p.identities && q.target == p.target)
+                })
+                .collect::<Option<_>>()?;
+            let searches: usize = cells.iter().map(|c| c.searches).sum();
+            let named: f64 = cells.iter().map(|c| c.achieved * c.searches as f64).sum();
+            let ratios = cells.iter().map(|c| c.ratio());
+            Some(CalibrationPoint {
+                threshold: cells.iter().map(|c| c.threshold).sum::<f32>() / cells.len() as f32,
+                achieved: named / searches.max(1) as f64,
+                searches,
+                range: Some((
+                    ratios.clone().fold(f64::INFINITY, f64::min),
+                    ratios.fold(f64::NEG_INFINITY, f64::max),
+                )),
+                ..*p
+            })
+        })
+        .collect()
 }
 
 /// What an enrolment quality gate does to identification ([`gate_effect`]).
@@ -761,7 +829,17 @@ pub fn gate_effect(
 /// image indices. A table made from one half and tried on the other is measured out of
 /// sample.
 pub fn halves(people: &[String]) -> (Vec<usize>, Vec<usize>) {
-    (0..people.len()).partition(|&i| fnv(&people[i]).is_multiple_of(2))
+    halves_of(people, 0)
+}
+
+/// Split number `split` of the people in two ([`halves`] is split 0): by a hash of the
+/// person's name and the split, so that each split is another random one, reproducibly.
+pub fn halves_of(people: &[String], split: u64) -> (Vec<usize>, Vec<usize>) {
+    let mix = split.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (0..people.len()).partition(|&i| match split {
+        0 => fnv(&people[i]).is_multiple_of(2),
+        _ => ((fnv(&people[i]) ^ mix).wrapping_mul(0xff51_afd7_ed55_8ccd) >> 40).is_multiple_of(2),
+    })
 }
 
 /// The impostor table shipped for the Keras FaceNet weights (`facenet fetch`), made by
@@ -1362,6 +1440,60 @@ mod tests {
         let (a, b) = halves(&people);
         assert_eq!(a.len() + b.len(), 8);
         assert!(a.iter().all(|i| !b.contains(i)));
+    }
+
+    #[test]
+    fn splits_are_other_halves_and_cells_pool_by_hand() {
+        let people: Vec<String> = (0..200).map(|i| format!("person {i}")).collect();
+        let firsts: Vec<Vec<usize>> = (0..4).map(|s| halves_of(&people, s).0).collect();
+        assert_eq!(firsts[0], halves(&people).0);
+        for (s, first) in firsts.iter().enumerate() {
+            // Every person on one side; about half on each; each split another one.
+            assert!(
+                (70..=130).contains(&first.len()),
+                "split {s}: {}",
+                first.len()
+            );
+            for other in &firsts[..s] {
+                let shared = first.iter().filter(|i| other.contains(i)).count();
+                assert!(shared < first.len() * 3 / 4, "split {s}");
+            }
+        }
+        assert_eq!(halves_of(&people, 2), halves_of(&people, 2));
+        assert_eq!(calibration_splits(250), 10);
+        assert_eq!(calibration_splits(5749), 3);
+        // Two tables' cells: 3 of 100 and 1 of 300 strangers named at 1 %, so 4 of 400 pooled
+        // (1.0 of the target) with ratios 3.0 and 0.33; a cell only one has is left out.
+        let cell = |identities, achieved, searches, threshold| CalibrationPoint {
+            identities,
+            target: 0.01,
+            threshold,
+            achieved,
+            searches,
+            range: None,
+        };
+        let runs = vec![
+            vec![cell(10, 0.03, 100, -0.25), cell(30, 0.0, 100, -0.5)],
+            vec![cell(10, 1.0 / 300.0, 300, -0.5)],
+        ];
+        let p = pooled(runs.into_iter());
+        assert_eq!(p.len(), 1);
+        assert_eq!((p[0].identities, p[0].searches), (10, 400));
+        assert!((p[0].achieved - 0.01).abs() < 1e-12 && (p[0].ratio() - 1.0).abs() < 1e-9);
+        assert_eq!(p[0].threshold, -0.375);
+        let (lo, hi) = p[0].range.unwrap();
+        assert!(
+            (lo - 1.0 / 3.0).abs() < 1e-9 && (hi - 3.0).abs() < 1e-9,
+            "{lo} {hi}"
+        );
+        assert!(pooled(std::iter::empty()).is_empty());
+        // The table prints the range beside the pooled ratio.
+        let text = CalibrationReport {
+            what: "test".into(),
+            points: p,
+        }
+        .to_string();
+        assert!(text.contains("| 1.00 (0.33-3.00) | 400"), "{text}");
     }
 
     #[test]
