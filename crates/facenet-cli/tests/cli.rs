@@ -996,6 +996,13 @@ fn calibrate_stores_cohort_thresholds_that_identify_uses() {
         (v["threshold"].as_f64().unwrap() - own).abs() < 5e-4,
         "{v} vs {own}"
     );
+    // And the gallery says where its threshold comes from.
+    let out = gallery_run(&g, &[&o("gallery"), &o("fir")]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("6 identities: threshold") && text.contains("own labelled photos"),
+        "{text}"
+    );
     // With fewer than 14 people there is nothing to measure a cohort table on.
     let few = dir.path().join("few");
     for (name, third, first) in &spare[..4] {

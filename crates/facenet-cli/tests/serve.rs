@@ -558,6 +558,8 @@ fn serve_enrol_identify_verify_and_every_error_path() {
     // What identification in the gallery can do, at its size: two subjects, the distance.
     let id = &page["identification"];
     assert_eq!(id["scoring"], "distance", "{page}");
+    // By the tables shipped for the weights: nothing was calibrated here.
+    assert_eq!(id["own_table"], false, "{page}");
     let [one, three] = [0, 1].map(|i| id["expected_dir"][i].as_f64().unwrap());
     assert!(one > 0.5 && three >= one, "{page}");
     assert!(

@@ -147,6 +147,9 @@ pub struct Threshold {
     /// What the threshold is compared with: the distance, or the cohort score (then
     /// `value` is a cohort score, below zero).
     pub scoring: Scoring,
+    /// Derived from tables measured on the gallery's own labelled photos (`facenet calibrate
+    /// --store`), not from those shipped for the weights.
+    pub own_table: bool,
 }
 
 impl Threshold {
@@ -154,6 +157,7 @@ impl Threshold {
         Self {
             value,
             source,
+            own_table: false,
             target: None,
             comparisons: None,
             far: None,
@@ -299,6 +303,11 @@ impl Threshold {
                         100.0 * three
                     ));
                 }
+                if self.own_table {
+                    s.push_str(
+                        "; measured on this gallery's own labelled photos (facenet calibrate)",
+                    );
+                }
                 s
             }
             ThresholdSource::Default => {
@@ -357,10 +366,17 @@ pub fn identification_threshold(
         && let Some(table) = cohort_table
         && let Some(t) = Threshold::for_cohort(fir, settings, &table, identities)?
     {
-        return Ok(t);
+        return Ok(Threshold {
+            own_table: own_cohort.is_some(),
+            ..t
+        });
     }
     let table = impostor_table_for(settings, fingerprint);
-    Threshold::for_identification(explicit, fir, settings, table.as_ref(), entries)
+    let t = Threshold::for_identification(explicit, fir, settings, table.as_ref(), entries)?;
+    Ok(Threshold {
+        own_table: own_table && t.source == ThresholdSource::TargetFir,
+        ..t
+    })
 }
 
 /// Below this expected share of enrolled people's photos named (one photo per person),
@@ -1189,10 +1205,11 @@ mod tests {
         };
         let t = rule(Scoring::Cohort, None, &own, 100);
         assert_eq!(
-            (t.scoring, t.source),
-            (Scoring::Distance, ThresholdSource::TargetFir)
+            (t.scoring, t.source, t.own_table),
+            (Scoring::Distance, ThresholdSource::TargetFir, true)
         );
         assert!(t.value > 0.0, "{t:?}");
+        assert!(!rule(Scoring::Cohort, Some(0.9), &own, 100).own_table);
         // With a cohort table of its own people beside it: the cohort score, by that table
         // (the smallest size's threshold for a smaller gallery, the largest's beyond it).
         let table = CohortThresholds {
@@ -1212,11 +1229,17 @@ mod tests {
         for (n, want) in [(6, -0.375), (10, -0.375), (30, -0.25), (100, -0.25)] {
             let t = rule(Scoring::Cohort, None, &own, n);
             assert_eq!(
-                (t.scoring, t.source, t.value),
-                (Scoring::Cohort, ThresholdSource::TargetFir, want),
+                (t.scoring, t.source, t.value, t.own_table),
+                (Scoring::Cohort, ThresholdSource::TargetFir, want, true),
                 "{n} identities"
             );
+            assert!(
+                t.describe().contains("own labelled photos"),
+                "{}",
+                t.describe()
+            );
         }
+        assert!(!rule(Scoring::Cohort, None, &plain, 30).own_table);
         // Between sizes: linear in the logarithm of the size.
         let mid = rule(Scoring::Cohort, None, &own, 17).value;
         let want = -0.375 + 0.125 * (17f64 / 10.0).ln() / 3f64.ln();

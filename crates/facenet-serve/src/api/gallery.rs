@@ -81,6 +81,9 @@ pub struct GalleryCapability {
     /// The expected share of enrolled people's photos named, with one photo per person and
     /// with three, when the table tells.
     pub expected_dir: Option<[f64; 2]>,
+    /// Whether it was derived from tables measured on the gallery's own labelled photos
+    /// (`facenet calibrate --store`) rather than those shipped for the weights.
+    pub own_table: bool,
     /// All of it in words.
     pub detail: String,
 }
@@ -93,6 +96,7 @@ impl From<facenet_gallery::Threshold> for GalleryCapability {
             target_fir: t.target,
             expected_fir: t.expected_fir,
             expected_dir: t.expected_dir,
+            own_table: t.own_table,
             detail: t.describe(),
         }
     }
