@@ -940,10 +940,18 @@ impl Recognizer {
     }
 
     /// Thresholds from labelled photos (`(person, path)`, the primary face of each): the
-    /// one for `far` and the one of best accuracy, over every pair.
-    pub fn calibrate(&self, labelled: &[(String, PathBuf)], far: f64) -> Result<Calibration> {
+    /// one for `far` and the one of best accuracy, over every pair, and the tables
+    /// identification derives its thresholds from. `progress` follows the photos, then the
+    /// cohort table's draws.
+    pub fn calibrate(
+        &self,
+        labelled: &[(String, PathBuf)],
+        far: f64,
+        progress: &dyn facenet::eval::protocol::Progress,
+    ) -> Result<Calibration> {
         let mut faces = Vec::new();
         let mut skipped = Vec::new();
+        progress.start("photos", labelled.len());
         for (person, path) in labelled {
             match self
                 .pipeline
@@ -952,6 +960,7 @@ impl Recognizer {
                 Ok(f) => faces.push((person.clone(), f.embedding)),
                 Err(_) => skipped.push(path.clone()),
             }
+            progress.step(1);
         }
         let (evaluation, positives, negatives) =
             facenet::eval::protocol::all_pairs(&faces, Distance::L2, far)?;
@@ -970,6 +979,7 @@ impl Recognizer {
         );
         // The cohort score's thresholds, where there are people enough to draw galleries of
         // ten and keep a quarter of them as strangers.
+        progress.start("cohort thresholds", 1);
         let cohort = CohortThresholds::from_labelled(
             &names,
             &embs,
@@ -981,6 +991,7 @@ impl Recognizer {
             &facenet::eval::cohort::COHORT_TARGETS,
             (facenet::eval::cohort::COHORT_DRAWS, 3),
         );
+        progress.step(1);
         Ok(Calibration {
             impostor,
             cohort: (!cohort.sizes.is_empty()).then_some(cohort),

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use facenet::Distance;
 
-use crate::common::{GalleryArgs, PipelineArgs};
+use crate::common::{GalleryArgs, PhaseBar, PipelineArgs, bar};
 
 /// Arguments of `facenet calibrate`.
 #[derive(Debug, clap::Args)]
@@ -38,7 +38,12 @@ pub fn run(args: Args, device: facenet::Device) -> anyhow::Result<()> {
         .gallery
         .recognizer(&args.pipeline, args.store.is_some(), &device)?;
     let files = facenet::files::dataset_files(&args.dir)?;
-    let c = r.calibrate(&files, args.far)?;
+    let pb = PhaseBar(bar(
+        0,
+        "{msg:17} {wide_bar} {pos}/{len} {per_sec} ETA {eta}",
+    ));
+    let c = r.calibrate(&files, args.far, &pb)?;
+    pb.0.finish_and_clear();
     for p in &c.skipped {
         eprintln!("{}: no face found, skipped", p.display());
     }
