@@ -9,7 +9,7 @@ use numpy::{IntoPyArray, PyArray2, PyReadonlyArray3};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use super::{fe, image, raise};
+use crate::convert::{fe, image, raise};
 
 /// The 68-point landmark model (`facenet.fetch(landmarks=True)` first).
 #[pyclass(frozen, module = "facenet._facenet")]

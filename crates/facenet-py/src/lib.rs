@@ -2,6 +2,8 @@
 //! (`python/facenet`) wraps these in documented classes and coerces images; every flow here
 //! is one library call, run with the GIL released.
 
+mod convert;
+mod gallery;
 mod landmarks;
 mod library;
 
@@ -9,147 +11,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use facenet::detect::Detection;
-use facenet::image::RgbImage;
-use facenet::pipeline::{FaceChoice, FacePipeline};
+use facenet::pipeline::FacePipeline;
 use facenet::{Device, Distance, Embedder, Inference, Precision, detect::Detector};
-use facenet_gallery::{GalleryError, Recognizer, Settings, SqliteGallery, Threshold};
-use numpy::ndarray::{Array2, Array3};
-use numpy::{
-    IntoPyArray, PyArray2, PyArray3, PyReadonlyArray1, PyReadonlyArray3, PyUntypedArrayMethods,
-};
+use facenet_gallery::{Settings, Threshold};
+use numpy::{IntoPyArray, PyArray2, PyArray3, PyReadonlyArray1, PyReadonlyArray3};
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyType};
+use pyo3::types::PyDict;
 
-/// Raises `facenet.<class>` (defined at module start) with `msg`.
-fn raise(py: Python<'_>, class: &str, msg: String) -> PyErr {
-    match py
-        .import("facenet._facenet")
-        .and_then(|m| m.getattr(class))
-        .and_then(|c| c.cast_into::<PyType>().map_err(PyErr::from))
-    {
-        Ok(cls) => PyErr::from_type(cls, msg),
-        Err(e) => e,
-    }
-}
-
-/// An error and its causes, `: `-joined.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        let t = inner.to_string();
-        if !s.contains(&t) {
-            s = format!("{s}: {t}");
-        }
-        src = inner.source();
-    }
-    s
-}
-
-fn class_of(e: &facenet::Error) -> &'static str {
-    use facenet::Error as E;
-    match e {
-        E::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => "NotFound",
-        E::Decode { .. } | E::BadImage { .. } | E::InvalidArgument { .. } | E::NoFace { .. } => {
-            "InvalidInput"
-        }
-        _ => "Error",
-    }
-}
-
-/// The package's advice for a photo without the face asked for, after the library's message.
-fn with_hint(e: &facenet::Error, message: String) -> String {
-    use facenet::pipeline::NoFace;
-    let hint = match e {
-        facenet::Error::NoFace { why, .. } => match why {
-            NoFace::None => {
-                "is the face small or turned away? FaceNet.detect(image) shows what \
-                             the detector finds"
-            }
-            NoFace::Ambiguous(_) => "pass face=\"primary\" or face=\"largest\"",
-            NoFace::NoSuchIndex { .. } => "FaceNet.detect(image) lists the faces in order",
-            NoFace::LowQuality { .. } => {
-                "enrol a sharper, larger, frontal photo, or pass min_quality=0 to take this one"
-            }
-        },
-        _ => return message,
-    };
-    format!("{message} ({hint})")
-}
-
-fn fe(py: Python<'_>, e: facenet::Error) -> PyErr {
-    raise(py, class_of(&e), with_hint(&e, chain(&e)))
-}
-
-fn ge(py: Python<'_>, e: GalleryError) -> PyErr {
-    if let GalleryError::Facenet(inner) = &e {
-        return raise(py, class_of(inner), with_hint(inner, chain(&e)));
-    }
-    let class = match &e {
-        GalleryError::UnknownIdentity(_)
-        | GalleryError::UnknownFace(_)
-        | GalleryError::NotInLibrary(_) => "UnknownSubject",
-        GalleryError::Invalid(_)
-        | GalleryError::NameTaken(_)
-        | GalleryError::ModelMismatch { .. } => "InvalidInput",
-        GalleryError::Missing(_) => "NotFound",
-        _ => "Error",
-    };
-    raise(py, class, chain(&e))
-}
-
-fn invalid(py: Python<'_>, msg: impl Into<String>) -> PyErr {
-    raise(py, "InvalidInput", msg.into())
-}
-
-/// An H x W x 3 uint8 array as an RGB image (copied: the computation then runs without the GIL).
-fn image(py: Python<'_>, a: &PyReadonlyArray3<'_, u8>, what: &str) -> PyResult<RgbImage> {
-    let shape = a.shape();
-    if shape[2] != 3 || shape[0] == 0 || shape[1] == 0 {
-        return Err(invalid(
-            py,
-            format!("{what}: expected an H x W x 3 RGB array, got shape {shape:?}"),
-        ));
-    }
-    let (h, w) = (shape[0] as u32, shape[1] as u32);
-    let data: Vec<u8> = a.as_array().iter().copied().collect();
-    RgbImage::from_raw(w, h, data).ok_or_else(|| invalid(py, format!("{what}: bad image buffer")))
-}
-
-fn array(py: Python<'_>, img: RgbImage) -> Bound<'_, PyArray3<u8>> {
-    let (w, h) = img.dimensions();
-    Array3::from_shape_vec((h as usize, w as usize, 3), img.into_raw())
-        .expect("RGB buffer has h * w * 3 bytes")
-        .into_pyarray(py)
-}
-
-fn rows(py: Python<'_>, v: Vec<Vec<f32>>, dim: usize) -> Bound<'_, PyArray2<f32>> {
-    let n = v.len();
-    Array2::from_shape_vec((n, dim), v.into_iter().flatten().collect())
-        .expect("every embedding has dim values")
-        .into_pyarray(py)
-}
-
-type FaceTuple<'py> = ([f32; 4], f32, [[f32; 2]; 5], Bound<'py, PyDict>);
-
-fn detection<'py>(py: Python<'py>, img: &RgbImage, d: &Detection) -> PyResult<FaceTuple<'py>> {
-    let q = quality(py, &d.quality(img))?;
-    Ok((d.bbox, d.score, d.landmarks, q))
-}
-
-/// A face's quality as a dict: `score`, its parts, `weakest` and `reason`.
-fn quality<'py>(py: Python<'py>, q: &facenet::quality::Quality) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    d.set_item("score", q.score)?;
-    d.set_item("size", q.size)?;
-    d.set_item("sharpness", q.sharpness)?;
-    d.set_item("pose", q.pose)?;
-    d.set_item("confidence", q.confidence)?;
-    d.set_item("weakest", q.weakest())?;
-    d.set_item("reason", q.reason())?;
-    Ok(d)
-}
+use convert::{FaceTuple, array, chain, detection, fe, ge, image, invalid, quality, raise, rows};
 
 /// Reads an image file as the CLI does (EXIF orientation applied, size guards).
 #[pyfunction]
@@ -418,164 +288,6 @@ fn distance(a: PyReadonlyArray1<'_, f32>, b: PyReadonlyArray1<'_, f32>) -> PyRes
     Ok(Distance::L2.between(&a, &b))
 }
 
-/// A gallery (SQLite file, ":memory:", or a `postgres://` URL) over an engine.
-#[pyclass(frozen, module = "facenet._facenet")]
-struct Gallery {
-    recognizer: Recognizer,
-}
-
-fn choice(py: Python<'_>, s: &str) -> PyResult<FaceChoice> {
-    Ok(match s {
-        "unambiguous" => FaceChoice::Unambiguous,
-        "primary" => FaceChoice::Primary,
-        "largest" => FaceChoice::Largest,
-        other => {
-            return Err(invalid(
-                py,
-                format!("face `{other}`: use \"unambiguous\", \"primary\" or \"largest\""),
-            ));
-        }
-    })
-}
-
-#[pymethods]
-impl Gallery {
-    #[new]
-    #[pyo3(signature = (path, engine, name = "default"))]
-    fn new(py: Python<'_>, path: &str, engine: &Engine, name: &str) -> PyResult<Self> {
-        let store = py
-            .detach(|| {
-                if path == ":memory:" {
-                    Ok(Arc::new(SqliteGallery::in_memory()?.gallery(name)?) as Arc<_>)
-                } else {
-                    facenet_gallery::open_store(path, true)?.gallery(name)
-                }
-            })
-            .map_err(|e| ge(py, e))?;
-        Ok(Self {
-            recognizer: Recognizer::new(engine.pipeline.clone(), store),
-        })
-    }
-
-    /// Enrols `name` from images (one face each, chosen by `face`), in one transaction;
-    /// returns the number of faces stored. A face below `min_quality` (default 0.3; 0 takes
-    /// every face) fails the call, naming the image and why.
-    #[pyo3(signature = (name, images, face = "unambiguous", min_quality = None))]
-    fn enroll(
-        &self,
-        py: Python<'_>,
-        name: &str,
-        images: Vec<PyReadonlyArray3<'_, u8>>,
-        face: &str,
-        min_quality: Option<f32>,
-    ) -> PyResult<usize> {
-        let face = choice(py, face)?;
-        let recognizer = match min_quality {
-            Some(m) if !(0.0..=1.0).contains(&m) => {
-                return Err(invalid(py, format!("min_quality {m}: a quality is 0 to 1")));
-            }
-            Some(m) => self.recognizer.clone().with_min_quality(m),
-            None => self.recognizer.clone(),
-        };
-        let photos = images
-            .iter()
-            .enumerate()
-            .map(|(i, a)| Ok((format!("image {i}"), image(py, a, &format!("image {i}"))?)))
-            .collect::<PyResult<Vec<_>>>()?;
-        let r = py
-            .detach(|| recognizer.enroll(name, &photos, face))
-            .map_err(|e| ge(py, e))?;
-        Ok(r.faces)
-    }
-
-    /// Every face of an image identified: a dict per face.
-    #[pyo3(signature = (img, top_k = 1, threshold = None, fir = None, score = None))]
-    fn identify<'py>(
-        &self,
-        py: Python<'py>,
-        img: PyReadonlyArray3<'_, u8>,
-        top_k: usize,
-        threshold: Option<f32>,
-        fir: Option<f64>,
-        score: Option<&str>,
-    ) -> PyResult<Vec<Bound<'py, PyDict>>> {
-        let img = image(py, &img, "image")?;
-        let recognizer = match score {
-            None => self.recognizer.clone(),
-            Some(s) => self
-                .recognizer
-                .clone()
-                .with_scoring(s.parse().map_err(|e: String| {
-                    pyo3::exceptions::PyValueError::new_err(format!("score={e}"))
-                })?),
-        };
-        let found = py
-            .detach(|| {
-                let s = recognizer.searcher(threshold, fir)?;
-                recognizer.identify(&s, &img, top_k.max(1))
-            })
-            .map_err(|e| ge(py, e))?;
-        found
-            .into_iter()
-            .map(|i| {
-                let d = PyDict::new(py);
-                d.set_item("box", i.bbox)?;
-                d.set_item("score", i.score)?;
-                d.set_item("quality", i.quality.map(|q| quality(py, &q)).transpose()?)?;
-                d.set_item("identity", i.identity.name())?;
-                d.set_item("known", i.identity.is_known())?;
-                d.set_item("distance", i.distance)?;
-                d.set_item("cohort_score", i.cohort_score)?;
-                d.set_item("threshold", i.threshold)?;
-                d.set_item("threshold_source", i.threshold_source.name())?;
-                let c: Vec<(String, f32)> = i
-                    .candidates
-                    .into_iter()
-                    .map(|m| (m.identity, m.distance))
-                    .collect();
-                d.set_item("candidates", c)?;
-                Ok(d)
-            })
-            .collect()
-    }
-
-    /// Is the face of this image `name`? A dict, or None when the image has no face.
-    #[pyo3(signature = (img, name, threshold = None))]
-    fn verify<'py>(
-        &self,
-        py: Python<'py>,
-        img: PyReadonlyArray3<'_, u8>,
-        name: &str,
-        threshold: Option<f32>,
-    ) -> PyResult<Option<Bound<'py, PyDict>>> {
-        let img = image(py, &img, "image")?;
-        let v = py
-            .detach(|| self.recognizer.verify(&img, name, threshold))
-            .map_err(|e| ge(py, e))?;
-        let Some(v) = v else { return Ok(None) };
-        let d = PyDict::new(py);
-        d.set_item("verified", v.verified)?;
-        d.set_item("distance", v.distance)?;
-        d.set_item("threshold", v.threshold.value)?;
-        d.set_item("threshold_source", v.threshold.source.name())?;
-        d.set_item("identity", v.identity)?;
-        d.set_item("box", v.bbox)?;
-        Ok(Some(d))
-    }
-
-    /// `(name, number of faces)` of every subject, by name.
-    fn subjects(&self, py: Python<'_>) -> PyResult<Vec<(String, usize)>> {
-        py.detach(|| self.recognizer.store().identities())
-            .map_err(|e| ge(py, e))
-    }
-
-    /// Removes a subject and its faces; returns the number of faces removed.
-    fn remove(&self, py: Python<'_>, name: &str) -> PyResult<usize> {
-        py.detach(|| self.recognizer.store().remove(name))
-            .map_err(|e| ge(py, e))
-    }
-}
-
 const EXCEPTIONS: &std::ffi::CStr = c"
 class Error(Exception):
     '''Base of facenet's errors.'''
@@ -605,7 +317,7 @@ fn _facenet(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add(name, cls)?;
     }
     m.add_class::<Engine>()?;
-    m.add_class::<Gallery>()?;
+    m.add_class::<gallery::Gallery>()?;
     m.add_class::<library::Library>()?;
     m.add_class::<landmarks::Landmarks68>()?;
     m.add_function(wrap_pyfunction!(load, m)?)?;

@@ -9,7 +9,8 @@ use facenet_gallery::library::Library as Inner;
 use numpy::PyReadonlyArray3;
 use pyo3::prelude::*;
 
-use crate::{Engine, fe, ge, image};
+use crate::Engine;
+use crate::convert::{fe, ge, image};
 
 /// A photo library in a gallery file (its people are the gallery's subjects once named).
 #[pyclass(frozen, module = "facenet._facenet")]
