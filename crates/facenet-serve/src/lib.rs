@@ -25,6 +25,7 @@ pub mod bench;
 pub mod error;
 pub mod input;
 pub mod keys;
+mod layers;
 pub mod metrics;
 mod page;
 mod runtime;
@@ -35,10 +36,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Request};
 use axum::http::{HeaderName, StatusCode, request::Parts};
-use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::middleware;
 use facenet::batch::BatchConfig;
 use facenet::pipeline::FacePipeline;
 use facenet_gallery::{ApiKey, Recognizer, Role, Tenants};
@@ -47,6 +47,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 pub use error::{ApiError, ErrorBody};
+use layers::{hide_internal, read_body, refuse_oversized, timeout};
 pub use runtime::{SPARE_BLOCKING_THREADS, runtime};
 
 /// Settings of the service.
@@ -387,91 +388,6 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .on_failure(()),
         )
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
-}
-
-/// A 500 tells the client only that it happened and under which request id; its cause (an
-/// error chain that may name files and servers) goes to the log, in the request's span.
-async fn hide_internal(req: Request, next: Next) -> Response {
-    let id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-        .to_string();
-    let r = next.run(req).await;
-    if r.status() != StatusCode::INTERNAL_SERVER_ERROR {
-        return r;
-    }
-    let body = axum::body::to_bytes(r.into_body(), 1 << 20)
-        .await
-        .unwrap_or_default();
-    let cause = serde_json::from_slice::<error::ErrorBody>(&body)
-        .map(|b| b.detail)
-        .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
-    tracing::error!(request_id = %id, "internal error: {cause}");
-    axum::response::IntoResponse::into_response(ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        format!("internal error (request id {id}); the server's log has its cause"),
-    ))
-}
-
-/// A body announced larger than the limit is refused before any of it is read (a chunked body
-/// is cut at the limit by the extractors).
-async fn refuse_oversized(State(limit): State<usize>, req: Request, next: Next) -> Response {
-    let announced = req
-        .headers()
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    match announced {
-        Some(n) if n > limit as u64 => axum::response::IntoResponse::into_response(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "request body of {n} bytes, over the limit of {limit} bytes (--body-limit-mib)"
-            ),
-        )),
-        _ => next.run(req).await,
-    }
-}
-
-/// Reads the whole body (up to the limit) before the handler runs, so that a request refused
-/// early (401, 403, 404) still has its upload read and the client its answer, instead of a
-/// connection closed under a client that is still sending.
-async fn read_body(State(limit): State<usize>, req: Request, next: Next) -> Response {
-    let (parts, body) = req.into_parts();
-    match axum::body::to_bytes(body, limit).await {
-        Ok(bytes) => {
-            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
-                .await
-        }
-        Err(e) => {
-            let too_large = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            let err = if too_large {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("request body over the limit of {limit} bytes (--body-limit-mib)"),
-                )
-            } else {
-                ApiError::bad_request(format!("reading the request body: {e}"))
-            };
-            axum::response::IntoResponse::into_response(err)
-        }
-    }
-}
-
-async fn timeout(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let limit = Duration::from_secs(state.config.timeout_s.max(1));
-    match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(r) => r,
-        Err(_) => axum::response::IntoResponse::into_response(ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            format!(
-                "the request took longer than {} s (--timeout-s)",
-                limit.as_secs()
-            ),
-        )),
-    }
 }
 
 /// Runs the service until SIGINT or SIGTERM, then drains the requests in progress. Prints
