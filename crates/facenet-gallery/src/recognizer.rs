@@ -354,17 +354,14 @@ pub fn identification_threshold(
         .cohort
         .as_ref()
         .filter(|t| t.fingerprint == fingerprint || t.fingerprint == plain);
-    let cohort_table = match own_cohort {
-        Some(t) => Some(std::borrow::Cow::Borrowed(t)),
-        None if !own_table => {
-            facenet::eval::cohort::bundled_cohort(plain).map(std::borrow::Cow::Owned)
-        }
-        None => None,
-    };
+    let bundled = (own_cohort.is_none() && !own_table)
+        .then(|| facenet::eval::cohort::bundled_cohort(plain))
+        .flatten();
+    let cohort_table = own_cohort.or(bundled.as_ref());
     if scoring == Scoring::Cohort
         && explicit.is_none()
         && let Some(table) = cohort_table
-        && let Some(t) = Threshold::for_cohort(fir, settings, &table, identities)?
+        && let Some(t) = Threshold::for_cohort(fir, settings, table, identities)?
     {
         return Ok(Threshold {
             own_table: own_cohort.is_some(),

@@ -643,25 +643,25 @@ pub fn calibration_reports(
         .collect::<std::collections::HashSet<_>>()
         .len();
     let splits = calibration_splits(distinct);
-    // Per split and way: (tables' people, tried on).
-    let mut halves_each_way = Vec::new();
-    for split in 0..splits {
-        let (a, b) = halves_of(people, split);
-        let (a, b) = (pick(&a), pick(&b));
-        halves_each_way.push((a.clone(), b.clone()));
-        halves_each_way.push((b, a));
-    }
+    let halves: Vec<_> = (0..splits)
+        .map(|split| {
+            let (a, b) = halves_of(people, split);
+            (pick(&a), pick(&b))
+        })
+        .collect();
+    // Per split and way: (the table's people, the people it is tried on).
+    let each_way = || halves.iter().flat_map(|(a, b)| [(a, b), (b, a)]);
     let what = |score: &str| {
         format!(
             "{score}a table from half of the people, galleries and strangers from the other half \
              ({splits} random splits of the {distinct} people, each way: achieved pooled, its \
              range over the {} tables)",
-            halves_each_way.len()
+            2 * halves.len()
         )
     };
     let mut out = vec![CalibrationReport {
         what: what(""),
-        points: pooled(halves_each_way.iter().map(|((pa, ea), (pb, eb))| {
+        points: pooled(each_way().map(|((pa, ea), (pb, eb))| {
             let half = ImpostorTable::from_labelled(ea, pa, fingerprint, "half", TABLE_GRID);
             calibration(pb, eb, &half, &CALIBRATION_SIZES, firs, (20, 1))
         })),
@@ -674,7 +674,7 @@ pub fn calibration_reports(
     }
     out.push(CalibrationReport {
         what: what("cohort score: "),
-        points: pooled(halves_each_way.iter().map(|((pa, ea), (pb, eb))| {
+        points: pooled(each_way().map(|((pa, ea), (pb, eb))| {
             let half = CohortThresholds::from_labelled(
                 pa,
                 ea,
