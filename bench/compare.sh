@@ -9,6 +9,10 @@
 #   PRECISION=f32,int8 bench/compare.sh   # also int8 (calibrated first, by `facenet quantize`
 #                                         # on 300 LFW DevTrain faces outside pairs.txt,
 #                                         # if not done yet)
+#   LOAD=steady bench/compare.sh  # both beside other work on the machine, started after the
+#                                 # build and stopped at the end: steady (a busy loop), bursts
+#                                 # (50 ms busy, 50 ms asleep), compile (gcc -O2 compiling
+#                                 # SQLite's amalgamation over and over), each one process
 #
 # Needs ../shared/bench/ort_facenet.py, the fetched weights (`facenet fetch`) and PyPI access
 # for a throwaway virtualenv (onnx, onnxruntime, h5py, numpy, pillow). Prints both tools' lines
@@ -23,6 +27,11 @@ BATCHES=${BATCHES:-1,8,32}
 THREADS=${THREADS:-0}
 PRECISION=${PRECISION:-f32}
 ROUNDS=${ROUNDS:-1}
+LOAD=${LOAD:-none}
+case "$LOAD" in
+  none | steady | bursts | compile) ;;
+  *) echo "LOAD=$LOAD: expected none, steady, bursts or compile" >&2; exit 2 ;;
+esac
 
 [ -f "$H5" ] || { echo "no $H5: run 'cargo run --release -- fetch' first" >&2; exit 1; }
 if [ ! -x "$VENV/bin/python" ]; then
@@ -40,11 +49,32 @@ fi
 # apart; ROUNDS > 1 repeats the whole and prints each round's ratio and then their median.
 ratios=$(mktemp)
 onnx=$(mktemp --suffix .onnx)
-trap 'rm -f "$ratios" "$onnx"' EXIT
+load_pid=
+stop_load() { if [ -n "$load_pid" ]; then kill -- -"$load_pid" 2>/dev/null || true; fi; }
+trap 'stop_load; rm -f "$ratios" "$onnx"' EXIT
 if [ "$THREADS" -gt 0 ]; then export RAYON_NUM_THREADS=$THREADS; fi
 # The ONNX graph, built once from the h5 file and checked against the golden embeddings.
 "$VENV/bin/python" "$SHARED/bench/ort_facenet.py" --h5 "$H5" --check "$SHARED/reference/embeddings.json" \
   --crops "$SHARED/reference/crops" --save-onnx "$onnx" --threads "$THREADS" 2>&1 | grep -v '^#'
+# The load runs in a session of its own, so that stopping it stops whatever it started.
+case "$LOAD" in
+  steady) setsid bash -c 'while :; do :; done' & load_pid=$! ;;
+  bursts)
+    setsid python3 -c '
+import time
+while True:
+    t = time.perf_counter()
+    while time.perf_counter() - t < 0.05:
+        pass
+    time.sleep(0.05)' &
+    load_pid=$! ;;
+  compile)
+    src=$(find "${CARGO_HOME:-$HOME/.cargo}/registry/src" -path '*libsqlite3-sys-*/sqlite3/sqlite3.c' \
+          2>/dev/null | head -n 1)
+    [ -n "$src" ] || { echo "LOAD=compile: no sqlite3.c under the cargo registry (build first)" >&2; exit 1; }
+    setsid bash -c 'while :; do gcc -O2 -c "$1" -o /dev/null; done' _ "$src" & load_pid=$! ;;
+esac
+[ "$LOAD" = none ] || echo "# load: $LOAD (pid $load_pid), beside every run below"
 for round in $(seq "$ROUNDS"); do
   for b in ${BATCHES//,/ }; do
     ort=$("$VENV/bin/python" "$SHARED/bench/ort_facenet.py" --onnx "$onnx" --bench --batch "$b" \
@@ -58,17 +88,21 @@ for round in $(seq "$ROUNDS"); do
       [ -n "$o" ] && [ -n "$r" ] || continue
       ratio=$(awk -v o="$o" -v r="$r" 'BEGIN { printf "%.3f", r / o }')
       echo "ratio$([ "$ROUNDS" -gt 1 ] && echo " round=$round") batch=$b precision=$p facenet/ort=$ratio (facenet $r img/s, ort $o img/s)"
-      echo "$b $p $ratio" >>"$ratios"
+      echo "$b $p $ratio $r $o" >>"$ratios"
     done
   done
 done
 if [ "$ROUNDS" -gt 1 ]; then
+  # Per batch and precision: the median ratio with the rounds' range, then how far each tool's
+  # own rate moved from round to round (fastest / slowest round).
   for p in ${PRECISION//,/ }; do
     for b in ${BATCHES//,/ }; do
-      awk -v b="$b" -v p="$p" '$1 == b && $2 == p { v[n++] = $3 }
+      awk -v b="$b" -v p="$p" -v load="$LOAD" -v n=0 '$1 == b && $2 == p { v[n] = $3; f[n] = $4; o[n] = $5; n++ }
         END { if (!n) exit; for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
               m = n % 2 ? v[(n - 1) / 2] : (v[n / 2 - 1] + v[n / 2]) / 2
-              printf "ratio batch=%s precision=%s facenet/ort=%.3f (median of %d rounds, %.3f to %.3f)\n", b, p, m, n, v[0], v[n - 1] }' "$ratios"
+              flo = fhi = f[0]; olo = ohi = o[0]
+              for (i = 1; i < n; i++) { if (f[i] < flo) flo = f[i]; if (f[i] > fhi) fhi = f[i]; if (o[i] < olo) olo = o[i]; if (o[i] > ohi) ohi = o[i] }
+              printf "ratio batch=%s precision=%s facenet/ort=%.3f (median of %d rounds, %.3f to %.3f) spread facenet=%.2f ort=%.2f load=%s\n", b, p, m, n, v[0], v[n - 1], fhi / flo, ohi / olo, load }' "$ratios"
     done
   done
 fi

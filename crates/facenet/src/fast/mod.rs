@@ -22,7 +22,9 @@
 //!   products, no synchronisation); a single image splits each product across the cores, by
 //!   rows where the map is large and by output channels where it is small, on a team of
 //!   helper threads that spin between a forward pass's convolutions instead of sleeping
-//!   (`fast/team.rs`; [`set_spin_window`], `FACENET_SPIN_US` in the fronts).
+//!   (`fast/team.rs`; [`set_spin_window`], `FACENET_SPIN_US` in the fronts), on as many
+//!   threads as the passes measure fastest (`fast/adapt.rs`: all of them on free cores, fewer
+//!   beside other busy processes).
 //!
 //! The matrix products run on kernels of our own (`fast/sgemm.rs`), [`F32Kernel::Avx512`] on
 //! CPUs with AVX-512F and [`F32Kernel::Avx2`] on those with AVX2 and FMA only: weights packed
@@ -49,6 +51,7 @@ use burn::nn::conv::Conv2d;
 use burn::nn::pool::MaxPool2d;
 use burn::tensor::Tensor;
 
+mod adapt;
 mod bf16mm;
 mod blocks;
 mod buffers;
@@ -121,6 +124,9 @@ pub struct FastNet {
     /// Bottleneck with its BatchNorm folded, as a 1x1 convolution over a 1x1 map.
     bottleneck: Conv,
     threads: usize,
+    /// How many of `threads` a single image's pass splits across, chosen by timing the passes
+    /// (`fast/adapt.rs`).
+    split: adapt::SplitChoice,
     precision: Precision,
     /// The bf16 kernel family, in bf16 mode.
     bf16_kernel: Option<Bf16Kernel>,
@@ -193,6 +199,7 @@ impl FastNet {
             repeat_3,
             bottleneck,
             threads: rayon::current_num_threads().max(1),
+            split: adapt::SplitChoice::new(rayon::current_num_threads()),
             precision: Precision::F32,
             bf16_kernel: None,
             int8_kernel: None,
@@ -205,6 +212,7 @@ impl FastNet {
     /// Uses at most `n` threads of rayon's pool (default: the pool's size, i.e. all cores).
     pub fn with_threads(mut self, n: usize) -> Self {
         self.threads = n.max(1);
+        self.split = adapt::SplitChoice::new(self.threads);
         self
     }
 
@@ -474,13 +482,17 @@ impl FastNet {
             });
         }
         let dim = self.embedding_dim();
-        if n == 1 || self.threads == 1 {
-            let par = if self.threads > 1 {
-                Par::Split(self.threads)
-            } else {
-                Par::Single
-            };
-            return Ok(self.forward_group(input, n, h, w, par));
+        if self.threads == 1 {
+            return Ok(self.forward_group(input, n, h, w, Par::Single));
+        }
+        if n == 1 {
+            // Split across as many threads as last measured fastest (`fast/adapt.rs`).
+            let threads = self.split.next();
+            let start = std::time::Instant::now();
+            let out = self.forward_with(input, h, w, threads);
+            self.split
+                .record(threads, start.elapsed(), self.multiply_adds(h, w));
+            return Ok(out);
         }
         // Groups of images, each run single-threaded: no synchronisation inside the network,
         // and every matrix product still has a group's worth of rows.
@@ -502,6 +514,16 @@ impl FastNet {
                 dst.copy_from_slice(&self.forward_group(inp, k, h, w, Par::Single));
             });
         Ok(out)
+    }
+
+    /// One image on `threads` threads.
+    fn forward_with(&self, input: &[f32], h: usize, w: usize, threads: usize) -> Vec<f32> {
+        let par = if threads > 1 {
+            Par::Split(threads)
+        } else {
+            Par::Single
+        };
+        self.forward_group(input, 1, h, w, par)
     }
 
     fn forward_group(&self, input: &[f32], n: usize, h: usize, w: usize, par: Par) -> Vec<f32> {
@@ -625,6 +647,28 @@ mod tests {
     #[test]
     fn matches_burn_model_batch_split_across_threads() {
         compare(5, 2);
+    }
+
+    #[test]
+    fn a_single_image_agrees_on_one_thread_and_on_two() {
+        // The thread count of a single image's pass is chosen at run time (`adapt.rs`). A split
+        // cuts rows, channels or tiles, never a sum, but whether Winograd pays on a map depends
+        // on its tiles per thread, so a few convolutions change algorithm (as between a batch's
+        // groups): the results agree to rounding, as Winograd and im2col do.
+        let net = random_net(&InceptionResnetV1Config::small(), &Device::flex());
+        let x: Vec<f32> = (0..3 * 160 * 160)
+            .map(|i| ((i * 7919) % 255) as f32 / 128.0 - 1.0)
+            .collect();
+        let fast = FastNet::compile(&net).unwrap();
+        let one = fast.forward_with(&x, 160, 160, 1);
+        let two = fast.forward_with(&x, 160, 160, 2);
+        assert_eq!(one.len(), fast.embedding_dim());
+        let scale = one.iter().fold(0f32, |m, v| m.max(v.abs())).max(1.0);
+        let err = one
+            .iter()
+            .zip(&two)
+            .fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+        assert!(err <= 1e-5 * scale, "max abs diff {err} (scale {scale})");
     }
 
     #[test]
