@@ -158,8 +158,8 @@ impl SplitChoice {
             }
             return;
         }
-        // A probe: it takes over if it beat the smoothed time, else the interval grows and
-        // the best restarts from now.
+        // A probe: it takes over if it beat the smoothed time; else the best restarts from
+        // now and, off all threads, the interval grows.
         if passes > 0 && c < recent * (1.0 - MARGIN) {
             self.current.store(threads, Ordering::Relaxed);
             self.interval.store(FIRST_INTERVAL, Ordering::Relaxed);

@@ -649,6 +649,13 @@ mod tests {
         compare(5, 2);
     }
 
+    /// `n` deterministic 160x160 RGB images in NCHW order, values in [-1, 1).
+    fn ramp_images(n: usize) -> Vec<f32> {
+        (0..n * 3 * 160 * 160)
+            .map(|i| ((i * 7919) % 255) as f32 / 128.0 - 1.0)
+            .collect()
+    }
+
     #[test]
     fn a_single_image_agrees_on_one_thread_and_on_two() {
         // The thread count of a single image's pass is chosen at run time (`adapt.rs`). A split
@@ -656,9 +663,7 @@ mod tests {
         // on its tiles per thread, so a few convolutions change algorithm (as between a batch's
         // groups): the results agree to rounding, as Winograd and im2col do.
         let net = random_net(&InceptionResnetV1Config::small(), &Device::flex());
-        let x: Vec<f32> = (0..3 * 160 * 160)
-            .map(|i| ((i * 7919) % 255) as f32 / 128.0 - 1.0)
-            .collect();
+        let x = ramp_images(1);
         let fast = FastNet::compile(&net).unwrap();
         let one = fast.forward_with(&x, 160, 160, 1);
         let two = fast.forward_with(&x, 160, 160, 2);
@@ -676,9 +681,7 @@ mod tests {
         let net = random_net(&InceptionResnetV1Config::small(), &Device::flex());
         // 160 x 160: Block17's maps are 8 x 8, so that a batch of two has enough tiles for its
         // 1x7 and 7x1 forms.
-        let x: Vec<f32> = (0..2 * 3 * 160 * 160)
-            .map(|i| ((i * 7919) % 255) as f32 / 128.0 - 1.0)
-            .collect();
+        let x = ramp_images(2);
         let mut on = FastNet::compile(&net).unwrap().with_threads(1);
         assert!(
             on.stem.iter().any(|c| c.wino.is_some()),
