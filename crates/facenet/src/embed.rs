@@ -293,7 +293,7 @@ impl Embedder {
     }
 
     /// The products' kernel family, as `bench embed` prints it: `amx` or `avx512-bf16` in
-    /// bf16, `avx512-vnni`, `avx-vnni` or `avx2-int8` in int8, `avx512-fma`, `avx2-fma` or
+    /// bf16, `amx-int8`, `avx512-vnni`, `avx-vnni` or `avx2-int8` in int8, `avx512-fma`, `avx2-fma` or
     /// `gemm` in f32, `burn` off the fast path.
     pub fn kernel(&self) -> &'static str {
         match &self.fast {

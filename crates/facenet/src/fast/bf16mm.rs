@@ -3,11 +3,11 @@
 //!
 //! - **Intel AMX** multiplies 16x32 bf16 tiles by 32x16 ones into 16x16 f32 accumulators in
 //!   one instruction (`tdpbf16ps`): 8,192 multiply-adds, against 16 for one AVX-512 FMA. The
-//!   AMX intrinsics are not stable in Rust, so the four instructions used (`ldtilecfg`,
-//!   `tileloadd`, `tdpbf16ps`, `tilestored`) are written as inline assembly, in one 32x32
-//!   kernel. Use needs the CPU (CPUID AMX-TILE and AMX-BF16: Xeon Sapphire Rapids or later)
-//!   and the kernel's permission for the tile state (`arch_prctl(ARCH_REQ_XCOMP_PERM)`,
-//!   Linux 5.16+).
+//!   AMX intrinsics are not stable in Rust, so the instructions are written as inline
+//!   assembly, in one 32x32 kernel that the int8 products share (`fast/amx.rs`, with the
+//!   tile configuration). Use needs the CPU (CPUID AMX-TILE and AMX-BF16: Xeon Sapphire
+//!   Rapids or later) and the kernel's permission for the tile state
+//!   (`arch_prctl(ARCH_REQ_XCOMP_PERM)`, Linux 5.16+).
 //! - **AVX-512 BF16** (`vdpbf16ps`, CPUID AVX512_BF16: Cooper Lake, Sapphire Rapids without
 //!   the tile state, AMD Zen 4 and later) adds two bf16 products per f32 lane, 32 multiply-adds
 //!   per instruction: twice an f32 FMA's, and half the bytes per operand. Its 32x32 kernel
@@ -201,8 +201,7 @@ impl Packed {
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod imp {
     use super::{BLOCK, Bf16Kernel, Out, Packed, bf16};
-    use std::arch::asm;
-    use std::cell::{Cell, RefCell};
+    use std::cell::RefCell;
     use std::sync::OnceLock;
 
     /// Whether this CPU has AVX-512 F, BW and BF16 (checked once per process).
@@ -217,139 +216,23 @@ mod imp {
 
     /// Whether this CPU and kernel run AMX bf16 products (checked once per process).
     pub(super) fn amx_available() -> bool {
-        static OK: OnceLock<bool> = OnceLock::new();
-        *OK.get_or_init(|| {
-            use std::arch::x86_64::{__cpuid_count, __get_cpuid_max};
-            // Leaf 7 is read only if the CPU has it.
-            let (max, _) = __get_cpuid_max(0);
-            if max < 7 {
-                return false;
-            }
-            let edx = __cpuid_count(7, 0).edx;
-            let (amx_bf16, amx_tile) = ((edx >> 22) & 1 == 1, (edx >> 24) & 1 == 1);
-            if !(amx_bf16 && amx_tile) {
-                return false;
-            }
-            const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
-            const XFEATURE_XTILEDATA: libc::c_long = 18;
-            // SAFETY: asks the kernel to allow the AMX tile state for this process; no memory
-            // is passed.
-            unsafe {
-                libc::syscall(
-                    libc::SYS_arch_prctl,
-                    ARCH_REQ_XCOMP_PERM,
-                    XFEATURE_XTILEDATA,
-                ) == 0
-            }
-        })
-    }
-
-    /// The 64-byte tile configuration (palette 1).
-    #[repr(C, align(64))]
-    struct TileConfig {
-        palette: u8,
-        start_row: u8,
-        reserved: [u8; 14],
-        colsb: [u16; 16],
-        rows: [u8; 16],
+        super::super::amx::available(super::super::amx::DataType::Bf16)
     }
 
     thread_local! {
-        /// Tile registers are configured per thread, once.
-        static CONFIGURED: Cell<bool> = const { Cell::new(false) };
         /// bf16 rows of the left operand (32 x k) and the 32x32 f32 result.
         static SCRATCH: RefCell<(Vec<u16>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
     }
 
-    /// All eight tiles as 16 rows of 64 bytes: tmm0-3 accumulators (16x16 f32), tmm4-5 left
-    /// operands (16x32 bf16), tmm6-7 right operands (16 pairs x 16 x 2 bf16).
-    fn configure() {
-        if CONFIGURED.get() {
-            return;
-        }
-        let cfg = TileConfig {
-            palette: 1,
-            start_row: 0,
-            reserved: [0; 14],
-            colsb: [64, 64, 64, 64, 64, 64, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0],
-            rows: [16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0],
-        };
-        // SAFETY: `amx_available()` returned true (weights are packed for AMX only then), so
-        // the CPU has AMX and
-        // the kernel allows its state; `cfg` is a valid palette-1 configuration.
-        unsafe {
-            asm!("ldtilecfg [{}]", in(reg) &cfg as *const TileConfig, options(nostack));
-        }
-        CONFIGURED.set(true);
-    }
-
-    /// `c[32][32]` (row stride `ldc` floats) = `a[32][32 * kb]` (bf16, row stride `lda`
-    /// elements) times the channel blocks `b0` and `b1` (each `kb` packed blocks).
-    ///
-    /// # Safety
-    /// Tiles configured on this thread; the pointers cover the sizes above.
-    unsafe fn kernel_32x32(
-        a: *const u16,
-        lda: usize,
-        b0: *const u16,
-        b1: *const u16,
-        kb: usize,
-        c: *mut f32,
-        ldc: usize,
-    ) {
-        // SAFETY: forwarded from the caller; every load and store stays in the operands.
-        unsafe {
-            asm!(
-                "tilezero tmm0",
-                "tilezero tmm1",
-                "tilezero tmm2",
-                "tilezero tmm3",
-                options(nostack)
-            );
-            let sa = lda * 2;
-            for b in 0..kb {
-                asm!(
-                    "tileloadd tmm4, [{a0} + {sa}*1]",
-                    "tileloadd tmm5, [{a1} + {sa}*1]",
-                    "tileloadd tmm6, [{b0} + {sb}*1]",
-                    "tileloadd tmm7, [{b1} + {sb}*1]",
-                    "tdpbf16ps tmm0, tmm4, tmm6",
-                    "tdpbf16ps tmm1, tmm4, tmm7",
-                    "tdpbf16ps tmm2, tmm5, tmm6",
-                    "tdpbf16ps tmm3, tmm5, tmm7",
-                    a0 = in(reg) a.add(b * 32),
-                    a1 = in(reg) a.add(16 * lda + b * 32),
-                    b0 = in(reg) b0.add(b * BLOCK),
-                    b1 = in(reg) b1.add(b * BLOCK),
-                    sa = in(reg) sa,
-                    sb = in(reg) 64usize,
-                    options(nostack)
-                );
-            }
-            let sc = ldc * 4;
-            asm!(
-                "tilestored [{c0} + {sc}*1], tmm0",
-                "tilestored [{c1} + {sc}*1], tmm1",
-                "tilestored [{c2} + {sc}*1], tmm2",
-                "tilestored [{c3} + {sc}*1], tmm3",
-                c0 = in(reg) c,
-                c1 = in(reg) c.add(16),
-                c2 = in(reg) c.add(16 * ldc),
-                c3 = in(reg) c.add(16 * ldc + 16),
-                sc = in(reg) sc,
-                options(nostack)
-            );
-        }
-    }
-
-    /// [`kernel_32x32`] on AVX-512 BF16: the same operands and result for the first `rows`
+    /// The AMX product (`fast/amx.rs`) on AVX-512 BF16: the same operands and result for the first `rows`
     /// rows (rounded up to 8; the rest of `c` is left as it was), in blocks of 8 rows x 32
     /// channels (16 accumulators; each weight pair is loaded once per block and each row's
     /// activation pair broadcast to all 16 lanes). A batch of one's late blocks have 9 rows:
     /// two blocks of 8 instead of four.
     ///
     /// # Safety
-    /// The CPU has AVX-512 F and BF16; the pointers cover the sizes of [`kernel_32x32`];
+    /// The CPU has AVX-512 F and BF16; `c` holds 32 rows of 32 floats at stride `ldc`, `a`
+    /// 32 rows of `32 * kb` bf16 values at stride `lda`, `b0` and `b1` `kb` blocks each;
     /// `rows <= 32`.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f,avx512bf16")]
@@ -500,7 +383,8 @@ mod imp {
     ) {
         debug_assert!(c0.is_multiple_of(16) && c0 + n <= w.cout && a.len() >= 32 * kp);
         if w.kernel == Bf16Kernel::Amx {
-            configure();
+            // SAFETY: the weights were packed for AMX, which was found available.
+            unsafe { super::super::amx::configure() };
         }
         let kb = w.kb;
         for j in (0..n).step_by(32) {
@@ -515,7 +399,16 @@ mod imp {
             // found available (AMX tiles configured above).
             unsafe {
                 match w.kernel {
-                    Bf16Kernel::Amx => kernel_32x32(a.as_ptr(), kp, b0, b1, kb, c.as_mut_ptr(), 32),
+                    // Strides in bytes: rows of kp bf16 values and of 32 floats.
+                    Bf16Kernel::Amx => super::super::amx::bf16_32x32(
+                        a.as_ptr().cast(),
+                        kp * 2,
+                        b0.cast(),
+                        b1.cast(),
+                        kb,
+                        c.as_mut_ptr().cast(),
+                        32 * 4,
+                    ),
                     Bf16Kernel::Avx512 => {
                         dp_kernel_32x32(a.as_ptr(), kp, b0, b1, kb, c.as_mut_ptr(), 32, rows)
                     }

@@ -1,4 +1,4 @@
-//! int8 matrix products for the opt-in [`super::Precision::Int8`] mode, on three kernel
+//! int8 matrix products for the opt-in [`super::Precision::Int8`] mode, on four kernel
 //! families ([`Int8Kernel`]), picked at run time.
 //!
 //! A convolution's input (non-negative: every convolution quantized here reads ReLU outputs)
@@ -23,8 +23,12 @@
 //!   (AVX-VNNI): four byte products summed straight into each 32-bit lane. 6 rows x 16.
 //! - [`Int8Kernel::Avx512Vnni`], `vpdpbusd` on AVX-512 registers: 64 multiply-adds per
 //!   instruction; 8 rows x 32 columns (two panels), sixteen accumulators.
+//! - [`Int8Kernel::Amx`], `tdpbusd` on Intel AMX tiles (`fast/amx.rs`): 16,384 multiply-adds
+//!   per instruction; 32 rows x 32 columns (two panels), four 16x16 tiles of sums. A panel's
+//!   16 steps are one right-operand tile, so its weights are packed as above with `k` padded
+//!   to 64.
 //!
-//! All three compute the same exact integer sums and scale them alike, so their outputs are
+//! All four compute the same exact integer sums and scale them alike, so their outputs are
 //! equal bit for bit (the tests hold them to that); the 7-bit weights cost the VNNI families
 //! nothing.
 
@@ -32,6 +36,8 @@
 pub(crate) const NR: usize = 16;
 /// Rows quantized and multiplied per block.
 const MC: usize = 96;
+// AMX multiplies 32 rows from any multiple of 32 below MC: they must lie in the block.
+const _: () = assert!(MC.is_multiple_of(32));
 /// The largest weight step: 7 bits (see the module comment).
 const WMAX: f32 = 63.0;
 /// The largest activation step.
@@ -40,6 +46,8 @@ const AMAX: f32 = 255.0;
 /// The instructions that run the int8 products.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Int8Kernel {
+    /// `tdpbusd` on Intel AMX tiles (AMX-INT8).
+    Amx,
     /// `vpdpbusd` on AVX-512 registers (AVX-512 VNNI).
     Avx512Vnni,
     /// `vpdpbusd` on AVX registers (AVX-VNNI).
@@ -50,7 +58,8 @@ pub enum Int8Kernel {
 
 impl Int8Kernel {
     /// Every family, fastest first.
-    pub const ALL: [Int8Kernel; 3] = [
+    pub const ALL: [Int8Kernel; 4] = [
+        Int8Kernel::Amx,
         Int8Kernel::Avx512Vnni,
         Int8Kernel::AvxVnni,
         Int8Kernel::Avx2,
@@ -59,6 +68,7 @@ impl Int8Kernel {
     /// Its name as `FACENET_INT8_KERNEL` and the benchmarks spell it.
     pub fn name(self) -> &'static str {
         match self {
+            Int8Kernel::Amx => "amx-int8",
             Int8Kernel::Avx512Vnni => "avx512-vnni",
             Int8Kernel::AvxVnni => "avx-vnni",
             Int8Kernel::Avx2 => "avx2-int8",
@@ -72,7 +82,8 @@ impl Int8Kernel {
 
     /// Whether its products replace the f32 Winograd ones in int8 mode (the 3x3, 1x7 and 7x1
     /// convolutions on enough tiles): `vpdpbusd` does four f32 FMAs' multiply-adds, as many
-    /// as F(4x4, 3x3) saves before its transforms and more than F(2, 7)'s 1.75x, while AVX2's
+    /// as F(4x4, 3x3) saves before its transforms and more than F(2, 7)'s 1.75x (AMX's
+    /// `tdpbusd` far more), while AVX2's
     /// `vpmaddubsw` pair does 1.9x. On two Zen 5 cores, `avx512-vnni` ran 1.2x more images per
     /// second with int8 in their place at batch 1 and 32; `avx-vnni` 1.06x at batch 1 and
     /// about as many at 32; `avx2-int8` 0.9-1.0x at batch 32, so it keeps Winograd.
@@ -83,6 +94,10 @@ impl Int8Kernel {
     /// What the family needs, in words.
     pub fn requirement(self) -> &'static str {
         match self {
+            Int8Kernel::Amx => {
+                "Intel AMX (AMX-TILE and AMX-INT8: Xeon Sapphire Rapids or later) on Linux 5.16 \
+                 or later"
+            }
             Int8Kernel::Avx512Vnni => {
                 "AVX-512 VNNI (Cascade Lake, Ice Lake, Sapphire Rapids or later, AMD Zen 4 or \
                  later)"
@@ -95,6 +110,7 @@ impl Int8Kernel {
     /// How the engine description names it.
     pub fn describe(self) -> &'static str {
         match self {
+            Int8Kernel::Amx => "AMX tiles",
             Int8Kernel::Avx512Vnni => "AVX-512 VNNI dot products",
             Int8Kernel::AvxVnni => "AVX-VNNI dot products",
             Int8Kernel::Avx2 => "AVX2 int8 products",
@@ -132,6 +148,7 @@ impl Int8Kernel {
     /// Output rows per micro-kernel call.
     pub(crate) fn mr(self) -> usize {
         match self {
+            Int8Kernel::Amx => 32,
             Int8Kernel::Avx512Vnni => 8,
             Int8Kernel::AvxVnni => 6,
             Int8Kernel::Avx2 => 4,
@@ -157,7 +174,7 @@ impl super::family::Family for Int8Kernel {
 #[derive(Debug, Clone)]
 pub(crate) struct Packed {
     k: usize,
-    /// `k` rounded up to 4.
+    /// `k` rounded up to 4 (to 64, a tile's depth, for [`Int8Kernel::Amx`]).
     kp: usize,
     n: usize,
     data: Vec<i8>,
@@ -174,7 +191,7 @@ impl Packed {
     /// for products on `kernel`.
     pub(crate) fn new(w: &[f32], k: usize, n: usize, act_max: f32, kernel: Int8Kernel) -> Self {
         assert_eq!(w.len(), k * n, "weights are k x n");
-        let kp = k.next_multiple_of(4);
+        let kp = k.next_multiple_of(if kernel == Int8Kernel::Amx { 64 } else { 4 });
         let panels = n.div_ceil(NR);
         let s_a = if act_max > 0.0 { act_max / AMAX } else { 1.0 };
         let mut deq = vec![0.0f32; panels * NR];
@@ -264,11 +281,10 @@ pub(crate) unsafe fn gemm(
                 imp::quantize(src, &mut q[r * kp..(r + 1) * kp], w.inv_act);
             }
         }
-        // Panels per micro-kernel call: two on AVX-512 (where at least two remain).
-        let wide = if w.kernel == Int8Kernel::Avx512Vnni {
-            2
-        } else {
-            1
+        // Panels per micro-kernel call: two on AVX-512 and AMX (where at least two remain).
+        let wide = match w.kernel {
+            Int8Kernel::Amx | Int8Kernel::Avx512Vnni => 2,
+            Int8Kernel::AvxVnni | Int8Kernel::Avx2 => 1,
         };
         let mr = w.kernel.mr();
         for jp in (0..n.div_ceil(NR)).step_by(wide) {
@@ -276,7 +292,9 @@ pub(crate) unsafe fn gemm(
             let p = p0 + jp;
             for ir in (0..mc).step_by(mr) {
                 // SAFETY: panel p (and p + 1 where nr > NR) holds kp / 4 steps of NR x 4
-                // bytes; rows and columns of `out` as the caller vouches.
+                // bytes; rows and columns of `out` as the caller vouches. AMX reads 32 rows
+                // from row ir of `q`: within its MC rows, since ir steps by 32 and MC is a
+                // multiple of 32 (rows past mc are computed and not stored).
                 unsafe {
                     let tile = super::sgemm::Tile {
                         c: out.ptr.add((i0 + ir) * out.ldc + jp * NR),
@@ -353,6 +371,9 @@ mod imp {
     pub(super) fn available(k: Int8Kernel) -> bool {
         let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
         match k {
+            Int8Kernel::Amx => {
+                avx2 && super::super::amx::available(super::super::amx::DataType::Int8)
+            }
             Int8Kernel::Avx2 => avx2,
             Int8Kernel::AvxVnni => avx2 && is_x86_feature_detected!("avxvnni"),
             Int8Kernel::Avx512Vnni => {
@@ -368,12 +389,15 @@ mod imp {
     /// # Safety
     /// The CPU runs `family`; `o.a` holds `t.mr` (<= `family.mr()`) rows of `4 * o.steps`
     /// bytes, `o.b` one panel ([`NR`] columns; two consecutive ones for
-    /// [`Int8Kernel::Avx512Vnni`] where `t.nr > NR`) of `o.steps` steps; the tile is writable.
+    /// [`Int8Kernel::Avx512Vnni`] and [`Int8Kernel::Amx`] where `t.nr > NR`) of `o.steps`
+    /// steps (a multiple of 16 for AMX, whose tiles read 32 rows of `o.a`); the tile is
+    /// writable.
     #[inline]
     pub(super) unsafe fn kernel(family: Int8Kernel, o: Operands, t: Tile) {
         // SAFETY: forwarded from the caller.
         unsafe {
             match (family, t.mr) {
+                (Int8Kernel::Amx, _) => amx_rows(o, t),
                 (Int8Kernel::Avx2, 4) => avx2_rows::<4>(o, t),
                 (Int8Kernel::Avx2, 3) => avx2_rows::<3>(o, t),
                 (Int8Kernel::Avx2, 2) => avx2_rows::<2>(o, t),
@@ -461,6 +485,30 @@ mod imp {
                 }
             }
         };
+    }
+
+    /// The AMX block: up to 32 rows x 32 columns on `fast/amx.rs`'s tiles. Where one panel
+    /// remains (`t.nr <= NR`), its tiles stand in for the second panel too, whose sums are
+    /// not stored.
+    ///
+    /// # Safety
+    /// As [`kernel`] for [`Int8Kernel::Amx`].
+    unsafe fn amx_rows(o: Operands, t: Tile) {
+        use super::super::amx;
+        debug_assert!(o.steps.is_multiple_of(16));
+        // SAFETY: forwarded from the caller: the panels, 32 rows of `o.a` (rows past `t.mr`
+        // are computed and not stored), the tile.
+        unsafe {
+            let panel = o.steps * NR * 4;
+            let tiles = amx::Int8Operands {
+                a: o.a,
+                lda: o.lda,
+                b0: o.b,
+                b1: if t.nr > NR { o.b.add(panel) } else { o.b },
+                kb: o.steps / 16,
+            };
+            amx::int8_tile(tiles, o.deq, t, amx::int8_product());
+        }
     }
 
     ymm_kernel!(avx2_rows, "avx2,fma", |acc, x, b| {
@@ -583,7 +631,13 @@ mod tests {
         after: Vec<f32>,
     }
 
-    fn run(family: Int8Kernel, (m, k, n, c0, acc): (usize, usize, usize, usize, bool)) -> Run {
+    fn run(family: Int8Kernel, shape: (usize, usize, usize, usize, bool)) -> Run {
+        assert!(family.available(), "{} does not run here", family.name());
+        product(family, shape)
+    }
+
+    /// [`run`] without asking whether the CPU runs `family` (for AMX on emulated tiles).
+    fn product(family: Int8Kernel, (m, k, n, c0, acc): (usize, usize, usize, usize, bool)) -> Run {
         let mut seed = (m * 1000 + k) as u64;
         let w: Vec<f32> = (0..k * n).map(|_| lcg(&mut seed) - 0.5).collect();
         let lda = k + 3;
@@ -598,8 +652,8 @@ mod tests {
             accumulate: acc,
             beta: 0.5,
         };
-        assert!(family.available(), "{} does not run here", family.name());
-        // SAFETY: the family runs here (asserted); the shapes are as `gemm` requires.
+        // SAFETY: the family runs here (asserted by `run`, or AMX's tiles are emulated); the
+        // shapes are as `gemm` requires.
         unsafe { gemm(m, n - c0, a.as_ptr(), lda, &packed, c0, out) };
         Run {
             a,
@@ -660,21 +714,45 @@ mod tests {
             "this machine lacks {}: run this test where it has it",
             family.requirement()
         );
+        outputs_equal_avx2(family.name(), |shape| run(family, shape).after);
+    }
+
+    /// `outputs(shape)` equals the AVX2 kernel's outputs bit for bit over [`SHAPES`].
+    fn outputs_equal_avx2(
+        name: &str,
+        outputs: impl Fn((usize, usize, usize, usize, bool)) -> Vec<f32>,
+    ) {
         for shape in SHAPES {
             let want = run(Int8Kernel::Avx2, shape).after;
-            let got = run(family, shape).after;
+            let got = outputs(shape);
             let differ = want
                 .iter()
                 .zip(&got)
                 .filter(|(w, g)| w.to_bits() != g.to_bits())
                 .count();
-            assert_eq!(
-                differ,
-                0,
-                "{} on {shape:?}: {differ} outputs differ",
-                family.name()
-            );
+            assert_eq!(differ, 0, "{name} on {shape:?}: {differ} outputs differ");
         }
+    }
+
+    /// The AMX family's packing, blocking and scaling on tiles emulated in plain Rust
+    /// (`fast/amx.rs`, `tdpbusd` as Intel defines it), on every CPU: equal to the AVX2
+    /// kernel's outputs bit for bit over [`SHAPES`] (short and full blocks of 32 rows, one
+    /// panel and two, `k` off the tile's 64).
+    #[test]
+    fn amx_int8_product_on_emulated_tiles_equals_avx2_bit_for_bit() {
+        assert!(
+            Int8Kernel::Avx2.available(),
+            "this machine lacks AVX2: run this test where it has it"
+        );
+        outputs_equal_avx2("amx-int8 on emulated tiles", |shape| {
+            super::super::amx::emulating(|| product(Int8Kernel::Amx, shape)).after
+        });
+    }
+
+    #[test]
+    #[ignore = "needs Intel AMX (AMX-TILE, AMX-INT8): `cargo test --release -- --ignored amx` where the CPU has it"]
+    fn amx_int8_product_equals_avx2_bit_for_bit() {
+        equals_avx2_bit_for_bit(Int8Kernel::Amx);
     }
 
     #[test]

@@ -37,7 +37,8 @@
 //! (`fast/bf16mm.rs`), on Intel AMX tiles or, on CPUs without AMX, AVX-512 BF16 dot products
 //! ([`Bf16Kernel`]): weights packed once, im2col rows rounded to bf16 as they are gathered, f32
 //! sums and epilogues. [`Precision::Int8`] (opt-in, calibrated: [`FastNet::with_int8`]) runs
-//! most products in integers (`fast/i8mm.rs`, [`Int8Kernel`]: AVX-512 VNNI, AVX-VNNI or AVX2).
+//! most products in integers (`fast/i8mm.rs`, [`Int8Kernel`]: Intel AMX tiles (`fast/amx.rs`),
+//! AVX-512 VNNI, AVX-VNNI or AVX2).
 //! The same machinery runs MTCNN ([`FastMtcnn`]).
 
 use gemm::Parallelism;
@@ -52,6 +53,8 @@ use burn::nn::pool::MaxPool2d;
 use burn::tensor::Tensor;
 
 mod adapt;
+#[cfg(target_arch = "x86_64")]
+mod amx;
 mod bf16mm;
 mod blocks;
 mod buffers;
