@@ -308,26 +308,36 @@ pub(super) unsafe fn int8_tile(o: Int8Operands, deq: *const f32, t: Tile, produc
     }
 }
 
+/// Whether the int8 AMX products run on [`emulated_dpbusd`] (tests only). It is one flag
+/// for the process, so that a whole network's helper threads see it too; on a CPU with AMX,
+/// other tests meanwhile get the same sums, emulated.
 #[cfg(test)]
-thread_local! {
-    /// Whether this thread's int8 AMX products run on [`emulated_dpbusd`] (tests only).
-    static EMULATE: Cell<bool> = const { Cell::new(false) };
-}
+static EMULATE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Runs `f` with this thread's int8 AMX products on [`emulated_dpbusd`] (tests only).
+/// Runs `f` with the int8 AMX products on [`emulated_dpbusd`] (tests only; one such test
+/// at a time).
 #[cfg(test)]
 pub(super) fn emulating<R>(f: impl FnOnce() -> R) -> R {
-    EMULATE.set(true);
-    let r = f();
-    EMULATE.set(false);
-    r
+    use std::sync::atomic::Ordering;
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    EMULATE.store(true, Ordering::SeqCst);
+    // Reset also if `f` panics.
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            EMULATE.store(false, Ordering::SeqCst);
+        }
+    }
+    let _reset = Reset;
+    f()
 }
 
-/// The int8 tile product in force on this thread: [`dpbusd`], or in the tests, inside
-/// [`emulating`], [`emulated_dpbusd`].
+/// The int8 tile product in force: [`dpbusd`], or in the tests, inside [`emulating`],
+/// [`emulated_dpbusd`].
 pub(super) fn int8_product() -> Int8Product {
     #[cfg(test)]
-    if EMULATE.get() {
+    if EMULATE.load(std::sync::atomic::Ordering::SeqCst) {
         return emulated_dpbusd;
     }
     dpbusd

@@ -358,6 +358,12 @@ impl FastNet {
             field: "precision",
             reason,
         })?;
+        self.with_int8_family(ranges, kernel)
+    }
+
+    /// [`FastNet::with_int8_on`] once the family is known to run here (or, in the tests, to
+    /// be emulated).
+    fn with_int8_family(self, ranges: &[InputRange], kernel: Int8Kernel) -> Result<Self> {
         let mut net = self.with_kernels(Precision::Int8, None);
         net.int8_kernel = Some(kernel);
         let convs = net.convs_mut();
@@ -708,6 +714,54 @@ mod tests {
             .zip(&b)
             .fold(0f32, |m, (p, q)| m.max((p - q).abs()));
         assert!(err <= 1e-5 * scale, "max abs diff {err} (scale {scale})");
+    }
+
+    /// The int8 network on AMX's family, its tiles emulated (`fast/amx.rs`), against the AVX2
+    /// family. With Winograd off every int8 convolution runs the same exact integer sums on
+    /// both, so the outputs are equal bit for bit: for a batch (one group per thread) and for
+    /// a single image split across the threads (the blocks of 32 rows, the column ranges).
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn int8_on_emulated_amx_tiles_equals_avx2_bit_for_bit() {
+        assert!(
+            Int8Kernel::Avx2.available(),
+            "this machine lacks AVX2: run this test where it has it"
+        );
+        let net = random_net(&InceptionResnetV1Config::small(), &Device::flex());
+        let x = ramp_images(3);
+        let mut observer = FastNet::compile(&net).unwrap();
+        observer.observe(true);
+        observer.forward_nchw(&x, 3, 160, 160).unwrap();
+        let ranges = observer.observed();
+        let int8 = |kernel| {
+            FastNet::compile(&net)
+                .unwrap()
+                .with_threads(2)
+                .with_int8_family(&ranges, kernel)
+                .unwrap()
+                .with_winograd(false)
+        };
+        let mut avx2 = int8(Int8Kernel::Avx2);
+        let mut amx_net = int8(Int8Kernel::Amx);
+        assert!(avx2.int8_convolutions() > 10);
+        assert_eq!(amx_net.int8_convolutions(), avx2.int8_convolutions());
+        for n in [3, 1] {
+            let input = &x[..n * 3 * 160 * 160];
+            let want = avx2.forward_nchw(input, n, 160, 160).unwrap();
+            let got = amx::emulating(|| amx_net.forward_nchw(input, n, 160, 160).unwrap());
+            assert_eq!(got.len(), want.len());
+            let differ = got
+                .iter()
+                .zip(&want)
+                .filter(|(g, w)| g.to_bits() != w.to_bits())
+                .count();
+            assert_eq!(
+                differ,
+                0,
+                "batch {n}: {differ} of {} outputs differ",
+                want.len()
+            );
+        }
     }
 
     /// Where the weights are packed for the AVX2 kernel only the packed copy is kept, and a
