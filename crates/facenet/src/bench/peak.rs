@@ -81,7 +81,8 @@ pub fn measure(threads: usize) -> Peak {
 }
 
 /// Multiply-adds per second of each product instruction this CPU has (AVX-512 F `vfmadd231ps`,
-/// AVX-512 BF16 `vdpbf16ps`, AVX-512 VNNI `vpdpbusd`; on AVX2 CPUs without AVX-512 the AVX2
+/// AVX-512 BF16 `vdpbf16ps`, AVX-512 VNNI `vpdpbusd`, Intel AMX's `tdpbf16ps` and `tdpbusd`
+/// on tiles; on AVX2 CPUs without AVX-512 the AVX2
 /// `vfmadd231ps` and the int8 kernel's `vpmaddubsw` + `vpmaddwd` pair), each on `threads`
 /// threads: which reduced precision pays on this CPU. One `(instruction, GMAC/s)` per
 /// instruction present.
@@ -91,7 +92,7 @@ pub fn dot_peaks(threads: usize) -> Vec<(&'static str, f64)> {
         use std::arch::is_x86_feature_detected as has;
         // ~0.1 s of FMAs, ~0.4 s of the slowest dot product here.
         let iters = 40_000_000u64;
-        let rate = |macs_per_iter: f64, f: fn(u64) -> f32| {
+        let rate = |iters: u64, macs_per_iter: f64, f: fn(u64) -> f32| {
             std::thread::scope(|s| {
                 for _ in 0..threads {
                     s.spawn(|| f(iters / 10));
@@ -110,29 +111,55 @@ pub fn dot_peaks(threads: usize) -> Vec<(&'static str, f64)> {
             // SAFETY (all three): the feature was detected just before.
             out.push((
                 "f32 vfmadd231ps",
-                rate(12.0 * 16.0, |n| unsafe { x86::fma512(n) }),
+                rate(iters, 12.0 * 16.0, |n| unsafe { x86::fma512(n) }),
             ));
             if has!("avx512bf16") {
                 out.push((
                     "bf16 vdpbf16ps",
-                    rate(12.0 * 32.0, |n| unsafe { x86::dpbf16(n) }),
+                    rate(iters, 12.0 * 32.0, |n| unsafe { x86::dpbf16(n) }),
                 ));
             }
             if has!("avx512vnni") {
                 out.push((
                     "int8 vpdpbusd",
-                    rate(12.0 * 64.0, |n| unsafe { x86::dpbusd(n) }),
+                    rate(iters, 12.0 * 64.0, |n| unsafe { x86::dpbusd(n) }),
+                ));
+            }
+            use crate::fast::{
+                TileType, multiply_adds_per_product, tile_peak_loop, tiles_available,
+            };
+            // Four tile products a round, ~16 cycles each: ~0.1 s.
+            let rounds = 1_500_000;
+            if tiles_available(TileType::Bf16) {
+                // SAFETY (both): the tiles were found available just before.
+                out.push((
+                    "bf16 tdpbf16ps (AMX)",
+                    rate(
+                        rounds,
+                        4.0 * multiply_adds_per_product(TileType::Bf16),
+                        |n| unsafe { tile_peak_loop(TileType::Bf16, n) },
+                    ),
+                ));
+            }
+            if tiles_available(TileType::Int8) {
+                out.push((
+                    "int8 tdpbusd (AMX)",
+                    rate(
+                        rounds,
+                        4.0 * multiply_adds_per_product(TileType::Int8),
+                        |n| unsafe { tile_peak_loop(TileType::Int8, n) },
+                    ),
                 ));
             }
         } else if has!("avx2") && has!("fma") {
             // SAFETY (both): the features were detected just before.
             out.push((
                 "f32 vfmadd231ps (AVX2)",
-                rate(12.0 * 8.0, |n| unsafe { x86::fma256(n) }),
+                rate(iters, 12.0 * 8.0, |n| unsafe { x86::fma256(n) }),
             ));
             out.push((
                 "int8 vpmaddubsw+vpmaddwd (AVX2)",
-                rate(6.0 * 32.0, |n| unsafe { x86::maddubs256(n) }),
+                rate(iters, 6.0 * 32.0, |n| unsafe { x86::maddubs256(n) }),
             ));
         }
         out
@@ -286,5 +313,32 @@ mod x86 {
             },
             iters
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// On a CPU with AMX the header has both tile rows, each well above the AVX-512
+    /// instruction of its data type (one tile product does 256 times its multiply-adds, at a
+    /// sixteenth of its issue rate or better).
+    #[test]
+    #[ignore = "needs Intel AMX (AMX-TILE, AMX-BF16, AMX-INT8): `cargo test --release -- --ignored amx` where the CPU has it"]
+    fn amx_tile_peaks_are_measured_and_beat_the_vector_units() {
+        let peaks = super::dot_peaks(1);
+        let rate = |name: &str| {
+            peaks
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|p| p.1)
+                .unwrap_or_else(|| panic!("no {name} in {peaks:?}"))
+        };
+        assert!(
+            rate("bf16 tdpbf16ps (AMX)") > 2.0 * rate("bf16 vdpbf16ps"),
+            "{peaks:?}"
+        );
+        assert!(
+            rate("int8 tdpbusd (AMX)") > 2.0 * rate("int8 vpdpbusd"),
+            "{peaks:?}"
+        );
     }
 }

@@ -33,7 +33,7 @@ use std::sync::OnceLock;
 
 /// The data type a tile product multiplies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum DataType {
+pub(crate) enum DataType {
     /// `tdpbf16ps` (CPUID AMX-BF16).
     Bf16,
     /// `tdpbusd` (CPUID AMX-INT8).
@@ -42,7 +42,7 @@ pub(super) enum DataType {
 
 /// Whether this CPU and the operating system run AMX products of `t` (checked once per
 /// process).
-pub(super) fn available(t: DataType) -> bool {
+pub(crate) fn available(t: DataType) -> bool {
     static BF16: OnceLock<bool> = OnceLock::new();
     static INT8: OnceLock<bool> = OnceLock::new();
     let (cell, data_bit) = match t {
@@ -228,6 +228,65 @@ pub(super) unsafe fn dpbusd(o: Int8Operands, c: *mut i32) {
     unsafe {
         configure();
         int8_32x32(o.a, o.lda, o.b0.cast(), o.b1.cast(), o.kb, c.cast(), 32 * 4);
+    }
+}
+
+/// Multiply-adds per tile product of `t`: 16 rows x 16 columns x 64 bytes of `k`, that is 64
+/// int8 or 32 bf16 values.
+pub(crate) fn multiply_adds_per_product(t: DataType) -> f64 {
+    match t {
+        DataType::Bf16 => (16 * 16 * 32) as f64,
+        DataType::Int8 => (16 * 16 * 64) as f64,
+    }
+}
+
+/// `iters` rounds of four independent tile products of `t` on zeroed tiles, with no memory
+/// touched in the loop: the tiles' own rate, for `facenet bench embed`'s header (4 x
+/// [`multiply_adds_per_product`] a round). Returns a value that depends on the work.
+///
+/// # Safety
+/// [`available`] is true for `t`.
+pub(crate) unsafe fn peak_loop(t: DataType, iters: u64) -> f32 {
+    // SAFETY: the CPU and kernel run `t`'s tiles (caller's contract); only tile registers are
+    // touched until the store into `out`, 16 rows of 64 bytes.
+    unsafe {
+        configure();
+        asm!(
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            "tilezero tmm4",
+            "tilezero tmm5",
+            "tilezero tmm6",
+            "tilezero tmm7",
+            options(nostack, nomem)
+        );
+        macro_rules! rounds {
+            ($dp:literal) => {
+                for _ in 0..iters {
+                    asm!(
+                        concat!($dp, " tmm0, tmm4, tmm6"),
+                        concat!($dp, " tmm1, tmm4, tmm7"),
+                        concat!($dp, " tmm2, tmm5, tmm6"),
+                        concat!($dp, " tmm3, tmm5, tmm7"),
+                        options(nostack, nomem)
+                    );
+                }
+            };
+        }
+        match t {
+            DataType::Bf16 => rounds!("tdpbf16ps"),
+            DataType::Int8 => rounds!("tdpbusd"),
+        }
+        let mut out = [0u32; 16 * 16];
+        asm!(
+            "tilestored [{c} + {s}*1], tmm0",
+            c = in(reg) out.as_mut_ptr(),
+            s = in(reg) 64usize,
+            options(nostack)
+        );
+        std::hint::black_box(out)[0] as f32
     }
 }
 

@@ -67,6 +67,11 @@ mod sgemm;
 mod team;
 mod winograd;
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) use amx::{
+    DataType as TileType, available as tiles_available, multiply_adds_per_product,
+    peak_loop as tile_peak_loop,
+};
 pub use bf16mm::Bf16Kernel;
 use blocks::*;
 use buffers::*;
