@@ -130,26 +130,20 @@ pub fn dot_peaks(threads: usize) -> Vec<(&'static str, f64)> {
             };
             // Four tile products a round, ~16 cycles each: ~0.1 s.
             let rounds = 1_500_000;
-            if tiles_available(TileType::Bf16) {
-                // SAFETY (both): the tiles were found available just before.
-                out.push((
-                    "bf16 tdpbf16ps (AMX)",
-                    rate(
-                        rounds,
-                        4.0 * multiply_adds_per_product(TileType::Bf16),
-                        |n| unsafe { tile_peak_loop(TileType::Bf16, n) },
-                    ),
-                ));
-            }
-            if tiles_available(TileType::Int8) {
-                out.push((
-                    "int8 tdpbusd (AMX)",
-                    rate(
-                        rounds,
-                        4.0 * multiply_adds_per_product(TileType::Int8),
-                        |n| unsafe { tile_peak_loop(TileType::Int8, n) },
-                    ),
-                ));
+            // SAFETY (both): each runs only where its tiles were found available.
+            type Loop = fn(u64) -> f32;
+            let tiles: [(TileType, &str, Loop); 2] = [
+                (TileType::Bf16, "bf16 tdpbf16ps (AMX)", |n| unsafe {
+                    tile_peak_loop(TileType::Bf16, n)
+                }),
+                (TileType::Int8, "int8 tdpbusd (AMX)", |n| unsafe {
+                    tile_peak_loop(TileType::Int8, n)
+                }),
+            ];
+            for (t, name, f) in tiles {
+                if tiles_available(t) {
+                    out.push((name, rate(rounds, 4.0 * multiply_adds_per_product(t), f)));
+                }
             }
         } else if has!("avx2") && has!("fma") {
             // SAFETY (both): the features were detected just before.
