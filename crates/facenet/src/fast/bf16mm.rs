@@ -167,6 +167,11 @@ fn bf16(x: f32) -> u16 {
 }
 
 impl Packed {
+    /// Where the packed weights lie ([`super::pages`]).
+    pub(super) fn span(&self) -> (usize, usize) {
+        super::pages::span(&self.data)
+    }
+
     /// Packs a row-major `[k, cout]` weight matrix for `kernel`.
     pub(super) fn new(w: &[f32], k: usize, cout: usize, kernel: Bf16Kernel) -> Self {
         assert_eq!(w.len(), k * cout);

@@ -64,6 +64,20 @@ impl Default for InputRange {
     }
 }
 
+impl Conv {
+    /// Where its weights lie, in every form it holds ([`super::pages`]).
+    pub(super) fn spans(&self, out: &mut Vec<(usize, usize)>) {
+        use super::pages::span;
+        out.extend([span(&self.w), span(&self.b), span(&self.prelu)]);
+        if let Some(u) = &self.wino {
+            u.spans(out);
+        }
+        out.extend(self.bf16w.as_ref().map(bf16mm::Packed::span));
+        out.extend(self.f32w.as_ref().map(sgemm::Packed::span));
+        out.extend(self.i8w.as_ref().map(i8mm::Packed::span));
+    }
+}
+
 pub(super) fn tensor_vec<const D: usize>(t: Tensor<D>, name: &str) -> Result<Vec<f32>> {
     t.into_data()
         .convert::<f32>()

@@ -222,6 +222,11 @@ impl Packed {
         }
     }
 
+    /// Where the packed weights lie ([`super::pages`]).
+    pub(crate) fn span(&self) -> (usize, usize) {
+        super::pages::span(&self.data)
+    }
+
     /// Output rows per micro-kernel call of its family.
     pub(crate) fn mr(&self) -> usize {
         self.kernel.mr()

@@ -63,6 +63,7 @@ mod direct;
 mod family;
 mod i8mm;
 mod mtcnn;
+mod pages;
 mod sgemm;
 mod team;
 mod winograd;
@@ -142,7 +143,20 @@ pub struct FastNet {
     int8_kernel: Option<Int8Kernel>,
     /// The f32 kernel family (f32 mode).
     f32_kernel: F32Kernel,
+    /// Where the weights lie, in every form the plan holds (set by [`FastNet::with_winograd`],
+    /// the last step of every packing).
+    spans: Vec<(usize, usize)>,
+    /// Passes since the weights were packed.
+    passes: std::sync::atomic::AtomicU32,
+    /// Regions of the weights moved onto 2 MiB pages, and refused (`fast/pages.rs`), once
+    /// [`HUGE_PAGES_AFTER`] passes have run.
+    huge_pages: std::sync::Arc<std::sync::OnceLock<(usize, usize)>>,
 }
+
+/// Passes after which the weights are moved onto 2 MiB pages (`fast/pages.rs`), on a thread
+/// of its own: a command that embeds a face or two does not wait for the move (0.2-0.4 s of
+/// copying on two Zen 4 cores), and a longer run gets it after a fraction of a second.
+const HUGE_PAGES_AFTER: u32 = 8;
 
 impl FastNet {
     /// Compiles a network (its weights as they are now; running statistics for BatchNorm).
@@ -212,6 +226,9 @@ impl FastNet {
             bf16_kernel: None,
             int8_kernel: None,
             f32_kernel: F32Kernel::best(),
+            spans: Vec::new(),
+            passes: Default::default(),
+            huge_pages: Default::default(),
         }
         .with_kernels(Precision::F32, None)
         .with_winograd(true))
@@ -264,7 +281,38 @@ impl FastNet {
                 .filter(|_| c.i8w.is_none() || !int8_first)
                 .map(|f| winograd::Weights::new(f, &c.row_major(), (c.cin, c.cout), packed));
         }
+        let mut spans = Vec::new();
+        for c in self.convs_mut() {
+            c.spans(&mut spans);
+        }
+        self.spans = spans;
+        self.passes = Default::default();
+        self.huge_pages = Default::default();
         self
+    }
+
+    /// How many 2 MiB regions of the weights are on huge pages, and how many the kernel
+    /// refused (`None` until the move, which starts after [`HUGE_PAGES_AFTER`] passes, is
+    /// done).
+    pub fn huge_pages(&self) -> Option<(usize, usize)> {
+        self.huge_pages.get().copied()
+    }
+
+    /// Counts a pass; after [`HUGE_PAGES_AFTER`], moves the weights onto 2 MiB pages on a
+    /// thread of its own (`fast/pages.rs`).
+    fn after_pass(&self) {
+        use std::sync::atomic::Ordering;
+        if self.passes.fetch_add(1, Ordering::Relaxed) + 1 != HUGE_PAGES_AFTER {
+            return;
+        }
+        let (spans, done) = (self.spans.clone(), self.huge_pages.clone());
+        // Where no thread can be had, the weights stay on small pages: they are read as
+        // before, and `huge_pages` stays `None`.
+        let _ = std::thread::Builder::new()
+            .name("facenet-pages".into())
+            .spawn(move || {
+                done.get_or_init(|| pages::collapse(&spans));
+            });
     }
 
     /// Chooses the arithmetic: f32 (the default, the parity-tested one) or bf16 products
@@ -496,6 +544,7 @@ impl FastNet {
             });
         }
         let dim = self.embedding_dim();
+        self.after_pass();
         if self.threads == 1 {
             return Ok(self.forward_group(input, n, h, w, Par::Single));
         }
@@ -767,6 +816,43 @@ mod tests {
                 want.len()
             );
         }
+    }
+
+    /// After [`HUGE_PAGES_AFTER`] passes the weights move onto huge pages on a thread of its
+    /// own, and the outputs stay the same bit for bit.
+    #[test]
+    fn weights_move_to_huge_pages_and_outputs_stay() {
+        let net = random_net(&InceptionResnetV1Config::small(), &Device::flex());
+        let x = ramp_images(1);
+        let fast = FastNet::compile(&net).unwrap().with_threads(1);
+        let first = fast.forward_nchw(&x, 1, 160, 160).unwrap();
+        for _ in 1..HUGE_PAGES_AFTER {
+            assert_eq!(
+                fast.huge_pages(),
+                None,
+                "moved before {HUGE_PAGES_AFTER} passes"
+            );
+            fast.forward_nchw(&x, 1, 160, 160).unwrap();
+        }
+        let start = std::time::Instant::now();
+        let (collapsed, refused) = loop {
+            if let Some(done) = fast.huge_pages() {
+                break done;
+            }
+            assert!(
+                start.elapsed().as_secs() < 30,
+                "the move did not finish in 30 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
+        assert!(
+            collapsed + refused > 0,
+            "no region of the weights was asked for"
+        );
+        assert_eq!(fast.forward_nchw(&x, 1, 160, 160).unwrap(), first);
+        // A new packing starts the count again.
+        let fast = fast.with_winograd(false);
+        assert_eq!(fast.huge_pages(), None);
     }
 
     /// Where the weights are packed for the AVX2 kernel only the packed copy is kept, and a

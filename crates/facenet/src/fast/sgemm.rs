@@ -153,6 +153,11 @@ pub(crate) struct Packed {
 }
 
 impl Packed {
+    /// Where the packed weights lie ([`super::pages`]).
+    pub(crate) fn span(&self) -> (usize, usize) {
+        super::pages::span(&self.data)
+    }
+
     /// Packs `w`, `k` rows of `n` floats (row-major), for products on `kernel`.
     pub(crate) fn new(w: &[f32], k: usize, n: usize, kernel: F32Kernel) -> Self {
         debug_assert!(kernel != F32Kernel::Gemm, "the gemm crate packs its own");

@@ -647,6 +647,12 @@ pub(super) struct Weights {
 }
 
 impl Weights {
+    /// Where the transformed weights lie ([`super::pages`]).
+    pub(super) fn spans(&self, out: &mut Vec<(usize, usize)>) {
+        out.push(super::pages::span(&self.u));
+        out.extend(self.packed.iter().flatten().map(sgemm::Packed::span));
+    }
+
     /// From weights stored `[(dy * r_w + dx) * cin + ci][cout]`; `packed`: the family where
     /// the f32 products run on [`sgemm`]'s packed weights.
     pub(super) fn new(
