@@ -292,6 +292,13 @@ impl Embedder {
         Ok(self)
     }
 
+    /// How many 2 MiB regions of the fast path's weights are on huge pages, and how many the
+    /// kernel refused (`None` off the fast path, and until the move that starts after a few
+    /// passes is done).
+    pub fn huge_pages(&self) -> Option<(usize, usize)> {
+        self.fast.as_ref().and_then(|f| f.huge_pages())
+    }
+
     /// The products' kernel family, as `bench embed` prints it: `amx` or `avx512-bf16` in
     /// bf16, `amx-int8`, `avx512-vnni`, `avx-vnni` or `avx2-int8` in int8, `avx512-fma`, `avx2-fma` or
     /// `gemm` in f32, `burn` off the fast path.

@@ -480,5 +480,8 @@ fn worker(args: &EmbedArgs, batch: usize, device: Device) -> anyhow::Result<()> 
         "# batch {batch}: median of {rates} runs, {source}, engine {}",
         embedder.engine()
     );
+    if let Some((on, refused)) = embedder.huge_pages() {
+        println!("# weights on 2 MiB pages: {on} regions ({refused} refused by the kernel)");
+    }
     Ok(())
 }
