@@ -24,7 +24,9 @@
 //!   helper threads that spin between a forward pass's convolutions instead of sleeping
 //!   (`fast/team.rs`; [`set_spin_window`], `FACENET_SPIN_US` in the fronts), on as many
 //!   threads as the passes measure fastest (`fast/adapt.rs`: all of them on free cores, fewer
-//!   beside other busy processes).
+//!   beside other busy processes);
+//! - after a few passes the weights move onto 2 MiB pages (`fast/pages.rs`), so that reading
+//!   all of them once per image does not wait on page walks.
 //!
 //! The matrix products run on kernels of our own (`fast/sgemm.rs`), [`F32Kernel::Avx512`] on
 //! CPUs with AVX-512F and [`F32Kernel::Avx2`] on those with AVX2 and FMA only: weights packed
@@ -292,8 +294,7 @@ impl FastNet {
     }
 
     /// How many 2 MiB regions of the weights are on huge pages, and how many the kernel
-    /// refused (`None` until the move, which starts after [`HUGE_PAGES_AFTER`] passes, is
-    /// done).
+    /// refused (`None` until the move, which starts after 8 passes, is done).
     pub fn huge_pages(&self) -> Option<(usize, usize)> {
         self.huge_pages.get().copied()
     }
