@@ -10,8 +10,8 @@
 //! A shape predictor starts from a mean shape placed in a face box and refines it through a
 //! cascade of regression-tree forests; each tree compares the intensities of two pixels placed
 //! relative to the current shape. The box must be placed as the model was trained: dlib's HOG
-//! detector's box. [`box_from_five`] places it from MTCNN's five points, so MTCNN's faces get
-//! 68 points without a second detector.
+//! detector's box. [`ShapePredictor::box_from_five`] places it from MTCNN's five points, so
+//! MTCNN's faces get 68 points without a second detector.
 //!
 //! The file is dlib's portable serialization: integers as a control byte (low nibble: byte
 //! count, high bit: sign) and little-endian bytes; floats as an integer mantissa and exponent.
