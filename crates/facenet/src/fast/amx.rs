@@ -336,10 +336,13 @@ pub(super) unsafe fn int8_tile(o: Int8Operands, deq: *const f32, t: Tile, produc
     debug_assert!(t.mr <= 32 && t.nr <= 2 * NR);
     #[repr(align(64))]
     struct Sums([i32; 32 * 32]);
-    let mut c = Sums([0; 32 * 32]);
-    // SAFETY: forwarded from the caller; `c` holds 32 rows of 32.
+    // Not zeroed first: `product` writes every one of the 32 x 32 sums.
+    let mut sums = std::mem::MaybeUninit::<Sums>::uninit();
+    // SAFETY: forwarded from the caller; `sums` holds 32 rows of 32, all written by `product`
+    // before they are read.
     unsafe {
-        product(o, c.0.as_mut_ptr());
+        product(o, sums.as_mut_ptr().cast());
+        let c = sums.assume_init_ref();
         for h in 0..t.nr.div_ceil(NR) {
             let d = [
                 _mm256_loadu_ps(deq.add(h * NR)),
@@ -347,8 +350,8 @@ pub(super) unsafe fn int8_tile(o: Int8Operands, deq: *const f32, t: Tile, produc
             ];
             for r0 in (0..t.mr).step_by(16) {
                 let rows = 16.min(t.mr - r0);
-                let mut sums = [[_mm256_setzero_ps(); 2]; 16];
-                for (i, s) in sums.iter_mut().enumerate().take(rows) {
+                let mut scaled = [[_mm256_setzero_ps(); 2]; 16];
+                for (i, s) in scaled.iter_mut().enumerate().take(rows) {
                     let p = c.0.as_ptr().add((r0 + i) * 32 + h * NR);
                     *s = [0, 8].map(|o| {
                         let x = _mm256_loadu_si256(p.add(o).cast());
@@ -361,7 +364,7 @@ pub(super) unsafe fn int8_tile(o: Int8Operands, deq: *const f32, t: Tile, produc
                     nr: (t.nr - h * NR).min(NR),
                     ..t
                 };
-                store(&sums[..rows], part);
+                store(&scaled[..rows], part);
             }
         }
     }

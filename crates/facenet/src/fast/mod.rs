@@ -692,15 +692,19 @@ mod tests {
         let fast = FastNet::compile(&net).unwrap().with_threads(threads);
         let got = fast.forward_nchw(&data, batch, h, w).unwrap();
         assert_eq!(got.len(), want.len());
-        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let err = got
+        let (err, scale) = max_diff(&want, &got);
+        assert!(err <= 1e-4 * scale, "max abs diff {err} (scale {scale})");
+    }
+
+    /// The largest absolute difference between `reference` and `other`, and the scale it is
+    /// held to: the largest magnitude in `reference`, at least 1.
+    fn max_diff(reference: &[f32], other: &[f32]) -> (f32, f32) {
+        let scale = reference.iter().fold(1f32, |m, v| m.max(v.abs()));
+        let err = reference
             .iter()
-            .zip(&want)
-            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-        assert!(
-            err <= 1e-4 * scale.max(1.0),
-            "max abs diff {err} (scale {scale})"
-        );
+            .zip(other)
+            .fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+        (err, scale)
     }
 
     #[test]
@@ -732,11 +736,7 @@ mod tests {
         let one = fast.forward_with(&x, 160, 160, 1);
         let two = fast.forward_with(&x, 160, 160, 2);
         assert_eq!(one.len(), fast.embedding_dim());
-        let scale = one.iter().fold(0f32, |m, v| m.max(v.abs())).max(1.0);
-        let err = one
-            .iter()
-            .zip(&two)
-            .fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+        let (err, scale) = max_diff(&one, &two);
         assert!(err <= 1e-5 * scale, "max abs diff {err} (scale {scale})");
     }
 
@@ -763,11 +763,7 @@ mod tests {
         let mut off = on.with_winograd(false);
         assert!(off.convs_mut().iter().all(|c| c.wino.is_none()));
         let b = off.forward_nchw(&x, 2, 160, 160).unwrap();
-        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1.0);
-        let err = a
-            .iter()
-            .zip(&b)
-            .fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+        let (err, scale) = max_diff(&b, &a);
         assert!(err <= 1e-5 * scale, "max abs diff {err} (scale {scale})");
     }
 
@@ -878,11 +874,7 @@ mod tests {
         assert!(convs.iter().all(|c| c.f32w.is_some() && c.w.is_empty()));
         let gemm = fast.with_f32_kernel(F32Kernel::Gemm).unwrap();
         let b = gemm.forward_nchw(&x, 1, 96, 96).unwrap();
-        let scale = a.iter().fold(1f32, |m, v| m.max(v.abs()));
-        let err = a
-            .iter()
-            .zip(&b)
-            .fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+        let (err, scale) = max_diff(&a, &b);
         assert!(err <= 1e-5 * scale, "gemm against avx2: max abs diff {err}");
         let back = gemm.with_f32_kernel(F32Kernel::Avx2).unwrap();
         assert_eq!(back.forward_nchw(&x, 1, 96, 96).unwrap(), a);
