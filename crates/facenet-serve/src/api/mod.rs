@@ -2,6 +2,8 @@
 //! request into one library call ([`facenet_gallery::Recognizer`],
 //! [`facenet::pipeline::FacePipeline`]) and its result into JSON.
 
+pub mod enrol;
+pub mod faces;
 pub mod gallery;
 pub mod library;
 pub mod recognition;
@@ -20,6 +22,8 @@ use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
+use enrol::*;
+use faces::*;
 use gallery::*;
 use recognition::*;
 
@@ -140,9 +144,9 @@ impl Modify for KeyAuth {
     info(title = "facenet", description = "Face detection, embedding, verification and identification (FaceNet, Inception-ResNet-v1). Keys: `facenet keys create --gallery NAME --role read|write`; send as `x-api-key`."),
     paths(detect, embed, verify, identify, list_subjects, create_subject, rename_subject,
           delete_subject, add_faces, list_faces, delete_face, healthz, readyz, metrics,
-          library::people, library::faces, library::photos, library::name, library::merge,
-          library::forget, library::move_face, library::thumbnail, library::photo, library::find,
-          library::recluster),
+          library::people, library::faces, library::photos, library::edit::name,
+          library::edit::merge, library::edit::forget, library::edit::move_face,
+          library::thumbnail, library::photo, library::find, library::edit::recluster),
     components(schemas(ErrorBody)),
     modifiers(&KeyAuth)
 )]
@@ -175,16 +179,16 @@ pub fn routes(state: Arc<AppState>) -> Router {
         .route("/faces", get(list_faces))
         .route("/faces/{id}", delete(delete_face))
         .route("/library/people", get(library::people))
-        .route("/library/people/{person}", delete(library::forget))
+        .route("/library/people/{person}", delete(library::edit::forget))
         .route("/library/people/{person}/faces", get(library::faces))
         .route("/library/people/{person}/photos", get(library::photos))
-        .route("/library/people/{person}/name", put(library::name))
-        .route("/library/people/{person}/merge", post(library::merge))
-        .route("/library/faces/{id}/move", post(library::move_face))
+        .route("/library/people/{person}/name", put(library::edit::name))
+        .route("/library/people/{person}/merge", post(library::edit::merge))
+        .route("/library/faces/{id}/move", post(library::edit::move_face))
         .route("/library/faces/{id}/thumbnail", get(library::thumbnail))
         .route("/library/photos/{id}", get(library::photo))
         .route("/library/find", post(library::find))
-        .route("/library/recluster", post(library::recluster));
+        .route("/library/recluster", post(library::edit::recluster));
     Router::new()
         .nest("/api/v1", api)
         .route("/healthz", get(healthz))
