@@ -116,15 +116,19 @@ pub(super) fn with_workspace<T>(f: impl FnOnce(&mut Workspace) -> T) -> T {
     out
 }
 
-/// One chunk of im2col rows: f32, or already rounded to bf16 (rows of
-/// [`bf16mm::padded_k`] values, the row count rounded up to the kernel's 32).
+/// One chunk of im2col rows: f32, already rounded to bf16 (rows of [`bf16mm::padded_k`]
+/// values), or already quantized for int8 weights (rows of their `kp` bytes); for both of
+/// those the row count is rounded up to 32, AMX's block.
 #[derive(Clone, Copy)]
 pub(super) enum Patches<'a> {
     F32(&'a [f32]),
     Bf16(&'a [u16]),
+    U8(&'a [u8]),
 }
 
 thread_local! {
     /// bf16 im2col chunks (bf16 mode), kept per thread.
     pub(super) static BF16_PATCHES: std::cell::Cell<Vec<u16>> = const { std::cell::Cell::new(Vec::new()) };
+    /// Quantized im2col chunks (int8 mode), kept per thread.
+    pub(super) static U8_PATCHES: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }

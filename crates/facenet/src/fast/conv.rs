@@ -447,7 +447,8 @@ impl Conv {
 
     /// Builds the im2col patches of output rows `r0..r0 + m` in bounded chunks and hands each
     /// chunk (first row, row count, patches) to `f`. With bf16 weights the patches are rounded
-    /// to bf16 as they are gathered (no f32 copy is written).
+    /// to bf16 as they are gathered, with int8 weights quantized as they are gathered (no f32
+    /// copy is written).
     pub(super) fn in_patches(
         &self,
         x: &Buf,
@@ -483,6 +484,29 @@ impl Conv {
             BF16_PATCHES.set(buf);
             return;
         }
+        if let Some(w) = &self.i8w {
+            let kp = w.kp();
+            let chunk = chunk.next_multiple_of(32);
+            let mut buf = U8_PATCHES.take();
+            if buf.len() < chunk * kp {
+                buf.resize(chunk * kp, 0);
+            }
+            let mut done = 0;
+            while done < m {
+                let c = chunk.min(m - done);
+                // SAFETY: int8 weights exist only where an int8 kernel family is available,
+                // which implies AVX2; `buf` holds `chunk >= c` rows of `kp`.
+                unsafe { self.im2col_u8(x, xoff, r0 + done, c, (oh, ow), &mut buf, w) };
+                f(
+                    r0 + done,
+                    c,
+                    Patches::U8(&buf[..c.next_multiple_of(32) * kp]),
+                );
+                done += c;
+            }
+            U8_PATCHES.set(buf);
+            return;
+        }
         if scratch.len() < chunk * k {
             scratch.resize(chunk * k, 0.0);
         }
@@ -515,6 +539,29 @@ impl Conv {
         // This function's AVX-512F/BW (the caller's guarantee) is what `round_into` needs.
         self.gather(x, xoff, r0, m, oh_ow, (dst, kp, 0), |d, s| {
             bf16mm::round_into(d, s)
+        });
+    }
+
+    /// [`Conv::im2col`] into rows of `w.kp()` bytes quantized to `w`'s activation scale
+    /// (zeros past `k`), equal byte for byte to the f32 rows quantized by [`i8mm::gemm`].
+    ///
+    /// # Safety
+    /// The CPU has AVX2; `dst` holds `m` rows of `w.kp()`.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn im2col_u8(
+        &self,
+        x: &Buf,
+        xoff: usize,
+        r0: usize,
+        m: usize,
+        oh_ow: (usize, usize),
+        dst: &mut [u8],
+        w: &i8mm::Packed,
+    ) {
+        self.gather(x, xoff, r0, m, oh_ow, (dst, w.kp(), 0), |d, s| {
+            // SAFETY: AVX2 (this function's); `d` and `s` are runs of equal length.
+            unsafe { w.quantize_run(d, s) }
         });
     }
 
@@ -566,6 +613,26 @@ impl Conv {
                         beta,
                     };
                     bf16mm::gemm_bf16(m, cols.end - cols.start, p, packed, cols.start, out);
+                    self.epilogue(d, oc, m, cols, epilogue);
+                }
+                return;
+            }
+            Some(Patches::U8(q)) => {
+                let packed = self
+                    .i8w
+                    .as_ref()
+                    .expect("quantized patches come with int8 weights");
+                // SAFETY: `q` holds the rows `r0..r0 + m` rounded up to 32, of `kp` bytes
+                // (built by `in_patches`); the output as below.
+                unsafe {
+                    let d = dst.0.add(r0 * oc + ooff + cols.start);
+                    let out = sgemm::Out {
+                        ptr: d,
+                        ldc: oc,
+                        accumulate: read_dst,
+                        beta,
+                    };
+                    i8mm::gemm_quantized(m, cols.end - cols.start, q, packed, cols.start, out);
                     self.epilogue(d, oc, m, cols, epilogue);
                 }
                 return;

@@ -232,6 +232,24 @@ impl Packed {
         self.kernel.mr()
     }
 
+    /// The row length of a quantized left operand: `k` rounded up to the family's depth.
+    pub(crate) fn kp(&self) -> usize {
+        self.kp
+    }
+
+    /// `dst[i] = round(src[i] / s_a)` clamped to `0..=255`: a run of a left operand's row
+    /// quantized to these weights' activation scale, as [`gemm`] quantizes whole rows (so a
+    /// row gathered run by run equals the row quantized at once, byte for byte).
+    ///
+    /// # Safety
+    /// The CPU has AVX2 (every int8 family does); `dst` is as long as `src`.
+    #[inline]
+    pub(crate) unsafe fn quantize_run(&self, dst: &mut [u8], src: &[f32]) {
+        debug_assert_eq!(dst.len(), src.len());
+        // SAFETY: forwarded from the caller.
+        unsafe { imp::quantize(src, dst, self.inv_act) }
+    }
+
     /// The weights as the kernel sees them, back in f32 (`s_w[c] * v`), `k x n` row-major:
     /// for the tests' reference product.
     #[cfg(test)]
@@ -272,7 +290,6 @@ pub(crate) unsafe fn gemm(
 ) {
     debug_assert!(c0.is_multiple_of(NR) && c0 + n <= w.n);
     let (k, kp) = (w.k, w.kp);
-    let p0 = c0 / NR;
     let mut q = QROWS.take();
     if q.len() < MC * kp {
         q.resize(MC * kp, 0);
@@ -286,42 +303,76 @@ pub(crate) unsafe fn gemm(
                 imp::quantize(src, &mut q[r * kp..(r + 1) * kp], w.inv_act);
             }
         }
-        // Panels per micro-kernel call: two on AVX-512 and AMX (where at least two remain).
-        let wide = match w.kernel {
-            Int8Kernel::Amx | Int8Kernel::Avx512Vnni => 2,
-            Int8Kernel::AvxVnni | Int8Kernel::Avx2 => 1,
-        };
-        let mr = w.kernel.mr();
-        for jp in (0..n.div_ceil(NR)).step_by(wide) {
-            let nr = (wide * NR).min(n - jp * NR);
-            let p = p0 + jp;
-            for ir in (0..mc).step_by(mr) {
-                // SAFETY: panel p (and p + 1 where nr > NR) holds kp / 4 steps of NR x 4
-                // bytes; rows and columns of `out` as the caller vouches. AMX reads 32 rows
-                // from row ir of `q`: within its MC rows, since ir steps by 32 and MC is a
-                // multiple of 32 (rows past mc are computed and not stored).
-                unsafe {
-                    let tile = super::sgemm::Tile {
-                        c: out.ptr.add((i0 + ir) * out.ldc + jp * NR),
-                        ldc: out.ldc,
-                        mr: mr.min(mc - ir),
-                        nr,
-                        overwrite: !out.accumulate,
-                        beta: out.beta,
-                    };
-                    let operands = imp::Operands {
-                        steps: kp / 4,
-                        a: q.as_ptr().add(ir * kp),
-                        lda: kp,
-                        b: w.data.as_ptr().add(p * kp * NR),
-                        deq: w.deq.as_ptr().add(p * NR),
-                    };
-                    imp::kernel(w.kernel, operands, tile);
-                }
+        // SAFETY: `q` holds MC >= mc rows of kp bytes (MC a multiple of 32); the output rows
+        // from i0 as the caller vouches.
+        unsafe { block(mc, n, &q, w, c0, out.rows_from(i0)) };
+    }
+    QROWS.set(q);
+}
+
+/// [`gemm`] on a left operand already quantized to `w`'s activation scale
+/// ([`Packed::quantize_run`]): `q` holds `m` rows of [`Packed::kp`] bytes, zeros past `k`,
+/// and is readable up to `m` rounded up to 32 rows (AMX multiplies whole blocks of 32).
+///
+/// # Safety
+/// As [`gemm`], for `q` in place of `a`.
+pub(crate) unsafe fn gemm_quantized(
+    m: usize,
+    n: usize,
+    q: &[u8],
+    w: &Packed,
+    c0: usize,
+    out: super::sgemm::Out,
+) {
+    debug_assert!(c0.is_multiple_of(NR) && c0 + n <= w.n);
+    debug_assert!(q.len() >= m.next_multiple_of(32) * w.kp);
+    for i0 in (0..m).step_by(MC) {
+        // SAFETY: rows i0.. of `q` as the caller vouches (i0 is a multiple of 32, so AMX's
+        // blocks stay within `m` rounded up to 32); the output rows from i0 likewise.
+        unsafe { block(MC.min(m - i0), n, &q[i0 * w.kp..], w, c0, out.rows_from(i0)) };
+    }
+}
+
+/// One block of at most [`MC`] quantized rows `q` (stride `w.kp`) times panels from `c0`.
+///
+/// # Safety
+/// As [`gemm_quantized`], with `mc <= MC` rows and AMX's 32-row blocks readable in `q`.
+unsafe fn block(mc: usize, n: usize, q: &[u8], w: &Packed, c0: usize, out: super::sgemm::Out) {
+    let kp = w.kp;
+    let p0 = c0 / NR;
+    // Panels per micro-kernel call: two on AVX-512 and AMX (where at least two remain).
+    let wide = match w.kernel {
+        Int8Kernel::Amx | Int8Kernel::Avx512Vnni => 2,
+        Int8Kernel::AvxVnni | Int8Kernel::Avx2 => 1,
+    };
+    let mr = w.kernel.mr();
+    for jp in (0..n.div_ceil(NR)).step_by(wide) {
+        let nr = (wide * NR).min(n - jp * NR);
+        let p = p0 + jp;
+        for ir in (0..mc).step_by(mr) {
+            // SAFETY: panel p (and p + 1 where nr > NR) holds kp / 4 steps of NR x 4
+            // bytes; rows and columns of `out` as the caller vouches. AMX reads 32 rows
+            // from row ir of `q` (ir steps by 32; rows past mc are computed and not stored).
+            unsafe {
+                let tile = super::sgemm::Tile {
+                    c: out.ptr.add(ir * out.ldc + jp * NR),
+                    ldc: out.ldc,
+                    mr: mr.min(mc - ir),
+                    nr,
+                    overwrite: !out.accumulate,
+                    beta: out.beta,
+                };
+                let operands = imp::Operands {
+                    steps: kp / 4,
+                    a: q.as_ptr().add(ir * kp),
+                    lda: kp,
+                    b: w.data.as_ptr().add(p * kp * NR),
+                    deq: w.deq.as_ptr().add(p * NR),
+                };
+                imp::kernel(w.kernel, operands, tile);
             }
         }
     }
-    QROWS.set(q);
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -815,6 +815,105 @@ mod tests {
         }
     }
 
+    /// With int8 weights im2col quantizes as it gathers. For every int8 convolution with
+    /// patches, the quantized rows equal its f32 patches quantized as [`i8mm::gemm`] quantizes
+    /// them, byte for byte (zeros past `k`), and the product on them equals `i8mm::gemm` on
+    /// the f32 patches bit for bit.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn quantized_patches_equal_the_f32_patches_quantized() {
+        assert!(
+            Int8Kernel::Avx2.available(),
+            "this machine lacks AVX2: run this test where it has it"
+        );
+        let net = random_net(&InceptionResnetV1Config::small(), &Device::flex());
+        let x = ramp_images(1);
+        let mut observer = FastNet::compile(&net).unwrap();
+        observer.observe(true);
+        observer.forward_nchw(&x, 1, 160, 160).unwrap();
+        let ranges = observer.observed();
+        let mut int8 = FastNet::compile(&net)
+            .unwrap()
+            .with_int8_family(&ranges, Int8Kernel::best().expect("AVX2 is here"))
+            .unwrap()
+            .with_winograd(false);
+        let mut checked = 0;
+        for conv in int8.convs_mut() {
+            let Some(w) = conv.i8w.as_ref() else { continue };
+            if conv.pointwise() {
+                continue;
+            }
+            // Two images of 9 x 11 (odd sizes: padding on every side, strides off the
+            // edge), values from below zero (clamped) to past the activation range.
+            let (n, h, wd) = (2, 9, 11);
+            let data: Vec<f32> = (0..n * h * wd * conv.cin)
+                .map(|i| ((i * 7919) % 1001) as f32 / 100.0 - 1.0)
+                .collect();
+            let buf = Buf {
+                data,
+                n,
+                h,
+                w: wd,
+                c: conv.cin,
+            };
+            let (oh, ow) = conv.out_hw(h, wd);
+            let rows = n * oh * ow;
+            let (k, kp) = (conv.kh * conv.kw * conv.cin, w.kp());
+            let mut f32_rows = vec![0f32; rows * k];
+            conv.im2col(&buf, 0, 0, rows, (oh, ow), &mut f32_rows);
+            let mut want = vec![0u8; rows.next_multiple_of(32) * kp];
+            for (q, a) in want.chunks_exact_mut(kp).zip(f32_rows.chunks_exact(k)) {
+                // SAFETY: AVX2 (asserted above); equal lengths.
+                unsafe { w.quantize_run(&mut q[..k], a) };
+            }
+            let mut got = vec![0u8; want.len()];
+            conv.in_patches(&buf, 0, 0, rows, &mut Vec::new(), |r0, m, p| {
+                let Patches::U8(q) = p else {
+                    panic!("int8 weights gathered other than quantized patches")
+                };
+                got[r0 * kp..(r0 + m) * kp].copy_from_slice(&q[..m * kp]);
+            });
+            assert!(
+                got == want,
+                "{}x{} convolution: quantized rows differ",
+                conv.kh,
+                conv.kw
+            );
+            let n_out = conv.cout;
+            let product = |quantized: bool| {
+                let mut c = vec![0f32; rows * n_out];
+                let out = sgemm::Out {
+                    ptr: c.as_mut_ptr(),
+                    ldc: n_out,
+                    accumulate: false,
+                    beta: 1.0,
+                };
+                // SAFETY: the family runs here; `f32_rows` holds rows x k, `got` the rows
+                // rounded up to 32 of kp; `c` rows x n_out.
+                unsafe {
+                    if quantized {
+                        i8mm::gemm_quantized(rows, n_out, &got, w, 0, out);
+                    } else {
+                        i8mm::gemm(rows, n_out, f32_rows.as_ptr(), k, w, 0, out);
+                    }
+                }
+                c
+            };
+            let (a, b) = (product(false), product(true));
+            assert!(
+                a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()),
+                "{}x{} convolution: the product on quantized patches differs",
+                conv.kh,
+                conv.kw
+            );
+            checked += 1;
+        }
+        assert!(
+            checked >= 5,
+            "only {checked} int8 convolutions with patches"
+        );
+    }
+
     /// After [`HUGE_PAGES_AFTER`] passes the weights move onto huge pages on a thread of its
     /// own, and the outputs stay the same bit for bit.
     #[test]

@@ -244,6 +244,16 @@ pub(crate) struct Out {
     pub(crate) beta: f32,
 }
 
+impl Out {
+    /// The same destination from row `r` on.
+    pub(crate) fn rows_from(self, r: usize) -> Self {
+        Self {
+            ptr: self.ptr.wrapping_add(r * self.ldc),
+            ..self
+        }
+    }
+}
+
 /// `c[0..m, 0..n] (+)= beta * a[0..m, 0..k] x w[0..k, c0..c0 + n]` on `w`'s family
 /// ([`F32Kernel::Avx2`] or [`F32Kernel::Avx512`]).
 ///
