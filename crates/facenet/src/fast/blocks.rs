@@ -25,8 +25,30 @@ pub(super) fn bn_affine(bn: &burn::nn::BatchNorm) -> Result<(Vec<f32>, Vec<f32>)
     Ok((s, t))
 }
 
-/// 3x3 stride-2 valid max pooling of `x` into channels `ooff..ooff + x.c` of `out`.
+/// 3x3 stride-2 valid max pooling of `x` into channels `ooff..ooff + x.c` of `out` (on AVX2
+/// the same loops on 8-lane registers).
 pub(super) fn max_pool_3x3_s2(x: &Buf, out: &mut Buf, ooff: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is here.
+        return unsafe { max_pool_avx2(x, out, ooff) };
+    }
+    max_pool_loops(x, out, ooff)
+}
+
+/// [`max_pool_3x3_s2`] compiled for AVX2.
+///
+/// # Safety
+/// The CPU has AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn max_pool_avx2(x: &Buf, out: &mut Buf, ooff: usize) {
+    max_pool_loops(x, out, ooff)
+}
+
+/// The loops of [`max_pool_3x3_s2`], inlined into each of its versions.
+#[inline(always)]
+fn max_pool_loops(x: &Buf, out: &mut Buf, ooff: usize) {
     let c = x.c;
     for img in 0..out.n {
         for oy in 0..out.h {

@@ -4,6 +4,13 @@
 #[allow(unused_imports)]
 use super::*;
 
+/// Output rows per product on packed weights before their epilogue runs: the block (at most
+/// 96 x 1,792 floats here) is still in the second-level cache when its bias and activation
+/// are applied. A multiple of 32 (the rows of a bf16 or int8 patch block) and of the products'
+/// own row blocks, so that each row's sums are computed as on the whole range.
+const EPILOGUE_ROWS: usize = 96;
+const _: () = assert!(EPILOGUE_ROWS.is_multiple_of(32) && EPILOGUE_ROWS.is_multiple_of(sgemm::MC));
+
 /// What happens to a convolution's product before it is stored.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Epilogue {
@@ -567,7 +574,8 @@ impl Conv {
 
     /// One matrix product and its epilogue: output rows `r0..r0 + m`, channels `cols`. The
     /// left operand is `patches` (im2col rows `r0..r0 + m`) or, for a pointwise convolution,
-    /// the input itself.
+    /// the input itself. On packed weights the rows go [`EPILOGUE_ROWS`] at a time, each
+    /// block's epilogue right after its product, while the block is still in cache.
     ///
     /// # Safety
     /// As [`Conv::run_rows`].
@@ -591,98 +599,74 @@ impl Conv {
             Epilogue::Residual { scale, .. } => (true, scale),
             _ => (false, 1.0),
         };
-        let (lhs, lhs_rs, k) = match patches {
-            Some(Patches::F32(p)) => {
-                let k = self.kh * self.kw * self.cin;
-                debug_assert!(p.len() >= m * k);
-                (p.as_ptr(), k, k)
-            }
-            Some(Patches::Bf16(p)) => {
-                let packed = self
-                    .bf16w
-                    .as_ref()
-                    .expect("bf16 patches come with bf16 weights");
-                // SAFETY: `p` holds the rows `r0..r0 + m` rounded up to 32, of `padded_k`
-                // values (built by `in_patches`); the output as below.
-                unsafe {
-                    let d = dst.0.add(r0 * oc + ooff + cols.start);
-                    let out = bf16mm::Out {
-                        ptr: d,
-                        ldd: oc,
-                        accumulate: read_dst,
-                        beta,
-                    };
-                    bf16mm::gemm_bf16(m, cols.end - cols.start, p, packed, cols.start, out);
-                    self.epilogue(d, oc, m, cols, epilogue);
-                }
-                return;
-            }
-            Some(Patches::U8(q)) => {
-                let packed = self
-                    .i8w
-                    .as_ref()
-                    .expect("quantized patches come with int8 weights");
-                // SAFETY: `q` holds the rows `r0..r0 + m` rounded up to 32, of `kp` bytes
-                // (built by `in_patches`); the output as below.
-                unsafe {
-                    let d = dst.0.add(r0 * oc + ooff + cols.start);
-                    let out = sgemm::Out {
-                        ptr: d,
-                        ldc: oc,
-                        accumulate: read_dst,
-                        beta,
-                    };
-                    i8mm::gemm_quantized(m, cols.end - cols.start, q, packed, cols.start, out);
-                    self.epilogue(d, oc, m, cols, epilogue);
-                }
-                return;
-            }
-            // SAFETY: pointwise: input row r is output row r, and `r * x.c + xoff + cin`
-            // stays inside `x.data` for r < rows (checked in `run`).
-            None => (
-                unsafe { x.data.as_ptr().add(r0 * x.c + xoff) },
-                x.c,
-                self.cin,
-            ),
-        };
         let n = cols.end - cols.start;
-        // SAFETY: the output rows `r0..r0 + m` (stride `oc`) and channels
-        // `ooff + cols` lie inside the output buffer; `lhs` holds `m` rows of `k` floats at
-        // stride `lhs_rs`; the weights are `k x cout`, read at columns `cols`. The output
-        // does not overlap the inputs.
-        unsafe {
-            let d = dst.0.add(r0 * oc + ooff + cols.start);
-            if let Some(packed) = &self.i8w {
-                // Column ranges start at multiples of 16 (see `run`), the int8 panels' width;
-                // the kernel family was checked available when the weights were quantized.
-                let out = sgemm::Out {
-                    ptr: d,
-                    ldc: oc,
-                    accumulate: read_dst,
-                    beta,
-                };
-                i8mm::gemm(m, n, lhs, lhs_rs, packed, cols.start, out);
-            } else if let Some(packed) = &self.bf16w {
-                // Column ranges start at multiples of 16 (see `run`); the kernel family was checked
-                // available when the weights were packed.
-                let out = bf16mm::Out {
-                    ptr: d,
-                    ldd: oc,
-                    accumulate: read_dst,
-                    beta,
-                };
-                bf16mm::gemm(m, n, lhs, lhs_rs, packed, cols.start, out);
-            } else if let Some(packed) = &self.f32w {
-                // Column ranges start at multiples of 16 (see `run`); the AVX2 kernel was
-                // checked available when the weights were packed.
-                let out = sgemm::Out {
-                    ptr: d,
-                    ldc: oc,
-                    accumulate: read_dst,
-                    beta,
-                };
-                sgemm::gemm(m, n, lhs, lhs_rs, packed, cols.start, out);
-            } else {
+        let k = self.kh * self.kw * self.cin;
+        // SAFETY (of every block below): the output rows `r0..r0 + m` (stride `oc`) and
+        // channels `ooff + cols` lie inside the output buffer and no other thread touches them
+        // (caller); the left operand holds the block's rows as each arm says; the weights are
+        // `k x cout`, read at columns `cols`; the output does not overlap the inputs; each
+        // packed family was checked available when its weights were packed, and column
+        // ranges start at multiples of 16 (see `run`), the panels' width.
+        let d = unsafe { dst.0.add(r0 * oc + ooff + cols.start) };
+        let out = |r: usize| sgemm::Out {
+            ptr: d.wrapping_add(r * oc),
+            ldc: oc,
+            accumulate: read_dst,
+            beta,
+        };
+        let bf16_out = |r: usize| bf16mm::Out {
+            ptr: d.wrapping_add(r * oc),
+            ldd: oc,
+            accumulate: read_dst,
+            beta,
+        };
+        // The f32 left operand: patches, or the input itself (pointwise: input row r is
+        // output row r, and `r * x.c + xoff + cin` stays inside `x.data`, checked in `run`).
+        let (lhs, lhs_rs) = match patches {
+            Some(Patches::F32(p)) => {
+                debug_assert!(p.len() >= m * k);
+                (p.as_ptr(), k)
+            }
+            _ => (x.data.as_ptr().wrapping_add(r0 * x.c + xoff), x.c),
+        };
+        let product = |r: usize, mr: usize| unsafe {
+            match (patches, &self.i8w, &self.bf16w, &self.f32w) {
+                // Patches rounded or quantized as gathered: `in_patches` built the rows
+                // `r0..r0 + m` rounded up to 32, of the weights' padded depth; blocks start at
+                // multiples of 32.
+                (Some(Patches::Bf16(p)), _, Some(w), _) => {
+                    let kp = bf16mm::padded_k(k);
+                    bf16mm::gemm_bf16(mr, n, &p[r * kp..], w, cols.start, bf16_out(r));
+                }
+                (Some(Patches::U8(q)), Some(w), _, _) => {
+                    i8mm::gemm_quantized(mr, n, &q[r * w.kp()..], w, cols.start, out(r));
+                }
+                (Some(Patches::Bf16(_) | Patches::U8(_)), ..) => {
+                    unreachable!("rounded or quantized patches come with their weights")
+                }
+                (_, Some(w), _, _) => {
+                    i8mm::gemm(mr, n, lhs.add(r * lhs_rs), lhs_rs, w, cols.start, out(r));
+                }
+                (_, _, Some(w), _) => {
+                    bf16mm::gemm(
+                        mr,
+                        n,
+                        lhs.add(r * lhs_rs),
+                        lhs_rs,
+                        w,
+                        cols.start,
+                        bf16_out(r),
+                    );
+                }
+                (_, _, _, Some(w)) => {
+                    sgemm::gemm(mr, n, lhs.add(r * lhs_rs), lhs_rs, w, cols.start, out(r));
+                }
+                (_, None, None, None) => unreachable!("the `gemm` crate's products run whole"),
+            }
+        };
+        if self.i8w.is_none() && self.bf16w.is_none() && self.f32w.is_none() {
+            // The `gemm` crate packs the weights again for every product: one for all rows.
+            unsafe {
                 gemm::gemm(
                     m,
                     n,
@@ -704,17 +688,66 @@ impl Conv {
                     false,
                     Parallelism::None,
                 );
+                self.epilogue(d, oc, m, cols, epilogue);
             }
-            self.epilogue(d, oc, m, cols, epilogue);
+            return;
+        }
+        for r in (0..m).step_by(EPILOGUE_ROWS) {
+            let mr = EPILOGUE_ROWS.min(m - r);
+            product(r, mr);
+            // SAFETY: rows r..r + mr of the block, as above.
+            unsafe { self.epilogue(d.add(r * oc), oc, mr, cols.clone(), epilogue) };
         }
     }
 
     /// Bias and activation over output rows `0..m` (stride `oc`) from `d`, channels `cols`.
+    /// On AVX2 the same loops run on 8-lane registers instead of the baseline's 4 (the same
+    /// operations on each value, so the same results).
     ///
     /// # Safety
     /// `d` points to `m` rows of at least `cols.len()` floats at stride `oc` that no other
     /// thread touches meanwhile.
     pub(super) unsafe fn epilogue(
+        &self,
+        d: *mut f32,
+        oc: usize,
+        m: usize,
+        cols: std::ops::Range<usize>,
+        epilogue: Epilogue,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 is here; the rest is forwarded from the caller.
+            return unsafe { self.epilogue_avx2(d, oc, m, cols, epilogue) };
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe { self.epilogue_loops(d, oc, m, cols, epilogue) }
+    }
+
+    /// [`Conv::epilogue`] compiled for AVX2.
+    ///
+    /// # Safety
+    /// As [`Conv::epilogue`], on a CPU with AVX2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn epilogue_avx2(
+        &self,
+        d: *mut f32,
+        oc: usize,
+        m: usize,
+        cols: std::ops::Range<usize>,
+        epilogue: Epilogue,
+    ) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.epilogue_loops(d, oc, m, cols, epilogue) }
+    }
+
+    /// The loops of [`Conv::epilogue`], inlined into each of its versions.
+    ///
+    /// # Safety
+    /// As [`Conv::epilogue`].
+    #[inline(always)]
+    unsafe fn epilogue_loops(
         &self,
         d: *mut f32,
         oc: usize,
