@@ -371,11 +371,14 @@ mod imp {
     }
 
     /// One block of 32 bf16 rows (`a`, row length `kp`) times channels `c0..c0 + n`; the
-    /// first `rows` rows of the result go to `out`.
+    /// first `rows` rows of the result go to `out`. Compiled for AVX-512, which both families
+    /// imply, so that the sums are scaled and stored 16 lanes at a time (the baseline's
+    /// 4-lane loop was 5 % of a bf16 batch on Zen 4, and more beside AMX's tile products).
     ///
     /// # Safety
     /// `a` holds 32 rows of `kp`; `out` holds `rows` rows of `n`; as [`gemm`].
     #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx512bw")]
     unsafe fn rows_block(
         a: &[u16],
         kp: usize,
