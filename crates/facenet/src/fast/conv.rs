@@ -1,5 +1,6 @@
-//! Convolutions and their epilogues: folded BatchNorm, the im2col gather (f32 and bf16), the
-//! matrix products (gemm, or the bf16 kernels of `bf16mm`) split across threads.
+//! Convolutions and their epilogues: folded BatchNorm, the im2col gather (f32 rows, bf16 rows
+//! and int8 rows quantized as they are gathered), the matrix products (gemm, or the kernels of
+//! `sgemm`, `bf16mm` and `i8mm`) split across threads.
 
 #[allow(unused_imports)]
 use super::*;
