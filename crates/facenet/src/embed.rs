@@ -299,6 +299,16 @@ impl Embedder {
         self.fast.as_ref().and_then(|f| f.huge_pages())
     }
 
+    /// How many single-image passes of the fast path ran on each thread count so far, probes
+    /// included (`(threads, passes)`; empty off the fast path or before any): how often the
+    /// pass moved to fewer threads beside other work.
+    pub fn single_image_passes(&self) -> Vec<(usize, u64)> {
+        self.fast
+            .as_ref()
+            .map(|f| f.single_image_passes())
+            .unwrap_or_default()
+    }
+
     /// The products' kernel family, as `bench embed` prints it: `amx` or `avx512-bf16` in
     /// bf16, `amx-int8`, `avx512-vnni`, `avx-vnni` or `avx2-int8` in int8, `avx512-fma`, `avx2-fma` or
     /// `gemm` in f32, `burn` off the fast path.

@@ -79,6 +79,8 @@ pub(super) struct SplitChoice {
     /// Which way the next probe goes where both are possible: one more thread (true) or one
     /// fewer (false); the two alternate.
     up: AtomicBool,
+    /// Passes recorded on each thread count (index 0 unused), probes included.
+    on: Vec<AtomicU64>,
 }
 
 fn load(a: &AtomicU64) -> f64 {
@@ -102,7 +104,17 @@ impl SplitChoice {
             since: AtomicU32::new(0),
             interval: AtomicU32::new(FIRST_INTERVAL),
             up: AtomicBool::new(false),
+            on: (0..=max).map(|_| AtomicU64::new(0)).collect(),
         }
+    }
+
+    /// How many passes ran on each thread count so far, probes included: `(threads, passes)`
+    /// for the counts that ran any.
+    pub(super) fn passes_by_threads(&self) -> Vec<(usize, u64)> {
+        (1..self.on.len())
+            .map(|t| (t, self.on[t].load(Ordering::Relaxed)))
+            .filter(|&(_, n)| n > 0)
+            .collect()
     }
 
     /// The count in use now.
@@ -141,6 +153,9 @@ impl SplitChoice {
 
     /// Records a pass of `macs` multiply-adds that took `elapsed` on `threads` threads.
     pub(super) fn record(&self, threads: usize, elapsed: Duration, macs: u64) {
+        if let Some(n) = self.on.get(threads) {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
         if self.max == 1 || macs == 0 {
             return;
         }
@@ -212,6 +227,8 @@ mod tests {
         assert_eq!(choice.current(), 2);
         let probes: Vec<usize> = (0..ran.len()).filter(|&i| ran[i] == 1).collect();
         assert_eq!(probes, [15, 47, 111, 239, 495, 1007, 2031]);
+        // Every pass is counted under the count it ran on, the probes too.
+        assert_eq!(choice.passes_by_threads(), [(1, 7), (2, 2993)]);
         // A machine that slows down a little (the host's drift) calls no probe either.
         let ran = drive(&choice, 500, |t| if t == 2 { 18.0 } else { 28.8 });
         assert!(ran.iter().filter(|&&t| t == 1).count() <= 1, "{ran:?}");

@@ -299,6 +299,12 @@ impl FastNet {
         self.huge_pages.get().copied()
     }
 
+    /// How many single-image passes ran on each thread count so far (`fast/adapt.rs` chooses
+    /// it as they run), probes included: `(threads, passes)` for the counts that ran any.
+    pub fn single_image_passes(&self) -> Vec<(usize, u64)> {
+        self.split.passes_by_threads()
+    }
+
     /// Counts a pass; after [`HUGE_PAGES_AFTER`], moves the weights onto 2 MiB pages on a
     /// thread of its own (`fast/pages.rs`).
     fn after_pass(&self) {

@@ -226,5 +226,13 @@ fn worker(args: &EmbedArgs, batch: usize, device: Device) -> anyhow::Result<()> 
     if let Some((on, refused)) = embedder.huge_pages() {
         println!("# weights on 2 MiB pages: {on} regions ({refused} refused by the kernel)");
     }
+    let passes = embedder.single_image_passes();
+    if !passes.is_empty() {
+        let each: Vec<String> = passes
+            .iter()
+            .map(|(t, n)| format!("{n} on {t} thread{}", if *t == 1 { "" } else { "s" }))
+            .collect();
+        println!("# single-image passes: {}", each.join(", "));
+    }
     Ok(())
 }
