@@ -1601,6 +1601,23 @@ fn library_indexes_groups_names_and_finds() {
         "Gerhard_Schroeder",
         "Tony_Blair",
     ];
+    // A folder without photos is no error, and says so.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(empty.join("sub")).unwrap();
+    std::fs::write(empty.join("sub/notes.txt"), "no photos here").unwrap();
+    let out = bin()
+        .args(["library", "add"])
+        .arg(&empty)
+        .arg("--gallery")
+        .arg(&g)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("note: no photos in {}", empty.display())),
+        "{}",
+        stderr(&out)
+    );
     let photos = photo_collection(&root, &people, 8);
     let add = library_json(&g, &["add", root.to_str().unwrap()]);
     assert_eq!(add["photos"], 33, "{add}");

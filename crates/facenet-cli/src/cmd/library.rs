@@ -177,6 +177,15 @@ pub fn run(args: LibraryCmd, device: Device) -> anyhow::Result<()> {
                 for (p, why) in &r.unreadable {
                     eprintln!("skipped {}: {why}", p.display());
                 }
+                if r.files == 0 {
+                    let looked: Vec<String> =
+                        paths.iter().map(|p| p.display().to_string()).collect();
+                    eprintln!(
+                        "note: no photos in {}: no .{} file there or in any folder below",
+                        looked.join(", "),
+                        facenet::files::IMAGE_EXTENSIONS.join(", .")
+                    );
+                }
             }
         }
         LibrarySub::People { json } => {
