@@ -376,15 +376,40 @@ impl Conv {
                 let chunks = team::chunk_count(self.cout, threads, 2 * sgemm::NR);
                 let k = self.kh * self.kw * self.cin;
                 let whole = !self.pointwise() && rows * k <= IM2COL_CHUNK_FLOATS;
+                // int8 weights: the rows (patches, or the input of a pointwise convolution)
+                // are quantized once per thread, not once per chunk of channels.
+                let quantized = self.i8w.is_some() && rows * k <= IM2COL_CHUNK_FLOATS;
                 let align = self
                     .f32w
                     .as_ref()
                     .map_or(sgemm::NR, sgemm::Packed::col_align);
                 team::split_mut(&mut scratch[..threads], chunks, |scr, claims| {
                     let mut gathered = false;
+                    let mut q = if quantized {
+                        U8_PATCHES.take()
+                    } else {
+                        Vec::new()
+                    };
                     for c in claims {
                         let cols = team::chunk_range(self.cout, chunks, align, c);
                         if cols.is_empty() {
+                            continue;
+                        }
+                        if let (true, Some(w)) = (quantized, &self.i8w) {
+                            let len = rows.next_multiple_of(32) * w.kp();
+                            if !gathered {
+                                if q.len() < len {
+                                    q.resize(len, 0);
+                                }
+                                // SAFETY: int8 weights exist only where an int8 kernel family
+                                // runs, which implies AVX2; `q` holds `len` bytes.
+                                unsafe { self.quantize_rows(x, xoff, rows, (oh, ow), &mut q, w) };
+                                gathered = true;
+                            }
+                            let p = Patches::U8(&q[..len]);
+                            // SAFETY: the chunks write disjoint column ranges of `out.data`;
+                            // `p` holds all `rows`, rounded up to 32.
+                            unsafe { self.gemm_block(&job, dst, 0, rows, cols, Some(p)) };
                             continue;
                         }
                         if !whole {
@@ -402,6 +427,9 @@ impl Conv {
                         let p = Patches::F32(&scr[..rows * k]);
                         // SAFETY: as above; `p` holds the patches of all `rows`.
                         unsafe { self.gemm_block(&job, dst, 0, rows, cols, Some(p)) };
+                    }
+                    if quantized {
+                        U8_PATCHES.set(q);
                     }
                 });
                 return;
@@ -571,6 +599,36 @@ impl Conv {
             // SAFETY: AVX2 (this function's); `d` and `s` are runs of equal length.
             unsafe { w.quantize_run(d, s) }
         });
+    }
+
+    /// The left operand of all `rows` output rows quantized for `w`, into `dst` (rows of
+    /// `w.kp()` bytes): the patches ([`Conv::im2col_u8`]) or, for a pointwise convolution, the
+    /// input rows themselves, as [`i8mm::gemm`] would quantize them.
+    ///
+    /// # Safety
+    /// The CPU has AVX2; `dst` holds `rows` rows of `w.kp()`.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn quantize_rows(
+        &self,
+        x: &Buf,
+        xoff: usize,
+        rows: usize,
+        oh_ow: (usize, usize),
+        dst: &mut [u8],
+        w: &i8mm::Packed,
+    ) {
+        if !self.pointwise() {
+            // SAFETY: forwarded from the caller.
+            unsafe { self.im2col_u8(x, xoff, 0, rows, oh_ow, dst, w) };
+            return;
+        }
+        let (k, kp) = (self.cin, w.kp());
+        for (r, row) in dst.chunks_exact_mut(kp).take(rows).enumerate() {
+            let src = &x.data[r * x.c + xoff..][..k];
+            // SAFETY: AVX2 (the caller's); runs of equal length.
+            unsafe { w.quantize_run(&mut row[..k], src) };
+            row[k..].fill(0);
+        }
     }
 
     /// One matrix product and its epilogue: output rows `r0..r0 + m`, channels `cols`. The

@@ -821,10 +821,11 @@ mod tests {
         }
     }
 
-    /// With int8 weights im2col quantizes as it gathers. For every int8 convolution with
-    /// patches, the quantized rows equal its f32 patches quantized as [`i8mm::gemm`] quantizes
-    /// them, byte for byte (zeros past `k`), and the product on them equals `i8mm::gemm` on
-    /// the f32 patches bit for bit.
+    /// With int8 weights the left operand is quantized as it is gathered. For every int8
+    /// convolution, its rows (the patches, or a pointwise convolution's input rows) quantized
+    /// by `in_patches` and by `quantize_rows` equal its f32 rows quantized as [`i8mm::gemm`]
+    /// quantizes them, byte for byte (zeros past `k`), and the product on them equals
+    /// `i8mm::gemm` on the f32 rows bit for bit.
     #[test]
     #[cfg(target_arch = "x86_64")]
     fn quantized_patches_equal_the_f32_patches_quantized() {
@@ -843,16 +844,14 @@ mod tests {
             .with_int8_family(&ranges, Int8Kernel::best().expect("AVX2 is here"))
             .unwrap()
             .with_winograd(false);
-        let mut checked = 0;
+        let (mut patches, mut pointwise) = (0, 0);
         for conv in int8.convs_mut() {
             let Some(w) = conv.i8w.as_ref() else { continue };
-            if conv.pointwise() {
-                continue;
-            }
             // Two images of 9 x 11 (odd sizes: padding on every side, strides off the
-            // edge), values from below zero (clamped) to past the activation range.
-            let (n, h, wd) = (2, 9, 11);
-            let data: Vec<f32> = (0..n * h * wd * conv.cin)
+            // edge), values from below zero (clamped) to past the activation range; the
+            // input has 8 channels more than the convolution reads, from channel 3 on.
+            let (n, h, wd, c) = (2, 9, 11, conv.cin + 8);
+            let data: Vec<f32> = (0..n * h * wd * c)
                 .map(|i| ((i * 7919) % 1001) as f32 / 100.0 - 1.0)
                 .collect();
             let buf = Buf {
@@ -860,31 +859,42 @@ mod tests {
                 n,
                 h,
                 w: wd,
-                c: conv.cin,
+                c,
             };
+            let xoff = 3;
             let (oh, ow) = conv.out_hw(h, wd);
             let rows = n * oh * ow;
             let (k, kp) = (conv.kh * conv.kw * conv.cin, w.kp());
             let mut f32_rows = vec![0f32; rows * k];
-            conv.im2col(&buf, 0, 0, rows, (oh, ow), &mut f32_rows);
+            if conv.pointwise() {
+                for (r, row) in f32_rows.chunks_exact_mut(k).enumerate() {
+                    row.copy_from_slice(&buf.data[r * c + xoff..][..k]);
+                }
+                pointwise += 1;
+            } else {
+                conv.im2col(&buf, xoff, 0, rows, (oh, ow), &mut f32_rows);
+                patches += 1;
+            }
             let mut want = vec![0u8; rows.next_multiple_of(32) * kp];
             for (q, a) in want.chunks_exact_mut(kp).zip(f32_rows.chunks_exact(k)) {
                 // SAFETY: AVX2 (asserted above); equal lengths.
                 unsafe { w.quantize_run(&mut q[..k], a) };
             }
+            let what = format!("{}x{} {}->{}", conv.kh, conv.kw, conv.cin, conv.cout);
             let mut got = vec![0u8; want.len()];
-            conv.in_patches(&buf, 0, 0, rows, &mut Vec::new(), |r0, m, p| {
-                let Patches::U8(q) = p else {
-                    panic!("int8 weights gathered other than quantized patches")
-                };
-                got[r0 * kp..(r0 + m) * kp].copy_from_slice(&q[..m * kp]);
-            });
-            assert!(
-                got == want,
-                "{}x{} convolution: quantized rows differ",
-                conv.kh,
-                conv.kw
-            );
+            // SAFETY: AVX2 (asserted above); `got` holds the rows rounded up to 32.
+            unsafe { conv.quantize_rows(&buf, xoff, rows, (oh, ow), &mut got, w) };
+            assert!(got == want, "{what}: rows quantized at once differ");
+            if !conv.pointwise() {
+                let mut chunked = vec![0u8; want.len()];
+                conv.in_patches(&buf, xoff, 0, rows, &mut Vec::new(), |r0, m, p| {
+                    let Patches::U8(q) = p else {
+                        panic!("int8 weights gathered other than quantized patches")
+                    };
+                    chunked[r0 * kp..(r0 + m) * kp].copy_from_slice(&q[..m * kp]);
+                });
+                assert!(chunked == want, "{what}: quantized patches differ");
+            }
             let n_out = conv.cout;
             let product = |quantized: bool| {
                 let mut c = vec![0f32; rows * n_out];
@@ -908,15 +918,12 @@ mod tests {
             let (a, b) = (product(false), product(true));
             assert!(
                 a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()),
-                "{}x{} convolution: the product on quantized patches differs",
-                conv.kh,
-                conv.kw
+                "{what}: the product on quantized rows differs"
             );
-            checked += 1;
         }
         assert!(
-            checked >= 5,
-            "only {checked} int8 convolutions with patches"
+            patches >= 5 && pointwise >= 5,
+            "only {patches} int8 convolutions with patches and {pointwise} pointwise ones"
         );
     }
 
