@@ -151,7 +151,7 @@ impl Out {
     ///
     /// # Safety
     /// Row `r` lies inside the destination.
-    unsafe fn skip_rows(self, r: usize) -> Self {
+    pub(in crate::fast) unsafe fn skip_rows(self, r: usize) -> Self {
         Self {
             // SAFETY: forwarded from the caller.
             ptr: unsafe { self.ptr.add(r * self.ldd) },

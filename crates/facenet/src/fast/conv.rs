@@ -499,47 +499,36 @@ impl Conv {
         let chunk = (IM2COL_CHUNK_FLOATS / k).clamp(1, m.max(1));
         if self.bf16w.is_some() {
             let kp = bf16mm::padded_k(k);
-            let chunk = chunk.next_multiple_of(32);
             let mut buf = BF16_PATCHES.take();
-            if buf.len() < chunk * kp {
-                buf.resize(chunk * kp, 0);
-            }
-            let mut done = 0;
-            while done < m {
-                let c = chunk.min(m - done);
-                // SAFETY: bf16 weights exist only where a bf16 kernel family is available, which implies
-                // AVX-512; `buf` holds `chunk >= c` rows of `kp`.
-                unsafe { self.im2col_bf16(x, xoff, r0 + done, c, (oh, ow), &mut buf, kp) };
-                f(
-                    r0 + done,
-                    c,
-                    Patches::Bf16(&buf[..c.next_multiple_of(32) * kp]),
-                );
-                done += c;
-            }
+            let gather = |r, c, b: &mut [u16]| {
+                // SAFETY: bf16 weights exist only where a bf16 kernel family is available,
+                // which implies AVX-512; `b` holds at least `c` rows of `kp`.
+                unsafe { self.im2col_bf16(x, xoff, r, c, (oh, ow), b, kp) }
+            };
+            in_chunks(
+                &mut buf,
+                (r0, m, chunk, kp),
+                gather,
+                |b| Patches::Bf16(b),
+                &mut f,
+            );
             BF16_PATCHES.set(buf);
             return;
         }
         if let Some(w) = &self.i8w {
-            let kp = w.kp();
-            let chunk = chunk.next_multiple_of(32);
             let mut buf = U8_PATCHES.take();
-            if buf.len() < chunk * kp {
-                buf.resize(chunk * kp, 0);
-            }
-            let mut done = 0;
-            while done < m {
-                let c = chunk.min(m - done);
+            let gather = |r, c, b: &mut [u8]| {
                 // SAFETY: int8 weights exist only where an int8 kernel family is available,
-                // which implies AVX2; `buf` holds `chunk >= c` rows of `kp`.
-                unsafe { self.im2col_u8(x, xoff, r0 + done, c, (oh, ow), &mut buf, w) };
-                f(
-                    r0 + done,
-                    c,
-                    Patches::U8(&buf[..c.next_multiple_of(32) * kp]),
-                );
-                done += c;
-            }
+                // which implies AVX2; `b` holds at least `c` rows of `w.kp()`.
+                unsafe { self.im2col_u8(x, xoff, r, c, (oh, ow), b, w) }
+            };
+            in_chunks(
+                &mut buf,
+                (r0, m, chunk, w.kp()),
+                gather,
+                |b| Patches::U8(b),
+                &mut f,
+            );
             U8_PATCHES.set(buf);
             return;
         }
@@ -667,14 +656,14 @@ impl Conv {
         // packed family was checked available when its weights were packed, and column
         // ranges start at multiples of 16 (see `run`), the panels' width.
         let d = unsafe { dst.0.add(r0 * oc + ooff + cols.start) };
-        let out = |r: usize| sgemm::Out {
-            ptr: d.wrapping_add(r * oc),
+        let out = sgemm::Out {
+            ptr: d,
             ldc: oc,
             accumulate: read_dst,
             beta,
         };
-        let bf16_out = |r: usize| bf16mm::Out {
-            ptr: d.wrapping_add(r * oc),
+        let bf16_out = bf16mm::Out {
+            ptr: d,
             ldd: oc,
             accumulate: read_dst,
             beta,
@@ -695,16 +684,24 @@ impl Conv {
                 // multiples of 32.
                 (Some(Patches::Bf16(p)), _, Some(w), _) => {
                     let kp = bf16mm::padded_k(k);
-                    bf16mm::gemm_bf16(mr, n, &p[r * kp..], w, cols.start, bf16_out(r));
+                    bf16mm::gemm_bf16(mr, n, &p[r * kp..], w, cols.start, bf16_out.skip_rows(r));
                 }
                 (Some(Patches::U8(q)), Some(w), _, _) => {
-                    i8mm::gemm_quantized(mr, n, &q[r * w.kp()..], w, cols.start, out(r));
+                    i8mm::gemm_quantized(mr, n, &q[r * w.kp()..], w, cols.start, out.skip_rows(r));
                 }
                 (Some(Patches::Bf16(_) | Patches::U8(_)), ..) => {
                     unreachable!("rounded or quantized patches come with their weights")
                 }
                 (_, Some(w), _, _) => {
-                    i8mm::gemm(mr, n, lhs.add(r * lhs_rs), lhs_rs, w, cols.start, out(r));
+                    i8mm::gemm(
+                        mr,
+                        n,
+                        lhs.add(r * lhs_rs),
+                        lhs_rs,
+                        w,
+                        cols.start,
+                        out.skip_rows(r),
+                    );
                 }
                 (_, _, Some(w), _) => {
                     bf16mm::gemm(
@@ -714,11 +711,19 @@ impl Conv {
                         lhs_rs,
                         w,
                         cols.start,
-                        bf16_out(r),
+                        bf16_out.skip_rows(r),
                     );
                 }
                 (_, _, _, Some(w)) => {
-                    sgemm::gemm(mr, n, lhs.add(r * lhs_rs), lhs_rs, w, cols.start, out(r));
+                    sgemm::gemm(
+                        mr,
+                        n,
+                        lhs.add(r * lhs_rs),
+                        lhs_rs,
+                        w,
+                        cols.start,
+                        out.skip_rows(r),
+                    );
                 }
                 (_, None, None, None) => unreachable!("the `gemm` crate's products run whole"),
             }
@@ -942,5 +947,29 @@ pub(super) fn copy_run(dst: &mut [f32], src: &[f32]) {
     }
     for (d, s) in d.into_remainder().iter_mut().zip(s.remainder()) {
         *d = *s;
+    }
+}
+
+/// Rows `r0..r0 + m` gathered `chunk` at a time (rounded up to 32, the rows of a bf16 or int8
+/// block) into `buf`, rows of `kp` values: `gather(first row, rows, rows of buf)` fills a
+/// chunk, and `f` gets each chunk's first row, row count and its rows (rounded up to 32) as
+/// `wrap` makes them patches.
+fn in_chunks<T: Copy + Default>(
+    buf: &mut Vec<T>,
+    (r0, m, chunk, kp): (usize, usize, usize, usize),
+    mut gather: impl FnMut(usize, usize, &mut [T]),
+    wrap: impl Fn(&[T]) -> Patches<'_>,
+    f: &mut impl FnMut(usize, usize, Patches<'_>),
+) {
+    let chunk = chunk.next_multiple_of(32);
+    if buf.len() < chunk * kp {
+        buf.resize(chunk * kp, T::default());
+    }
+    let mut done = 0;
+    while done < m {
+        let c = chunk.min(m - done);
+        gather(r0 + done, c, &mut buf[..chunk * kp]);
+        f(r0 + done, c, wrap(&buf[..c.next_multiple_of(32) * kp]));
+        done += c;
     }
 }

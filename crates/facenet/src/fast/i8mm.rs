@@ -305,7 +305,7 @@ pub(crate) unsafe fn gemm(
         }
         // SAFETY: `q` holds MC >= mc rows of kp bytes (MC a multiple of 32); the output rows
         // from i0 as the caller vouches.
-        unsafe { block(mc, n, &q, w, c0, out.rows_from(i0)) };
+        unsafe { block(mc, n, &q, w, c0, out.skip_rows(i0)) };
     }
     QROWS.set(q);
 }
@@ -329,7 +329,7 @@ pub(crate) unsafe fn gemm_quantized(
     for i0 in (0..m).step_by(MC) {
         // SAFETY: rows i0.. of `q` as the caller vouches (i0 is a multiple of 32, so AMX's
         // blocks stay within `m` rounded up to 32); the output rows from i0 likewise.
-        unsafe { block(MC.min(m - i0), n, &q[i0 * w.kp..], w, c0, out.rows_from(i0)) };
+        unsafe { block(MC.min(m - i0), n, &q[i0 * w.kp..], w, c0, out.skip_rows(i0)) };
     }
 }
 

@@ -773,6 +773,14 @@ mod tests {
         assert!(err <= 1e-5 * scale, "max abs diff {err} (scale {scale})");
     }
 
+    /// The int8 calibration of `net` on `n` 160x160 `images`: each convolution's input range.
+    fn int8_ranges(net: &InceptionResnetV1, images: &[f32], n: usize) -> Vec<InputRange> {
+        let mut observer = FastNet::compile(net).unwrap();
+        observer.observe(true);
+        observer.forward_nchw(images, n, 160, 160).unwrap();
+        observer.observed()
+    }
+
     /// The int8 network on AMX's family, its tiles emulated (`fast/amx.rs`), against the AVX2
     /// family. With Winograd off every int8 convolution runs the same exact integer sums on
     /// both, so the outputs are equal bit for bit: for a batch (one group per thread) and for
@@ -786,10 +794,7 @@ mod tests {
         );
         let net = random_net(&InceptionResnetV1Config::small(), &Device::flex());
         let x = ramp_images(3);
-        let mut observer = FastNet::compile(&net).unwrap();
-        observer.observe(true);
-        observer.forward_nchw(&x, 3, 160, 160).unwrap();
-        let ranges = observer.observed();
+        let ranges = int8_ranges(&net, &x, 3);
         let int8 = |kernel| {
             FastNet::compile(&net)
                 .unwrap()
@@ -835,10 +840,7 @@ mod tests {
         );
         let net = random_net(&InceptionResnetV1Config::small(), &Device::flex());
         let x = ramp_images(1);
-        let mut observer = FastNet::compile(&net).unwrap();
-        observer.observe(true);
-        observer.forward_nchw(&x, 1, 160, 160).unwrap();
-        let ranges = observer.observed();
+        let ranges = int8_ranges(&net, &x, 1);
         let mut int8 = FastNet::compile(&net)
             .unwrap()
             .with_int8_family(&ranges, Int8Kernel::best().expect("AVX2 is here"))

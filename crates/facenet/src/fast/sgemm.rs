@@ -245,10 +245,14 @@ pub(crate) struct Out {
 }
 
 impl Out {
-    /// The same destination from row `r` on.
-    pub(crate) fn rows_from(self, r: usize) -> Self {
+    /// The same destination from row `r` on (as [`super::bf16mm`]'s).
+    ///
+    /// # Safety
+    /// Row `r` lies inside the destination.
+    pub(crate) unsafe fn skip_rows(self, r: usize) -> Self {
         Self {
-            ptr: self.ptr.wrapping_add(r * self.ldc),
+            // SAFETY: forwarded from the caller.
+            ptr: unsafe { self.ptr.add(r * self.ldc) },
             ..self
         }
     }
