@@ -9,6 +9,8 @@
 #   PRECISION=f32,int8 bench/compare.sh   # also int8 (calibrated first, by `facenet quantize`
 #                                         # on 300 LFW DevTrain faces outside pairs.txt,
 #                                         # if not done yet)
+#   SLICES=1 bench/compare.sh   # each tool's RUNS (default 9) timed runs in one go, not in 3
+#                               # alternating slices of 3 (below)
 #   LOAD=steady bench/compare.sh  # both beside other work on the machine, started after the
 #                                 # build and stopped at the end: steady (a busy loop), bursts
 #                                 # (50 ms busy, 50 ms asleep), compile (gcc -O2 compiling
@@ -27,6 +29,9 @@ BATCHES=${BATCHES:-1,8,32}
 THREADS=${THREADS:-0}
 PRECISION=${PRECISION:-f32}
 ROUNDS=${ROUNDS:-1}
+RUNS=${RUNS:-9}
+SLICES=${SLICES:-3}
+[[ "$RUNS" =~ ^[1-9][0-9]*$ && "$SLICES" =~ ^[1-9][0-9]*$ ]] || { echo "RUNS=$RUNS SLICES=$SLICES: expected positive whole numbers" >&2; exit 2; }
 LOAD=${LOAD:-none}
 case "$LOAD" in
   none | steady | bursts | compile) ;;
@@ -75,21 +80,37 @@ while True:
     setsid bash -c 'while :; do gcc -O2 -c "$1" -o /dev/null; done' _ "$src" & load_pid=$! ;;
 esac
 [ "$LOAD" = none ] || echo "# load: $LOAD (pid $load_pid), beside every run below"
+# Each tool's rate in a round is the median of SLICES slices of RUNS/SLICES timed runs, the two
+# tools' slices alternating (ORT, facenet, ORT, facenet, ...), so that both are measured across the
+# same stretch of time and a slowdown of the machine lasting a few seconds falls on both alike.
+per=$(( (RUNS + SLICES - 1) / SLICES ))
+median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { if (NR) print NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 for round in $(seq "$ROUNDS"); do
   for b in ${BATCHES//,/ }; do
-    ort=$("$VENV/bin/python" "$SHARED/bench/ort_facenet.py" --onnx "$onnx" --bench --batch "$b" \
-          --threads "$THREADS" 2>&1 | grep -v '^#')
-    echo "$ort"
-    o=$(echo "$ort" | sed -n "s/^ort batch=$b img_per_s=\([0-9.]*\).*/\1/p")
+    o_all=
+    declare -A r_all=()
+    for slice in $(seq "$SLICES"); do
+      ort=$("$VENV/bin/python" "$SHARED/bench/ort_facenet.py" --onnx "$onnx" --bench --batch "$b" \
+            --threads "$THREADS" --runs "$per" 2>&1 | grep -v '^#')
+      echo "$ort slice=$slice"
+      o_all+=" $(echo "$ort" | sed -n "s/^ort batch=$b img_per_s=\([0-9.]*\).*/\1/p")"
+      for p in ${PRECISION//,/ }; do
+        out=$(./target/release/facenet bench embed --batch "$b" --precision "$p" --runs "$per")
+        ours=$(echo "$out" | grep '^embed ')
+        # At batch 1, also where the single image's passes ran (how many on how many threads).
+        echo "$ours slice=$slice$(echo "$out" | sed -n 's/^# single-image passes:\(.*\)/ (passes:\1)/p')"
+        r_all[$p]+=" $(echo "$ours" | sed -n "s/^embed batch=$b img_per_s=\([0-9.]*\).*/\1/p")"
+      done
+    done
+    o=$(echo "$o_all" | median)
     for p in ${PRECISION//,/ }; do
-      ours=$(./target/release/facenet bench embed --batch "$b" --precision "$p" --runs 9 | grep '^embed ')
-      echo "$ours"
-      r=$(echo "$ours" | sed -n "s/^embed batch=$b img_per_s=\([0-9.]*\).*/\1/p")
+      r=$(echo "${r_all[$p]}" | median)
       [ -n "$o" ] && [ -n "$r" ] || continue
       ratio=$(awk -v o="$o" -v r="$r" 'BEGIN { printf "%.3f", r / o }')
-      echo "ratio$([ "$ROUNDS" -gt 1 ] && echo " round=$round") batch=$b precision=$p facenet/ort=$ratio (facenet $r img/s, ort $o img/s)"
+      echo "ratio$([ "$ROUNDS" -gt 1 ] && echo " round=$round") batch=$b precision=$p facenet/ort=$ratio (facenet $r img/s, ort $o img/s, medians of $SLICES slices of $per runs)"
       echo "$b $p $ratio $r $o" >>"$ratios"
     done
+    unset r_all
   done
 done
 if [ "$ROUNDS" -gt 1 ]; then
