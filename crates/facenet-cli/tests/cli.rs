@@ -153,6 +153,69 @@ fn missing_weights_file_says_what_to_do() {
     assert!(stderr(&out).contains("facenet fetch"), "{}", stderr(&out));
 }
 
+/// `bench embed --layers` on the small network's random weights (none in FACENET_HOME): after
+/// each batch size's line, a table of the timed convolutions whose shares add up to 100 %;
+/// without the flag, no table.
+#[test]
+fn bench_embed_layers_prints_where_the_time_went() {
+    let dir = tempfile::tempdir().unwrap();
+    let bench = |layers: bool| {
+        let mut cmd = bin();
+        cmd.env("FACENET_HOME", dir.path()).args([
+            "bench",
+            "embed",
+            "--model",
+            "small",
+            "--batch",
+            "1,2",
+            "--runs",
+            "1",
+            "--min-run-s",
+            "0",
+        ]);
+        if layers {
+            cmd.arg("--layers");
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = bench(true);
+    for b in [1, 2] {
+        let head = format!("# layers, batch {b}: share | ms/pass");
+        let at = text
+            .find(&head)
+            .unwrap_or_else(|| panic!("no {head:?} in\n{text}"));
+        let rows: Vec<&str> = text[at..]
+            .lines()
+            .skip(1)
+            .take_while(|l| l.contains(" % | "))
+            .collect();
+        assert!(rows.len() >= 5, "{rows:?}");
+        let share: f64 = rows
+            .iter()
+            .map(|l| {
+                l[1..]
+                    .split('%')
+                    .next()
+                    .unwrap()
+                    .trim()
+                    .parse::<f64>()
+                    .unwrap()
+            })
+            .sum();
+        assert!(
+            (share - 100.0).abs() < 0.5,
+            "shares add up to {share}: {rows:?}"
+        );
+        assert!(
+            rows.iter().any(|l| l.ends_with(" on 1x1")),
+            "no bottleneck row: {rows:?}"
+        );
+    }
+    assert!(!bench(false).contains("# layers"));
+}
+
 #[test]
 fn corrupt_weights_file_is_named() {
     let dir = tempfile::tempdir().unwrap();

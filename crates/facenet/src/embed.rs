@@ -309,6 +309,28 @@ impl Embedder {
             .unwrap_or_default()
     }
 
+    /// Times every convolution of the fast path from now on (`on`), or stops timing and
+    /// forgets the times ([`Embedder::layer_times`] reads them). Fails off the fast path.
+    pub fn time_layers(&mut self, on: bool) -> Result<()> {
+        let fast = self.fast.as_mut().ok_or_else(|| Error::InvalidArgument {
+            field: "engine",
+            reason: "per-convolution timers run on the fast CPU path only (engine auto on the CPU)"
+                .into(),
+        })?;
+        fast.time_layers(on);
+        Ok(())
+    }
+
+    /// What every convolution's timer recorded since [`Embedder::time_layers`], one entry per
+    /// convolution (empty when not timing); [`crate::bench::report::layer_table`] sums them
+    /// up.
+    pub fn layer_times(&mut self) -> Vec<crate::fast::LayerTime> {
+        self.fast
+            .as_mut()
+            .map(|f| f.layer_times())
+            .unwrap_or_default()
+    }
+
     /// The products' kernel family, as `bench embed` prints it: `amx` or `avx512-bf16` in
     /// bf16, `amx-int8`, `avx512-vnni`, `avx-vnni` or `avx2-int8` in int8, `avx512-fma`, `avx2-fma` or
     /// `gemm` in f32, `burn` off the fast path.

@@ -93,6 +93,26 @@ pub fn embed_throughput(
     })
 }
 
+/// Runs batches of `batch` random images for at least `seconds` (and at least two batches),
+/// untimed: the passes over which `bench embed --layers` reads its per-convolution timers.
+/// Returns how many batches ran.
+pub fn embed_passes(
+    embedder: &crate::Embedder,
+    batch: usize,
+    size: usize,
+    seconds: f64,
+) -> crate::Result<u64> {
+    let dist = burn::tensor::Distribution::Normal(0.0, 1.0);
+    let input = burn::tensor::Tensor::<4>::random([batch, 3, size, size], dist, embedder.device());
+    let start = Instant::now();
+    let mut passes = 0;
+    while passes < 2 || start.elapsed().as_secs_f64() < seconds {
+        drop(std::hint::black_box(embedder.forward_raw(input.clone())?));
+        passes += 1;
+    }
+    Ok(passes)
+}
+
 /// End to end, one photo after another: each file read and decoded, its faces detected,
 /// aligned and embedded ([`crate::pipeline::FacePipeline::faces_in_file`]). Returns photos
 /// and faces per second, each the median of `runs` passes over `files` (after one pass to

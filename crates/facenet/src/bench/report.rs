@@ -100,6 +100,57 @@ pub fn embed_table(title: &str, macs: u64, peak: Option<&Peak>, rows: &[EmbedRow
     lines
 }
 
+/// `bench embed --layers`: the timed convolutions ([`crate::Embedder::layer_times`]) summed
+/// by geometry, input map and path (Block17's ten 1x1 projections make one row), slowest
+/// first, each row with its share of the timed total, milliseconds per pass, calls per pass
+/// and the rate of its multiply-adds. `passes` are the forward passes timed (over all image
+/// groups of a batch); `batch` only labels the table.
+///
+/// ```text
+/// # layers, batch 1: share | ms/pass | GFLOP/s | calls/pass | convolution (kernel/stride in->out channels on the input map)
+/// #  13.0 % |  1.669 |   175.9 |   10 | 1x1 256->896 on 8x8
+/// ```
+pub fn layer_table(batch: usize, passes: u64, times: &[crate::fast::LayerTime]) -> Vec<String> {
+    use std::collections::BTreeMap;
+    let mut rows: BTreeMap<String, (f64, u64, u64)> = BTreeMap::new();
+    for t in times.iter().filter(|t| t.calls > 0) {
+        let r = rows.entry(t.label()).or_default();
+        r.0 += t.seconds;
+        r.1 += t.calls;
+        r.2 += t.multiply_adds;
+    }
+    let total: f64 = rows.values().map(|r| r.0).sum();
+    let mut rows: Vec<_> = rows.into_iter().collect();
+    rows.sort_by(|a, b| b.1.0.total_cmp(&a.1.0).then_with(|| a.0.cmp(&b.0)));
+    let passes = passes.max(1) as f64;
+    let mut lines = vec![format!(
+        "# layers, batch {batch}: share | ms/pass | GFLOP/s | calls/pass | convolution \
+         (kernel/stride in->out channels on the input map)"
+    )];
+    for (label, (seconds, calls, macs)) in rows {
+        let share = if total > 0.0 {
+            100.0 * seconds / total
+        } else {
+            0.0
+        };
+        let gflops = if seconds > 0.0 {
+            2.0 * macs as f64 / seconds / 1e9
+        } else {
+            0.0
+        };
+        lines.push(format!(
+            "# {share:>5.1} % | {:>6.3} | {gflops:>7.1} | {:>4} | {label}",
+            1000.0 * seconds / passes,
+            (calls as f64 / passes).round()
+        ));
+    }
+    lines.push(format!(
+        "# layers, batch {batch}: {:.3} ms per pass in the convolutions, over {passes} passes",
+        1000.0 * total / passes
+    ));
+    lines
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

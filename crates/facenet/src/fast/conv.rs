@@ -52,6 +52,8 @@ pub(super) struct Conv {
     pub(super) i8w: Option<i8mm::Packed>,
     /// Where set (calibration), the range of every input this convolution reads is merged in.
     pub(super) seen: Option<std::sync::Arc<std::sync::Mutex<InputRange>>>,
+    /// Where set ([`FastNet::time_layers`]), every call's time is added in.
+    pub(super) timer: Option<std::sync::Arc<layers::LayerTimer>>,
 }
 
 /// The smallest and largest input value a convolution has read.
@@ -162,6 +164,7 @@ impl Conv {
             bf16w: None,
             i8w: None,
             seen: None,
+            timer: None,
             f32w: None,
         })
     }
@@ -183,6 +186,7 @@ impl Conv {
             bf16w: None,
             i8w: None,
             seen: None,
+            timer: None,
             f32w: None,
         }
     }
@@ -227,6 +231,7 @@ impl Conv {
             bf16w: None,
             i8w: None,
             seen: None,
+            timer: None,
             f32w: None,
             ..first.clone()
         }
@@ -318,6 +323,11 @@ impl Conv {
         let wino = self.wino.as_ref().filter(|u| {
             u.pays(out.n * u.form.tiles(oh, ow), threads)
                 && matches!(epilogue, Epilogue::BiasRelu | Epilogue::Bias)
+        });
+        // Timed from here to the return ([`FastNet::time_layers`]).
+        let _timing = self.timer.as_deref().map(|t| {
+            let macs = self.macs(x.h, x.w) * x.n as u64;
+            t.start(macs, (x.h, x.w), wino.is_some())
         });
         if let Some(u) = wino {
             let relu = matches!(epilogue, Epilogue::BiasRelu);

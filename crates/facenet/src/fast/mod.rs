@@ -64,6 +64,7 @@ mod conv;
 mod direct;
 mod family;
 mod i8mm;
+mod layers;
 mod mtcnn;
 mod pages;
 mod sgemm;
@@ -81,6 +82,7 @@ use buffers::*;
 pub use conv::InputRange;
 use conv::*;
 pub use i8mm::Int8Kernel;
+pub use layers::{LayerShape, LayerTime};
 pub use mtcnn::{FastMtcnn, ONET_OUT, PNET_OUT, RNET_OUT};
 pub use sgemm::F32Kernel;
 pub use team::set_spin_window;
@@ -106,6 +108,31 @@ const MIN_COLS_PER_THREAD: usize = 64;
 /// activations of a small group stay in the caches (measured at batch 32 on two cores: groups
 /// of 4 ran at 63.7 img/s, groups of 16 at 45.9).
 const MAX_GROUP: usize = 4;
+
+/// A batch of `n` images cut into groups for `threads` threads: each group takes its share
+/// of the images left (`left / threads`, at most `max`, at least 1), so the first groups are
+/// full and the last ones small (guided self-scheduling; 8 images, groups of up to 4: 4, 2, 1,
+/// 1). The threads claim them in this order as they come free, so a thread slowed by other
+/// work on the machine takes fewer, and the last groups end close together. With equal
+/// halves (8 images: 4 and 4), a thread running at 70 % held the batch to its own pace.
+fn guided_groups(
+    n: usize,
+    threads: usize,
+    (min, max): (usize, usize),
+) -> Vec<std::ops::Range<usize>> {
+    let mut groups = Vec::new();
+    let mut start = 0;
+    while start < n {
+        let left = n - start;
+        let size = left
+            .div_ceil(threads.max(1))
+            .clamp(min.max(1), max.max(min).max(1))
+            .min(left);
+        groups.push(start..start + size);
+        start += size;
+    }
+    groups
+}
 
 /// [`MAX_GROUP`] for f32 on the AVX-512 kernel: each group streams the weights once, and
 /// twice the rows per product paid there. Batch 32, `bench embed`, two builds alternated three
@@ -389,6 +416,30 @@ impl FastNet {
         }
     }
 
+    /// Times every convolution of the plan from now on (`on`), or stops timing and forgets
+    /// the times: [`FastNet::layer_times`] reads them (`facenet bench embed --layers`).
+    pub fn time_layers(&mut self, on: bool) {
+        for c in self.convs_mut() {
+            c.timer = on.then(Default::default);
+        }
+    }
+
+    /// What every convolution's timer recorded since [`FastNet::time_layers`], one entry per
+    /// convolution of the plan in a fixed order (empty when not timing).
+    pub fn layer_times(&mut self) -> Vec<LayerTime> {
+        self.convs_mut()
+            .iter()
+            .filter_map(|c| {
+                let shape = LayerShape {
+                    kernel: (c.kh, c.kw),
+                    stride: c.stride,
+                    channels: (c.cin, c.cout),
+                };
+                c.timer.as_ref().map(|t| t.read(shape))
+            })
+            .collect()
+    }
+
     /// The input ranges recorded since [`FastNet::observe`], one per convolution of the plan
     /// in a fixed order (empty when not observing).
     pub fn observed(&mut self) -> Vec<InputRange> {
@@ -565,24 +616,50 @@ impl FastNet {
             return Ok(out);
         }
         // Groups of images, each run single-threaded: no synchronisation inside the network,
-        // and every matrix product still has a group's worth of rows.
+        // and every matrix product still has a group's worth of rows ([`guided_groups`]).
         let max_group = if self.precision == Precision::F32 && self.f32_kernel == F32Kernel::Avx512
         {
             MAX_GROUP_AVX512_F32
         } else {
             MAX_GROUP
         };
-        let per = n.div_ceil(self.threads).min(max_group);
+        // bf16 keeps whole groups: its products run in blocks of 32 rows, which a small
+        // group's late maps (9 or 64 rows per image) leave partly empty (batch 8 on two Zen 4
+        // cores: groups of 4, 2, 2 ran 3-11 % slower than 4 and 4 on a quiet machine).
+        let min_group = if self.precision == Precision::Bf16 {
+            max_group
+        } else {
+            1
+        };
+        let groups = guided_groups(n, self.threads, (min_group, max_group));
         let image = 3 * h * w;
         let mut out = vec![0.0f32; n * dim];
-        use rayon::prelude::*;
-        input
-            .par_chunks(per * image)
-            .zip(out.par_chunks_mut(per * dim))
-            .for_each(|(inp, dst)| {
-                let k = inp.len() / image;
-                dst.copy_from_slice(&self.forward_group(inp, k, h, w, Par::Single));
-            });
+        // Each of `threads` tasks claims the next group as it comes free, largest first.
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let done = std::sync::Mutex::new(Vec::with_capacity(groups.len()));
+        rayon::scope(|scope| {
+            for _ in 0..self.threads.min(groups.len()) {
+                scope.spawn(|_| {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(g) = groups.get(i) else { break };
+                        let emb = self.forward_group(
+                            &input[g.start * image..g.end * image],
+                            g.len(),
+                            h,
+                            w,
+                            Par::Single,
+                        );
+                        done.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push((g.start, emb));
+                    }
+                });
+            }
+        });
+        for (start, emb) in done.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            out[start * dim..start * dim + emb.len()].copy_from_slice(&emb);
+        }
         Ok(out)
     }
 
@@ -771,6 +848,87 @@ mod tests {
         let b = off.forward_nchw(&x, 2, 160, 160).unwrap();
         let (err, scale) = max_diff(&b, &a);
         assert!(err <= 1e-5 * scale, "max abs diff {err} (scale {scale})");
+    }
+
+    /// A batch's groups cover its images once, in order, each within the bounds; the first
+    /// are full and the sizes never grow, so the last groups are the small ones.
+    #[test]
+    fn guided_groups_cover_the_batch_largest_first() {
+        assert_eq!(guided_groups(8, 2, (1, 4)), [0..4, 4..6, 6..7, 7..8]);
+        assert_eq!(
+            guided_groups(32, 2, (1, 8)),
+            [0..8, 8..16, 16..24, 24..28, 28..30, 30..31, 31..32]
+        );
+        // bf16's whole groups, and a remainder smaller than the minimum.
+        assert_eq!(guided_groups(8, 2, (4, 4)), [0..4, 4..8]);
+        assert_eq!(guided_groups(6, 2, (4, 4)), [0..4, 4..6]);
+        for n in 1..70 {
+            for threads in 1..5 {
+                for (min, max) in [(1, 4), (1, 8), (2, 4), (4, 4)] {
+                    let g = guided_groups(n, threads, (min, max));
+                    assert_eq!(g.first().map(|r| r.start), Some(0));
+                    assert_eq!(g.last().map(|r| r.end), Some(n));
+                    assert!(g.windows(2).all(|w| w[0].end == w[1].start));
+                    assert!(g.windows(2).all(|w| w[0].len() >= w[1].len()), "{g:?}");
+                    assert!(g.iter().all(|r| r.len() <= max && !r.is_empty()));
+                    assert!(g[..g.len() - 1].iter().all(|r| r.len() >= min));
+                }
+            }
+        }
+    }
+
+    /// The layer timers see every convolution of the plan once per image group, with the
+    /// network's multiply-adds in all, the Winograd path where it runs, and the same outputs
+    /// as without them; turned off, they report nothing.
+    #[test]
+    fn layer_timers_count_every_convolution() {
+        let net = random_net(&InceptionResnetV1Config::small(), &Device::flex());
+        let x = ramp_images(2);
+        let mut fast = FastNet::compile(&net).unwrap().with_threads(2);
+        let plain = fast.forward_nchw(&x, 2, 160, 160).unwrap();
+        assert!(fast.layer_times().is_empty(), "timers before they were set");
+        fast.time_layers(true);
+        let convs = fast.convs_mut().len();
+        // A batch of two (one image group per thread), then a single image split across both.
+        let timed = fast.forward_nchw(&x, 2, 160, 160).unwrap();
+        fast.forward_nchw(&x[..3 * 160 * 160], 1, 160, 160).unwrap();
+        assert_eq!(timed, plain, "the timers changed the outputs");
+        let times = fast.layer_times();
+        assert_eq!(times.len(), convs);
+        assert!(times.iter().all(|t| t.calls == 3), "{times:?}");
+        let macs: u64 = times.iter().map(|t| t.multiply_adds).sum();
+        assert_eq!(macs, 3 * fast.multiply_adds(160, 160));
+        assert!(times.iter().all(|t| t.seconds > 0.0));
+        // The stem's first convolution reads the image; a 3x3 stride-1 one runs Winograd at a
+        // batch of two on 160x160 (the image groups run one image per thread).
+        let first = times
+            .iter()
+            .find(|t| t.shape.channels.0 == 3)
+            .expect("the stem's first convolution");
+        assert_eq!((first.map, first.shape.stride), ((160, 160), 2));
+        assert!(first.label().starts_with("3x3/2 3->"), "{}", first.label());
+        let wino = times
+            .iter()
+            .find(|t| t.winograd_calls > 0)
+            .expect("no convolution ran Winograd");
+        assert!(wino.label().ends_with(", Winograd"), "{}", wino.label());
+        let table = crate::bench::report::layer_table(1, 3, &times);
+        assert!(table.len() > 2 && table.len() < convs + 2, "{table:?}");
+        let shares: f64 = table[1..table.len() - 1]
+            .iter()
+            .map(|l| {
+                l[1..]
+                    .trim_start()
+                    .split(' ')
+                    .next()
+                    .unwrap()
+                    .parse::<f64>()
+                    .unwrap()
+            })
+            .sum();
+        assert!((shares - 100.0).abs() < 0.5, "shares add up to {shares}");
+        fast.time_layers(false);
+        assert!(fast.layer_times().is_empty());
     }
 
     /// The int8 calibration of `net` on `n` 160x160 `images`: each convolution's input range.

@@ -127,6 +127,11 @@ pub struct EmbedArgs {
     /// Network preset when no weights file is found (random weights): keras-128, small.
     #[arg(long, value_enum, default_value = "keras-128")]
     pub model: Preset,
+    /// After the timed runs, time every convolution over two more seconds of batches and
+    /// print where the time went (per geometry and input map: share, ms per batch, GFLOP/s),
+    /// slowest first. Fast CPU path only.
+    #[arg(long)]
+    pub layers: bool,
     /// Internal: run one batch size in this process.
     #[arg(long, hide = true)]
     pub worker: Option<usize>,
@@ -173,6 +178,9 @@ fn parent(args: &EmbedArgs, device: &Device) -> anyhow::Result<()> {
         if let Some(w) = &args.weights.weights {
             argv.extend(["--weights".into(), w.display().to_string()]);
         }
+        if args.layers {
+            argv.push("--layers".into());
+        }
         let text = run_worker(&argv)?;
         for line in text.lines() {
             println!("{line}");
@@ -206,7 +214,7 @@ fn worker(args: &EmbedArgs, batch: usize, device: Device) -> anyhow::Result<()> 
         engine: args.engine,
         ..args.weights.inference(&device)?
     };
-    let embedder = embedder
+    let mut embedder = embedder
         .with_inference(&options, args.weights.path().ok().as_deref())
         .with_context(|| format!("--precision {}", options.precision.name()))?;
     let size = 160.min(args.model.config().image_size);
@@ -233,6 +241,16 @@ fn worker(args: &EmbedArgs, batch: usize, device: Device) -> anyhow::Result<()> 
             .map(|(t, n)| format!("{n} on {t} thread{}", if *t == 1 { "" } else { "s" }))
             .collect();
         println!("# single-image passes: {}", each.join(", "));
+    }
+    if args.layers {
+        embedder
+            .time_layers(true)
+            .context("--layers needs the fast CPU path (--engine auto, no GPU flag)")?;
+        let passes = facenet::bench::embed_passes(&embedder, batch, size, 2.0)?;
+        let times = embedder.layer_times();
+        for line in facenet::bench::report::layer_table(batch, passes, &times) {
+            println!("{line}");
+        }
     }
     Ok(())
 }
