@@ -25,7 +25,7 @@
 //!   (`fast/team.rs`; [`set_spin_window`], `FACENET_SPIN_US` in the fronts), on as many
 //!   threads as the passes measure fastest (`fast/adapt.rs`: all of them on free cores, fewer
 //!   beside other busy processes);
-//! - after a few passes the weights move onto 2 MiB pages (`fast/pages.rs`), so that reading
+//! - after a few images the weights move onto 2 MiB pages (`fast/pages.rs`), so that reading
 //!   all of them once per image does not wait on page walks.
 //!
 //! The matrix products run on kernels of our own (`fast/sgemm.rs`), [`F32Kernel::Avx512`] on
@@ -175,17 +175,19 @@ pub struct FastNet {
     /// Where the weights lie, in every form the plan holds (set by [`FastNet::with_winograd`],
     /// the last step of every packing).
     spans: Vec<(usize, usize)>,
-    /// Passes since the weights were packed.
-    passes: std::sync::atomic::AtomicU32,
+    /// Images run since the weights were packed.
+    images: std::sync::atomic::AtomicUsize,
     /// Regions of the weights moved onto 2 MiB pages, and refused (`fast/pages.rs`), once
-    /// [`HUGE_PAGES_AFTER`] passes have run.
+    /// [`HUGE_PAGES_AFTER`] images have run.
     huge_pages: std::sync::Arc<std::sync::OnceLock<(usize, usize)>>,
 }
 
-/// Passes after which the weights are moved onto 2 MiB pages (`fast/pages.rs`), on a thread
+/// Images after which the weights are moved onto 2 MiB pages (`fast/pages.rs`), on a thread
 /// of its own: a command that embeds a face or two does not wait for the move (0.2-0.4 s of
-/// copying on two Zen 4 cores), and a longer run gets it after a fraction of a second.
-const HUGE_PAGES_AFTER: u32 = 8;
+/// copying on two Zen 4 cores), and a longer run gets it after a fraction of a second: after 8
+/// single images, or with its first batch of 8 or more (counting passes instead, a run of
+/// batches of 32 had it a few seconds in, while its rate was being measured).
+const HUGE_PAGES_AFTER: usize = 8;
 
 impl FastNet {
     /// Compiles a network (its weights as they are now; running statistics for BatchNorm).
@@ -256,7 +258,7 @@ impl FastNet {
             int8_kernel: None,
             f32_kernel: F32Kernel::best(),
             spans: Vec::new(),
-            passes: Default::default(),
+            images: Default::default(),
             huge_pages: Default::default(),
         }
         .with_kernels(Precision::F32, None)
@@ -315,13 +317,13 @@ impl FastNet {
             c.spans(&mut spans);
         }
         self.spans = spans;
-        self.passes = Default::default();
+        self.images = Default::default();
         self.huge_pages = Default::default();
         self
     }
 
     /// How many 2 MiB regions of the weights are on huge pages, and how many the kernel
-    /// refused (`None` until the move, which starts after 8 passes, is done).
+    /// refused (`None` until the move, which starts after 8 images, is done).
     pub fn huge_pages(&self) -> Option<(usize, usize)> {
         self.huge_pages.get().copied()
     }
@@ -332,11 +334,12 @@ impl FastNet {
         self.split.passes_by_threads()
     }
 
-    /// Counts a pass; after [`HUGE_PAGES_AFTER`], moves the weights onto 2 MiB pages on a
+    /// Counts a pass of `n` images; once [`HUGE_PAGES_AFTER`] have run, moves the weights onto 2 MiB pages on a
     /// thread of its own (`fast/pages.rs`).
-    fn after_pass(&self) {
+    fn after_pass(&self, n: usize) {
         use std::sync::atomic::Ordering;
-        if self.passes.fetch_add(1, Ordering::Relaxed) + 1 != HUGE_PAGES_AFTER {
+        let before = self.images.fetch_add(n, Ordering::Relaxed);
+        if before >= HUGE_PAGES_AFTER || before + n < HUGE_PAGES_AFTER {
             return;
         }
         let (spans, done) = (self.spans.clone(), self.huge_pages.clone());
@@ -602,7 +605,7 @@ impl FastNet {
             });
         }
         let dim = self.embedding_dim();
-        self.after_pass();
+        self.after_pass(n);
         if self.threads == 1 {
             return Ok(self.forward_group(input, n, h, w, Par::Single));
         }
@@ -1087,8 +1090,8 @@ mod tests {
         );
     }
 
-    /// After [`HUGE_PAGES_AFTER`] passes the weights move onto huge pages on a thread of its
-    /// own, and the outputs stay the same bit for bit.
+    /// After [`HUGE_PAGES_AFTER`] images (single ones, or one batch) the weights move onto
+    /// huge pages on a thread of its own, and the outputs stay the same bit for bit.
     #[test]
     fn weights_move_to_huge_pages_and_outputs_stay() {
         let net = random_net(&InceptionResnetV1Config::small(), &Device::flex());
@@ -1099,7 +1102,7 @@ mod tests {
             assert_eq!(
                 fast.huge_pages(),
                 None,
-                "moved before {HUGE_PAGES_AFTER} passes"
+                "moved before {HUGE_PAGES_AFTER} images"
             );
             fast.forward_nchw(&x, 1, 160, 160).unwrap();
         }
@@ -1119,9 +1122,15 @@ mod tests {
             "no region of the weights was asked for"
         );
         assert_eq!(fast.forward_nchw(&x, 1, 160, 160).unwrap(), first);
-        // A new packing starts the count again.
-        let fast = fast.with_winograd(false);
+        // A new packing starts the count again; a batch of 8 counts as 8.
+        let fast = fast.with_winograd(false).with_threads(2);
         assert_eq!(fast.huge_pages(), None);
+        fast.forward_nchw(&ramp_images(8), 8, 160, 160).unwrap();
+        let start = std::time::Instant::now();
+        while fast.huge_pages().is_none() {
+            assert!(start.elapsed().as_secs() < 30, "no move after a batch of 8");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 
     /// Where the weights are packed for the AVX2 kernel only the packed copy is kept, and a
