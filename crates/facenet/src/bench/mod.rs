@@ -84,13 +84,24 @@ pub fn embed_throughput(
     size: usize,
     (runs, min_run_s): (usize, f64),
 ) -> crate::Result<f64> {
+    let mut pass = random_batch_pass(embedder, batch, size);
+    median_rate(runs, min_run_s, batch, &mut pass)
+}
+
+/// One forward pass of a fixed random standard-normal `[batch, 3, size, size]` input, as
+/// often as called (the input is made once).
+fn random_batch_pass(
+    embedder: &crate::Embedder,
+    batch: usize,
+    size: usize,
+) -> impl FnMut() -> crate::Result<()> + '_ {
     let dist = burn::tensor::Distribution::Normal(0.0, 1.0);
     let input = burn::tensor::Tensor::<4>::random([batch, 3, size, size], dist, embedder.device());
-    median_rate(runs, min_run_s, batch, || {
+    move || {
         embedder
             .forward_raw(input.clone())
             .map(|out| drop(std::hint::black_box(out)))
-    })
+    }
 }
 
 /// Runs batches of `batch` random images for at least `seconds` (and at least two batches),
@@ -102,12 +113,11 @@ pub fn embed_passes(
     size: usize,
     seconds: f64,
 ) -> crate::Result<u64> {
-    let dist = burn::tensor::Distribution::Normal(0.0, 1.0);
-    let input = burn::tensor::Tensor::<4>::random([batch, 3, size, size], dist, embedder.device());
+    let mut pass = random_batch_pass(embedder, batch, size);
     let start = Instant::now();
     let mut passes = 0;
     while passes < 2 || start.elapsed().as_secs_f64() < seconds {
-        drop(std::hint::black_box(embedder.forward_raw(input.clone())?));
+        pass()?;
         passes += 1;
     }
     Ok(passes)

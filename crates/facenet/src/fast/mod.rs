@@ -122,14 +122,12 @@ fn guided_groups(
     threads: usize,
     (min, max): (usize, usize),
 ) -> Vec<std::ops::Range<usize>> {
+    debug_assert!(threads >= 1 && 1 <= min && min <= max);
     let mut groups = Vec::new();
     let mut start = 0;
     while start < n {
         let left = n - start;
-        let size = left
-            .div_ceil(threads.max(1))
-            .clamp(min.max(1), max.max(min).max(1))
-            .min(left);
+        let size = left.div_ceil(threads).clamp(min, max).min(left);
         groups.push(start..start + size);
         start += size;
     }
