@@ -21,6 +21,47 @@ pub(super) struct RowJob<'a> {
     pub(super) oc: usize,
     pub(super) ooff: usize,
     pub(super) epilogue: Epilogue,
+    /// With int8 weights, the input channels already quantized, one byte per value
+    /// ([`Conv::quantize_input`]): what the patches are gathered from.
+    pub(super) q: Option<&'a [u8]>,
+}
+
+/// What an im2col reads: an NHWC map of `h x w` pixels of `c` values (`data`), from channel
+/// `off` on.
+#[derive(Clone, Copy)]
+pub(super) struct Src<'a, S> {
+    pub(super) data: &'a [S],
+    pub(super) h: usize,
+    pub(super) w: usize,
+    pub(super) c: usize,
+    pub(super) off: usize,
+}
+
+impl<'a> Src<'a, f32> {
+    /// Channels from `off` on of `x`.
+    pub(super) fn of(x: &'a Buf, off: usize) -> Self {
+        Src {
+            data: &x.data,
+            h: x.h,
+            w: x.w,
+            c: x.c,
+            off,
+        }
+    }
+}
+
+/// A byte buffer's base pointer, shared by threads that write disjoint parts of it.
+#[derive(Clone, Copy)]
+pub(super) struct SendBytes(pub(super) *mut u8);
+// SAFETY: as `SendPtr`.
+unsafe impl Send for SendBytes {}
+unsafe impl Sync for SendBytes {}
+
+impl SendBytes {
+    /// The pointer (a method, so that closures capture the whole `SendBytes`).
+    pub(super) fn at(&self, i: usize) -> *mut u8 {
+        self.0.wrapping_add(i)
+    }
 }
 
 /// The output buffer's base pointer, shared by threads that write disjoint parts of it.
@@ -131,4 +172,29 @@ thread_local! {
     pub(super) static BF16_PATCHES: std::cell::Cell<Vec<u16>> = const { std::cell::Cell::new(Vec::new()) };
     /// Quantized im2col chunks (int8 mode), kept per thread.
     pub(super) static U8_PATCHES: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    /// A convolution's input quantized once (int8 mode), kept per calling thread.
+    pub(super) static U8_INPUT: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// [`U8_INPUT`] taken by one convolution and put back when it is done with it.
+pub(super) struct QuantizedInput(Vec<u8>);
+
+impl QuantizedInput {
+    pub(super) fn take() -> Self {
+        QuantizedInput(U8_INPUT.take())
+    }
+
+    /// `len` bytes of it (grown if needed; whatever they held before).
+    pub(super) fn fill(&mut self, len: usize) -> &mut [u8] {
+        if self.0.len() < len {
+            self.0.resize(len, 0);
+        }
+        &mut self.0[..len]
+    }
+}
+
+impl Drop for QuantizedInput {
+    fn drop(&mut self) {
+        U8_INPUT.set(std::mem::take(&mut self.0));
+    }
 }

@@ -1,6 +1,7 @@
 //! Convolutions and their epilogues: folded BatchNorm, the im2col gather (f32 rows, bf16 rows
-//! and int8 rows quantized as they are gathered), the matrix products (gemm, or the kernels of
-//! `sgemm`, `bf16mm` and `i8mm`) split across threads.
+//! rounded as they are gathered, int8 rows copied from the input quantized once per
+//! convolution), the matrix products (gemm, or the kernels of `sgemm`, `bf16mm` and `i8mm`)
+//! split across threads.
 
 #[allow(unused_imports)]
 use super::*;
@@ -11,6 +12,10 @@ use super::*;
 /// own row blocks, so that each row's sums are computed as on the whole range.
 const EPILOGUE_ROWS: usize = 96;
 const _: () = assert!(EPILOGUE_ROWS.is_multiple_of(32) && EPILOGUE_ROWS.is_multiple_of(sgemm::MC));
+
+/// Below this many values an int8 convolution's input is quantized on the calling thread
+/// ([`Conv::quantize_input`]): a split costs more than it saves.
+const QUANTIZE_SPLIT_VALUES: usize = 1 << 15;
 
 /// What happens to a convolution's product before it is stored.
 #[derive(Debug, Clone, Copy)]
@@ -309,13 +314,6 @@ impl Conv {
         if scratch.len() < threads {
             scratch.resize_with(threads, Vec::new);
         }
-        let job = RowJob {
-            x,
-            xoff,
-            oc,
-            ooff,
-            epilogue,
-        };
         let dst = SendPtr(out.data.as_mut_ptr());
         // Winograd pays off once every thread has a full chunk of tiles, or (packed weights)
         // enough output channels of enough tiles; below that, its transforms and short
@@ -336,6 +334,33 @@ impl Conv {
             unsafe { winograd::conv(&geo, u, &self.b, relu, dst, scratch, threads) };
             return;
         }
+        // int8 patches are gathered from the input quantized once, not quantized as gathered:
+        // a 3x3 convolution's im2col reads each input value 9 times.
+        let mut quantized = QuantizedInput::take();
+        let q = match &self.i8w {
+            Some(w) if !self.pointwise() => {
+                let values = x.n * x.h * x.w * self.cin;
+                let map = quantized.fill(values);
+                let t = if values < QUANTIZE_SPLIT_VALUES {
+                    1
+                } else {
+                    threads
+                };
+                // SAFETY: int8 weights exist only where an int8 kernel family runs, which
+                // implies AVX2; `map` holds every pixel's `cin` values.
+                unsafe { self.quantize_input(x, xoff, w, map, t) };
+                Some(&*map)
+            }
+            _ => None,
+        };
+        let job = RowJob {
+            x,
+            xoff,
+            oc,
+            ooff,
+            epilogue,
+            q,
+        };
         // With the `gemm` crate each thread packs the whole weight matrix, so rows are split
         // only when they outnumber the weights' columns; packed weights (bf16, or f32 on
         // the AVX2 kernel) are packed once, and a row split then avoids rounding (bf16) or
@@ -413,7 +438,7 @@ impl Conv {
                                 }
                                 // SAFETY: int8 weights exist only where an int8 kernel family
                                 // runs, which implies AVX2; `q` holds `len` bytes.
-                                unsafe { self.quantize_rows(x, xoff, rows, (oh, ow), &mut q, w) };
+                                unsafe { self.quantize_rows(&job, rows, (oh, ow), &mut q, w) };
                                 gathered = true;
                             }
                             let p = Patches::U8(&q[..len]);
@@ -458,7 +483,7 @@ impl Conv {
             if self.pointwise() {
                 each(0, rows, None);
             } else {
-                self.in_patches(x, xoff, 0, rows, &mut scratch[0], |r0, m, p| {
+                self.in_patches(&job, 0, rows, &mut scratch[0], |r0, m, p| {
                     each(r0, m, Some(p))
                 });
             }
@@ -485,7 +510,7 @@ impl Conv {
             unsafe { self.gemm_block(job, dst, r0, m, cols, None) };
             return;
         }
-        self.in_patches(job.x, job.xoff, r0, m, scratch, |r, c, p| {
+        self.in_patches(job, r0, m, scratch, |r, c, p| {
             // SAFETY: forwarded from the caller.
             unsafe { self.gemm_block(job, dst, r, c, cols.clone(), Some(p)) }
         });
@@ -493,17 +518,18 @@ impl Conv {
 
     /// Builds the im2col patches of output rows `r0..r0 + m` in bounded chunks and hands each
     /// chunk (first row, row count, patches) to `f`. With bf16 weights the patches are rounded
-    /// to bf16 as they are gathered, with int8 weights quantized as they are gathered (no f32
-    /// copy is written).
+    /// to bf16 as they are gathered; with int8 weights they are gathered from the input
+    /// quantized once (`job.q`), or else quantized as they are gathered (no f32 copy is
+    /// written).
     pub(super) fn in_patches(
         &self,
-        x: &Buf,
-        xoff: usize,
+        job: &RowJob<'_>,
         r0: usize,
         m: usize,
         scratch: &mut Vec<f32>,
         mut f: impl FnMut(usize, usize, Patches<'_>),
     ) {
+        let (x, xoff) = (job.x, job.xoff);
         let (oh, ow) = self.out_hw(x.h, x.w);
         let k = self.kh * self.kw * self.cin;
         let chunk = (IM2COL_CHUNK_FLOATS / k).clamp(1, m.max(1));
@@ -527,10 +553,11 @@ impl Conv {
         }
         if let Some(w) = &self.i8w {
             let mut buf = U8_PATCHES.take();
-            let gather = |r, c, b: &mut [u8]| {
+            let gather = |r, c, b: &mut [u8]| match job.q {
+                Some(q) => self.im2col_quantized(x, q, r, c, (oh, ow), b, w.kp()),
                 // SAFETY: int8 weights exist only where an int8 kernel family is available,
                 // which implies AVX2; `b` holds at least `c` rows of `w.kp()`.
-                unsafe { self.im2col_u8(x, xoff, r, c, (oh, ow), b, w) }
+                None => unsafe { self.im2col_u8(x, xoff, r, c, (oh, ow), b, w) },
             };
             in_chunks(
                 &mut buf,
@@ -572,7 +599,7 @@ impl Conv {
         kp: usize,
     ) {
         // This function's AVX-512F/BW (the caller's guarantee) is what `round_into` needs.
-        self.gather(x, xoff, r0, m, oh_ow, (dst, kp, 0), |d, s| {
+        self.gather(Src::of(x, xoff), r0, m, oh_ow, (dst, kp, 0), |d, s| {
             bf16mm::round_into(d, s)
         });
     }
@@ -594,9 +621,78 @@ impl Conv {
         dst: &mut [u8],
         w: &i8mm::Packed,
     ) {
-        self.gather(x, xoff, r0, m, oh_ow, (dst, w.kp(), 0), |d, s| {
+        self.gather(Src::of(x, xoff), r0, m, oh_ow, (dst, w.kp(), 0), |d, s| {
             // SAFETY: AVX2 (this function's); `d` and `s` are runs of equal length.
             unsafe { w.quantize_run(d, s) }
+        });
+    }
+
+    /// [`Conv::im2col_u8`] from the input quantized once (`q`: `x`'s pixels, `cin` bytes each,
+    /// from [`Conv::quantize_input`]): the same bytes, copied instead of quantized.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn im2col_quantized(
+        &self,
+        x: &Buf,
+        q: &[u8],
+        r0: usize,
+        m: usize,
+        oh_ow: (usize, usize),
+        dst: &mut [u8],
+        kp: usize,
+    ) {
+        let src = Src {
+            data: q,
+            h: x.h,
+            w: x.w,
+            c: self.cin,
+            off: 0,
+        };
+        self.gather(src, r0, m, oh_ow, (dst, kp, 0), copy_run);
+    }
+
+    /// Channels `xoff..xoff + cin` of every pixel of `x`, quantized to `w`'s activation scale
+    /// into `map` (`cin` bytes per pixel, in pixel order), split across `threads`: the int8 patches are then gathered from it ([`Conv::im2col_quantized`]) and
+    /// each value is quantized once, not once per kernel tap. The bytes equal those
+    /// [`Conv::im2col_u8`] writes for the same values.
+    ///
+    /// # Safety
+    /// The CPU has AVX2; `map` holds `x.n * x.h * x.w * cin` bytes.
+    pub(super) unsafe fn quantize_input(
+        &self,
+        x: &Buf,
+        xoff: usize,
+        w: &i8mm::Packed,
+        map: &mut [u8],
+        threads: usize,
+    ) {
+        let (cin, pixels) = (self.cin, x.n * x.h * x.w);
+        assert!(
+            map.len() == pixels * cin && xoff + cin <= x.c && x.data.len() >= pixels * x.c,
+            "fast path: quantized input does not fit the convolution"
+        );
+        let base = SendBytes(map.as_mut_ptr());
+        let part = |p: std::ops::Range<usize>| {
+            // SAFETY: pixels `p` of `map` are this part's alone (the parts are disjoint);
+            // `p.end <= pixels` (asserted above).
+            let dst =
+                unsafe { std::slice::from_raw_parts_mut(base.at(p.start * cin), p.len() * cin) };
+            if xoff == 0 && cin == x.c {
+                // SAFETY: AVX2 (the caller's); runs of equal length.
+                unsafe { w.quantize_run(dst, &x.data[p.start * cin..p.end * cin]) };
+                return;
+            }
+            for (i, d) in p.zip(dst.chunks_exact_mut(cin)) {
+                // SAFETY: as above.
+                unsafe { w.quantize_run(d, &x.data[i * x.c + xoff..][..cin]) };
+            }
+        };
+        if threads <= 1 {
+            part(0..pixels);
+            return;
+        }
+        let chunks = team::chunk_count(pixels, threads, QUANTIZE_SPLIT_VALUES / 4 / cin);
+        team::split(threads, chunks, |c| {
+            part(team::chunk_range(pixels, chunks, 1, c))
         });
     }
 
@@ -609,13 +705,17 @@ impl Conv {
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn quantize_rows(
         &self,
-        x: &Buf,
-        xoff: usize,
+        job: &RowJob<'_>,
         rows: usize,
         oh_ow: (usize, usize),
         dst: &mut [u8],
         w: &i8mm::Packed,
     ) {
+        let (x, xoff) = (job.x, job.xoff);
+        if let (false, Some(q)) = (self.pointwise(), job.q) {
+            self.im2col_quantized(x, q, 0, rows, oh_ow, dst, w.kp());
+            return;
+        }
         if !self.pointwise() {
             // SAFETY: forwarded from the caller.
             unsafe { self.im2col_u8(x, xoff, 0, rows, oh_ow, dst, w) };
@@ -652,6 +752,7 @@ impl Conv {
             oc,
             ooff,
             epilogue,
+            ..
         } = *job;
         let (read_dst, beta) = match epilogue {
             Epilogue::Residual { scale, .. } => (true, scale),
@@ -881,27 +982,28 @@ impl Conv {
         dst: &mut [f32],
     ) {
         let k = self.kh * self.kw * self.cin;
-        self.gather(x, xoff, r0, m, oh_ow, (dst, k, 0.0), copy_run);
+        self.gather(Src::of(x, xoff), r0, m, oh_ow, (dst, k, 0.0), copy_run);
     }
 
-    /// The one im2col gather behind [`Conv::im2col`] (f32 rows) and [`Conv::im2col_bf16`]
-    /// (bf16 rows padded to the bf16 kernels' depth): `sink` is `(rows, row length, zero)`,
-    /// row values past `k` are zero, `put` stores a run of input values into a run of a row.
+    /// The one im2col gather behind [`Conv::im2col`] (f32 rows), [`Conv::im2col_bf16`] (bf16
+    /// rows padded to the bf16 kernels' depth), [`Conv::im2col_u8`] (bytes quantized from f32)
+    /// and [`Conv::im2col_quantized`] (bytes copied from the input quantized once): `x` is the
+    /// map read, `sink` is `(rows, row length, zero)`, row values past `k` are zero, `put`
+    /// stores a run of input values into a run of a row.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    pub(super) fn gather<T: Copy>(
+    pub(super) fn gather<S: Copy, T: Copy>(
         &self,
-        x: &Buf,
-        xoff: usize,
+        x: Src<'_, S>,
         r0: usize,
         m: usize,
         oh_ow: (usize, usize),
         sink: (&mut [T], usize, T),
-        put: impl Fn(&mut [T], &[f32]),
+        put: impl Fn(&mut [T], &[S]),
     ) {
         let (dst, row_len, zero) = sink;
         let (oh, ow) = oh_ow;
-        let (cin, k) = (self.cin, self.kh * self.kw * self.cin);
+        let (cin, k, xoff) = (self.cin, self.kh * self.kw * self.cin, x.off);
         let contiguous = xoff == 0 && cin == x.c;
         for (i, row) in dst.chunks_exact_mut(row_len).take(m).enumerate() {
             let r = r0 + i;
@@ -941,9 +1043,10 @@ impl Conv {
 }
 
 /// `dst.copy_from_slice(src)`, without a `memmove` call for the short runs of a few-channel
-/// im2col (3 to 48 floats per kernel row in MTCNN, where the calls took longer than the copies).
+/// im2col (3 to 48 floats per kernel row in MTCNN, where the calls took longer than the copies;
+/// 32 to 96 bytes per kernel row of the int8 stem).
 #[inline]
-pub(super) fn copy_run(dst: &mut [f32], src: &[f32]) {
+pub(super) fn copy_run<T: Copy>(dst: &mut [T], src: &[T]) {
     const LANES: usize = 16;
     if dst.len() >= 8 * LANES {
         dst.copy_from_slice(src);
@@ -952,7 +1055,7 @@ pub(super) fn copy_run(dst: &mut [f32], src: &[f32]) {
     let mut d = dst.chunks_exact_mut(LANES);
     let mut s = src.chunks_exact(LANES);
     for (d, s) in (&mut d).zip(&mut s) {
-        let v: [f32; LANES] = s.try_into().expect("chunk of LANES");
+        let v: [T; LANES] = s.try_into().expect("chunk of LANES");
         d.copy_from_slice(&v);
     }
     for (d, s) in d.into_remainder().iter_mut().zip(s.remainder()) {

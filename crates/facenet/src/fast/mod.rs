@@ -987,11 +987,12 @@ mod tests {
         }
     }
 
-    /// With int8 weights the left operand is quantized as it is gathered. For every int8
-    /// convolution, its rows (the patches, or a pointwise convolution's input rows) quantized
-    /// by `in_patches` and by `quantize_rows` equal its f32 rows quantized as [`i8mm::gemm`]
-    /// quantizes them, byte for byte (zeros past `k`), and the product on them equals
-    /// `i8mm::gemm` on the f32 rows bit for bit.
+    /// With int8 weights the left operand is quantized as it is gathered, or gathered from the
+    /// input quantized once (`quantize_input`, on one thread or split). For every int8
+    /// convolution, its rows (the patches, or a pointwise convolution's input rows) built
+    /// either way by `in_patches` and by `quantize_rows` equal its f32 rows quantized as
+    /// [`i8mm::gemm`] quantizes them, byte for byte (zeros past `k`), and the product on them
+    /// equals `i8mm::gemm` on the f32 rows bit for bit.
     #[test]
     #[cfg(target_arch = "x86_64")]
     fn quantized_patches_equal_the_f32_patches_quantized() {
@@ -1044,20 +1045,52 @@ mod tests {
                 unsafe { w.quantize_run(&mut q[..k], a) };
             }
             let what = format!("{}x{} {}->{}", conv.kh, conv.kw, conv.cin, conv.cout);
+            // The input quantized once (as `Conv::run` does for patches), on one thread and
+            // split in two.
+            let mut map = vec![0u8; n * h * wd * conv.cin];
+            let mut split = vec![0u8; map.len()];
+            // SAFETY: AVX2 (asserted above); the maps hold every pixel's `cin` bytes.
+            unsafe {
+                conv.quantize_input(&buf, xoff, w, &mut map, 1);
+                conv.quantize_input(&buf, xoff, w, &mut split, 2);
+            }
+            assert!(map == split, "{what}: the input quantized split differs");
+            let job = |q| RowJob {
+                x: &buf,
+                xoff,
+                oc: conv.cout,
+                ooff: 0,
+                epilogue: Epilogue::Bias,
+                q,
+            };
+            for q in [None, Some(&map[..])] {
+                let job = job(q);
+                let from = if q.is_some() {
+                    "the quantized input"
+                } else {
+                    "f32"
+                };
+                let mut got = vec![0u8; want.len()];
+                // SAFETY: AVX2 (asserted above); `got` holds the rows rounded up to 32.
+                unsafe { conv.quantize_rows(&job, rows, (oh, ow), &mut got, w) };
+                assert!(
+                    got == want,
+                    "{what}: rows quantized at once from {from} differ"
+                );
+                if !conv.pointwise() {
+                    let mut chunked = vec![0u8; want.len()];
+                    conv.in_patches(&job, 0, rows, &mut Vec::new(), |r0, m, p| {
+                        let Patches::U8(q) = p else {
+                            panic!("int8 weights gathered other than quantized patches")
+                        };
+                        chunked[r0 * kp..(r0 + m) * kp].copy_from_slice(&q[..m * kp]);
+                    });
+                    assert!(chunked == want, "{what}: patches from {from} differ");
+                }
+            }
             let mut got = vec![0u8; want.len()];
             // SAFETY: AVX2 (asserted above); `got` holds the rows rounded up to 32.
-            unsafe { conv.quantize_rows(&buf, xoff, rows, (oh, ow), &mut got, w) };
-            assert!(got == want, "{what}: rows quantized at once differ");
-            if !conv.pointwise() {
-                let mut chunked = vec![0u8; want.len()];
-                conv.in_patches(&buf, xoff, 0, rows, &mut Vec::new(), |r0, m, p| {
-                    let Patches::U8(q) = p else {
-                        panic!("int8 weights gathered other than quantized patches")
-                    };
-                    chunked[r0 * kp..(r0 + m) * kp].copy_from_slice(&q[..m * kp]);
-                });
-                assert!(chunked == want, "{what}: quantized patches differ");
-            }
+            unsafe { conv.quantize_rows(&job(None), rows, (oh, ow), &mut got, w) };
             let n_out = conv.cout;
             let product = |quantized: bool| {
                 let mut c = vec![0f32; rows * n_out];
