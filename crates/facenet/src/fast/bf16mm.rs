@@ -161,7 +161,7 @@ impl Out {
 }
 
 /// Rounds to the nearest bf16, ties to even (the conversion AMX's own tools use).
-fn bf16(x: f32) -> u16 {
+pub(super) fn bf16(x: f32) -> u16 {
     let b = x.to_bits();
     (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16
 }

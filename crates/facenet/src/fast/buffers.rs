@@ -21,9 +21,17 @@ pub(super) struct RowJob<'a> {
     pub(super) oc: usize,
     pub(super) ooff: usize,
     pub(super) epilogue: Epilogue,
-    /// With int8 weights, the input channels already quantized, one byte per value
-    /// ([`Conv::quantize_input`]): what the patches are gathered from.
-    pub(super) q: Option<&'a [u8]>,
+    /// With int8 or bf16 weights, the input channels already quantized or rounded
+    /// ([`Conv::convert_input`]): what the patches are gathered from.
+    pub(super) q: Option<Converted<'a>>,
+}
+
+/// A convolution's input channels converted once for its products: quantized for int8
+/// weights (one byte per value), rounded to bf16 for bf16 weights; `cin` values per pixel.
+#[derive(Clone, Copy)]
+pub(super) enum Converted<'a> {
+    U8(&'a [u8]),
+    Bf16(&'a [u16]),
 }
 
 /// What an im2col reads: an NHWC map of `h x w` pixels of `c` values (`data`), from channel
@@ -50,16 +58,15 @@ impl<'a> Src<'a, f32> {
     }
 }
 
-/// A byte buffer's base pointer, shared by threads that write disjoint parts of it.
-#[derive(Clone, Copy)]
-pub(super) struct SendBytes(pub(super) *mut u8);
+/// A buffer's base pointer, shared by threads that write disjoint parts of it.
+pub(super) struct SendMut<T>(pub(super) *mut T);
 // SAFETY: as `SendPtr`.
-unsafe impl Send for SendBytes {}
-unsafe impl Sync for SendBytes {}
+unsafe impl<T: Send> Send for SendMut<T> {}
+unsafe impl<T: Send> Sync for SendMut<T> {}
 
-impl SendBytes {
-    /// The pointer (a method, so that closures capture the whole `SendBytes`).
-    pub(super) fn at(&self, i: usize) -> *mut u8 {
+impl<T> SendMut<T> {
+    /// The pointer to element `i` (a method, so that closures capture the whole `SendMut`).
+    pub(super) fn at(&self, i: usize) -> *mut T {
         self.0.wrapping_add(i)
     }
 }
@@ -174,27 +181,33 @@ thread_local! {
     pub(super) static U8_PATCHES: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
     /// A convolution's input quantized once (int8 mode), kept per calling thread.
     pub(super) static U8_INPUT: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    /// A convolution's input rounded to bf16 once (bf16 mode), kept per calling thread.
+    pub(super) static BF16_INPUT: std::cell::Cell<Vec<u16>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
-/// [`U8_INPUT`] taken by one convolution and put back when it is done with it.
-pub(super) struct QuantizedInput(Vec<u8>);
+/// A per-thread buffer ([`U8_INPUT`], [`BF16_INPUT`]) taken by one convolution and put back
+/// when it is done with it.
+pub(super) struct Reused<T: 'static>(
+    Vec<T>,
+    &'static std::thread::LocalKey<std::cell::Cell<Vec<T>>>,
+);
 
-impl QuantizedInput {
-    pub(super) fn take() -> Self {
-        QuantizedInput(U8_INPUT.take())
+impl<T: Copy + Default> Reused<T> {
+    pub(super) fn take(key: &'static std::thread::LocalKey<std::cell::Cell<Vec<T>>>) -> Self {
+        Reused(key.take(), key)
     }
 
-    /// `len` bytes of it (grown if needed; whatever they held before).
-    pub(super) fn fill(&mut self, len: usize) -> &mut [u8] {
+    /// `len` values of it (grown if needed; whatever they held before).
+    pub(super) fn fill(&mut self, len: usize) -> &mut [T] {
         if self.0.len() < len {
-            self.0.resize(len, 0);
+            self.0.resize(len, T::default());
         }
         &mut self.0[..len]
     }
 }
 
-impl Drop for QuantizedInput {
+impl<T: 'static> Drop for Reused<T> {
     fn drop(&mut self) {
-        U8_INPUT.set(std::mem::take(&mut self.0));
+        self.1.set(std::mem::take(&mut self.0));
     }
 }

@@ -1,6 +1,6 @@
 //! Convolutions and their epilogues: folded BatchNorm, the im2col gather (f32 rows, bf16 rows
-//! rounded as they are gathered, int8 rows copied from the input quantized once per
-//! convolution), the matrix products (gemm, or the kernels of `sgemm`, `bf16mm` and `i8mm`)
+//! and int8 rows copied from the input rounded or quantized once per convolution), the matrix
+//! products (gemm, or the kernels of `sgemm`, `bf16mm` and `i8mm`)
 //! split across threads.
 
 #[allow(unused_imports)]
@@ -13,9 +13,9 @@ use super::*;
 const EPILOGUE_ROWS: usize = 96;
 const _: () = assert!(EPILOGUE_ROWS.is_multiple_of(32) && EPILOGUE_ROWS.is_multiple_of(sgemm::MC));
 
-/// Below this many values an int8 convolution's input is quantized on the calling thread
-/// ([`Conv::quantize_input`]): a split costs more than it saves.
-const QUANTIZE_SPLIT_VALUES: usize = 1 << 15;
+/// Below this many values an int8 or bf16 convolution's input is converted on the calling
+/// thread ([`Conv::convert_input`]): a split costs more than it saves.
+const CONVERT_SPLIT_VALUES: usize = 1 << 15;
 
 /// What happens to a convolution's product before it is stored.
 #[derive(Debug, Clone, Copy)]
@@ -334,24 +334,32 @@ impl Conv {
             unsafe { winograd::conv(&geo, u, &self.b, relu, dst, scratch, threads) };
             return;
         }
-        // int8 patches are gathered from the input quantized once, not quantized as gathered:
-        // a 3x3 convolution's im2col reads each input value 9 times.
-        let mut quantized = QuantizedInput::take();
-        let q = match &self.i8w {
-            Some(w) if !self.pointwise() => {
-                let values = x.n * x.h * x.w * self.cin;
-                let map = quantized.fill(values);
-                let t = if values < QUANTIZE_SPLIT_VALUES {
-                    1
-                } else {
-                    threads
-                };
+        // int8 and bf16 patches are gathered from the input converted once, not converted as
+        // gathered: a 3x3 convolution's im2col reads each input value 9 times.
+        let (mut bytes, mut halves) = (Reused::take(&U8_INPUT), Reused::take(&BF16_INPUT));
+        let values = x.n * x.h * x.w * self.cin;
+        let t = if values < CONVERT_SPLIT_VALUES {
+            1
+        } else {
+            threads
+        };
+        let q = match (&self.i8w, &self.bf16w) {
+            _ if self.pointwise() => None,
+            (Some(w), _) => {
+                let map = bytes.fill(values);
                 // SAFETY: int8 weights exist only where an int8 kernel family runs, which
                 // implies AVX2; `map` holds every pixel's `cin` values.
                 unsafe { self.quantize_input(x, xoff, w, map, t) };
-                Some(&*map)
+                Some(Converted::U8(&*map))
             }
-            _ => None,
+            (None, Some(_)) => {
+                let map = halves.fill(values);
+                // SAFETY: bf16 weights exist only where a bf16 kernel family runs, which
+                // implies AVX-512F and BW; `map` holds every pixel's `cin` values.
+                unsafe { self.round_input(x, xoff, map, t) };
+                Some(Converted::Bf16(&*map))
+            }
+            (None, None) => None,
         };
         let job = RowJob {
             x,
@@ -536,10 +544,11 @@ impl Conv {
         if self.bf16w.is_some() {
             let kp = bf16mm::padded_k(k);
             let mut buf = BF16_PATCHES.take();
-            let gather = |r, c, b: &mut [u16]| {
+            let gather = |r, c, b: &mut [u16]| match job.q {
+                Some(Converted::Bf16(q)) => self.im2col_converted(x, q, r, c, (oh, ow), b, kp),
                 // SAFETY: bf16 weights exist only where a bf16 kernel family is available,
                 // which implies AVX-512; `b` holds at least `c` rows of `kp`.
-                unsafe { self.im2col_bf16(x, xoff, r, c, (oh, ow), b, kp) }
+                _ => unsafe { self.im2col_bf16(x, xoff, r, c, (oh, ow), b, kp) },
             };
             in_chunks(
                 &mut buf,
@@ -554,10 +563,10 @@ impl Conv {
         if let Some(w) = &self.i8w {
             let mut buf = U8_PATCHES.take();
             let gather = |r, c, b: &mut [u8]| match job.q {
-                Some(q) => self.im2col_quantized(x, q, r, c, (oh, ow), b, w.kp()),
+                Some(Converted::U8(q)) => self.im2col_converted(x, q, r, c, (oh, ow), b, w.kp()),
                 // SAFETY: int8 weights exist only where an int8 kernel family is available,
                 // which implies AVX2; `b` holds at least `c` rows of `w.kp()`.
-                None => unsafe { self.im2col_u8(x, xoff, r, c, (oh, ow), b, w) },
+                _ => unsafe { self.im2col_u8(x, xoff, r, c, (oh, ow), b, w) },
             };
             in_chunks(
                 &mut buf,
@@ -627,18 +636,19 @@ impl Conv {
         });
     }
 
-    /// [`Conv::im2col_u8`] from the input quantized once (`q`: `x`'s pixels, `cin` bytes each,
-    /// from [`Conv::quantize_input`]): the same bytes, copied instead of quantized.
+    /// [`Conv::im2col_u8`] or [`Conv::im2col_bf16`] from the input converted once (`q`: `x`'s
+    /// pixels, `cin` values each, from [`Conv::convert_input`]): the same values, copied
+    /// instead of converted, into rows of `row_len`.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn im2col_quantized(
+    pub(super) fn im2col_converted<T: Copy + Default>(
         &self,
         x: &Buf,
-        q: &[u8],
+        q: &[T],
         r0: usize,
         m: usize,
         oh_ow: (usize, usize),
-        dst: &mut [u8],
-        kp: usize,
+        dst: &mut [T],
+        row_len: usize,
     ) {
         let src = Src {
             data: q,
@@ -647,13 +657,12 @@ impl Conv {
             c: self.cin,
             off: 0,
         };
-        self.gather(src, r0, m, oh_ow, (dst, kp, 0), copy_run);
+        self.gather(src, r0, m, oh_ow, (dst, row_len, T::default()), copy_run);
     }
 
     /// Channels `xoff..xoff + cin` of every pixel of `x`, quantized to `w`'s activation scale
-    /// into `map` (`cin` bytes per pixel, in pixel order), split across `threads`: the int8 patches are then gathered from it ([`Conv::im2col_quantized`]) and
-    /// each value is quantized once, not once per kernel tap. The bytes equal those
-    /// [`Conv::im2col_u8`] writes for the same values.
+    /// into `map` ([`Conv::convert_input`]); the bytes equal those [`Conv::im2col_u8`] writes
+    /// for the same values.
     ///
     /// # Safety
     /// The CPU has AVX2; `map` holds `x.n * x.h * x.w * cin` bytes.
@@ -665,32 +674,60 @@ impl Conv {
         map: &mut [u8],
         threads: usize,
     ) {
+        self.convert_input(x, xoff, map, threads, |d, s| {
+            // SAFETY: AVX2 (the caller's); runs of equal length.
+            unsafe { w.quantize_run(d, s) }
+        });
+    }
+
+    /// Channels `xoff..xoff + cin` of every pixel of `x`, rounded to bf16 into `map`
+    /// ([`Conv::convert_input`]), as [`Conv::im2col_bf16`] rounds them.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F and AVX-512BW; `map` holds `x.n * x.h * x.w * cin` values.
+    pub(super) unsafe fn round_input(&self, x: &Buf, xoff: usize, map: &mut [u16], threads: usize) {
+        self.convert_input(x, xoff, map, threads, |d, s| {
+            // SAFETY: AVX-512F and BW (the caller's).
+            unsafe { bf16mm::round_into(d, s) }
+        });
+    }
+
+    /// Channels `xoff..xoff + cin` of every pixel of `x`, converted by `convert` (a run of
+    /// values at a time) into `map` (`cin` per pixel, in pixel order), split across `threads`:
+    /// the int8 and bf16 patches are then gathered from it ([`Conv::im2col_converted`]), and
+    /// each value is converted once, not once per kernel tap.
+    fn convert_input<T: Send>(
+        &self,
+        x: &Buf,
+        xoff: usize,
+        map: &mut [T],
+        threads: usize,
+        convert: impl Fn(&mut [T], &[f32]) + Sync,
+    ) {
         let (cin, pixels) = (self.cin, x.n * x.h * x.w);
         assert!(
             map.len() == pixels * cin && xoff + cin <= x.c && x.data.len() >= pixels * x.c,
-            "fast path: quantized input does not fit the convolution"
+            "fast path: converted input does not fit the convolution"
         );
-        let base = SendBytes(map.as_mut_ptr());
+        let base = SendMut(map.as_mut_ptr());
         let part = |p: std::ops::Range<usize>| {
             // SAFETY: pixels `p` of `map` are this part's alone (the parts are disjoint);
             // `p.end <= pixels` (asserted above).
             let dst =
                 unsafe { std::slice::from_raw_parts_mut(base.at(p.start * cin), p.len() * cin) };
             if xoff == 0 && cin == x.c {
-                // SAFETY: AVX2 (the caller's); runs of equal length.
-                unsafe { w.quantize_run(dst, &x.data[p.start * cin..p.end * cin]) };
+                convert(dst, &x.data[p.start * cin..p.end * cin]);
                 return;
             }
             for (i, d) in p.zip(dst.chunks_exact_mut(cin)) {
-                // SAFETY: as above.
-                unsafe { w.quantize_run(d, &x.data[i * x.c + xoff..][..cin]) };
+                convert(d, &x.data[i * x.c + xoff..][..cin]);
             }
         };
         if threads <= 1 {
             part(0..pixels);
             return;
         }
-        let chunks = team::chunk_count(pixels, threads, QUANTIZE_SPLIT_VALUES / 4 / cin);
+        let chunks = team::chunk_count(pixels, threads, CONVERT_SPLIT_VALUES / 4 / cin);
         team::split(threads, chunks, |c| {
             part(team::chunk_range(pixels, chunks, 1, c))
         });
@@ -712,8 +749,8 @@ impl Conv {
         w: &i8mm::Packed,
     ) {
         let (x, xoff) = (job.x, job.xoff);
-        if let (false, Some(q)) = (self.pointwise(), job.q) {
-            self.im2col_quantized(x, q, 0, rows, oh_ow, dst, w.kp());
+        if let (false, Some(Converted::U8(q))) = (self.pointwise(), job.q) {
+            self.im2col_converted(x, q, 0, rows, oh_ow, dst, w.kp());
             return;
         }
         if !self.pointwise() {
@@ -987,7 +1024,7 @@ impl Conv {
 
     /// The one im2col gather behind [`Conv::im2col`] (f32 rows), [`Conv::im2col_bf16`] (bf16
     /// rows padded to the bf16 kernels' depth), [`Conv::im2col_u8`] (bytes quantized from f32)
-    /// and [`Conv::im2col_quantized`] (bytes copied from the input quantized once): `x` is the
+    /// and [`Conv::im2col_converted`] (values copied from the input converted once): `x` is the
     /// map read, `sink` is `(rows, row length, zero)`, row values past `k` are zero, `put`
     /// stores a run of input values into a run of a row.
     #[allow(clippy::too_many_arguments)]

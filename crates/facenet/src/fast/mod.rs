@@ -987,6 +987,96 @@ mod tests {
         }
     }
 
+    /// The input of the patch tests for a convolution reading `cin` channels: two images of
+    /// 9 x 11 (odd sizes: padding on every side, strides off the edge), values from `lo` to
+    /// `lo + 10`, 8 channels more than the convolution reads, which reads from the returned
+    /// channel offset (3) on.
+    fn odd_input(cin: usize, lo: f32) -> (Buf, usize) {
+        let (n, h, w, c) = (2, 9, 11, cin + 8);
+        let data = (0..n * h * w * c)
+            .map(|i| ((i * 7919) % 1001) as f32 / 100.0 + lo)
+            .collect();
+        (Buf { data, n, h, w, c }, 3)
+    }
+
+    /// With bf16 weights every convolution's patches, gathered from its input rounded once
+    /// (`round_input`, on one thread and split in two) and rounded as gathered, equal its f32
+    /// patches rounded to bf16 (zeros past `k`).
+    #[test]
+    #[ignore = "needs AVX-512 BF16: `cargo test --release -- --ignored avx512_bf16` where the CPU has it"]
+    #[cfg(target_arch = "x86_64")]
+    fn avx512_bf16_patches_from_the_rounded_input_equal_the_f32_patches_rounded() {
+        assert!(
+            Bf16Kernel::Avx512.available(),
+            "this machine lacks AVX-512 BF16: run this test where it has it"
+        );
+        let net = random_net(&InceptionResnetV1Config::small(), &Device::flex());
+        let mut bf16 = FastNet::compile(&net)
+            .unwrap()
+            .with_bf16_kernel(Bf16Kernel::Avx512)
+            .unwrap();
+        let mut checked = 0;
+        for conv in bf16.convs_mut() {
+            if conv.pointwise() || conv.bf16w.is_none() {
+                continue;
+            }
+            let (buf, xoff) = odd_input(conv.cin, -5.0);
+            let (n, h, wd) = (buf.n, buf.h, buf.w);
+            let (oh, ow) = conv.out_hw(h, wd);
+            let rows = n * oh * ow;
+            let (k, kp) = (
+                conv.kh * conv.kw * conv.cin,
+                bf16mm::padded_k(conv.kh * conv.kw * conv.cin),
+            );
+            let mut f32_rows = vec![0f32; rows * k];
+            conv.im2col(&buf, xoff, 0, rows, (oh, ow), &mut f32_rows);
+            let mut want = vec![0u16; rows.next_multiple_of(32) * kp];
+            for (d, a) in want.chunks_exact_mut(kp).zip(f32_rows.chunks_exact(k)) {
+                for (d, a) in d.iter_mut().zip(a) {
+                    *d = bf16mm::bf16(*a);
+                }
+            }
+            let mut map = vec![0u16; n * h * wd * conv.cin];
+            let mut split = vec![0u16; map.len()];
+            // SAFETY: AVX-512 BF16 (asserted above) implies AVX-512F and BW; the maps hold
+            // every pixel's `cin` values.
+            unsafe {
+                conv.round_input(&buf, xoff, &mut map, 1);
+                conv.round_input(&buf, xoff, &mut split, 2);
+            }
+            let what = format!("{}x{} {}->{}", conv.kh, conv.kw, conv.cin, conv.cout);
+            assert!(map == split, "{what}: the input rounded split differs");
+            for q in [None, Some(Converted::Bf16(&map[..]))] {
+                let job = RowJob {
+                    x: &buf,
+                    xoff,
+                    oc: conv.cout,
+                    ooff: 0,
+                    epilogue: Epilogue::Bias,
+                    q,
+                };
+                let mut got = vec![0u16; want.len()];
+                conv.in_patches(&job, 0, rows, &mut Vec::new(), |r0, m, p| {
+                    let Patches::Bf16(b) = p else {
+                        panic!("bf16 weights gathered other than bf16 patches")
+                    };
+                    got[r0 * kp..(r0 + m) * kp].copy_from_slice(&b[..m * kp]);
+                });
+                let from = if q.is_some() {
+                    "the rounded input"
+                } else {
+                    "f32"
+                };
+                assert!(got == want, "{what}: patches from {from} differ");
+            }
+            checked += 1;
+        }
+        assert!(
+            checked >= 5,
+            "only {checked} bf16 convolutions with patches"
+        );
+    }
+
     /// With int8 weights the left operand is quantized as it is gathered, or gathered from the
     /// input quantized once (`quantize_input`, on one thread or split). For every int8
     /// convolution, its rows (the patches, or a pointwise convolution's input rows) built
@@ -1011,21 +1101,9 @@ mod tests {
         let (mut patches, mut pointwise) = (0, 0);
         for conv in int8.convs_mut() {
             let Some(w) = conv.i8w.as_ref() else { continue };
-            // Two images of 9 x 11 (odd sizes: padding on every side, strides off the
-            // edge), values from below zero (clamped) to past the activation range; the
-            // input has 8 channels more than the convolution reads, from channel 3 on.
-            let (n, h, wd, c) = (2, 9, 11, conv.cin + 8);
-            let data: Vec<f32> = (0..n * h * wd * c)
-                .map(|i| ((i * 7919) % 1001) as f32 / 100.0 - 1.0)
-                .collect();
-            let buf = Buf {
-                data,
-                n,
-                h,
-                w: wd,
-                c,
-            };
-            let xoff = 3;
+            // Values from below zero (clamped) to past the activation range.
+            let (buf, xoff) = odd_input(conv.cin, -1.0);
+            let (n, h, wd, c) = (buf.n, buf.h, buf.w, buf.c);
             let (oh, ow) = conv.out_hw(h, wd);
             let rows = n * oh * ow;
             let (k, kp) = (conv.kh * conv.kw * conv.cin, w.kp());
@@ -1063,7 +1141,7 @@ mod tests {
                 epilogue: Epilogue::Bias,
                 q,
             };
-            for q in [None, Some(&map[..])] {
+            for q in [None, Some(Converted::U8(&map[..]))] {
                 let job = job(q);
                 let from = if q.is_some() {
                     "the quantized input"
