@@ -153,13 +153,13 @@ fn missing_weights_file_says_what_to_do() {
     assert!(stderr(&out).contains("facenet fetch"), "{}", stderr(&out));
 }
 
-/// `bench embed --layers` on the small network's random weights (none in FACENET_HOME): after
-/// each batch size's line, a table of the timed convolutions whose shares add up to 100 %;
-/// without the flag, no table.
+/// `bench embed --layers --pass-times` on the small network's random weights (none in
+/// FACENET_HOME): after each batch size's line, the spread of its single passes and a table of
+/// the timed convolutions whose shares add up to 100 %; without the flags, neither.
 #[test]
-fn bench_embed_layers_prints_where_the_time_went() {
+fn bench_embed_layers_and_pass_times_print_where_the_time_went() {
     let dir = tempfile::tempdir().unwrap();
-    let bench = |layers: bool| {
+    let bench = |flags: bool| {
         let mut cmd = bin();
         cmd.env("FACENET_HOME", dir.path()).args([
             "bench",
@@ -173,8 +173,8 @@ fn bench_embed_layers_prints_where_the_time_went() {
             "--min-run-s",
             "0",
         ]);
-        if layers {
-            cmd.arg("--layers");
+        if flags {
+            cmd.args(["--layers", "--pass-times"]);
         }
         let out = cmd.output().unwrap();
         assert!(out.status.success(), "{}", stderr(&out));
@@ -182,6 +182,28 @@ fn bench_embed_layers_prints_where_the_time_went() {
     };
     let text = bench(true);
     for b in [1, 2] {
+        // The spread of single passes: at least two, each statistic positive and none below
+        // the one before.
+        let head = format!("# pass times, batch {b}: ");
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&head))
+            .unwrap_or_else(|| panic!("no {head:?} in\n{text}"));
+        let passes: usize = line[head.len()..]
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(passes >= 2, "{line}");
+        let ms: Vec<f64> = ["p10 ", "p50 ", "p90 ", "p99 ", "max "]
+            .iter()
+            .map(|k| {
+                let at = line.find(k).unwrap_or_else(|| panic!("no {k:?} in {line}")) + k.len();
+                line[at..].split(' ').next().unwrap().parse().unwrap()
+            })
+            .collect();
+        assert!(ms[0] > 0.0 && ms.windows(2).all(|w| w[0] <= w[1]), "{line}");
         let head = format!("# layers, batch {b}: share | ms/pass");
         let at = text
             .find(&head)
@@ -213,7 +235,8 @@ fn bench_embed_layers_prints_where_the_time_went() {
             "no bottleneck row: {rows:?}"
         );
     }
-    assert!(!bench(false).contains("# layers"));
+    let plain = bench(false);
+    assert!(!plain.contains("# layers") && !plain.contains("# pass times"));
 }
 
 #[test]

@@ -105,22 +105,23 @@ fn random_batch_pass(
 }
 
 /// Runs batches of `batch` random images for at least `seconds` (and at least two batches),
-/// untimed: the passes over which `bench embed --layers` reads its per-convolution timers.
-/// Returns how many batches ran.
+/// timing each one: the passes over which `bench embed --layers` reads its per-convolution
+/// timers, and whose spread `bench embed --pass-times` prints. Returns each batch's time.
 pub fn embed_passes(
     embedder: &crate::Embedder,
     batch: usize,
     size: usize,
     seconds: f64,
-) -> crate::Result<u64> {
+) -> crate::Result<Vec<Duration>> {
     let mut pass = random_batch_pass(embedder, batch, size);
     let start = Instant::now();
-    let mut passes = 0;
-    while passes < 2 || start.elapsed().as_secs_f64() < seconds {
+    let mut times = Vec::new();
+    while times.len() < 2 || start.elapsed().as_secs_f64() < seconds {
+        let t = Instant::now();
         pass()?;
-        passes += 1;
+        times.push(t.elapsed());
     }
-    Ok(passes)
+    Ok(times)
 }
 
 /// End to end, one photo after another: each file read and decoded, its faces detected,

@@ -100,6 +100,28 @@ pub fn embed_table(title: &str, macs: u64, peak: Option<&Peak>, rows: &[EmbedRow
     lines
 }
 
+/// One line on how long single passes took (`times`, one per batch of `batch` images): the
+/// nearest-rank 10th, 50th, 90th and 99th percentiles and the longest, in milliseconds. A
+/// host that slows every pass alike moves the 10th percentile with the median; a few long
+/// passes (a thread away, another process's burst) move only the 99th and the longest.
+pub fn pass_time_line(batch: usize, times: &[std::time::Duration]) -> String {
+    let mut ms: Vec<f64> = times.iter().map(|t| t.as_secs_f64() * 1000.0).collect();
+    ms.sort_by(f64::total_cmp);
+    let at = |p: f64| {
+        let rank = ((p * ms.len() as f64).ceil() as usize).clamp(1, ms.len().max(1));
+        ms.get(rank - 1).copied().unwrap_or(0.0)
+    };
+    format!(
+        "# pass times, batch {batch}: {} passes, ms p10 {:.2} | p50 {:.2} | p90 {:.2} | p99 {:.2} | max {:.2}",
+        ms.len(),
+        at(0.10),
+        at(0.50),
+        at(0.90),
+        at(0.99),
+        ms.last().copied().unwrap_or(0.0),
+    )
+}
+
 /// `bench embed --layers`: the timed convolutions ([`crate::Embedder::layer_times`]) summed
 /// by geometry, input map and path (Block17's ten 1x1 projections make one row), slowest
 /// first, each row with its share of the timed total, milliseconds per pass, calls per pass
@@ -165,6 +187,23 @@ mod tests {
             field("a=1 img_per_s_x=3 img_per_s=2", "img_per_s"),
             Some(2.0)
         );
+    }
+
+    /// Passes of 1 to 100 ms (shuffled): the nearest-rank percentiles are 10, 50, 90 and 99
+    /// ms, the longest 100; one pass is all of them; none reads zeros, not a panic.
+    #[test]
+    fn pass_times_give_nearest_rank_percentiles() {
+        let ms = |v: u64| std::time::Duration::from_millis(v);
+        let times: Vec<_> = (1..=100).map(|i| ms((i * 37) % 100 + 1)).collect();
+        assert_eq!(
+            pass_time_line(8, &times),
+            "# pass times, batch 8: 100 passes, ms p10 10.00 | p50 50.00 | p90 90.00 | p99 99.00 | max 100.00"
+        );
+        assert!(
+            pass_time_line(1, &[ms(7)])
+                .ends_with("p10 7.00 | p50 7.00 | p90 7.00 | p99 7.00 | max 7.00")
+        );
+        assert!(pass_time_line(1, &[]).contains("0 passes, ms p10 0.00"));
     }
 
     /// 50 img/s of 1.5 G multiply-adds is 150 GFLOP/s and 20 ms per image; against a 200

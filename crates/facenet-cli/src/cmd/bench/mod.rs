@@ -132,6 +132,11 @@ pub struct EmbedArgs {
     /// slowest first. Fast CPU path only.
     #[arg(long)]
     pub layers: bool,
+    /// After the timed runs, time each batch one by one over two more seconds and print
+    /// their spread (10th, 50th, 90th, 99th percentile and longest, in ms): whether a slow run
+    /// was every pass slower alike or a few long ones.
+    #[arg(long)]
+    pub pass_times: bool,
     /// Internal: run one batch size in this process.
     #[arg(long, hide = true)]
     pub worker: Option<usize>,
@@ -180,6 +185,9 @@ fn parent(args: &EmbedArgs, device: &Device) -> anyhow::Result<()> {
         }
         if args.layers {
             argv.push("--layers".into());
+        }
+        if args.pass_times {
+            argv.push("--pass-times".into());
         }
         let text = run_worker(&argv)?;
         for line in text.lines() {
@@ -242,11 +250,16 @@ fn worker(args: &EmbedArgs, batch: usize, device: Device) -> anyhow::Result<()> 
             .collect();
         println!("# single-image passes: {}", each.join(", "));
     }
+    // Before the layer timers go on, which add their own time to every pass.
+    if args.pass_times {
+        let times = facenet::bench::embed_passes(&embedder, batch, size, 2.0)?;
+        println!("{}", facenet::bench::report::pass_time_line(batch, &times));
+    }
     if args.layers {
         embedder
             .time_layers(true)
             .context("--layers needs the fast CPU path (--engine auto, no GPU flag)")?;
-        let passes = facenet::bench::embed_passes(&embedder, batch, size, 2.0)?;
+        let passes = facenet::bench::embed_passes(&embedder, batch, size, 2.0)?.len() as u64;
         let times = embedder.layer_times();
         for line in facenet::bench::report::layer_table(batch, passes, &times) {
             println!("{line}");
