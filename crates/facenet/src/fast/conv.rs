@@ -1,7 +1,6 @@
 //! Convolutions and their epilogues: folded BatchNorm, the im2col gather (f32 rows, bf16 rows
 //! and int8 rows copied from the input rounded or quantized once per convolution), the matrix
-//! products (gemm, or the kernels of `sgemm`, `bf16mm` and `i8mm`)
-//! split across threads.
+//! products (gemm, or the kernels of `sgemm`, `bf16mm` and `i8mm`) split across threads.
 
 #[allow(unused_imports)]
 use super::*;
@@ -525,10 +524,9 @@ impl Conv {
     }
 
     /// Builds the im2col patches of output rows `r0..r0 + m` in bounded chunks and hands each
-    /// chunk (first row, row count, patches) to `f`. With bf16 weights the patches are rounded
-    /// to bf16 as they are gathered; with int8 weights they are gathered from the input
-    /// quantized once (`job.q`), or else quantized as they are gathered (no f32 copy is
-    /// written).
+    /// chunk (first row, row count, patches) to `f`. With bf16 or int8 weights the patches are
+    /// copied from the input rounded or quantized once (`job.q`), or else rounded or quantized
+    /// as they are gathered (no f32 copy is written either way).
     pub(super) fn in_patches(
         &self,
         job: &RowJob<'_>,
