@@ -60,9 +60,18 @@ impl<'a> Src<'a, f32> {
 
 /// A buffer's base pointer, shared by threads that write disjoint parts of it.
 pub(super) struct SendMut<T>(pub(super) *mut T);
-// SAFETY: as `SendPtr`.
+// SAFETY: only used for writes to disjoint regions, each by one thread, inside a scope that
+// outlives the buffer's borrow.
 unsafe impl<T: Send> Send for SendMut<T> {}
 unsafe impl<T: Send> Sync for SendMut<T> {}
+
+impl<T> Clone for SendMut<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for SendMut<T> {}
 
 impl<T> SendMut<T> {
     /// The pointer to element `i` (a method, so that closures capture the whole `SendMut`).
@@ -71,13 +80,8 @@ impl<T> SendMut<T> {
     }
 }
 
-/// The output buffer's base pointer, shared by threads that write disjoint parts of it.
-#[derive(Clone, Copy)]
-pub(super) struct SendPtr(pub(super) *mut f32);
-// SAFETY: only used for writes to disjoint regions, each by one thread, inside a scope that
-// outlives the buffer's borrow.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
+/// The output buffer's base pointer.
+pub(super) type SendPtr = SendMut<f32>;
 
 /// An activation map in NHWC layout: `data[((img * h + y) * w + x) * c + channel]`.
 #[derive(Debug, Default)]

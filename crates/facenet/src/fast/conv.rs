@@ -313,7 +313,7 @@ impl Conv {
         if scratch.len() < threads {
             scratch.resize_with(threads, Vec::new);
         }
-        let dst = SendPtr(out.data.as_mut_ptr());
+        let dst = SendMut(out.data.as_mut_ptr());
         // Winograd pays off once every thread has a full chunk of tiles, or (packed weights)
         // enough output channels of enough tiles; below that, its transforms and short
         // products cost more than im2col saves.
@@ -335,7 +335,9 @@ impl Conv {
         }
         // int8 and bf16 patches are gathered from the input converted once, not converted as
         // gathered: a 3x3 convolution's im2col reads each input value 9 times.
-        let (mut bytes, mut halves) = (Reused::take(&U8_INPUT), Reused::take(&BF16_INPUT));
+        // The per-thread buffer is taken only where a conversion runs (and put back at the end
+        // of this call).
+        let (mut bytes, mut halves): (Reused<u8>, Reused<u16>);
         let values = x.n * x.h * x.w * self.cin;
         let t = if values < CONVERT_SPLIT_VALUES {
             1
@@ -345,6 +347,7 @@ impl Conv {
         let q = match (&self.i8w, &self.bf16w) {
             _ if self.pointwise() => None,
             (Some(w), _) => {
+                bytes = Reused::take(&U8_INPUT);
                 let map = bytes.fill(values);
                 // SAFETY: int8 weights exist only where an int8 kernel family runs, which
                 // implies AVX2; `map` holds every pixel's `cin` values.
@@ -352,6 +355,7 @@ impl Conv {
                 Some(Converted::U8(&*map))
             }
             (None, Some(_)) => {
+                halves = Reused::take(&BF16_INPUT);
                 let map = halves.fill(values);
                 // SAFETY: bf16 weights exist only where a bf16 kernel family runs, which
                 // implies AVX-512F and BW; `map` holds every pixel's `cin` values.

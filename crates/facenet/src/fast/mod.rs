@@ -999,6 +999,24 @@ mod tests {
         (Buf { data, n, h, w, c }, 3)
     }
 
+    /// The call of the patch tests: `conv` on `buf` from channel `xoff`, its input converted
+    /// (`q`) or not.
+    fn patch_job<'a>(
+        conv: &Conv,
+        buf: &'a Buf,
+        xoff: usize,
+        q: Option<Converted<'a>>,
+    ) -> RowJob<'a> {
+        RowJob {
+            x: buf,
+            xoff,
+            oc: conv.cout,
+            ooff: 0,
+            epilogue: Epilogue::Bias,
+            q,
+        }
+    }
+
     /// With bf16 weights every convolution's patches, gathered from its input rounded once
     /// (`round_input`, on one thread and split in two) and rounded as gathered, equal its f32
     /// patches rounded to bf16 (zeros past `k`).
@@ -1024,10 +1042,8 @@ mod tests {
             let (n, h, wd) = (buf.n, buf.h, buf.w);
             let (oh, ow) = conv.out_hw(h, wd);
             let rows = n * oh * ow;
-            let (k, kp) = (
-                conv.kh * conv.kw * conv.cin,
-                bf16mm::padded_k(conv.kh * conv.kw * conv.cin),
-            );
+            let k = conv.kh * conv.kw * conv.cin;
+            let kp = bf16mm::padded_k(k);
             let mut f32_rows = vec![0f32; rows * k];
             conv.im2col(&buf, xoff, 0, rows, (oh, ow), &mut f32_rows);
             let mut want = vec![0u16; rows.next_multiple_of(32) * kp];
@@ -1047,14 +1063,7 @@ mod tests {
             let what = format!("{}x{} {}->{}", conv.kh, conv.kw, conv.cin, conv.cout);
             assert!(map == split, "{what}: the input rounded split differs");
             for q in [None, Some(Converted::Bf16(&map[..]))] {
-                let job = RowJob {
-                    x: &buf,
-                    xoff,
-                    oc: conv.cout,
-                    ooff: 0,
-                    epilogue: Epilogue::Bias,
-                    q,
-                };
+                let job = patch_job(conv, &buf, xoff, q);
                 let mut got = vec![0u16; want.len()];
                 conv.in_patches(&job, 0, rows, &mut Vec::new(), |r0, m, p| {
                     let Patches::Bf16(b) = p else {
@@ -1133,16 +1142,8 @@ mod tests {
                 conv.quantize_input(&buf, xoff, w, &mut split, 2);
             }
             assert!(map == split, "{what}: the input quantized split differs");
-            let job = |q| RowJob {
-                x: &buf,
-                xoff,
-                oc: conv.cout,
-                ooff: 0,
-                epilogue: Epilogue::Bias,
-                q,
-            };
             for q in [None, Some(Converted::U8(&map[..]))] {
-                let job = job(q);
+                let job = patch_job(conv, &buf, xoff, q);
                 let from = if q.is_some() {
                     "the quantized input"
                 } else {
@@ -1168,7 +1169,15 @@ mod tests {
             }
             let mut got = vec![0u8; want.len()];
             // SAFETY: AVX2 (asserted above); `got` holds the rows rounded up to 32.
-            unsafe { conv.quantize_rows(&job(None), rows, (oh, ow), &mut got, w) };
+            unsafe {
+                conv.quantize_rows(
+                    &patch_job(conv, &buf, xoff, None),
+                    rows,
+                    (oh, ow),
+                    &mut got,
+                    w,
+                )
+            };
             let n_out = conv.cout;
             let product = |quantized: bool| {
                 let mut c = vec![0f32; rows * n_out];

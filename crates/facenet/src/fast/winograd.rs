@@ -1096,7 +1096,7 @@ mod tests {
                                     &u,
                                     &b,
                                     relu,
-                                    SendPtr(got.as_mut_ptr()),
+                                    crate::fast::SendMut(got.as_mut_ptr()),
                                     &mut scratch,
                                     threads,
                                 )
