@@ -529,8 +529,8 @@ impl Conv {
 
     /// Builds the im2col patches of output rows `r0..r0 + m` in bounded chunks and hands each
     /// chunk (first row, row count, patches) to `f`. With bf16 or int8 weights the patches are
-    /// copied from the input rounded or quantized once (`job.q`), or else rounded or quantized
-    /// as they are gathered (no f32 copy is written either way).
+    /// copied from the input rounded or quantized once (`job.q`, which [`Conv::run`] fills for
+    /// every such convolution with patches); no f32 copy is written.
     pub(super) fn in_patches(
         &self,
         job: &RowJob<'_>,
@@ -545,13 +545,11 @@ impl Conv {
         let chunk = (IM2COL_CHUNK_FLOATS / k).clamp(1, m.max(1));
         if self.bf16w.is_some() {
             let kp = bf16mm::padded_k(k);
-            let mut buf = BF16_PATCHES.take();
-            let gather = |r, c, b: &mut [u16]| match job.q {
-                Some(Converted::Bf16(q)) => self.im2col_converted(x, q, r, c, (oh, ow), b, kp),
-                // SAFETY: bf16 weights exist only where a bf16 kernel family is available,
-                // which implies AVX-512; `b` holds at least `c` rows of `kp`.
-                _ => unsafe { self.im2col_bf16(x, xoff, r, c, (oh, ow), b, kp) },
+            let Some(Converted::Bf16(q)) = job.q else {
+                panic!("fast path: bf16 patches are gathered from the input rounded first")
             };
+            let mut buf = BF16_PATCHES.take();
+            let gather = |r, c, b: &mut [u16]| self.im2col_converted(x, q, r, c, (oh, ow), b, kp);
             in_chunks(
                 &mut buf,
                 (r0, m, chunk, kp),
@@ -563,13 +561,12 @@ impl Conv {
             return;
         }
         if let Some(w) = &self.i8w {
-            let mut buf = U8_PATCHES.take();
-            let gather = |r, c, b: &mut [u8]| match job.q {
-                Some(Converted::U8(q)) => self.im2col_converted(x, q, r, c, (oh, ow), b, w.kp()),
-                // SAFETY: int8 weights exist only where an int8 kernel family is available,
-                // which implies AVX2; `b` holds at least `c` rows of `w.kp()`.
-                _ => unsafe { self.im2col_u8(x, xoff, r, c, (oh, ow), b, w) },
+            let Some(Converted::U8(q)) = job.q else {
+                panic!("fast path: int8 patches are gathered from the input quantized first")
             };
+            let mut buf = U8_PATCHES.take();
+            let gather =
+                |r, c, b: &mut [u8]| self.im2col_converted(x, q, r, c, (oh, ow), b, w.kp());
             in_chunks(
                 &mut buf,
                 (r0, m, chunk, w.kp()),
@@ -593,54 +590,9 @@ impl Conv {
         }
     }
 
-    /// [`Conv::im2col`] into bf16 rows of `kp` values (zeros past `k`).
-    ///
-    /// # Safety
-    /// The CPU has AVX-512F and AVX-512BW; `dst` holds `m` rows of `kp`.
-    #[allow(clippy::too_many_arguments)]
-    #[target_feature(enable = "avx512f,avx512bw")]
-    pub(super) unsafe fn im2col_bf16(
-        &self,
-        x: &Buf,
-        xoff: usize,
-        r0: usize,
-        m: usize,
-        oh_ow: (usize, usize),
-        dst: &mut [u16],
-        kp: usize,
-    ) {
-        // This function's AVX-512F/BW (the caller's guarantee) is what `round_into` needs.
-        self.gather(Src::of(x, xoff), r0, m, oh_ow, (dst, kp, 0), |d, s| {
-            bf16mm::round_into(d, s)
-        });
-    }
-
-    /// [`Conv::im2col`] into rows of `w.kp()` bytes quantized to `w`'s activation scale
-    /// (zeros past `k`), equal byte for byte to the f32 rows quantized by [`i8mm::gemm`].
-    ///
-    /// # Safety
-    /// The CPU has AVX2; `dst` holds `m` rows of `w.kp()`.
-    #[allow(clippy::too_many_arguments)]
-    #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn im2col_u8(
-        &self,
-        x: &Buf,
-        xoff: usize,
-        r0: usize,
-        m: usize,
-        oh_ow: (usize, usize),
-        dst: &mut [u8],
-        w: &i8mm::Packed,
-    ) {
-        self.gather(Src::of(x, xoff), r0, m, oh_ow, (dst, w.kp(), 0), |d, s| {
-            // SAFETY: AVX2 (this function's); `d` and `s` are runs of equal length.
-            unsafe { w.quantize_run(d, s) }
-        });
-    }
-
-    /// [`Conv::im2col_u8`] or [`Conv::im2col_bf16`] from the input converted once (`q`: `x`'s
-    /// pixels, `cin` values each, from [`Conv::convert_input`]): the same values, copied
-    /// instead of converted, into rows of `row_len`.
+    /// [`Conv::im2col`] from the input converted once (`q`: `x`'s pixels, `cin` bytes or bf16
+    /// values each, from [`Conv::quantize_input`] or [`Conv::round_input`]) into rows of
+    /// `row_len` (zeros past `k`): the patches of an int8 or bf16 product.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn im2col_converted<T: Copy + Default>(
         &self,
@@ -659,12 +611,12 @@ impl Conv {
             c: self.cin,
             off: 0,
         };
-        self.gather(src, r0, m, oh_ow, (dst, row_len, T::default()), copy_run);
+        self.gather(src, r0, m, oh_ow, (dst, row_len, T::default()));
     }
 
     /// Channels `xoff..xoff + cin` of every pixel of `x`, quantized to `w`'s activation scale
-    /// into `map` ([`Conv::convert_input`]); the bytes equal those [`Conv::im2col_u8`] writes
-    /// for the same values.
+    /// into `map` ([`Conv::convert_input`]), byte for byte as [`i8mm::gemm`] quantizes its f32
+    /// rows.
     ///
     /// # Safety
     /// The CPU has AVX2; `map` holds `x.n * x.h * x.w * cin` bytes.
@@ -683,7 +635,7 @@ impl Conv {
     }
 
     /// Channels `xoff..xoff + cin` of every pixel of `x`, rounded to bf16 into `map`
-    /// ([`Conv::convert_input`]), as [`Conv::im2col_bf16`] rounds them.
+    /// ([`Conv::convert_input`]), as [`bf16mm::gemm`] rounds its f32 rows.
     ///
     /// # Safety
     /// The CPU has AVX-512F and AVX-512BW; `map` holds `x.n * x.h * x.w * cin` values.
@@ -736,8 +688,8 @@ impl Conv {
     }
 
     /// The left operand of all `rows` output rows quantized for `w`, into `dst` (rows of
-    /// `w.kp()` bytes): the patches ([`Conv::im2col_u8`]) or, for a pointwise convolution, the
-    /// input rows themselves, as [`i8mm::gemm`] would quantize them.
+    /// `w.kp()` bytes): the patches, from the input quantized once (`job.q`), or for a
+    /// pointwise convolution the input rows themselves, as [`i8mm::gemm`] would quantize them.
     ///
     /// # Safety
     /// The CPU has AVX2; `dst` holds `rows` rows of `w.kp()`.
@@ -751,13 +703,11 @@ impl Conv {
         w: &i8mm::Packed,
     ) {
         let (x, xoff) = (job.x, job.xoff);
-        if let (false, Some(Converted::U8(q))) = (self.pointwise(), job.q) {
-            self.im2col_converted(x, q, 0, rows, oh_ow, dst, w.kp());
-            return;
-        }
         if !self.pointwise() {
-            // SAFETY: forwarded from the caller.
-            unsafe { self.im2col_u8(x, xoff, 0, rows, oh_ow, dst, w) };
+            let Some(Converted::U8(q)) = job.q else {
+                panic!("fast path: int8 patches are gathered from the input quantized first")
+            };
+            self.im2col_converted(x, q, 0, rows, oh_ow, dst, w.kp());
             return;
         }
         let (k, kp) = (self.cin, w.kp());
@@ -829,7 +779,7 @@ impl Conv {
         };
         let product = |r: usize, mr: usize| unsafe {
             match (patches, &self.i8w, &self.bf16w, &self.f32w) {
-                // Patches rounded or quantized as gathered: `in_patches` built the rows
+                // Patches rounded or quantized once: `in_patches` built the rows
                 // `r0..r0 + m` rounded up to 32, of the weights' padded depth; blocks start at
                 // multiples of 32.
                 (Some(Patches::Bf16(p)), _, Some(w), _) => {
@@ -1021,24 +971,21 @@ impl Conv {
         dst: &mut [f32],
     ) {
         let k = self.kh * self.kw * self.cin;
-        self.gather(Src::of(x, xoff), r0, m, oh_ow, (dst, k, 0.0), copy_run);
+        self.gather(Src::of(x, xoff), r0, m, oh_ow, (dst, k, 0.0));
     }
 
-    /// The one im2col gather behind [`Conv::im2col`] (f32 rows), [`Conv::im2col_bf16`] (bf16
-    /// rows padded to the bf16 kernels' depth), [`Conv::im2col_u8`] (bytes quantized from f32)
-    /// and [`Conv::im2col_converted`] (values copied from the input converted once): `x` is the
-    /// map read, `sink` is `(rows, row length, zero)`, row values past `k` are zero, `put`
-    /// stores a run of input values into a run of a row.
+    /// The one im2col gather behind [`Conv::im2col`] (f32 rows) and [`Conv::im2col_converted`]
+    /// (bytes or bf16 values, from the input converted once): `x` is the map read, `sink` is
+    /// `(rows, row length, zero)`, and row values past `k` are zero.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    pub(super) fn gather<S: Copy, T: Copy>(
+    pub(super) fn gather<T: Copy>(
         &self,
-        x: Src<'_, S>,
+        x: Src<'_, T>,
         r0: usize,
         m: usize,
         oh_ow: (usize, usize),
         sink: (&mut [T], usize, T),
-        put: impl Fn(&mut [T], &[S]),
     ) {
         let (dst, row_len, zero) = sink;
         let (oh, ow) = oh_ow;
@@ -1063,7 +1010,7 @@ impl Conv {
                 {
                     let src = ((img * x.h + iy as usize) * x.w + ix0 as usize) * x.c;
                     let run = self.kw * cin;
-                    put(&mut row[dy * run..(dy + 1) * run], &x.data[src..src + run]);
+                    copy_run(&mut row[dy * run..(dy + 1) * run], &x.data[src..src + run]);
                     continue;
                 }
                 for dx in 0..self.kw {
@@ -1073,7 +1020,7 @@ impl Conv {
                         seg.fill(zero);
                     } else {
                         let src = ((img * x.h + iy as usize) * x.w + ix as usize) * x.c + xoff;
-                        put(seg, &x.data[src..src + cin]);
+                        copy_run(seg, &x.data[src..src + cin]);
                     }
                 }
             }

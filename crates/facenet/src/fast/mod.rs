@@ -37,8 +37,8 @@
 //!
 //! [`Precision::Bf16`] (opt-in, [`FastNet::with_precision`]) runs every product in bf16 instead
 //! (`fast/bf16mm.rs`), on Intel AMX tiles or, on CPUs without AMX, AVX-512 BF16 dot products
-//! ([`Bf16Kernel`]): weights packed once, im2col rows rounded to bf16 as they are gathered, f32
-//! sums and epilogues. [`Precision::Int8`] (opt-in, calibrated: [`FastNet::with_int8`]) runs
+//! ([`Bf16Kernel`]): weights packed once, im2col rows gathered from the input rounded to bf16
+//! once, f32 sums and epilogues. [`Precision::Int8`] (opt-in, calibrated: [`FastNet::with_int8`]) runs
 //! most products in integers (`fast/i8mm.rs`, [`Int8Kernel`]: Intel AMX tiles (`fast/amx.rs`),
 //! AVX-512 VNNI, AVX-VNNI or AVX2).
 //! The same machinery runs MTCNN ([`FastMtcnn`]).
@@ -1018,8 +1018,8 @@ mod tests {
     }
 
     /// With bf16 weights every convolution's patches, gathered from its input rounded once
-    /// (`round_input`, on one thread and split in two) and rounded as gathered, equal its f32
-    /// patches rounded to bf16 (zeros past `k`).
+    /// (`round_input`, on one thread and split in two, which must agree), equal its f32 patches
+    /// rounded to bf16 (zeros past `k`).
     #[test]
     #[ignore = "needs AVX-512 BF16: `cargo test --release -- --ignored avx512_bf16` where the CPU has it"]
     #[cfg(target_arch = "x86_64")]
@@ -1062,22 +1062,15 @@ mod tests {
             }
             let what = format!("{}x{} {}->{}", conv.kh, conv.kw, conv.cin, conv.cout);
             assert!(map == split, "{what}: the input rounded split differs");
-            for q in [None, Some(Converted::Bf16(&map[..]))] {
-                let job = patch_job(conv, &buf, xoff, q);
-                let mut got = vec![0u16; want.len()];
-                conv.in_patches(&job, 0, rows, &mut Vec::new(), |r0, m, p| {
-                    let Patches::Bf16(b) = p else {
-                        panic!("bf16 weights gathered other than bf16 patches")
-                    };
-                    got[r0 * kp..(r0 + m) * kp].copy_from_slice(&b[..m * kp]);
-                });
-                let from = if q.is_some() {
-                    "the rounded input"
-                } else {
-                    "f32"
+            let job = patch_job(conv, &buf, xoff, Some(Converted::Bf16(&map[..])));
+            let mut got = vec![0u16; want.len()];
+            conv.in_patches(&job, 0, rows, &mut Vec::new(), |r0, m, p| {
+                let Patches::Bf16(b) = p else {
+                    panic!("bf16 weights gathered other than bf16 patches")
                 };
-                assert!(got == want, "{what}: patches from {from} differ");
-            }
+                got[r0 * kp..(r0 + m) * kp].copy_from_slice(&b[..m * kp]);
+            });
+            assert!(got == want, "{what}: patches from the rounded input differ");
             checked += 1;
         }
         assert!(
@@ -1086,10 +1079,10 @@ mod tests {
         );
     }
 
-    /// With int8 weights the left operand is quantized as it is gathered, or gathered from the
-    /// input quantized once (`quantize_input`, on one thread or split). For every int8
-    /// convolution, its rows (the patches, or a pointwise convolution's input rows) built
-    /// either way by `in_patches` and by `quantize_rows` equal its f32 rows quantized as
+    /// With int8 weights the patches are gathered from the input quantized once
+    /// (`quantize_input`, on one thread and split in two, which must agree). For every int8
+    /// convolution, its rows (the patches, or a pointwise convolution's input rows quantized
+    /// directly) built by `in_patches` and by `quantize_rows` equal its f32 rows quantized as
     /// [`i8mm::gemm`] quantizes them, byte for byte (zeros past `k`), and the product on them
     /// equals `i8mm::gemm` on the f32 rows bit for bit.
     #[test]
@@ -1142,42 +1135,26 @@ mod tests {
                 conv.quantize_input(&buf, xoff, w, &mut split, 2);
             }
             assert!(map == split, "{what}: the input quantized split differs");
-            for q in [None, Some(Converted::U8(&map[..]))] {
-                let job = patch_job(conv, &buf, xoff, q);
-                let from = if q.is_some() {
-                    "the quantized input"
-                } else {
-                    "f32"
-                };
-                let mut got = vec![0u8; want.len()];
-                // SAFETY: AVX2 (asserted above); `got` holds the rows rounded up to 32.
-                unsafe { conv.quantize_rows(&job, rows, (oh, ow), &mut got, w) };
-                assert!(
-                    got == want,
-                    "{what}: rows quantized at once from {from} differ"
-                );
-                if !conv.pointwise() {
-                    let mut chunked = vec![0u8; want.len()];
-                    conv.in_patches(&job, 0, rows, &mut Vec::new(), |r0, m, p| {
-                        let Patches::U8(q) = p else {
-                            panic!("int8 weights gathered other than quantized patches")
-                        };
-                        chunked[r0 * kp..(r0 + m) * kp].copy_from_slice(&q[..m * kp]);
-                    });
-                    assert!(chunked == want, "{what}: patches from {from} differ");
-                }
-            }
+            // As `Conv::run` builds it: the quantized input only where there are patches.
+            let q = (!conv.pointwise()).then_some(Converted::U8(&map[..]));
+            let job = patch_job(conv, &buf, xoff, q);
             let mut got = vec![0u8; want.len()];
             // SAFETY: AVX2 (asserted above); `got` holds the rows rounded up to 32.
-            unsafe {
-                conv.quantize_rows(
-                    &patch_job(conv, &buf, xoff, None),
-                    rows,
-                    (oh, ow),
-                    &mut got,
-                    w,
-                )
-            };
+            unsafe { conv.quantize_rows(&job, rows, (oh, ow), &mut got, w) };
+            assert!(got == want, "{what}: rows quantized at once differ");
+            if !conv.pointwise() {
+                let mut chunked = vec![0u8; want.len()];
+                conv.in_patches(&job, 0, rows, &mut Vec::new(), |r0, m, p| {
+                    let Patches::U8(q) = p else {
+                        panic!("int8 weights gathered other than quantized patches")
+                    };
+                    chunked[r0 * kp..(r0 + m) * kp].copy_from_slice(&q[..m * kp]);
+                });
+                assert!(
+                    chunked == want,
+                    "{what}: patches from the quantized input differ"
+                );
+            }
             let n_out = conv.cout;
             let product = |quantized: bool| {
                 let mut c = vec![0f32; rows * n_out];
