@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use facenet::bench::report::percentile;
+
 /// One load run.
 #[derive(Debug, Clone)]
 pub struct Load {
@@ -67,14 +69,6 @@ impl LoadReport {
     pub fn faces_per_s(&self) -> f64 {
         self.faces as f64 / self.seconds.max(1e-9)
     }
-}
-
-fn percentile(v: &mut [f64], q: f64) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_by(f64::total_cmp);
-    v[((v.len() - 1) as f64 * q).round() as usize]
 }
 
 /// Runs `load.clients` clients, each sending photos (one per request, in turn) until
@@ -156,6 +150,8 @@ pub async fn run(load: &Load, photos: &[(String, Vec<u8>)]) -> LoadReport {
     }
     let seconds = start.elapsed().as_secs_f64();
     done.store(true, Ordering::Relaxed);
+    ok.sort_by(f64::total_cmp);
+    shed.sort_by(f64::total_cmp);
     let samples = sampler.await.unwrap_or_default();
     let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
     let quarters: Vec<(f64, f64)> = if samples.is_empty() {
@@ -172,9 +168,9 @@ pub async fn run(load: &Load, photos: &[(String, Vec<u8>)]) -> LoadReport {
         errors,
         faces,
         seconds,
-        p50_ms: percentile(&mut ok, 0.5),
-        p99_ms: percentile(&mut ok, 0.99),
-        shed_p50_ms: percentile(&mut shed, 0.5),
+        p50_ms: percentile(&ok, 0.5),
+        p99_ms: percentile(&ok, 0.99),
+        shed_p50_ms: percentile(&shed, 0.5),
         rss_mib: quarters.iter().map(|q| q.0).collect(),
         heap_mib: quarters.iter().map(|q| q.1).collect(),
     }

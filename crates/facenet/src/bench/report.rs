@@ -100,6 +100,14 @@ pub fn embed_table(title: &str, macs: u64, peak: Option<&Peak>, rows: &[EmbedRow
     lines
 }
 
+/// The nearest-rank `q` quantile (0 to 1) of `sorted` (ascending): the smallest value with at
+/// least a share `q` of the values at or below it; 0 when there are none. The service
+/// benchmark's latencies and [`pass_time_line`] both use it.
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len().max(1));
+    sorted.get(rank - 1).copied().unwrap_or(0.0)
+}
+
 /// One line on how long single passes took (`times`, one per batch of `batch` images): the
 /// nearest-rank 10th, 50th, 90th and 99th percentiles and the longest, in milliseconds. A
 /// host that slows every pass alike moves the 10th percentile with the median; a few long
@@ -107,10 +115,7 @@ pub fn embed_table(title: &str, macs: u64, peak: Option<&Peak>, rows: &[EmbedRow
 pub fn pass_time_line(batch: usize, times: &[std::time::Duration]) -> String {
     let mut ms: Vec<f64> = times.iter().map(|t| t.as_secs_f64() * 1000.0).collect();
     ms.sort_by(f64::total_cmp);
-    let at = |p: f64| {
-        let rank = ((p * ms.len() as f64).ceil() as usize).clamp(1, ms.len().max(1));
-        ms.get(rank - 1).copied().unwrap_or(0.0)
-    };
+    let at = |q: f64| percentile(&ms, q);
     format!(
         "# pass times, batch {batch}: {} passes, ms p10 {:.2} | p50 {:.2} | p90 {:.2} | p99 {:.2} | max {:.2}",
         ms.len(),
@@ -204,6 +209,11 @@ mod tests {
                 .ends_with("p10 7.00 | p50 7.00 | p90 7.00 | p99 7.00 | max 7.00")
         );
         assert!(pass_time_line(1, &[]).contains("0 passes, ms p10 0.00"));
+        // The service benchmark's latencies: the smallest value with at least q at or below.
+        let four = [1.0, 2.0, 3.0, 4.0];
+        let got = [0.0, 0.25, 0.26, 0.5, 0.99, 1.0].map(|q| percentile(&four, q));
+        assert_eq!(got, [1.0, 1.0, 2.0, 2.0, 4.0, 4.0]);
+        assert_eq!(percentile(&[], 0.5), 0.0);
     }
 
     /// 50 img/s of 1.5 G multiply-adds is 150 GFLOP/s and 20 ms per image; against a 200
