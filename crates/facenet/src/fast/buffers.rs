@@ -105,6 +105,8 @@ pub(super) struct Workspace {
     pub(super) free: Vec<Vec<f32>>,
     /// One im2col scratch per thread that splits a convolution.
     pub(super) im2col: Vec<Vec<f32>>,
+    /// How many maps were taken that no free buffer had room for (each one allocated).
+    pub(super) allocated: usize,
 }
 
 impl Workspace {
@@ -132,13 +134,19 @@ impl Workspace {
     }
 
     fn pick(&mut self, len: usize) -> Vec<f32> {
-        // Prefer the smallest free buffer that is large enough.
+        if self.free.iter().all(|v| v.capacity() < len) {
+            self.allocated += 1;
+        }
+        // Prefer a free buffer that last held exactly `len` values, which is handed back
+        // without zeroing any part of it ([`Workspace::take`] zeroes what lies past the values
+        // a buffer held last): a pass asks for the same sizes as the pass before. Then the
+        // smallest free buffer that is large enough.
         let pick = self
             .free
             .iter()
             .enumerate()
             .filter(|(_, v)| v.capacity() >= len)
-            .min_by_key(|(_, v)| v.capacity())
+            .min_by_key(|(_, v)| (v.len() != len, v.capacity()))
             .map(|(i, _)| i);
         match pick {
             Some(i) => self.free.swap_remove(i),

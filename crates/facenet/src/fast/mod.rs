@@ -742,7 +742,14 @@ impl FastNet {
         let mut emb = ws.take(n, 1, 1, self.bottleneck.cout);
         self.bottleneck
             .run(&pooled, 0, &mut emb, 0, Epilogue::Bias, &mut ws.im2col, par);
-        emb.data
+        // Every map goes back to the workspace, the embeddings' too (copied out): a buffer
+        // kept out of it would be allocated again, and a smaller one grown and zeroed in its
+        // place, on the next pass.
+        let out = emb.data.clone();
+        for b in [x, pooled, emb] {
+            ws.give(b);
+        }
+        out
     }
 }
 
@@ -808,6 +815,29 @@ mod tests {
         (0..n * 3 * 160 * 160)
             .map(|i| ((i * 7919) % 255) as f32 / 128.0 - 1.0)
             .collect()
+    }
+
+    /// A pass gives every map it took back to the thread's workspace, the last ones too, so
+    /// the passes after the first allocate none.
+    #[test]
+    fn later_passes_take_every_map_from_the_workspace() {
+        let net = random_net(&InceptionResnetV1Config::small(), &Device::flex());
+        let fast = FastNet::compile(&net).unwrap().with_threads(1);
+        let x = ramp_images(2);
+        let allocated = || {
+            let ws = WORKSPACE.take();
+            let n = ws.allocated;
+            WORKSPACE.set(ws);
+            n
+        };
+        let before = allocated();
+        fast.forward_nchw(&x, 2, 160, 160).unwrap();
+        let first = allocated();
+        assert!(first > before, "the first pass took no new map");
+        for pass in 2..=4 {
+            fast.forward_nchw(&x, 2, 160, 160).unwrap();
+            assert_eq!(allocated(), first, "pass {pass} allocated maps");
+        }
     }
 
     #[test]
