@@ -134,9 +134,6 @@ impl Workspace {
     }
 
     fn pick(&mut self, len: usize) -> Vec<f32> {
-        if self.free.iter().all(|v| v.capacity() < len) {
-            self.allocated += 1;
-        }
         // Prefer a free buffer that last held exactly `len` values, which is handed back
         // without zeroing any part of it ([`Workspace::take`] zeroes what lies past the values
         // a buffer held last): a pass asks for the same sizes as the pass before. Then the
@@ -150,7 +147,10 @@ impl Workspace {
             .map(|(i, _)| i);
         match pick {
             Some(i) => self.free.swap_remove(i),
-            None => self.free.pop().unwrap_or_default(),
+            None => {
+                self.allocated += 1;
+                self.free.pop().unwrap_or_default()
+            }
         }
     }
 
